@@ -1,0 +1,270 @@
+"""The FHIR R5 spec model FinGate serves, read once from the vendored files in `schema/`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
+DEFINITIONS_DIR = SCHEMA_DIR / "definitions"
+FHIR_VERSION = "5.0.0"
+
+SERVED_RESOURCES: tuple[str, ...] = (
+    "Account",
+    "ChargeItem",
+    "Claim",
+    "ClaimResponse",
+    "Contract",
+    "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "Encounter",
+    "EnrollmentRequest",
+    "EnrollmentResponse",
+    "ExplanationOfBenefit",
+    "InsurancePlan",
+    "Invoice",
+    "Location",
+    "Organization",
+    "Patient",
+    "PaymentNotice",
+    "PaymentReconciliation",
+    "Practitioner",
+    "PractitionerRole",
+    "RelatedPerson",
+    "Task",
+)
+
+# FHIR primitive type code -> the GraphQL scalar that carries it (design.md "Scalars").
+PRIMITIVE_SCALARS: dict[str, str] = {
+    "boolean": "Boolean",
+    "integer": "Int",
+    "positiveInt": "Int",
+    "unsignedInt": "Int",
+    "decimal": "Decimal",
+    "id": "ID",
+    "integer64": "String",
+    "string": "String",
+    "code": "String",
+    "uri": "String",
+    "url": "String",
+    "canonical": "String",
+    "oid": "String",
+    "uuid": "String",
+    "markdown": "String",
+    "base64Binary": "String",
+    "date": "String",
+    "dateTime": "String",
+    "instant": "String",
+    "time": "String",
+    "xhtml": "String",
+}
+_FHIRPATH_TYPES = {"http://hl7.org/fhirpath/System.String": "string"}
+
+# Search parameters billing apps need and R5 lacks (listed in the README).
+EXTRA_SEARCH_PARAMETERS: dict[str, list[dict]] = {
+    "PaymentReconciliation": [
+        {
+            "code": "allocation-target",
+            "type": "reference",
+            "expression": "PaymentReconciliation.allocation.target",
+            "target": ["Claim", "Account", "Invoice", "ChargeItem", "Encounter", "Contract"],
+            "description": "The resource (a Claim, Account, ...) a payment allocation settles. FinGate extension.",
+        },
+        {
+            "code": "allocation-response",
+            "type": "reference",
+            "expression": "PaymentReconciliation.allocation.response",
+            "target": ["ClaimResponse"],
+            "description": "The ClaimResponse a payment allocation settles. FinGate extension.",
+        },
+    ]
+}
+
+
+@dataclass(frozen=True)
+class Element:
+    """One element of a type: `PaymentReconciliation.allocation.target`."""
+
+    path: str
+    name: str  # JSON name; for a choice `value[x]` the stem `value`
+    min: int
+    is_list: bool
+    types: tuple[str, ...]  # FHIR type codes; backbones name their generated type
+    short: str
+    targets: tuple[str, ...] = ()  # Reference / canonical target resource types
+    codes: tuple[str, ...] | None = None  # required binding codes, when enumerable
+
+    @property
+    def is_choice(self) -> bool:
+        return self.path.endswith("[x]")
+
+    def json_name(self, type_code: str) -> str:
+        """JSON name of the element when it carries `type_code` (`valueString`)."""
+        if not self.is_choice:
+            return self.name
+        return self.name + type_code[0].upper() + type_code[1:]
+
+
+@dataclass(frozen=True)
+class TypeDef:
+    """A resource, backbone element or complex datatype."""
+
+    name: str
+    kind: str  # "resource" | "backbone" | "datatype"
+    path: str  # FHIR path of the type root: `Claim`, `Claim.item.detail`, `Money`
+    url: str
+    short: str
+    elements: tuple[Element, ...] = field(default=())
+
+
+@dataclass(frozen=True)
+class SearchParam:
+    """An R5 search parameter (or a FinGate extra) of one resource type."""
+
+    code: str
+    type: str  # token | string | date | reference | number | quantity | uri | special
+    expression: str
+    targets: tuple[str, ...]
+    description: str
+
+    @property
+    def arg_name(self) -> str:
+        """GraphQL argument name: `-` written `_`."""
+        return self.code.replace("-", "_")
+
+
+def _load_definition(name: str) -> dict:
+    return json.loads((DEFINITIONS_DIR / f"StructureDefinition-{name}.json").read_text())
+
+
+def backbone_name(path: str) -> str:
+    """`Claim.item.detail` -> `ClaimItemDetail`."""
+    head, *rest = path.split(".")
+    return head + "".join(p[0].upper() + p[1:] for p in rest)
+
+
+def _type_code(t: dict) -> str:
+    code = t["code"]
+    return _FHIRPATH_TYPES.get(code, code)
+
+
+class Spec:
+    """Every type reachable from the served resources, with bindings and search parameters."""
+
+    def __init__(self) -> None:
+        self.bindings: dict[str, list[str]] = {
+            k: v for k, v in json.loads((SCHEMA_DIR / "required-bindings.json").read_text()).items() if not k.startswith("_")
+        }
+        self.types: dict[str, TypeDef] = {}
+        pending = list(SERVED_RESOURCES)
+        while pending:
+            name = pending.pop(0)
+            if name in self.types:
+                continue
+            for td in self._read(name):
+                self.types[td.name] = td
+                for el in td.elements:
+                    for t in el.types:
+                        if t not in PRIMITIVE_SCALARS and t not in self.types and t not in pending and t != "Resource":
+                            pending.append(t)
+        self.search_params = self._read_search_params()
+
+    def _read(self, name: str) -> list[TypeDef]:
+        sd = _load_definition(name)
+        kind = "resource" if sd["kind"] == "resource" else "datatype"
+        root = sd["type"]
+        elements_by_path = {e["path"]: e for e in sd["snapshot"]["element"]}
+        children: dict[str, list[dict]] = {}
+        for e in sd["snapshot"]["element"]:
+            if "." in e["path"]:
+                children.setdefault(e["path"].rsplit(".", 1)[0], []).append(e)
+        out: list[TypeDef] = []
+
+        def build(path: str, kind: str) -> None:
+            elements = []
+            for e in children.get(path, []):
+                elements.append(self._element(e, elements_by_path))
+                if e.get("type") and _type_code(e["type"][0]) in ("BackboneElement", "Element") and e["path"] in children:
+                    build(e["path"], "backbone")
+            head = elements_by_path[path]
+            tname = root if path == root else backbone_name(path)
+            out.append(TypeDef(tname, kind, path, sd["url"], head.get("short", ""), tuple(elements)))
+
+        build(root, kind)
+        return out
+
+    def _element(self, e: dict, by_path: dict[str, dict]) -> Element:
+        path = e["path"]
+        name = path.rsplit(".", 1)[1].removesuffix("[x]")
+        if "contentReference" in e:
+            types: tuple[str, ...] = (backbone_name(e["contentReference"].lstrip("#")),)
+        elif e.get("type") and _type_code(e["type"][0]) in ("BackboneElement", "Element") and any(
+            p.startswith(path + ".") for p in by_path
+        ):
+            types = (backbone_name(path),)
+        else:
+            types = tuple(_type_code(t) for t in e.get("type", []))
+        targets: list[str] = []
+        for t in e.get("type", []):
+            for prof in t.get("targetProfile", []):
+                targets.append(prof.rsplit("/", 1)[1])
+        codes = None
+        binding = e.get("binding") or {}
+        if binding.get("strength") == "required":
+            codes = self.bindings.get(path) or self.bindings.get(e.get("base") or "")
+            if codes is not None:
+                codes = tuple(codes)
+        return Element(
+            path=path,
+            name=name,
+            min=int(e.get("min", 0)),
+            is_list=e.get("max", "1") != "1" and e.get("max") != "0",
+            types=types,
+            short=e.get("short", ""),
+            targets=tuple(dict.fromkeys(targets)),
+            codes=codes,
+        )
+
+    def _read_search_params(self) -> dict[str, dict[str, SearchParam]]:
+        raw = json.loads((SCHEMA_DIR / "search-parameters.json").read_text())
+        out: dict[str, dict[str, SearchParam]] = {}
+        for rtype in SERVED_RESOURCES:
+            params = list(raw.get(rtype, [])) + EXTRA_SEARCH_PARAMETERS.get(rtype, [])
+            out[rtype] = {
+                p["code"]: SearchParam(
+                    code=p["code"],
+                    type=p["type"],
+                    expression=p.get("expression") or "",
+                    targets=tuple(p.get("target") or ()),
+                    description=p.get("description", ""),
+                )
+                for p in params
+                if p["type"] != "special" and p.get("expression")
+            }
+        return out
+
+    def resource(self, name: str) -> TypeDef:
+        return self.types[name]
+
+    def element(self, path: str) -> Element | None:
+        """The element at a FHIR path, following backbones: `PaymentReconciliation.allocation.target`."""
+        parts = path.split(".")
+        td = self.types[parts[0]]
+        el: Element | None = None
+        for part in parts[1:]:
+            el = next((e for e in td.elements if e.name == part or e.json_name(part) == part), None)
+            if el is None:
+                return None
+            nxt = next((t for t in el.types if t in self.types), None)
+            if nxt is not None:
+                td = self.types[nxt]
+        return el
+
+
+@cache
+def spec() -> Spec:
+    """The one Spec of this process (built once at start-up)."""
+    return Spec()
