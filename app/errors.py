@@ -1,0 +1,65 @@
+"""The errors FinGate reports to clients, each with its `extensions.code`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# The contract's `errors[].extensions.code` values (design.md "Errors").
+BAD_USER_INPUT = "BAD_USER_INPUT"
+NOT_FOUND = "NOT_FOUND"
+CONFLICT = "CONFLICT"
+STATUS_RULE = "STATUS_RULE"
+UNAUTHENTICATED = "UNAUTHENTICATED"
+FORBIDDEN = "FORBIDDEN"
+QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
+INTERNAL = "INTERNAL"
+
+
+def outcome_issue(
+    diagnostics: str,
+    expression: str | None = None,
+    code: str = "invalid",
+    severity: str = "error",
+) -> dict[str, Any]:
+    """One R5 OperationOutcome.issue."""
+    issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    if expression:
+        issue["expression"] = [expression]
+    return issue
+
+
+def operation_outcome(issues: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"resourceType": "OperationOutcome", "issue": issues}
+
+
+class FinGateError(Exception):
+    """An error a client caused or must know about; never carries a traceback out."""
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        *,
+        issues: list[dict[str, Any]] | None = None,
+        extensions: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.issues = issues
+        self.extra = extensions or {}
+
+    @property
+    def extensions(self) -> dict[str, Any]:
+        ext: dict[str, Any] = {"code": self.code, **self.extra}
+        if self.issues:
+            ext["operationOutcome"] = operation_outcome(self.issues)
+        return ext
+
+
+def bad_input(message: str, expression: str | None = None, issues: list[dict[str, Any]] | None = None) -> FinGateError:
+    return FinGateError(BAD_USER_INPUT, message, issues=issues or [outcome_issue(message, expression)])
+
+
+def not_found(resource_type: str, id: str) -> FinGateError:
+    return FinGateError(NOT_FOUND, f"{resource_type}/{id} not found", issues=[outcome_issue(f"{resource_type}/{id} not found", code="not-found")])

@@ -1,0 +1,116 @@
+"""The embedded database's lifecycle, against the real SecantusDB child process and the real CLI."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.embedded import EmbeddedError, EmbeddedMongo
+from app.store import Store
+
+pytestmark = pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="tests the embedded database")
+
+
+def secantus_pids(data_dir: Path) -> list[int]:
+    """SecantusDB processes serving `data_dir` (read from /proc: no extra dependency)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"secantus" in b" ".join(cmdline) and str(data_dir.resolve()).encode() in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_data_persists_across_restarts(tmp_path: Path) -> None:
+    db_name = f"persist_{uuid.uuid4().hex[:8]}"
+    with EmbeddedMongo(tmp_path) as first:
+        store = Store(first.uri, db_name)
+        await store.db["Probe"].insert_one({"_id": "1", "amount": "100.10"})
+        await store.close()
+    assert secantus_pids(tmp_path) == []
+    with EmbeddedMongo(tmp_path) as second:
+        store = Store(second.uri, db_name)
+        assert await store.db["Probe"].find_one({"_id": "1"}) == {"_id": "1", "amount": "100.10"}
+        await store.close()
+    assert secantus_pids(tmp_path) == []
+
+
+def test_a_failed_start_reports_the_log_and_leaves_nothing(tmp_path: Path) -> None:
+    with EmbeddedMongo(tmp_path):
+        # A second server on the same storage cannot take WiredTiger's lock.
+        second = EmbeddedMongo(tmp_path)
+        with pytest.raises(EmbeddedError) as failure:
+            second.start(timeout=30)
+        assert "Last lines of" in str(failure.value)
+        assert second.process is None or second.process.poll() is not None
+    assert secantus_pids(tmp_path) == []
+
+
+def _serve(tmp_path: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
+    environment = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+    environment.update(
+        FINGATE_DATA_DIR=str(tmp_path), FINGATE_PORT=str(port), FINGATE_LOAD_DEMO="false", FINGATE_LOG_LEVEL="warning", **env
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "serve"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+
+
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("fingate serve did not become ready")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_the_database_on_signals(tmp_path: Path, signum: int) -> None:
+    port = free_port()
+    proc = _serve(tmp_path, port)
+    try:
+        _wait_ready(port, proc)
+        assert len(secantus_pids(tmp_path)) == 1
+        proc.send_signal(signum)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert secantus_pids(tmp_path) == []
+
+
+def test_serve_failing_at_start_up_leaves_no_database(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        proc = _serve(tmp_path, port)
+        code = proc.wait(90)
+    assert code != 0
+    assert secantus_pids(tmp_path) == []
