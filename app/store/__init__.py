@@ -1,0 +1,294 @@
+"""The only code that talks to MongoDB: collections, indexes, conditional writes, history."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from bson.codec_options import CodecOptions, TypeDecoder, TypeEncoder, TypeRegistry
+from bson.decimal128 import Decimal128
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, monitoring
+from pymongo.asynchronous.client_session import AsyncClientSession
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from app import errors
+from app.fhirschema.model import SERVED_RESOURCES
+from app.metrics import MONGO_COMMANDS
+from app.store import search
+
+log = logging.getLogger("fingate.store")
+
+Resource = dict[str, Any]
+_HIDDEN = {"_id": 0, "_search": 0}
+FIRST_PAGE = "first"  # the cursor of a connection's first page
+
+
+class _DecimalCodec(TypeEncoder, TypeDecoder):  # type: ignore[misc]
+    """FHIR decimals: `Decimal` in Python, `Decimal128` in MongoDB, the same digits both ways."""
+
+    python_type = Decimal
+    bson_type = Decimal128
+
+    def transform_python(self, value: Decimal) -> Decimal128:
+        return Decimal128(value)
+
+    def transform_bson(self, value: Decimal128) -> Decimal:
+        return value.to_decimal()
+
+
+CODEC_OPTIONS: CodecOptions[Resource] = CodecOptions(
+    document_class=dict, tz_aware=True, tzinfo=UTC, type_registry=TypeRegistry([_DecimalCodec()])
+)
+
+
+class _CommandCounter(monitoring.CommandListener):
+    """Counts every command sent (`fingate_mongo_commands_total`), also for tests' round-trip bounds."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        self.count += 1
+        MONGO_COMMANDS.labels(event.command_name).inc()
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+def _public(doc: Resource | None) -> Resource | None:
+    """A stored document as FHIR JSON: without `_id` and the hidden search values."""
+    if doc is not None:
+        doc.pop("_id", None)
+        doc.pop("_search", None)
+    return doc
+
+
+def _history_id(id: str, version: str) -> str:
+    return f"{id}/_history/{version}"
+
+
+class Store:
+    """One database: a collection per resource type (`Claim`) and its history (`Claim_history`)."""
+
+    def __init__(self, uri: str, db_name: str) -> None:
+        self.commands = _CommandCounter()
+        self.client: AsyncMongoClient[Resource] = AsyncMongoClient(
+            uri, event_listeners=[self.commands], tz_aware=True, serverSelectionTimeoutMS=10_000
+        )
+        self.db: AsyncDatabase[Resource] = self.client.get_database(db_name, codec_options=CODEC_OPTIONS)
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def ping(self) -> bool:
+        try:
+            await self.client.admin.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
+    async def ensure_indexes(self) -> None:
+        """Idempotent: creating an index that exists is a no-op in MongoDB."""
+        for rtype in SERVED_RESOURCES:
+            for keys in search.index_keys(rtype):
+                await self.db[rtype].create_index(keys)
+            await self.db[f"{rtype}_history"].create_index([("id", ASCENDING), ("v", DESCENDING)])
+
+    async def is_empty(self) -> bool:
+        for rtype in SERVED_RESOURCES:
+            if await self.db[rtype].find_one({}, {"_id": 1}) is not None:
+                return False
+        return True
+
+    async def drop_all(self) -> None:
+        await self.client.drop_database(self.db.name)
+
+    # -- reads ---------------------------------------------------------------------------
+
+    async def get(self, resource_type: str, id: str) -> Resource | None:
+        return _public(await self.db[resource_type].find_one({"_id": id}, _HIDDEN))
+
+    async def get_by_type(self, ids_by_type: dict[str, list[str]]) -> dict[tuple[str, str], Resource]:
+        """Any number of resources of any types in ONE command ({(type, id): resource} of those found).
+
+        Several types are read with `$unionWith`, so a level of reference traversal is one round trip.
+        """
+        wanted = {t: list(dict.fromkeys(ids)) for t, ids in ids_by_type.items() if ids}
+        if not wanted:
+            return {}
+
+        def stage(rtype: str) -> list[dict[str, Any]]:
+            return [{"$match": {"_id": {"$in": wanted[rtype]}}}, {"$project": {"_search": 0}}, {"$addFields": {"_t": rtype}}]
+
+        first, *rest = sorted(wanted)
+        pipeline = stage(first) + [{"$unionWith": {"coll": t, "pipeline": stage(t)}} for t in rest]
+        out = {}
+        cursor = await self.db[first].aggregate(pipeline, batchSize=sum(map(len, wanted.values())) + 1)
+        async for doc in cursor:
+            out[(doc.pop("_t"), doc.pop("_id"))] = doc
+        return out
+
+    async def search(
+        self,
+        resource_type: str,
+        params: dict[str, str],
+        count: int,
+        offset: int = 0,
+        sort: str | None = None,
+    ) -> list[Resource]:
+        query = search.compile_filter(resource_type, params)
+        order = search.compile_sort(resource_type, sort)
+        cursor = self.db[resource_type].find(query, _HIDDEN, sort=order, skip=offset, limit=count, batch_size=count + 1)
+        return [doc async for doc in cursor]
+
+    async def page(
+        self, resource_type: str, params: dict[str, str], count: int, cursor: str | None, sort: str | None
+    ) -> dict[str, Any]:
+        """A keyset page: {count (total matches), first, next, edges: [{resource}]}."""
+        if cursor == FIRST_PAGE:
+            cursor = None
+        query = search.compile_filter(resource_type, params)
+        order = search.compile_sort(resource_type, sort)
+        paged = {"$and": [query, search.cursor_filter(resource_type, sort, cursor)]} if cursor else query
+        coll = self.db[resource_type]
+        docs = [d async for d in coll.find(paged, sort=order, limit=count + 1, batch_size=count + 2)]
+        total = await coll.count_documents(query)
+        more = len(docs) > count
+        docs = docs[:count]
+        next_cursor = search.cursor_for(resource_type, sort, docs[-1]) if more and docs else None
+        return {
+            "count": total,
+            "first": None if cursor is None else FIRST_PAGE,
+            "next": next_cursor,
+            "edges": [{"resource": _public(d)} for d in docs],
+        }
+
+    async def referencing(
+        self,
+        resource_type: str,
+        code: str,
+        targets: list[str],
+        params: dict[str, str],
+        sort: str | None,
+    ) -> list[tuple[list[str], Resource]]:
+        """Resources whose reference parameter `code` points at any of `targets`, one command.
+
+        Each comes with the normalized references it holds for `code`, so callers can group.
+        """
+        key = search.reference_key(resource_type, code)
+        query = search.compile_filter(resource_type, params)
+        query = {"$and": [query, {key: {"$in": targets}}]} if query else {key: {"$in": targets}}
+        order = search.compile_sort(resource_type, sort)
+        out = []
+        async for doc in self.db[resource_type].find(query, sort=order):
+            refs = _dotted(doc, key)
+            out.append((refs, _public(doc)))  # type: ignore[arg-type]
+        return out
+
+    async def history(self, resource_type: str, id: str) -> list[Resource]:
+        cursor = self.db[f"{resource_type}_history"].find({"id": id}, {"_id": 0, "id": 0, "v": 0}, sort=[("v", DESCENDING)])
+        return [d["resource"] async for d in cursor]
+
+    # -- writes: each is one conditional operation plus its history, in one transaction ----
+
+    async def _with_history(self, session: AsyncClientSession, resource_type: str, resource: Resource) -> None:
+        version = resource["meta"]["versionId"]
+        await self.db[f"{resource_type}_history"].insert_one(
+            {"_id": _history_id(resource["id"], version), "id": resource["id"], "v": int(version), "resource": resource},
+            session=session,
+        )
+
+    def _stored(self, resource_type: str, resource: Resource) -> Resource:
+        return {**resource, "_id": resource["id"], "_search": search.index_values(resource_type, resource)}
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncClientSession]:
+        """All writes given this session commit together or not at all.
+
+        A write conflict with a concurrent transaction is the loser's CONFLICT, never a retry:
+        the caller re-reads and decides, exactly as for a stale `ifMatch`.
+        """
+        try:
+            async with self.client.start_session() as session, await session.start_transaction():
+                yield session
+        except PyMongoError as exc:
+            if exc.has_error_label("TransientTransactionError") or exc.has_error_label("UnknownTransactionCommitResult"):
+                raise errors.FinGateError(
+                    errors.CONFLICT, "another write to the same resource won the race: read it again and retry"
+                ) from exc
+            raise
+
+    @contextlib.asynccontextmanager
+    async def _joined(self, session: AsyncClientSession | None) -> AsyncIterator[AsyncClientSession]:
+        if session is not None:
+            yield session
+        else:
+            async with self.transaction() as own:
+                yield own
+
+    async def insert(self, resource_type: str, resource: Resource, session: AsyncClientSession | None = None) -> Resource:
+        """Store version 1 (the caller set `id` and `meta`); CONFLICT if the id is taken."""
+        async with self._joined(session) as session:
+            try:
+                await self.db[resource_type].insert_one(self._stored(resource_type, resource), session=session)
+            except DuplicateKeyError as exc:
+                raise errors.FinGateError(errors.CONFLICT, f"{resource_type}/{resource['id']} already exists") from exc
+            await self._with_history(session, resource_type, resource)
+        return resource
+
+    async def replace(
+        self,
+        resource_type: str,
+        resource: Resource,
+        expected_version: str,
+        expected_status: str | None,
+        session: AsyncClientSession | None = None,
+    ) -> Resource:
+        """Replace the current version iff it is still `expected_version` (and status); else CONFLICT."""
+        match: dict[str, Any] = {"_id": resource["id"], "meta.versionId": expected_version}
+        if expected_status is not None:
+            match["status"] = expected_status
+        async with self._joined(session) as session:
+            result = await self.db[resource_type].replace_one(match, self._stored(resource_type, resource), session=session)
+            if result.matched_count != 1:
+                raise errors.FinGateError(
+                    errors.CONFLICT,
+                    f"{resource_type}/{resource['id']} changed since version {expected_version}: read it again and retry",
+                )
+            await self._with_history(session, resource_type, resource)
+        return resource
+
+    async def delete(self, resource_type: str, id: str, expected_version: str, expected_status: str | None) -> None:
+        """Remove the current version (history stays) iff unchanged; else CONFLICT."""
+        match: dict[str, Any] = {"_id": id, "meta.versionId": expected_version}
+        if expected_status is not None:
+            match["status"] = expected_status
+        async with self.transaction() as session:
+            deleted = await self.db[resource_type].find_one_and_delete(match, {"_id": 1}, session=session)
+            if deleted is None:
+                raise errors.FinGateError(errors.CONFLICT, f"{resource_type}/{id} changed since version {expected_version}")
+            await self.db[f"{resource_type}_history"].update_one(
+                {"_id": _history_id(id, expected_version)},
+                {"$set": {"deleted": datetime.now(UTC)}},
+                session=session,
+            )
+
+
+def _dotted(doc: Resource, key: str) -> list[str]:
+    value: Any = doc
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+__all__ = ["CODEC_OPTIONS", "Store"]
