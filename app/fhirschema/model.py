@@ -156,7 +156,10 @@ class Spec:
 
     def __init__(self) -> None:
         self.bindings: dict[str, list[str]] = {
-            k: v for k, v in json.loads((SCHEMA_DIR / "required-bindings.json").read_text()).items() if not k.startswith("_")
+            k: v
+            for name in ("required-bindings.json", "required-bindings-supplement.json")
+            for k, v in json.loads((SCHEMA_DIR / name).read_text()).items()
+            if not k.startswith("_")
         }
         self.types: dict[str, TypeDef] = {}
         pending = list(SERVED_RESOURCES)
@@ -211,12 +214,11 @@ class Spec:
         for t in e.get("type", []):
             for prof in t.get("targetProfile", []):
                 targets.append(prof.rsplit("/", 1)[1])
-        codes = None
+        codes: tuple[str, ...] | None = None
         binding = e.get("binding") or {}
         if binding.get("strength") == "required":
-            codes = self.bindings.get(path) or self.bindings.get(e.get("base") or "")
-            if codes is not None:
-                codes = tuple(codes)
+            listed = self.bindings.get(path) or self.bindings.get(e.get("base") or "")
+            codes = tuple(listed) if listed is not None else None
         return Element(
             path=path,
             name=name,

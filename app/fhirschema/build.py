@@ -1,0 +1,421 @@
+"""Generates FinGate's GraphQL schema (Strawberry classes) from the FHIR R5 spec model, deterministically."""
+
+from __future__ import annotations
+
+import enum
+import inspect
+from collections.abc import Callable, Iterable
+from functools import cache
+from typing import Annotated, Any
+
+import strawberry
+from strawberry.annotation import StrawberryAnnotation
+from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types.base import StrawberryList, StrawberryOptional
+from strawberry.types.field import StrawberryField
+from strawberry.types.fields.resolver import StrawberryResolver
+from strawberry.types.union import StrawberryUnion
+from strawberry.types.unset import UNSET
+
+from app.fhirschema import resolvers
+from app.fhirschema.fields import (
+    ORIGIN,
+    FieldSpec,
+    arg_codes,
+    element_fields,
+    element_type_def,
+    reference_params,
+    search_args,
+    search_description,
+    type_description,
+)
+from app.fhirschema.model import SERVED_RESOURCES, SearchParam, Spec, TypeDef, spec
+from app.fhirschema.naming import (
+    CONTAINED_UNION,
+    UNSERVED_RESOURCE,
+    check_unique,
+    connection_names,
+    input_name,
+    object_type_names,
+    reference_enum_name,
+)
+from app.fhirschema.scalars import JSON, FhirDecimal, scalar_map
+
+SDL_HEADER = (
+    f"# FinGate GraphQL schema, generated from the HL7 {ORIGIN} StructureDefinitions and search parameters\n"
+    "# by app/fhirschema/build.py. Do not edit: run `make sdl`.\n\n"
+)
+
+_PYTHON_SCALARS: dict[str, object] = {
+    "Boolean": bool,
+    "Int": int,
+    "Decimal": FhirDecimal,
+    "ID": strawberry.ID,
+    "String": str,
+}
+
+Field = tuple[str, object, StrawberryField]  # Python attribute, annotation (None: from the resolver), field
+ArgSpec = tuple[str, object, bool, str | None]  # name, Python type, required, description
+
+_COUNT: ArgSpec = ("_count", int, False, "At most this many resources.")
+_SORT: ArgSpec = ("_sort", str, False, "Sort order: comma-separated search parameter codes, `-` for descending.")
+
+
+
+class _Schema(strawberry.Schema):
+    """Strawberry's schema, minus its error logging: the HTTP layer logs each error once, by kind."""
+
+    def process_errors(self, errors: Any, execution_context: Any = None) -> None:
+        pass
+
+class ResourceUnion(StrawberryUnion):
+    """A union of resource types over plain dicts: the member is the dict's `resourceType`.
+
+    One lookup, where Strawberry would try every member's `is_type_of`; the resource types
+    then need no `is_type_of`, which graphql-core would also call for every resource value.
+    """
+
+    def __init__(self, type_resolver: Callable[[Any, Any, Any], str], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.type_resolver = type_resolver
+
+    def get_type_resolver(self, type_map: Any) -> Callable[[Any, Any, Any], str]:
+        return self.type_resolver
+
+
+class DataField(StrawberryField):
+    """A plain data field whose Strawberry type is known when it is created.
+
+    Strawberry re-derives a field's type from its annotation each time it reads it
+    (about eight times per field while building: a third of the build time); these
+    fields answer with the type they were given.
+    """
+
+    fixed_type: object = None
+
+    def resolve_type(self, *, type_definition: Any = None) -> Any:
+        return self.fixed_type
+
+    def __copy__(self) -> DataField:
+        new = super().__copy__()
+        new.fixed_type = self.fixed_type
+        return new
+
+
+def data_field(fixed_type: object, python: str, name: str, description: str | None) -> DataField:
+    field = DataField(python_name=python, graphql_name=name, description=description)
+    field.fixed_type = fixed_type
+    return field
+
+
+class _Builder:
+    """Creates every class empty first (types refer to each other in cycles), then defines them."""
+
+    def __init__(self, model: Spec) -> None:
+        self.model = model
+        self.type_defs = sorted([*model.types.values(), element_type_def(model)], key=lambda td: td.name)
+        self.names = object_type_names(self.type_defs)
+        self.renamed = {fhir: gql for fhir, gql in self.names.items() if fhir != gql}
+        self.served = sorted(SERVED_RESOURCES)
+        self.outputs = {name: _empty(gql) for name, gql in self.names.items()}
+        self.inputs = {name: _empty(input_name(gql)) for name, gql in self.names.items()}
+        self.shapes: dict[tuple[object, bool, bool], object] = {}
+        members = tuple(StrawberryAnnotation(self.outputs[name]) for name in self.served)
+        self.resource_union = ResourceUnion(
+            resolvers.resolve_resource_type,
+            name="Resource",
+            type_annotations=members,
+            description=f"Any {ORIGIN} resource FinGate serves, told apart by `resourceType`.",
+        )
+        self.contained_union = ResourceUnion(
+            resolvers.resolve_contained_type,
+            name=CONTAINED_UNION,
+            type_annotations=(*members, StrawberryAnnotation(self._unserved_resource())),
+            description=(
+                f"A contained resource: any {ORIGIN} resource FinGate serves, or {UNSERVED_RESOURCE} "
+                "for the other types (FHIR allows any type in `contained`)."
+            ),
+        )
+        self.reverse_types = [name for name in self.served if reference_params(model, name)]
+        self.enums = {name: self._reference_enum(name) for name in self.reverse_types}
+        self.reverse_resolvers = {name: self._reverse_resolver(name) for name in self.reverse_types}
+
+    def schema(self) -> strawberry.Schema:
+        self._check_names()
+        for td in self.type_defs:
+            self._define_output(td)
+            self._define_input(td)
+        connections = {name: self._connection(name) for name in self.served}
+        query = _empty("Query")
+        _define(query, [f for t in self.served for f in self._query_fields(t, connections[t])])
+        mutation = _empty("Mutation")
+        _define(mutation, [f for t in self.served for f in self._mutation_fields(t)])
+        return _Schema(
+            query=strawberry.type(query, name="Query", description=f"Read and search {ORIGIN} financial resources."),
+            mutation=strawberry.type(mutation, name="Mutation", description=f"Write {ORIGIN} financial resources."),
+            config=StrawberryConfig(
+                auto_camel_case=False,
+                default_resolver=resolvers.resolve_data_field,
+                scalar_map=scalar_map(),
+            ),
+            # Classes: Strawberry makes one per request, and their LRU caches are module-wide.
+            extensions=[ParserCache, ValidationCache],
+        )
+
+    # --- object and input types ------------------------------------------------------------
+
+    def _shape(self, item: Any, is_list: bool, nullable_items: bool) -> object:
+        """The Strawberry type of a data field, built once per shape and shared by all fields.
+
+        Giving Strawberry resolved types instead of `list[X] | None` spares it re-deriving
+        each annotation, the bulk of the build time.
+        """
+        key = (item, is_list, nullable_items)
+        if key not in self.shapes:
+            inner = StrawberryOptional(item) if nullable_items else item
+            self.shapes[key] = StrawberryOptional(StrawberryList(inner) if is_list else item)
+        return self.shapes[key]
+
+    def _data_fields(self, td: TypeDef, classes: dict[str, type], resource: object) -> list[Field]:
+        fields: list[Field] = []
+        for f in element_fields(td, self.renamed):
+            shape = self._shape(self._item(f, classes, resource), f.is_list, f.nullable_items)
+            fields.append((f.python, shape, data_field(shape, f.python, f.name, f.description)))
+        return fields
+
+    @staticmethod
+    def _item(f: FieldSpec, classes: dict[str, type], resource: object) -> object:
+        if f.target == "Resource":
+            return resource
+        return _PYTHON_SCALARS.get(f.target) or classes[f.target]
+
+    def _define_output(self, td: TypeDef) -> None:
+        fields = self._data_fields(td, self.outputs, self.contained_union)
+        if td.name == "Reference":
+            fields.append(self._reference_resource_field())
+        if td.kind == "resource":
+            fields.extend(self._reverse_fields())
+        name = self.names[td.name]
+        cls = self.outputs[td.name]
+        _define(cls, fields)
+        strawberry.type(cls, name=name, description=type_description(td, name))
+
+    def _define_input(self, td: TypeDef) -> None:
+        name = self.names[td.name]
+        cls = self.inputs[td.name]
+        # `contained` on input: raw resources, as a union cannot be an input type.
+        _define(cls, self._data_fields(td, self.inputs, JSON))
+        description = f"{name} as input: FHIR JSON, with the fields of the {name} type."
+        strawberry.input(cls, name=input_name(name), description=description)
+        cls.__strawberry_definition__.from_input = resolvers.from_input  # type: ignore[attr-defined]
+
+    def _unserved_resource(self) -> type:
+        cls = _empty(UNSERVED_RESOURCE)
+        _define(
+            cls,
+            [
+                ("resourceType", str | None, strawberry.field(name="resourceType", description="Its FHIR type.")),
+                ("id", strawberry.ID | None, strawberry.field(name="id", description="Its id inside the container.")),
+            ],
+        )
+        description = (
+            "A contained resource of a type FinGate does not serve (a Device in a Claim): only its type and id."
+        )
+        return strawberry.type(cls, name=UNSERVED_RESOURCE, description=description)
+
+    def _reference_resource_field(self) -> Field:
+        description = (
+            "The referenced resource when FinGate serves it (`Type/id`, or a contained `#id`); null otherwise."
+        )
+        resolver = _with_signature(resolvers.reference_resource(), [], StrawberryOptional(self.resource_union))
+        return "resource", None, strawberry.field(resolver=resolver, name="resource", description=description)
+
+    # --- reverse references ----------------------------------------------------------------
+
+    def _reference_enum(self, resource_type: str) -> type[enum.Enum]:
+        name = reference_enum_name(resource_type)
+        params = reference_params(self.model, resource_type)
+        members = {p.arg_name: strawberry.enum_value(p.code, description=p.description) for p in params}
+        description = f"The reference search parameters of {resource_type}: which reference points back."
+        values: Any = enum.Enum(name, members)  # type: ignore[misc]
+        return strawberry.enum(values, name=name, description=description)  # type: ignore[no-any-return]
+
+    def _reverse_resolver(self, x: str) -> StrawberryResolver:
+        """One resolver per listed type, shared by every resource type: Strawberry reads its arguments once."""
+        params = search_args(self.model, x)
+        # Undescribed: Query.<X>List describes them once, where 23 copies would double the SDL.
+        args: list[ArgSpec] = [
+            ("_reference", self.enums[x], True, None),
+            *((p.arg_name, str, False, None) for p in params),
+            ("_count", int, False, None),
+            ("_sort", str, False, None),
+        ]
+        resolver = resolvers.reverse(x, arg_codes(params))
+        return StrawberryResolver(_with_signature(resolver, args, StrawberryOptional(StrawberryList(self.outputs[x]))))
+
+    def _reverse_fields(self) -> list[Field]:
+        return [
+            (
+                f"{x}List",
+                None,
+                strawberry.field(
+                    resolver=resolver,
+                    name=f"{x}List",
+                    description=(
+                        f"The {x} resources whose reference search parameter `_reference` points at this resource; "
+                        f"the other arguments are those of Query.{x}List."
+                    ),
+                ),
+            )
+            for x, resolver in self.reverse_resolvers.items()
+        ]
+
+    # --- root types ------------------------------------------------------------------------
+
+    def _connection(self, t: str) -> type:
+        page_name, edge_name = connection_names(t)
+        edge = _empty(edge_name)
+        _define(edge, [("resource", self.outputs[t], strawberry.field(name="resource"))])
+        strawberry.type(edge, name=edge_name, description=f"One {t} of a page.")
+        page = _empty(page_name)
+        _define(
+            page,
+            [
+                ("count", int | None, strawberry.field(name="count", description="Total number of matches.")),
+                ("first", str | None, strawberry.field(name="first", description="Cursor of the first page.")),
+                (
+                    "next",
+                    str | None,
+                    strawberry.field(name="next", description="Cursor of the next page; null on the last."),
+                ),
+                (
+                    "edges",
+                    StrawberryList(edge),
+                    strawberry.field(name="edges", description="The resources of this page."),
+                ),
+            ],
+        )
+        return strawberry.type(page, name=page_name, description=f"A page of {t} search results.")
+
+    def _query_fields(self, t: str, connection: type) -> list[Field]:
+        out = self.outputs[t]
+        params = search_args(self.model, t)
+        codes = arg_codes(params)
+        search = _search_arg_specs(params)
+        id_arg: ArgSpec = ("id", strawberry.ID, True, f"The {t} id.")
+        offset: ArgSpec = ("_offset", int, False, "Skip this many matches.")
+        cursor: ArgSpec = ("_cursor", str, False, "The page to return: `next` of the previous page.")
+        return [
+            _root_field(
+                t,
+                resolvers.read(t),
+                [id_arg],
+                StrawberryOptional(out),
+                f"Read one {t} by id (NOT_FOUND error when missing).",
+            ),
+            _root_field(
+                f"{t}List",
+                resolvers.search(t, codes),
+                [*search, _COUNT, offset, _SORT],
+                StrawberryOptional(StrawberryList(out)),
+                f"Search {t} resources.",
+            ),
+            _root_field(
+                f"{t}Connection",
+                resolvers.connection(t, codes),
+                [*search, _COUNT, cursor, _SORT],
+                StrawberryOptional(connection),
+                f"Search {t} resources a page at a time.",
+            ),
+            _root_field(
+                f"{t}History",
+                resolvers.history(t),
+                [id_arg],
+                StrawberryList(out),
+                f"Every version of one {t}, newest first.",
+            ),
+        ]
+
+    def _mutation_fields(self, t: str) -> list[Field]:
+        out = StrawberryOptional(self.outputs[t])
+        res: ArgSpec = ("res", self.inputs[t], True, f"The {t} as FHIR JSON (`resourceType` may be left out).")
+        id_arg: ArgSpec = ("id", strawberry.ID, True, f"The {t} id.")
+        if_match: ArgSpec = ("ifMatch", str, False, "The expected meta.versionId: a CONFLICT error when it differs.")
+        return [
+            _root_field(f"{t}Create", resolvers.create(t), [res], out, f"Create one {t}."),
+            _root_field(
+                f"{t}Update", resolvers.update(t), [id_arg, res, if_match], out, f"Replace one {t} with a new version."
+            ),
+            _root_field(f"{t}Delete", resolvers.delete(t), [id_arg], out, f"Delete one draft {t}."),
+        ]
+
+    def _check_names(self) -> None:
+        check_unique(
+            [
+                *((gql, f"type {fhir}") for fhir, gql in self.names.items()),
+                *((input_name(gql), f"input of {fhir}") for fhir, gql in self.names.items()),
+                *((reference_enum_name(n), f"reverse-reference enum of {n}") for n in self.reverse_types),
+                *((c, f"connection of {n}") for n in self.served for c in connection_names(n)),
+                ("Resource", "union of the served resources"),
+                (CONTAINED_UNION, "union of contained resources"),
+                (UNSERVED_RESOURCE, "type of unserved contained resources"),
+                ("Query", "query root"),
+                ("Mutation", "mutation root"),
+                *((s, "scalar") for s in ("Decimal", "JSON", "String", "Int", "Float", "Boolean", "ID")),
+            ]
+        )
+
+
+def _empty(name: str) -> type:
+    return type(name, (), {"__module__": __name__})
+
+
+def _define(cls: type, fields: Iterable[Field]) -> None:
+    """Give an empty class its annotations and `strawberry.field`s, ready for `strawberry.type`."""
+    fields = list(fields)
+    check_unique(((python, f"{cls.__name__} field") for python, _, _ in fields), kind="field names")
+    cls.__annotations__ = {python: annotation for python, annotation, _ in fields if annotation is not None}
+    for python, _, field in fields:
+        setattr(cls, python, field)
+
+
+def _search_arg_specs(params: list[SearchParam]) -> list[ArgSpec]:
+    return [(p.arg_name, str, False, search_description(p)) for p in params]
+
+
+def _with_signature(fn: Callable[..., Any], args: list[ArgSpec], returns: object) -> Callable[..., Any]:
+    """Give a generic `(root, info, **args)` resolver the arguments Strawberry reads from a signature."""
+    param = inspect.Parameter
+    parameters = [
+        param("root", param.POSITIONAL_OR_KEYWORD),
+        param("info", param.POSITIONAL_OR_KEYWORD, annotation=strawberry.Info),
+    ]
+    for name, python_type, required, description in args:
+        kind: Any = python_type if required else python_type | None  # type: ignore[operator]
+        annotation = Annotated[kind, strawberry.argument(description=description)]  # type: ignore[valid-type]
+        parameters.append(
+            param(name, param.KEYWORD_ONLY, annotation=annotation, default=param.empty if required else UNSET)
+        )
+    fn.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
+    return fn
+
+
+def _root_field(name: str, fn: Callable[..., Any], args: list[ArgSpec], returns: object, description: str) -> Field:
+    return name, None, strawberry.field(resolver=_with_signature(fn, args, returns), name=name, description=description)
+
+
+def build_schema() -> strawberry.Schema:
+    """The whole FinGate GraphQL schema, generated from `spec()` (about 1.5 s: build it once)."""
+    return _Builder(spec()).schema()
+
+
+@cache
+def schema() -> strawberry.Schema:
+    """The one schema of this process."""
+    return build_schema()
+
+
+def print_sdl(built: strawberry.Schema | None = None) -> str:
+    """The schema as SDL: byte-for-byte stable, headed by where it came from, ending in a newline."""
+    return SDL_HEADER + (built or schema()).as_str() + "\n"

@@ -1,0 +1,161 @@
+"""The few Python resolvers of the generated schema; each only calls `info.context` (a RequestContext)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from app import errors
+from app.fhirschema.model import SERVED_RESOURCES
+from app.fhirschema.naming import JSON_NAMES, UNSERVED_RESOURCE
+
+_SERVED = frozenset(SERVED_RESOURCES)
+Resource = dict[str, Any]  # plain FHIR JSON, as app.context returns it
+
+Resolver = Callable[..., Any]
+
+
+def search_params(arg_codes: Mapping[str, str], args: Mapping[str, Any]) -> dict[str, str]:
+    """The search arguments actually given, keyed by their R5 code (`payment_issuer` -> `payment-issuer`)."""
+    return {arg_codes[name]: value for name, value in args.items() if value is not None and name in arg_codes}
+
+
+def read(resource_type: str) -> Resolver:
+    async def resolve(root: None, info: Any, id: str) -> Resource:
+        found = await info.context.read(resource_type, id)
+        if found is None:
+            raise errors.not_found(resource_type, id)
+        return found
+
+    return resolve
+
+
+def search(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
+    async def resolve(root: None, info: Any, **args: Any) -> list[Resource]:
+        params = search_params(arg_codes, args)
+        return await info.context.search(
+            resource_type, params, args.get("_count"), args.get("_offset"), args.get("_sort")
+        )
+
+    return resolve
+
+
+def connection(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
+    async def resolve(root: None, info: Any, **args: Any) -> dict[str, Any]:
+        params = search_params(arg_codes, args)
+        return await info.context.connection(
+            resource_type, params, args.get("_count"), args.get("_cursor"), args.get("_sort")
+        )
+
+    return resolve
+
+
+def history(resource_type: str) -> Resolver:
+    async def resolve(root: None, info: Any, id: str) -> list[Resource]:
+        return await info.context.history(resource_type, id)
+
+    return resolve
+
+
+def reverse(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
+    """`<resource_type>List(_reference: ...)` on any resource: one resolver shared by every parent type."""
+
+    async def resolve(root: Resource, info: Any, **args: Any) -> list[Resource]:
+        target = f"{root['resourceType']}/{root['id']}"
+        params = search_params(arg_codes, args)
+        return await info.context.reverse(
+            resource_type, args["_reference"].value, target, params, args.get("_count"), args.get("_sort")
+        )
+
+    return resolve
+
+
+def reference_resource() -> Resolver:
+    """`Reference.resource`: the target when it is a served resource, else null (never an error)."""
+
+    async def resolve(root: Resource, info: Any) -> Resource | None:
+        found = await info.context.resolve(root)
+        if found is None or found.get("resourceType") not in _SERVED:
+            return None
+        return found
+
+    return resolve
+
+
+def resolve_data_field(root: Any, python: str) -> Any:
+    """Every plain data field (`StrawberryConfig.default_resolver`): a lookup in the stored FHIR JSON."""
+    return root.get(JSON_NAMES.get(python, python))
+
+
+def resolve_contained_type(root: Any, info: Any, _union: Any) -> str:
+    """The member of the `ContainedResource` union a dict stands for."""
+    resource_type = root.get("resourceType")
+    return resource_type if resource_type in _SERVED else UNSERVED_RESOURCE
+
+
+def resolve_resource_type(root: Any, info: Any, _union: Any) -> str:
+    """The member of the `Resource` union a dict stands for: its `resourceType`."""
+    resource_type = root.get("resourceType")
+    if resource_type not in _SERVED:
+        raise errors.FinGateError(
+            errors.INTERNAL,
+            f"{info.parent_type.name}.{info.field_name} holds a {resource_type} (id {root.get('id')!r}), "
+            f"which FinGate does not serve; the Resource union has {', '.join(SERVED_RESOURCES)}",
+        )
+    return resource_type
+
+
+def as_resource(resource_type: str, res: dict[str, Any]) -> dict[str, Any]:
+    """The mutation input as a FHIR resource of `resource_type` (resourceType first, as FHIR JSON writes it)."""
+    given = res.get("resourceType", resource_type)
+    if given != resource_type:
+        raise errors.bad_input(
+            f"res.resourceType is {given!r} but this mutation takes a {resource_type}: "
+            f"set resourceType to {resource_type!r} or leave it out",
+            expression="resourceType",
+        )
+    return {"resourceType": resource_type, **res}
+
+
+def create(resource_type: str) -> Resolver:
+    async def resolve(root: None, info: Any, res: dict[str, Any]) -> Resource:
+        return await info.context.create(resource_type, as_resource(resource_type, res))
+
+    return resolve
+
+
+def update(resource_type: str) -> Resolver:
+    async def resolve(root: None, info: Any, id: str, res: dict[str, Any], ifMatch: str | None = None) -> Resource:
+        return await info.context.update(resource_type, id, as_resource(resource_type, res), ifMatch)
+
+    return resolve
+
+
+def delete(resource_type: str) -> Resolver:
+    async def resolve(root: None, info: Any, id: str) -> Resource:
+        return await info.context.delete(resource_type, id)
+
+    return resolve
+
+
+def fhir_json(value: Any) -> Any:
+    """A coerced GraphQL input value as FHIR JSON: null members dropped, recursively.
+
+    List items stay as given: FHIR JSON aligns `given` with `_given` by position, so a
+    null item there is data.
+    """
+    if isinstance(value, dict):
+        return {name: fhir_json(item) for name, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [fhir_json(item) for item in value]
+    return value
+
+
+def from_input(_cls: type, value: Mapping[str, Any], _context: Any) -> dict[str, Any]:
+    """Strawberry's `from_input` hook for every generated input type.
+
+    graphql-core has already coerced the value (scalars parsed, keys are the GraphQL
+    field names, which are the FHIR JSON names), so no input object is built: the
+    mutation gets the FHIR JSON dict directly.
+    """
+    return fhir_json(dict(value))
