@@ -1,0 +1,23 @@
+"""The status lifecycle and cross-resource rules: tables in `tables`, applied by `engine`."""
+
+from app.rules.describe import describe_rules
+from app.rules.engine import (
+    Reads,
+    check_create,
+    check_delete,
+    check_references,
+    check_update,
+    lifecycle,
+    local_reference,
+)
+
+__all__ = [
+    "Reads",
+    "check_create",
+    "check_delete",
+    "check_references",
+    "check_update",
+    "describe_rules",
+    "lifecycle",
+    "local_reference",
+]

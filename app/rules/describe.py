@@ -1,0 +1,66 @@
+"""Renders the status tables as Markdown for the README, from the same data the engine applies."""
+
+from __future__ import annotations
+
+from app.rules.tables import LIFECYCLES, REFERENCE_RULES, REFERRER_RULES, RESOURCE_LIFECYCLE, Lifecycle, Status
+
+
+def _s(status: Status) -> str:
+    return "*(no status)*" if status is None else f"`{status}`"
+
+
+def _list(statuses: list[Status]) -> str:
+    return ", ".join(_s(s) for s in statuses) or "—"
+
+
+def _ordered(lc: Lifecycle, statuses: frozenset[Status]) -> list[Status]:
+    return [s for s in (None, *lc.codes) if s in statuses]
+
+
+def _lifecycle_table(lc: Lifecycle) -> list[str]:
+    types = ", ".join(t for t, v in RESOURCE_LIFECYCLE.items() if v == lc.value_set)
+    rows = [
+        f"### `{lc.value_set}` — {types}",
+        "",
+        f"Source: {lc.source}.",
+        "",
+        "| status | may move to | content editable | may be created | may be deleted |",
+        "|---|---|---|---|---|",
+    ]
+    for status in _ordered(lc, frozenset((*lc.codes, *lc.transitions, *lc.initial))):
+        moves = _list(list(lc.next(status))) if lc.next(status) else "final"
+        editable = "yes" if status in lc.editable else ("by moving to " + _list(_ordered(lc, lc.amend_into)) if lc.amend_into & set(lc.next(status)) else "no")
+        rows.append(
+            f"| {_s(status)} | {moves} | {editable} | {'yes' if status in lc.initial else 'no'} | {'yes' if status in lc.deletable else 'no'} |"
+        )
+    return rows
+
+
+def describe_rules() -> str:
+    """The lifecycle and cross-resource rules as Markdown tables (deterministic, for the README)."""
+    out = ["## Status lifecycle", ""]
+    for lc in LIFECYCLES.values():
+        out += [*_lifecycle_table(lc), ""]
+    free = ", ".join(t for t, v in RESOURCE_LIFECYCLE.items() if v is None)
+    out += [f"No lifecycle enforced (any status, any change, delete allowed): {free}.", ""]
+    out += [
+        "## Cross-resource rules",
+        "",
+        "| rule | resource | element | must point at | in status | checked when |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in REFERENCE_RULES:
+        targets = ", ".join(r.target_types) if r.target_types else "any served type"
+        statuses = " \\| ".join(r.statuses) if r.statuses else "any"
+        out.append(
+            f"| `{r.rule}` | {r.resource_type} | `{r.path}` | an existing {targets} | {statuses} | "
+            "the reference is new or changed and is a relative `Type/id` |"
+        )
+    for rr in REFERRER_RULES:
+        params = ", ".join(f"{k}={v}" for k, v in rr.search.items())
+        into = " \\| ".join(sorted(rr.into))
+        out.append(
+            f"| `{rr.rule}` | {rr.resource_type} | `status` | no {rr.search_type} with {params} | — | "
+            f"the status moves to {into} |"
+        )
+    return "\n".join(out) + "\n"

@@ -1,0 +1,268 @@
+"""Applies the status tables and cross-resource rules of `app.rules.tables` to creates, updates and deletes."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from app.errors import STATUS_RULE, FinGateError, outcome_issue
+from app.fhirschema.model import SERVED_RESOURCES, spec
+from app.rules.tables import (
+    IGNORED_ELEMENTS,
+    LIFECYCLES,
+    REFERENCE_RULES,
+    REFERRER_RULES,
+    RESOURCE_LIFECYCLE,
+    STATUS_ELEMENTS,
+    Lifecycle,
+    ReferenceRule,
+    ReferrerRule,
+    Status,
+)
+
+
+class Reads(Protocol):
+    """What the cross-resource checks may read (the store provides it, batched per request)."""
+
+    async def get(self, resource_type: str, id: str) -> dict | None: ...
+
+    async def search(self, resource_type: str, params: dict[str, str]) -> list[dict]: ...
+
+
+# Only a relative `Type/id` (optionally versioned) of a served type points inside this server.
+# Absolute URLs (even to ourselves: the server does not know the base clients use), `#contained`,
+# `urn:uuid:` (rewritten by the Bundle loader before this runs) and identifier-only references are
+# external: FinGate cannot check them and does not refuse them.
+_LOCAL_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?")
+_SERVED = frozenset(SERVED_RESOURCES)
+
+
+def local_reference(reference: Any) -> tuple[str, str] | None:
+    """`(type, id)` when a Reference dict points at a served resource on this server, else None."""
+    if not isinstance(reference, dict) or not isinstance(reference.get("reference"), str):
+        return None
+    m = _LOCAL_REFERENCE.fullmatch(reference["reference"])
+    if m is None or m.group(1) not in _SERVED:
+        return None
+    return m.group(1), m.group(2)
+
+
+def _status_text(status: Status) -> str:
+    return "(no status)" if status is None else f"'{status}'"
+
+
+def _codes_text(codes: tuple[str, ...] | list[str]) -> str:
+    return " | ".join(codes) if codes else "none (final)"
+
+
+def _refuse(
+    rule: str,
+    message: str,
+    expression: str | None,
+    current: Status,
+    allowed: tuple[str, ...],
+    more_issues: list[dict[str, Any]] | None = None,
+) -> FinGateError:
+    issue = outcome_issue(f"[{rule}] {message}", expression, code="business-rule")
+    return FinGateError(
+        STATUS_RULE,
+        message,
+        issues=[issue, *(more_issues or [])],
+        extensions={"rule": rule, "currentStatus": current, "allowed": list(allowed)},
+    )
+
+
+def lifecycle(resource_type: str) -> Lifecycle | None:
+    """The lifecycle table of a served type, or None when none is enforced."""
+    name = RESOURCE_LIFECYCLE.get(resource_type)
+    return LIFECYCLES[name] if name else None
+
+
+def check_create(resource_type: str, new: dict) -> None:
+    """Refuse a create whose status is not one the type may start with."""
+    lc = lifecycle(resource_type)
+    if lc is None:
+        return
+    status = new.get("status")
+    if status in lc.initial:
+        return
+    starts = tuple(c for c in lc.codes if c in lc.initial)
+    raise _refuse(
+        f"{lc.value_set}.create",
+        f"a new {resource_type} cannot have status {_status_text(status)}: create it as {_codes_text(starts)}",
+        f"{resource_type}.status",
+        status,
+        starts,
+    )
+
+
+def _transition_elements(resource_type: str) -> frozenset[str]:
+    names = {e.name for e in spec().resource(resource_type).elements}
+    return IGNORED_ELEMENTS | {n for n in STATUS_ELEMENTS if n in names}
+
+
+_TRANSITION_ELEMENTS: dict[str, frozenset[str]] = {}
+
+
+def _changed(resource_type: str, old: dict, new: dict, ignored: frozenset[str]) -> list[str]:
+    keys = dict.fromkeys([*old, *new])
+    return [k for k in keys if k not in ignored and k != "resourceType" and old.get(k) != new.get(k)]
+
+
+def check_update(resource_type: str, old: dict, new: dict) -> None:
+    """Refuse a status change outside the table, and content changes where the status freezes content."""
+    lc = lifecycle(resource_type)
+    if lc is None:
+        return
+    before, after = old.get("status"), new.get("status")
+    allowed = lc.next(before)
+    if before != after and after not in allowed:
+        raise _refuse(
+            f"{lc.value_set}.transition",
+            f"{resource_type} status cannot change from {_status_text(before)} to {_status_text(after)}; "
+            f"from {_status_text(before)} it may move to: {_codes_text(allowed)}",
+            f"{resource_type}.status",
+            before,
+            allowed,
+        )
+    if before in lc.editable or after in lc.amend_into:
+        return
+    ignored = _TRANSITION_ELEMENTS.get(resource_type)
+    if ignored is None:
+        ignored = _TRANSITION_ELEMENTS[resource_type] = _transition_elements(resource_type)
+    changed = _changed(resource_type, old, new, ignored)
+    if not changed:
+        return
+    editable = tuple(c for c in lc.codes if c in lc.editable)
+    fix = (
+        f"only the status may change (to: {_codes_text(allowed)})"
+        if allowed
+        else "the resource is final and can no longer change"
+    )
+    amend = f"; content changes when moving to {_codes_text(tuple(lc.amend_into & set(allowed)))}" if lc.amend_into & set(allowed) else ""
+    where = ", ".join(f"{resource_type}.{k}" for k in changed)
+    message = (
+        f"the content of a {resource_type} in status {_status_text(before)} is frozen ({fix}{amend}); "
+        f"it is editable only while {_codes_text(editable) if editable else 'never'}. Changed: {where}"
+    )
+    rule = f"{lc.value_set}.frozen"
+    extra = [outcome_issue(f"[{rule}] {resource_type}.{k} changed", f"{resource_type}.{k}", code="business-rule") for k in changed[1:]]
+    raise _refuse(rule, message, f"{resource_type}.{changed[0]}", before, allowed, extra)
+
+
+def check_delete(resource_type: str, old: dict) -> None:
+    """Refuse deleting a resource that is past its draft-like statuses: financial records are never erased."""
+    lc = lifecycle(resource_type)
+    if lc is None:
+        return
+    status = old.get("status")
+    if status in lc.deletable:
+        return
+    allowed = lc.next(status)
+    deletable = tuple(c for c in lc.codes if c in lc.deletable)
+    instead = f"move it to {_codes_text(allowed)} instead" if allowed else "it stays as it is"
+    raise _refuse(
+        f"{lc.value_set}.delete",
+        f"a {resource_type} in status {_status_text(status)} cannot be deleted (financial records are never erased; "
+        f"deletable only while {_codes_text(deletable) if deletable else 'never'}): {instead}",
+        f"{resource_type}.status",
+        status,
+        allowed,
+    )
+
+
+def _references_at(resource: dict, resource_type: str, path: str) -> Iterator[tuple[str, Any]]:
+    """`(expression, value)` for every value at a dotted path, walking through lists."""
+    level: list[tuple[str, Any]] = [(resource_type, resource)]
+    for part in path.split("."):
+        nxt: list[tuple[str, Any]] = []
+        for expr, node in level:
+            value = node.get(part) if isinstance(node, dict) else None
+            if isinstance(value, list):
+                nxt.extend((f"{expr}.{part}[{i}]", v) for i, v in enumerate(value))
+            elif value is not None:
+                nxt.append((f"{expr}.{part}", value))
+        level = nxt
+    return iter(level)
+
+
+async def _check_reference_rule(rule: ReferenceRule, new: dict, old: dict | None, reads: Reads) -> list[FinGateError]:
+    known = (
+        {v.get("reference") for _, v in _references_at(old, rule.resource_type, rule.path) if isinstance(v, dict)}
+        if old
+        else set()
+    )
+    todo: list[tuple[str, str, str, str]] = []
+    for expr, value in _references_at(new, rule.resource_type, rule.path):
+        target = local_reference(value)
+        # An unchanged reference was checked when it was written; re-checking would block e.g.
+        # cancelling a ClaimResponse whose Claim was cancelled since.
+        if target is None or value["reference"] in known:
+            continue
+        if rule.target_types is not None and target[0] not in rule.target_types:
+            continue  # a wrong target type is validation's (BAD_USER_INPUT) business
+        todo.append((expr, value["reference"], *target))
+    found = await asyncio.gather(*(reads.get(t, i) for _, _, t, i in todo))
+    errors = []
+    for (expr, ref, _, _), resource in zip(todo, found, strict=True):
+        statuses = rule.statuses or ()
+        if resource is None:
+            message = f"{expr} points at {ref}, which does not exist on this server: {rule.fix}"
+            errors.append(_refuse(rule.rule, message, expr, None, statuses))
+        elif rule.statuses is not None and resource.get("status") not in rule.statuses:
+            status = resource.get("status")
+            message = (
+                f"{expr} points at {ref} whose status is {_status_text(status)}; it must be {_codes_text(statuses)}: {rule.fix}"
+            )
+            errors.append(_refuse(rule.rule, message, expr, status, statuses))
+    return errors
+
+
+async def _check_referrer_rule(rule: ReferrerRule, new: dict, old: dict | None, reads: Reads) -> list[FinGateError]:
+    after = new.get("status")
+    if old is None or old.get("status") == after or after not in rule.into:
+        return []
+    id = new.get("id") or old.get("id")  # the update's body may leave the id to the mutation argument
+    if not id:
+        return []
+    ref = f"{rule.resource_type}/{id}"
+    params = {k: v.format(ref=ref) for k, v in rule.search.items()}
+    blockers = await reads.search(rule.search_type, params)
+    if not blockers:
+        return []
+    ids = ", ".join(f"{rule.search_type}/{b.get('id')}" for b in blockers)
+    before = old.get("status")
+    message = (
+        f"{ref} cannot move to '{after}': {ids} ({', '.join(f'{k}={v}' for k, v in params.items())}) "
+        f"still allocate to it; {rule.fix}"
+    )
+    lc = lifecycle(rule.resource_type)
+    allowed = tuple(s for s in (lc.next(before) if lc else ()) if s not in rule.into)
+    return [_refuse(rule.rule, message, f"{rule.resource_type}.status", before, allowed)]
+
+
+async def check_references(resource_type: str, new: dict, old: dict | None, reads: Reads) -> None:
+    """Apply every cross-resource rule of `resource_type`; `old` is None on create.
+
+    A missing or wrong-status target is STATUS_RULE, not BAD_USER_INPUT: the document is valid FHIR
+    and the same request succeeds once the other resource is in place.
+    """
+    checks = [
+        *(_check_reference_rule(r, new, old, reads) for r in REFERENCE_RULES if r.resource_type == resource_type),
+        *(_check_referrer_rule(r, new, old, reads) for r in REFERRER_RULES if r.resource_type == resource_type),
+    ]
+    errors = [e for found in await asyncio.gather(*checks) for e in found]
+    if not errors:
+        return
+    first = errors[0]
+    if len(errors) == 1:
+        raise first
+    issues = [i for e in errors for i in (e.issues or [])]
+    raise FinGateError(
+        STATUS_RULE,
+        f"{first.message} (and {len(errors) - 1} more)",
+        issues=issues,
+        extensions=first.extra,
+    )
