@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,13 +23,31 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield db.uri
 
 
-@pytest.fixture
-async def store(mongo_uri: str) -> AsyncIterator[Store]:
+@contextlib.asynccontextmanager
+async def fresh_store(uri: str) -> AsyncIterator[Store]:
     """A Store on a database of its own, dropped afterwards."""
-    s = Store(mongo_uri, f"test_{uuid.uuid4().hex[:12]}")
+    s = Store(uri, f"test_{uuid.uuid4().hex[:12]}")
     await s.ensure_indexes()
     try:
         yield s
     finally:
         await s.drop_all()
         await s.close()
+
+
+@pytest.fixture
+async def store(mongo_uri: str) -> AsyncIterator[Store]:
+    async with fresh_store(mongo_uri) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+async def demo_store(mongo_uri: str) -> AsyncIterator[Store]:
+    """One database per test module with the R5 examples and the demo set loaded."""
+    from app.demo import load_demo
+    from app.writes import Writer
+
+    async with fresh_store(mongo_uri) as s:
+        report = await load_demo(Writer(s))
+        assert report.rejected == [], report.rejected
+        yield s

@@ -1,0 +1,139 @@
+"""The `fingate` command: serve, load and sdl."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from app.embedded import EmbeddedError, database_uri
+from app.settings import Settings
+
+log = logging.getLogger("fingate")
+
+READY_TIMEOUT = 30.0
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {k: v for k, v in vars(args).items() if k in Settings.model_fields and v is not None}
+    return Settings(**overrides)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+
+
+def _exit_on_sigterm() -> None:
+    # Until uvicorn takes over signals, SIGTERM must still unwind through `finally`,
+    # so the embedded database is stopped rather than orphaned.
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+async def wait_ready(store: Any, timeout: float = READY_TIMEOUT) -> None:  # noqa: ASYNC109 (a deadline loop, not a wrapped call)
+    deadline = time.monotonic() + timeout
+    while not await store.ping():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"fingate: the database did not answer within {timeout:.0f} s")
+        await asyncio.sleep(0.2)
+
+
+async def load_demo_if_empty(store: Any) -> None:
+    from app.demo import load_demo
+    from app.load import stderr_progress
+    from app.writes import Writer
+
+    if not await store.is_empty():
+        return
+    log.info("empty database: loading the R5 examples and the demo data")
+    report = await load_demo(Writer(store), stderr_progress("loading demo data"))
+    log.info("demo data: %d loaded, %d rejected", report.loaded, len(report.rejected))
+    for source, reason in report.rejected:
+        log.warning("demo data rejected %s: %s", source, reason)
+
+
+def serve(settings: Settings) -> None:
+    import uvicorn
+
+    from app.fhirschema.build import build_schema
+    from app.http import create_app
+    from app.store import Store
+
+    started = time.perf_counter()
+    schema = build_schema()
+    log.info("schema built in %.2f s", time.perf_counter() - started)
+    with database_uri(settings.mongodb_uri, settings.data_dir) as uri:
+        store = Store(uri, settings.db)
+
+        async def startup(store: Store) -> None:
+            await wait_ready(store)
+            await store.ensure_indexes()
+            if settings.load_demo:
+                await load_demo_if_empty(store)
+            log.info("ready: GraphiQL at http://%s:%d/graphql", settings.host, settings.port)
+
+        app = create_app(store, schema, on_startup=startup)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+
+
+async def _load(settings: Settings, paths: list[str]) -> int:
+    from app.load import load, stderr_progress
+    from app.store import Store
+    from app.writes import Writer
+
+    with database_uri(settings.mongodb_uri, settings.data_dir) as uri:
+        store = Store(uri, settings.db)
+        try:
+            await wait_ready(store)
+            await store.ensure_indexes()
+            report = await load(Writer(store), paths, stderr_progress())
+        finally:
+            await store.close()
+    print(f"loaded {report.loaded} (created {report.created}, updated {report.updated}, unchanged {report.unchanged}), rejected {len(report.rejected)}")
+    for source, reason in report.rejected:
+        print(f"  rejected {source}: {reason}")
+    return 1 if report.rejected else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fingate", description="GraphQL gateway for the FHIR R5 financial module")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="serve GraphQL (GraphiQL at /graphql)")
+    p_serve.add_argument("--host")
+    p_serve.add_argument("--port", type=int)
+    p_serve.add_argument("--data-dir", dest="data_dir", type=Path)
+    p_load = sub.add_parser("load", help="load FHIR JSON files, arrays or Bundles")
+    p_load.add_argument("paths", nargs="+")
+    p_load.add_argument("--data-dir", dest="data_dir", type=Path)
+    sub.add_parser("sdl", help="print the GraphQL schema (SDL)")
+    args = parser.parse_args(argv)
+
+    if args.command == "sdl":
+        from app.fhirschema.build import print_sdl
+
+        sys.stdout.write(print_sdl())
+        return 0
+    settings = _settings(args)
+    _logging(settings.log_level)
+    _exit_on_sigterm()
+    try:
+        if args.command == "serve":
+            serve(settings)
+            return 0
+        return asyncio.run(_load(settings, args.paths))
+    except EmbeddedError as exc:
+        print(f"fingate: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

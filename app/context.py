@@ -1,0 +1,167 @@
+"""The per-request context resolvers receive as `info.context`: the only door to data."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from typing import Any
+
+from strawberry.dataloader import DataLoader
+
+from app import errors
+from app.fhirschema.model import SERVED_RESOURCES
+from app.store import Store
+from app.writes import Writer
+
+Resource = dict[str, Any]
+DEFAULT_COUNT = 20
+MAX_COUNT = 1000
+_SERVED = frozenset(SERVED_RESOURCES)
+_CONTAINED = "__contained__"  # never a GraphQL field name, so it cannot leak into a response
+
+
+def check_count(count: int | None, default: int = DEFAULT_COUNT) -> int:
+    if count is None:
+        return default
+    if count < 0 or count > MAX_COUNT:
+        raise errors.bad_input(f"_count must be between 0 and {MAX_COUNT}, got {count}: page with _offset or a Connection's _cursor")
+    return count
+
+
+def check_offset(offset: int | None) -> int:
+    if offset is None:
+        return 0
+    if offset < 0:
+        raise errors.bad_input(f"_offset must be 0 or more, got {offset}")
+    return offset
+
+
+def _link_contained(resource: Resource) -> Resource:
+    """Let `#id` references inside a resource find their contained targets."""
+    contained = {c.get("id"): c for c in resource.get("contained") or () if isinstance(c, dict)}
+    if not contained:
+        return resource
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("reference")
+            if isinstance(ref, str) and ref.startswith("#"):
+                node[_CONTAINED] = contained.get(ref[1:])
+            for value in node.values():
+                if isinstance(value, dict | list):
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for key, value in resource.items():
+        if key != "contained":
+            walk(value)
+    return resource
+
+
+def _link_all(resources: list[Resource]) -> list[Resource]:
+    for r in resources:
+        if "contained" in r:
+            _link_contained(r)
+    return resources
+
+
+def parse_reference(reference: str) -> tuple[str, str] | None:
+    """`Claim/1` (or `Claim/1/_history/2`) -> ("Claim", "1") when Claim is served; else None."""
+    parts = reference.split("/")
+    if len(parts) in (2, 4) and parts[0] in _SERVED and parts[1] and (len(parts) == 2 or parts[2] == "_history"):
+        return parts[0], parts[1]
+    return None
+
+
+class Context:
+    """One request's view of the data: batched reads and the write path."""
+
+    def __init__(self, store: Store, writer: Writer, request_id: str = "-") -> None:
+        self.store = store
+        self.writer = writer
+        self.request_id = request_id
+        self._resources: DataLoader[tuple[str, str], Resource | None] = DataLoader(self._load_resources)
+        self._reverse: DataLoader[tuple[Any, ...], list[Resource]] = DataLoader(self._load_reverse)
+
+    # -- batch functions: one database command per execution level -----------------------
+
+    async def _load_resources(self, keys: list[tuple[str, str]]) -> list[Resource | None]:
+        by_type: dict[str, list[str]] = defaultdict(list)
+        for rtype, id in keys:
+            by_type[rtype].append(id)
+        found = await self.store.get_by_type(by_type)
+        return [_link_contained(r) if (r := found.get(key)) and "contained" in r else r for key in keys]
+
+    async def _load_reverse(self, keys: list[tuple[Any, ...]]) -> list[list[Resource]]:
+        groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+        for rtype, code, params, sort, target in keys:
+            groups[(rtype, code, params, sort)].append(target)
+
+        async def run(group: tuple[Any, ...], targets: list[str]) -> tuple[tuple[Any, ...], dict[str, list[Resource]]]:
+            rtype, code, params, sort = group
+            by_target: dict[str, list[Resource]] = defaultdict(list)
+            wanted = set(targets)
+            for refs, resource in await self.store.referencing(rtype, code, targets, dict(params), sort):
+                _link_all([resource])
+                for ref in dict.fromkeys(refs):
+                    if ref in wanted:
+                        by_target[ref].append(resource)
+            return group, by_target
+
+        results = dict(await asyncio.gather(*(run(g, t) for g, t in groups.items())))
+        return [results[(rtype, code, params, sort)].get(target, []) for rtype, code, params, sort, target in keys]
+
+    # -- what resolvers call (see app/fhirschema/build.py) --------------------------------
+
+    async def read(self, resource_type: str, id: str) -> Resource | None:
+        return await self._resources.load((resource_type, id))
+
+    async def resolve(self, reference: Resource) -> Resource | None:
+        if _CONTAINED in reference:
+            return reference[_CONTAINED]  # type: ignore[no-any-return]
+        ref = reference.get("reference")
+        if not isinstance(ref, str):
+            return None
+        parsed = parse_reference(ref)
+        if parsed is None:
+            return None
+        return await self._resources.load(parsed)
+
+    async def search(
+        self, resource_type: str, params: dict[str, str], count: int | None, offset: int | None, sort: str | None
+    ) -> list[Resource]:
+        found = await self.store.search(resource_type, params, check_count(count), check_offset(offset), sort)
+        return _link_all(found)
+
+    async def connection(
+        self, resource_type: str, params: dict[str, str], count: int | None, cursor: str | None, sort: str | None
+    ) -> dict[str, Any]:
+        page = await self.store.page(resource_type, params, check_count(count), cursor, sort)
+        _link_all([edge["resource"] for edge in page["edges"]])
+        return page
+
+    async def reverse(
+        self, resource_type: str, param: str, target: str, params: dict[str, str], count: int | None, sort: str | None
+    ) -> list[Resource]:
+        found = await self._reverse.load((resource_type, param, tuple(sorted(params.items())), sort, target))
+        return found[: check_count(count)]
+
+    async def history(self, resource_type: str, id: str) -> list[Resource]:
+        versions = await self.store.history(resource_type, id)
+        if not versions:
+            raise errors.not_found(resource_type, id)
+        return _link_all(versions)
+
+    async def create(self, resource_type: str, resource: Resource) -> Resource:
+        return _link_contained(await self.writer.create(resource_type, resource))
+
+    async def update(self, resource_type: str, id: str, resource: Resource, if_match: str | None) -> Resource:
+        return _link_contained(await self.writer.update(resource_type, id, resource, if_match))
+
+    async def delete(self, resource_type: str, id: str) -> Resource:
+        return _link_contained(await self.writer.delete(resource_type, id))
+
+
+RequestContext = Context

@@ -1,0 +1,197 @@
+"""The HTTP face of FinGate: Starlette routes for GraphQL, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from graphql import GraphQLError
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.asgi import GraphQL
+from strawberry.types import ExecutionResult
+
+from app import errors
+from app.context import Context
+from app.metrics import ERRORS, LATENCY, REGISTRY, REQUESTS
+from app.store import Store
+from app.writes import Writer
+
+log = logging.getLogger("fingate.http")
+access_log = logging.getLogger("fingate.access")
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_OPERATION = re.compile(r"^\s*(query|mutation|subscription)\b")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(data: Any) -> bytes:
+    """Compact JSON; decimals as strings with their exact digits."""
+    return orjson.dumps(data, default=_json_default)
+
+
+def loads(data: str | bytes) -> Any:
+    """JSON with numbers that have a fraction read as `Decimal`: `7.10` stays `7.10`."""
+    return json.loads(data, parse_float=Decimal)
+
+
+def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
+    """One `errors[]` entry: a FinGate code always, a traceback never."""
+    original = error.original_error
+    out: dict[str, Any] = {"message": error.message}
+    if error.locations:
+        out["locations"] = [{"line": loc.line, "column": loc.column} for loc in error.locations]
+    if error.path is not None:
+        out["path"] = error.path
+    if isinstance(original, errors.FinGateError):
+        out["message"] = original.message
+        out["extensions"] = original.extensions
+    elif original is None or error.path is None:
+        # Parse, validation and variable errors come before execution: the client sent a
+        # request the schema cannot run. A scalar's message says what was expected.
+        out["extensions"] = {"code": errors.BAD_USER_INPUT}
+    else:
+        log.error("request %s: unexpected error at %s", request_id, error.path, exc_info=original)
+        out["message"] = f"Internal error; quote request id {request_id} to find it in the server log"
+        out["extensions"] = {"code": errors.INTERNAL, "requestId": request_id}
+    return out
+
+
+class FinGateGraphQL(GraphQL):  # type: ignore[type-arg]
+    """Strawberry's ASGI view with FinGate's context, JSON and error format."""
+
+    def __init__(self, schema: Any, store: Store) -> None:
+        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
+        self.store = store
+        self.writer = Writer(store)
+
+    async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
+        return Context(self.store, self.writer, request.scope.get("fingate.request_id", "-"))
+
+    def decode_json(self, data: str | bytes) -> object:
+        return loads(data)
+
+    def encode_json(self, data: object) -> bytes:
+        return dumps(data)
+
+    async def process_result(self, request: Any, result: ExecutionResult) -> dict[str, Any]:  # type: ignore[override]
+        out: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            request_id = request.scope.get("fingate.request_id", "-")
+            out["errors"] = [format_error(e, request_id) for e in result.errors]
+            for e in out["errors"]:
+                ERRORS.labels(e["extensions"]["code"]).inc()
+        if result.extensions:
+            out["extensions"] = result.extensions
+        return out
+
+    def _handle_errors(self, errors: Any, response_data: Any) -> None:
+        # Errors are logged once, in format_error: only unexpected ones carry a traceback.
+        pass
+
+
+class RequestMiddleware:
+    """X-Request-ID on every response, metrics, and one structured access-log line per request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        scope["fingate.request_id"] = request_id
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            path = scope["path"]
+            REQUESTS.labels(path if path in _KNOWN_PATHS else "other", scope["method"], str(status)).inc()
+            if path == "/graphql":
+                LATENCY.labels(scope.get("fingate.operation", "query")).observe(elapsed)
+            access_log.info(
+                json.dumps(
+                    {
+                        "request_id": request_id,
+                        "method": scope["method"],
+                        "path": path,
+                        "status": status,
+                        "ms": round(elapsed * 1000, 2),
+                    }
+                )
+            )
+
+
+_KNOWN_PATHS = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
+
+
+def create_app(
+    store: Store,
+    schema: Any | None = None,
+    on_startup: Callable[[Store], Any] | None = None,
+) -> Starlette:
+    """The ASGI app over an open Store; `on_startup` runs in the lifespan (indexes, demo data)."""
+    if schema is None:
+        from app.fhirschema.build import build_schema
+
+        schema = build_schema()
+    graphql_app = FinGateGraphQL(schema, store)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if await store.ping():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "database unreachable"}, status_code=503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if on_startup is not None:
+            await on_startup(store)
+        yield
+
+    app = Starlette(
+        routes=[
+            Route("/graphql", graphql_app, methods=["GET", "POST"]),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/metrics", metrics),
+        ],
+        lifespan=lifespan,
+    )
+    app.add_middleware(RequestMiddleware)  # type: ignore[arg-type]
+    return app

@@ -1,0 +1,202 @@
+"""`fingate load`: FHIR JSON files, arrays and Bundles into the store, through the write path."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from app import errors
+from app.writes import Writer, new_id
+
+Resource = dict[str, Any]
+
+# Referenced before referencing, so references inside one load resolve (Claims before
+# ClaimResponses, both before the PaymentReconciliations that settle them).
+LOAD_ORDER: tuple[str, ...] = (
+    "Organization",
+    "Location",
+    "Practitioner",
+    "Patient",
+    "RelatedPerson",
+    "PractitionerRole",
+    "Encounter",
+    "InsurancePlan",
+    "Coverage",
+    "Account",
+    "Contract",
+    "Task",
+    "ChargeItem",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "EnrollmentRequest",
+    "EnrollmentResponse",
+    "Claim",
+    "ClaimResponse",
+    "ExplanationOfBenefit",
+    "Invoice",
+    "PaymentNotice",
+    "PaymentReconciliation",
+)
+_RANK = {t: i for i, t in enumerate(LOAD_ORDER)}
+
+
+@dataclass
+class Item:
+    """One unit of loading: a resource, or a transaction Bundle's entries (all or nothing)."""
+
+    source: str
+    resources: list[Resource]
+    transaction: bool = False
+
+    @property
+    def rank(self) -> int:
+        return min((_RANK.get(r.get("resourceType", ""), len(_RANK)) for r in self.resources), default=len(_RANK))
+
+
+@dataclass
+class LoadReport:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def loaded(self) -> int:
+        return self.created + self.updated + self.unchanged
+
+
+def _rewrite(node: Any, ids: dict[str, str]) -> Any:
+    """Replace `urn:uuid:` references by the `Type/id` the server assigned."""
+    if isinstance(node, dict):
+        out = {k: _rewrite(v, ids) for k, v in node.items()}
+        ref = out.get("reference")
+        if isinstance(ref, str) and ref in ids:
+            out["reference"] = ids[ref]
+        return out
+    if isinstance(node, list):
+        return [_rewrite(v, ids) for v in node]
+    return node
+
+
+def _bundle_resources(bundle: Resource) -> list[Resource]:
+    entries = [e for e in bundle.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    ids: dict[str, str] = {}
+    resources = []
+    for entry in entries:
+        resource = dict(entry["resource"])
+        full_url = entry.get("fullUrl")
+        if isinstance(full_url, str) and full_url.startswith("urn:uuid:"):
+            resource.setdefault("id", new_id())
+            ids[full_url] = f"{resource.get('resourceType')}/{resource['id']}"
+        resources.append(resource)
+    return [_rewrite(r, ids) for r in resources] if ids else resources
+
+
+def items_from_json(data: Any, source: str) -> list[Item]:
+    if isinstance(data, list):
+        return [Item(f"{source}[{i}]", [r]) for i, r in enumerate(data)]
+    if isinstance(data, dict) and data.get("resourceType") == "Bundle":
+        resources = _bundle_resources(data)
+        if data.get("type") == "transaction":
+            return [Item(source, resources, transaction=True)]
+        return [Item(f"{source}#entry[{i}]", [r]) for i, r in enumerate(resources)]
+    return [Item(source, [data])]
+
+
+def read_items(paths: Iterable[Path | str]) -> tuple[list[Item], list[tuple[str, str]]]:
+    """Every loadable unit under `paths` in load order, and the files that could not be read."""
+    items: list[Item] = []
+    unreadable: list[tuple[str, str]] = []
+    for path in map(Path, paths):
+        files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
+        for file in files:
+            if file.name.startswith("_"):  # indexes and notes beside the data, not FHIR
+                continue
+            try:
+                data = json.loads(file.read_bytes(), parse_float=Decimal)
+            except (OSError, ValueError) as exc:
+                unreadable.append((str(file), f"not readable as JSON: {exc}"))
+                continue
+            items.extend(items_from_json(data, str(file)))
+    items.sort(key=lambda item: item.rank)
+    return items, unreadable
+
+
+class _PendingReads:
+    """Rule reads inside a transaction Bundle: its own pending entries first, then the store."""
+
+    def __init__(self, writer: Writer, pending: dict[tuple[str, str], Resource]) -> None:
+        self.writer = writer
+        self.pending = pending
+
+    async def get(self, resource_type: str, id: str) -> Resource | None:
+        return self.pending.get((resource_type, id)) or await self.writer.reads.get(resource_type, id)
+
+    async def search(self, resource_type: str, params: dict[str, str]) -> list[Resource]:
+        return await self.writer.reads.search(resource_type, params)
+
+
+async def _load_item(writer: Writer, item: Item, report: LoadReport) -> None:
+    if not item.transaction:
+        resource = item.resources[0]
+        outcome, _ = await writer.put(str(resource.get("resourceType")), resource)
+        setattr(report, outcome, getattr(report, outcome) + 1)
+        return
+    pending: dict[tuple[str, str], Resource] = {}
+    reads = _PendingReads(writer, pending)
+    outcomes = []
+    ordered = sorted(item.resources, key=lambda r: _RANK.get(r.get("resourceType", ""), len(_RANK)))
+    async with writer.store.transaction() as session:
+        for resource in ordered:
+            rtype = str(resource.get("resourceType"))
+            outcome, stored = await writer.put(rtype, resource, session=session, reads=reads)
+            pending[(rtype, stored["id"])] = stored
+            outcomes.append(outcome)
+    for outcome in outcomes:
+        setattr(report, outcome, getattr(report, outcome) + 1)
+
+
+def _describe(exc: errors.FinGateError) -> str:
+    details = [i.get("diagnostics", "") for i in exc.issues or []]
+    return "; ".join(d for d in details if d) or exc.message
+
+
+async def load(
+    writer: Writer,
+    paths: Iterable[Path | str],
+    progress: Callable[[int, int], None] | None = None,
+    items: Iterable[Item] = (),
+) -> LoadReport:
+    """Load everything under `paths` (and `items`) in load order; a rejected item never stops the others."""
+    from_files, unreadable = read_items(paths)
+    items = sorted([*from_files, *items], key=lambda item: item.rank)
+    report = LoadReport(rejected=list(unreadable))
+    for done, item in enumerate(items, 1):
+        try:
+            await _load_item(writer, item, report)
+        except errors.FinGateError as exc:
+            report.rejected.append((item.source, f"{exc.code}: {_describe(exc)}"))
+        if progress is not None:
+            progress(done, len(items))
+    return report
+
+
+def stderr_progress(label: str = "loading") -> Callable[[int, int], None]:
+    """A one-line progress bar on stderr (only when it is a terminal, or at the end)."""
+    tty = sys.stderr.isatty()
+
+    def show(done: int, total: int) -> None:
+        if tty or done == total:
+            width = 30
+            filled = width * done // max(total, 1)
+            sys.stderr.write(f"\r{label} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}")
+            if done == total:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+
+    return show

@@ -1,0 +1,86 @@
+"""The HTTP layer: health, readiness, metrics, request ids, GET rules, GraphiQL, error hygiene."""
+
+from __future__ import annotations
+
+import gc
+import json
+import warnings
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from app.store import Store
+from tests.harness import client_for, error_codes, gql
+
+
+@pytest.fixture
+async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(store) as c:
+        yield c
+
+
+async def test_health_and_readiness(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).json() == {"status": "ready"}
+
+
+async def test_readiness_fails_when_the_database_is_unreachable() -> None:
+    # PyMongo's async driver leaves the refused socket for the garbage collector; collect it
+    # here, where it is expected, instead of letting it surface in whichever test runs next.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        store = Store("mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200&connectTimeoutMS=200", "nothing")
+        try:
+            async with client_for(store) as c:
+                response = await c.get("/readyz")
+            assert response.status_code == 503
+        finally:
+            await store.close()
+            del store
+            gc.collect()
+
+
+async def test_every_response_has_a_request_id(client: httpx.AsyncClient) -> None:
+    assert len((await client.get("/healthz")).headers["x-request-id"]) == 32
+    assert (await client.get("/healthz", headers={"x-request-id": "abc-123"})).headers["x-request-id"] == "abc-123"
+    assert (await client.get("/healthz", headers={"x-request-id": "bad id\n"})).headers["x-request-id"] != "bad id\n"
+
+
+async def test_metrics_count_requests_errors_and_database_commands(client: httpx.AsyncClient) -> None:
+    await gql(client, '{ Claim(id: "missing") { id } }')
+    text = (await client.get("/metrics")).text
+    assert "fingate_mongo_commands_total" in text
+    assert 'fingate_graphql_errors_total{code="NOT_FOUND"}' in text
+    assert "fingate_graphql_seconds_bucket" in text
+    assert "fingate_requests_total" in text
+
+
+async def test_queries_over_get_and_no_mutations_over_get(client: httpx.AsyncClient) -> None:
+    response = await client.get("/graphql", params={"query": "{ ClaimList { id } }"})
+    assert response.status_code == 200 and response.json() == {"data": {"ClaimList": []}}
+    assert response.headers["content-type"].startswith("application/json")
+    mutation = 'mutation { ClaimDelete(id: "x") { id } }'
+    assert (await client.get("/graphql", params={"query": mutation})).status_code in (400, 405)
+
+
+async def test_browser_get_serves_graphiql(client: httpx.AsyncClient) -> None:
+    response = await client.get("/graphql", headers={"accept": "text/html"})
+    assert response.status_code == 200 and "graphiql" in response.text.lower()
+
+
+async def test_malformed_bodies_are_clear_client_errors(client: httpx.AsyncClient) -> None:
+    response = await client.post("/graphql", content=b"{not json", headers={"content-type": "application/json"})
+    assert response.status_code == 400
+    assert "Traceback" not in response.text
+
+
+async def test_unexpected_errors_are_internal_with_a_request_id(client: httpx.AsyncClient, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret detail")
+
+    monkeypatch.setattr(store, "search", broken)
+    result = await gql(client, "{ ClaimList { id } }", **{"x-request-id": "req-42"})
+    assert error_codes(result) == ["INTERNAL"]
+    assert result["errors"][0]["extensions"]["requestId"] == "req-42"
+    assert "secret detail" not in json.dumps(result) and "Traceback" not in json.dumps(result)

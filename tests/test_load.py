@@ -1,0 +1,109 @@
+"""`fingate load`: ordering, Bundles (transaction all-or-nothing, batch per entry), urn:uuid rewriting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from app.demo import INVALID_EXAMPLES, example_items
+from app.load import load
+from app.store import Store
+from app.writes import Writer
+from tests.harness import json_with_decimals
+
+
+def write(path: Path, data: Any) -> Path:
+    path.write_text(json_with_decimals(data))
+    return path
+
+
+def bundle(kind: str, entries: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": kind, "entry": [{"fullUrl": url, "resource": r} for url, r in entries]}
+
+
+PATIENT_URL = "urn:uuid:9c7a9c43-0d63-4b3b-9a2b-2d1f0c4a1b01"
+PATIENT = {"resourceType": "Patient", "name": [{"family": "Okafor"}]}
+
+
+def claim_for(reference: str, status: str = "active") -> dict[str, Any]:
+    return {
+        "resourceType": "Claim", "status": status, "use": "claim", "created": "2026-11-01",
+        "type": {"coding": [{"code": "professional"}]}, "patient": {"reference": reference},
+        "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "plan"}}],
+        "total": {"value": Decimal("250.50"), "currency": "USD"},
+    }  # fmt: skip
+
+
+async def test_transaction_bundle_rewrites_urn_uuids(store: Store, tmp_path: Path) -> None:
+    path = write(tmp_path / "tx.json", bundle("transaction", [("urn:uuid:c1", claim_for(PATIENT_URL)), (PATIENT_URL, PATIENT)]))
+    report = await load(Writer(store), [path])
+    assert report.rejected == [] and report.created == 2
+    claim = (await store.search("Claim", {}, count=10))[0]
+    patient_id = claim["patient"]["reference"].split("/")[1]
+    assert claim["patient"]["reference"] == f"Patient/{patient_id}"
+    assert await store.get("Patient", patient_id) is not None
+
+
+async def test_transaction_bundle_is_all_or_nothing(store: Store, tmp_path: Path) -> None:
+    bad_claim = {**claim_for(PATIENT_URL), "status": "bogus"}
+    path = write(tmp_path / "tx.json", bundle("transaction", [(PATIENT_URL, PATIENT), ("urn:uuid:c1", bad_claim)]))
+    report = await load(Writer(store), [path])
+    assert len(report.rejected) == 1 and "bogus" in report.rejected[0][1]
+    assert await store.db["Patient"].count_documents({}) == 0
+    assert await store.db["Patient_history"].count_documents({}) == 0
+
+
+async def test_batch_bundle_reports_per_entry(store: Store, tmp_path: Path) -> None:
+    entries = [(PATIENT_URL, PATIENT), ("urn:uuid:c1", claim_for(PATIENT_URL)), ("urn:uuid:c2", {**claim_for(PATIENT_URL), "status": "bogus"})]
+    report = await load(Writer(store), [write(tmp_path / "batch.json", bundle("batch", entries))])
+    assert report.created == 2 and len(report.rejected) == 1
+    assert "#entry[2]" in report.rejected[0][0]
+
+
+async def test_files_load_in_reference_order_and_keep_ids_and_digits(store: Store, tmp_path: Path) -> None:
+    # The ClaimResponse sorts first by name but needs its Claim, which needs nothing loaded before it.
+    write(tmp_path / "a-response.json", {
+        "resourceType": "ClaimResponse", "id": "r1", "status": "active", "use": "claim", "outcome": "complete",
+        "created": "2026-11-02", "type": {"coding": [{"code": "professional"}]},
+        "patient": {"reference": "Patient/p1"}, "request": {"reference": "Claim/c1"},
+    })  # fmt: skip
+    write(tmp_path / "b-claim.json", {**claim_for("Patient/p1"), "id": "c1"})
+    (tmp_path / "c-number.json").write_text('{"resourceType": "Invoice", "id": "i1", "status": "draft", "totalNet": {"value": 7.10, "currency": "USD"}}')
+    report = await load(Writer(store), [tmp_path])
+    assert report.rejected == [] and report.created == 3
+    assert (await store.get("ClaimResponse", "r1")) is not None
+    invoice = await store.get("Invoice", "i1")
+    assert invoice is not None and str(invoice["totalNet"]["value"]) == "7.10"
+    again = await load(Writer(store), [tmp_path])
+    assert again.unchanged == 3 and again.created == 0
+
+
+async def test_unreadable_and_unknown_inputs_are_rejected_with_reasons(store: Store, tmp_path: Path) -> None:
+    (tmp_path / "broken.json").write_text("{nope")
+    write(tmp_path / "alien.json", {"resourceType": "Spaceship", "id": "x"})
+    report = await load(Writer(store), [tmp_path])
+    reasons = dict(report.rejected)
+    assert "not readable as JSON" in reasons[str(tmp_path / "broken.json")]
+    assert "Spaceship" in reasons[str(tmp_path / "alien.json")]
+
+
+def test_cli_load_prints_counts_and_fails_on_rejections(mongo_uri: str, tmp_path: Path) -> None:
+    write(tmp_path / "ok.json", PATIENT)
+    write(tmp_path / "bad.json", {**PATIENT, "gender": "sometimes"})
+    env = {**os.environ, "MONGODB_URI": mongo_uri, "FINGATE_DB": f"cli_{uuid.uuid4().hex[:8]}"}
+    done = subprocess.run([sys.executable, "-m", "app.cli", "load", str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "loaded 1" in done.stdout and "rejected 1" in done.stdout
+    assert "bad.json" in done.stdout and "gender" in done.stdout
+
+
+async def test_the_known_invalid_r5_examples_are_refused(store: Store) -> None:
+    invalid = [item for item in example_items(include_invalid=True) if f"{item.resources[0]['resourceType']}/{item.resources[0]['id']}" in INVALID_EXAMPLES]
+    assert len(invalid) == len(INVALID_EXAMPLES)
+    report = await load(Writer(store), [], items=invalid)
+    assert len(report.rejected) == len(INVALID_EXAMPLES) and report.loaded == 0

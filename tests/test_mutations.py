@@ -1,0 +1,249 @@
+"""Mutations over HTTP and the real database: versions, history, ifMatch, races, status rules, bad input."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+from bson.decimal128 import Decimal128
+
+from app.http import loads
+from app.store import Store
+from tests.harness import client_for, error_codes, gql, json_with_decimals, ok
+
+
+@pytest.fixture
+async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(store) as c:
+        yield c
+
+
+PATIENT = {"resourceType": "Patient", "name": [{"family": "Rivera"}]}
+PAYER = {"resourceType": "Organization", "name": "Acme Health"}
+
+
+def claim(patient_id: str, status: str = "draft", **extra: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Claim",
+        "status": status,
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/claim-type", "code": "professional"}]},
+        "use": "claim",
+        "patient": {"reference": f"Patient/{patient_id}"},
+        "created": "2026-11-01T10:00:00Z",
+        "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "Acme plan"}}],
+        "item": [{"sequence": 1, "productOrService": {"coding": [{"code": "99213"}]}, "unitPrice": {"value": Decimal("100.10"), "currency": "USD"}}],
+        "total": {"value": Decimal("100.10"), "currency": "USD"},
+        **extra,
+    }
+
+
+async def post_raw(client: httpx.AsyncClient, body: str) -> dict[str, Any]:
+    response = await client.post("/graphql", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 200, response.text
+    return loads(response.content)  # type: ignore[no-any-return]
+
+
+async def create(client: httpx.AsyncClient, rtype: str, resource: dict[str, Any], fields: str = "id meta { versionId lastUpdated } status") -> dict[str, Any]:
+    body = json_with_decimals(
+        {"query": f"mutation($res: {rtype}Input!) {{ {rtype}Create(res: $res) {{ {fields} }} }}", "variables": {"res": resource}}
+    )
+    return await post_raw(client, body)
+
+
+async def update(client: httpx.AsyncClient, rtype: str, id: str, resource: dict[str, Any], if_match: str | None = None, fields: str = "id meta { versionId } status") -> dict[str, Any]:
+    body = json_with_decimals(
+        {
+            "query": f"mutation($id: ID!, $res: {rtype}Input!, $ifMatch: String) {{ {rtype}Update(id: $id, res: $res, ifMatch: $ifMatch) {{ {fields} }} }}",
+            "variables": {"id": id, "res": resource, "ifMatch": if_match},
+        }
+    )
+    return await post_raw(client, body)
+
+
+async def setup_patient(client: httpx.AsyncClient) -> str:
+    return str(ok(await create(client, "Patient", PATIENT, "id"))["PatientCreate"]["id"])
+
+
+async def test_money_keeps_its_digits_through_create_update_history(client: httpx.AsyncClient, store: Store) -> None:
+    pid = await setup_patient(client)
+    created = ok(await create(client, "Claim", claim(pid), "id total { value currency } item { unitPrice { value } }"))["ClaimCreate"]
+    assert created["total"] == {"value": "100.10", "currency": "USD"}
+    assert created["item"][0]["unitPrice"]["value"] == "100.10"
+    # Read without FinGate's codec: MongoDB itself holds a Decimal128 with the same digits.
+    stored = await store.client.get_database(store.db.name)["Claim"].find_one({"_id": created["id"]})
+    assert stored is not None
+    assert stored["total"]["value"] == Decimal128("100.10")
+    changed = claim(pid, total={"value": Decimal("7.10"), "currency": "USD"})
+    ok(await update(client, "Claim", created["id"], changed))
+    history = ok(await gql(client, f'{{ ClaimHistory(id: "{created["id"]}") {{ meta {{ versionId }} total {{ value }} }} }}'))["ClaimHistory"]
+    assert [(h["meta"]["versionId"], h["total"]["value"]) for h in history] == [("2", "7.10"), ("1", "100.10")]
+
+
+async def test_versions_count_up_and_if_match_guards(client: httpx.AsyncClient, store: Store) -> None:
+    pid = await setup_patient(client)
+    created = ok(await create(client, "Claim", claim(pid)))["ClaimCreate"]
+    assert created["meta"]["versionId"] == "1" and created["meta"]["lastUpdated"].endswith("Z")
+    cid = created["id"]
+    assert ok(await update(client, "Claim", cid, claim(pid), if_match="1"))["ClaimUpdate"]["meta"]["versionId"] == "2"
+    stale = await update(client, "Claim", cid, claim(pid, use="preauthorization"), if_match="1")
+    assert error_codes(stale) == ["CONFLICT"]
+    current = await store.get("Claim", cid)
+    assert current is not None and current["meta"]["versionId"] == "2" and current["use"] == "claim"
+
+
+async def test_racing_writers_one_wins(client: httpx.AsyncClient, store: Store) -> None:
+    pid = await setup_patient(client)
+    cid = ok(await create(client, "Claim", claim(pid)))["ClaimCreate"]["id"]
+    results = await asyncio.gather(
+        *(update(client, "Claim", cid, claim(pid, status="active"), if_match=None) for _ in range(10))
+    )
+    winners = [r for r in results if "errors" not in r]
+    losers = [r for r in results if "errors" in r]
+    assert len(winners) == 1
+    assert all(error_codes(r)[0] in ("CONFLICT", "STATUS_RULE") for r in losers)
+    history = await store.history("Claim", cid)
+    assert [h["meta"]["versionId"] for h in history] == ["2", "1"]
+
+
+async def test_lifecycle_draft_active_cancelled(client: httpx.AsyncClient, store: Store) -> None:
+    pid = await setup_patient(client)
+    cid = ok(await create(client, "Claim", claim(pid)))["ClaimCreate"]["id"]
+    assert ok(await update(client, "Claim", cid, claim(pid, status="active")))["ClaimUpdate"]["status"] == "active"
+    frozen = await update(client, "Claim", cid, claim(pid, status="active", use="preauthorization"))
+    assert error_codes(frozen) == ["STATUS_RULE"]
+    assert frozen["errors"][0]["extensions"]["operationOutcome"]["resourceType"] == "OperationOutcome"
+    assert ok(await update(client, "Claim", cid, claim(pid, status="cancelled")))["ClaimUpdate"]["status"] == "cancelled"
+    back = await update(client, "Claim", cid, claim(pid, status="active"))
+    assert error_codes(back) == ["STATUS_RULE"]
+    assert (await store.get("Claim", cid))["status"] == "cancelled"  # type: ignore[index]
+
+
+async def test_delete_only_drafts_and_history_stays(client: httpx.AsyncClient, store: Store) -> None:
+    pid = await setup_patient(client)
+    draft = ok(await create(client, "Claim", claim(pid)))["ClaimCreate"]["id"]
+    active = ok(await create(client, "Claim", claim(pid, status="active")))["ClaimCreate"]["id"]
+    assert ok(await gql(client, f'mutation {{ ClaimDelete(id: "{draft}") {{ id status }} }}'))["ClaimDelete"]["id"] == draft
+    assert await store.get("Claim", draft) is None
+    assert len(await store.history("Claim", draft)) == 1
+    refused = await gql(client, f'mutation {{ ClaimDelete(id: "{active}") {{ id }} }}')
+    assert error_codes(refused) == ["STATUS_RULE"]
+    assert await store.get("Claim", active) is not None
+    assert error_codes(await gql(client, 'mutation { ClaimDelete(id: "missing") { id } }')) == ["NOT_FOUND"]
+
+
+async def test_created_as_cancelled_is_refused(client: httpx.AsyncClient, store: Store) -> None:
+    pid = await setup_patient(client)
+    result = await create(client, "Claim", claim(pid, status="cancelled"))
+    assert error_codes(result) == ["STATUS_RULE"]
+    assert await store.db["Claim"].count_documents({}) == 0
+
+
+BAD_INPUTS: list[tuple[str, dict[str, Any], str | None]] = [
+    ("unknown field", {"bogusField": 1}, None),
+    ("wrong type", {"use": {"nested": "object"}}, None),
+    ("bad date", {"created": "2024-13-45"}, "Claim.created"),
+    ("code outside required binding", {"use": "bogus"}, "Claim.use"),
+    ("wrong resourceType", {"resourceType": "Patient"}, None),
+    ("reference of the wrong target type", {"patient": {"reference": "Organization/x"}}, "Claim.patient"),
+    ("currency outside ISO 4217", {"total": {"value": Decimal("1.00"), "currency": "XYZ"}}, "Claim.total.currency"),
+    ("decimal beyond Decimal128", {"total": {"value": Decimal("1." + "1" * 40), "currency": "USD"}}, "Claim.total.value"),
+    ("oversized string", {"item": [{"sequence": 1, "productOrService": {"text": "x" * 1_100_000}}]}, None),
+]
+
+
+@pytest.mark.parametrize(("case", "change", "expression"), BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+async def test_bad_input_is_refused_and_stores_nothing(
+    client: httpx.AsyncClient, store: Store, case: str, change: dict[str, Any], expression: str | None
+) -> None:
+    pid = await setup_patient(client)
+    result = await create(client, "Claim", {**claim(pid), **change})
+    assert error_codes(result) == ["BAD_USER_INPUT"], result
+    error = result["errors"][0]
+    assert "Traceback" not in json.dumps(result)
+    if expression is not None:
+        issues = error["extensions"]["operationOutcome"]["issue"]
+        assert any(expression in (i.get("expression") or [""])[0] for i in issues), issues
+    assert await store.db["Claim"].count_documents({}) == 0
+    assert await store.db["Claim_history"].count_documents({}) == 0
+
+
+async def response_for(client: httpx.AsyncClient, pid: str, claim_id: str) -> dict[str, Any]:
+    return await create(
+        client,
+        "ClaimResponse",
+        {
+            "resourceType": "ClaimResponse",
+            "status": "active",
+            "type": {"coding": [{"code": "professional"}]},
+            "use": "claim",
+            "patient": {"reference": f"Patient/{pid}"},
+            "created": "2026-11-02",
+            "outcome": "complete",
+            "request": {"reference": f"Claim/{claim_id}"},
+        },
+    )
+
+
+async def test_claim_response_needs_an_active_claim(client: httpx.AsyncClient, store: Store) -> None:
+    pid = await setup_patient(client)
+    draft = ok(await create(client, "Claim", claim(pid)))["ClaimCreate"]["id"]
+    assert error_codes(await response_for(client, pid, draft)) == ["STATUS_RULE"]
+    assert error_codes(await response_for(client, pid, "missing")) == ["STATUS_RULE"]
+    assert await store.db["ClaimResponse"].count_documents({}) == 0
+    active = ok(await create(client, "Claim", claim(pid, status="active")))["ClaimCreate"]["id"]
+    assert ok(await response_for(client, pid, active))["ClaimResponseCreate"]["status"] == "active"
+
+
+def payment(targets: list[str], status: str = "active") -> dict[str, Any]:
+    return {
+        "resourceType": "PaymentReconciliation",
+        "status": status,
+        "type": {"coding": [{"code": "payment"}]},
+        "created": "2026-11-03",
+        "date": "2026-11-03",
+        "amount": {"value": Decimal("100.10"), "currency": "USD"},
+        "allocation": [{"target": {"reference": t}, "amount": {"value": Decimal("100.10"), "currency": "USD"}} for t in targets],
+    }
+
+
+async def test_allocation_targets_must_exist_and_block_cancelling(client: httpx.AsyncClient, store: Store) -> None:
+    pid = await setup_patient(client)
+    cid = ok(await create(client, "Claim", claim(pid, status="active")))["ClaimCreate"]["id"]
+    assert error_codes(await create(client, "PaymentReconciliation", payment(["Claim/missing"]))) == ["STATUS_RULE"]
+    assert await store.db["PaymentReconciliation"].count_documents({}) == 0
+    external = ok(await create(client, "PaymentReconciliation", payment(["http://other.example/Claim/1"])))
+    assert external["PaymentReconciliationCreate"]["status"] == "active"
+    ok(await create(client, "PaymentReconciliation", payment([f"Claim/{cid}"])))
+    refused = await update(client, "Claim", cid, claim(pid, status="cancelled"))
+    assert error_codes(refused) == ["STATUS_RULE"]
+    assert (await store.get("Claim", cid))["status"] == "active"  # type: ignore[index]
+
+
+async def test_responses_need_their_requests(client: httpx.AsyncClient, store: Store) -> None:
+    enrollment_response = {"resourceType": "EnrollmentResponse", "status": "active", "request": {"reference": "EnrollmentRequest/missing"}}
+    assert error_codes(await create(client, "EnrollmentResponse", enrollment_response)) == ["STATUS_RULE"]
+    request_id = ok(await create(client, "EnrollmentRequest", {"resourceType": "EnrollmentRequest", "status": "active"}, "id"))["EnrollmentRequestCreate"]["id"]
+    good = {**enrollment_response, "request": {"reference": f"EnrollmentRequest/{request_id}"}}
+    assert ok(await create(client, "EnrollmentResponse", good))["EnrollmentResponseCreate"]["status"] == "active"
+    eligibility = {
+        "resourceType": "CoverageEligibilityResponse", "status": "active", "purpose": ["validation"],
+        "patient": {"reference": "Patient/p"}, "created": "2026-11-01", "request": {"reference": "CoverageEligibilityRequest/missing"},
+        "outcome": "complete", "insurer": {"reference": "Organization/x"},
+    }  # fmt: skip
+    assert error_codes(await create(client, "CoverageEligibilityResponse", eligibility)) == ["STATUS_RULE"]
+    assert await store.db["CoverageEligibilityResponse"].count_documents({}) == 0
+
+
+async def test_invoice_lifecycle(client: httpx.AsyncClient) -> None:
+    invoice = {"resourceType": "Invoice", "status": "draft", "totalNet": {"value": Decimal("10.00"), "currency": "USD"}}
+    iid = ok(await create(client, "Invoice", invoice))["InvoiceCreate"]["id"]
+    assert ok(await update(client, "Invoice", iid, {**invoice, "status": "issued"}))["InvoiceUpdate"]["status"] == "issued"
+    changed = await update(client, "Invoice", iid, {**invoice, "status": "issued", "totalNet": {"value": Decimal("11.00"), "currency": "USD"}})
+    assert error_codes(changed) == ["STATUS_RULE"]
+    assert ok(await update(client, "Invoice", iid, {**invoice, "status": "balanced"}))["InvoiceUpdate"]["status"] == "balanced"
+    assert error_codes(await update(client, "Invoice", iid, {**invoice, "status": "issued"})) == ["STATUS_RULE"]
