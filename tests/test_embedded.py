@@ -66,20 +66,17 @@ def test_a_failed_start_reports_the_log_and_leaves_nothing(tmp_path: Path) -> No
     assert secantus_pids(tmp_path) == []
 
 
-def _serve(tmp_path: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
+def _serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
     environment = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
-    environment.update(
-        FINGATE_DATA_DIR=str(tmp_path), FINGATE_PORT=str(port), FINGATE_LOAD_DEMO="false", FINGATE_LOG_LEVEL="warning", **env
-    )
-    return subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "serve"], env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    environment.update(FINGATE_DATA_DIR=str(tmp_path), FINGATE_PORT=str(port), FINGATE_LOAD_DEMO="false")
+    with open(tmp_path / "serve.log", "wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=environment, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+        assert proc.poll() is None, log.read_text()
         try:
             if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
                 return
@@ -94,7 +91,7 @@ def test_serve_stops_the_database_on_signals(tmp_path: Path, signum: int) -> Non
     port = free_port()
     proc = _serve(tmp_path, port)
     try:
-        _wait_ready(port, proc)
+        _wait_ready(port, proc, tmp_path / "serve.log")
         assert len(secantus_pids(tmp_path)) == 1
         proc.send_signal(signum)
         proc.wait(30)
@@ -114,3 +111,4 @@ def test_serve_failing_at_start_up_leaves_no_database(tmp_path: Path) -> None:
         code = proc.wait(90)
     assert code != 0
     assert secantus_pids(tmp_path) == []
+    assert "address already in use" in (tmp_path / "serve.log").read_text().lower()
