@@ -49,11 +49,13 @@ async def test_every_response_has_a_request_id(client: httpx.AsyncClient) -> Non
 
 async def test_metrics_count_requests_errors_and_database_commands(client: httpx.AsyncClient) -> None:
     await gql(client, '{ Claim(id: "missing") { id } }')
+    await gql(client, '# a comment first\nmutation { ClaimDelete(id: "missing") { id } }')
     text = (await client.get("/metrics")).text
     assert "fingate_mongo_commands_total" in text
     assert 'fingate_graphql_errors_total{code="NOT_FOUND"}' in text
-    assert "fingate_graphql_seconds_bucket" in text
+    assert 'fingate_graphql_seconds_bucket{le="0.001",operation="query"}' in text
     assert "fingate_requests_total" in text
+    assert 'operation="mutation"' in text
 
 
 async def test_queries_over_get_and_no_mutations_over_get(client: httpx.AsyncClient) -> None:

@@ -436,3 +436,10 @@ def test_describe_rules_covers_every_table_and_rule():
         assert f"`{r.rule}`" in text
     assert "| `draft` | `active`, `entered-in-error` | yes | yes | yes |" in text
     assert "| `active` | `cancelled` | no | yes | no |" in text
+
+
+def test_readme_shows_the_rules_as_they_are() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert describe_rules().strip() in readme, "README.md's lifecycle tables drifted: paste describe_rules() output"

@@ -1,0 +1,59 @@
+"""The explorer's ready queries (app/queries/*.graphql) run on the demo data, so none of them rots."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from app.http import ready_queries
+from app.store import Store
+from tests.harness import client_for, gql, ok
+
+
+@pytest.fixture(scope="module")
+async def demo(demo_store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(demo_store) as client:
+        yield client
+
+
+def query(name: str) -> str:
+    return next(p for p in ready_queries() if p.stem.endswith(name)).read_text()
+
+
+async def test_the_explorer_opens_on_the_reconciliation_query(demo: httpx.AsyncClient) -> None:
+    page = (await demo.get("/graphql", headers={"accept": "text/html"})).text
+    assert r'PaymentReconciliation(id: \"demo-payment-1\")' in page
+    assert "Welcome to GraphiQL" not in page
+
+
+async def test_reconciliation_walks_to_claims_and_responses(demo: httpx.AsyncClient) -> None:
+    payment = ok(await gql(demo, query("reconciliation")))["PaymentReconciliation"]
+    assert payment["paymentIssuer"]["resource"]["name"] == "Acme Health Insurance"
+    assert all(a["target"]["resource"]["status"] == "active" and a["response"]["resource"]["outcome"] == "complete" for a in payment["allocation"])
+
+
+async def test_claim_responses_search_and_paging(demo: httpx.AsyncClient) -> None:
+    claim = ok(await gql(demo, query("claim-responses")))["Claim"]
+    assert claim["ClaimResponseList"] and claim["PaymentReconciliationList"]
+    assert len(ok(await gql(demo, query("search")))["PaymentReconciliationList"]) == 3
+    first = ok(await gql(demo, query("paging")))["ClaimConnection"]
+    second = ok(await gql(demo, query("paging"), {"cursor": first["next"]}))["ClaimConnection"]
+    assert len(first["edges"]) == len(second["edges"]) == 5
+    assert {e["resource"]["id"] for e in first["edges"]}.isdisjoint(e["resource"]["id"] for e in second["edges"])
+
+
+async def test_draft_activate_history(demo: httpx.AsyncClient) -> None:
+    draft = ok(await gql(demo, query("draft-claim")))["ClaimCreate"]
+    assert draft["status"] == "draft" and draft["total"]["value"] == "125.00"
+    active = ok(await gql(demo, query("activate-claim"), {"id": draft["id"]}))["ClaimUpdate"]
+    assert active["status"] == "active" and active["meta"]["versionId"] == "2"
+    history = ok(await gql(demo, query("history"), {"id": draft["id"]}))["ClaimHistory"]
+    assert [(h["status"], h["meta"]["versionId"]) for h in history] == [("active", "2"), ("draft", "1")]
+
+
+def test_every_ready_query_is_covered() -> None:
+    assert [p.stem.split("-", 1)[1] for p in ready_queries()] == [
+        "reconciliation", "claim-responses", "search", "paging", "draft-claim", "activate-claim", "history",
+    ]  # fmt: skip
