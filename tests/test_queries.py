@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from app.http import ready_queries
+from app.explorer import ready_queries
 from app.store import Store
 from tests.harness import client_for, gql, ok
 
@@ -24,8 +26,16 @@ def query(name: str) -> str:
 
 async def test_the_explorer_opens_on_the_reconciliation_query(demo: httpx.AsyncClient) -> None:
     page = (await demo.get("/graphql", headers={"accept": "text/html"})).text
-    assert r'PaymentReconciliation(id: \"demo-payment-1\")' in page
+    tabs = json.loads(re.search(r'<script id="fingate-tabs" type="application/json">(.*?)</script>', page, re.DOTALL).group(1))  # type: ignore[union-attr]
+    assert [t["query"] for t in tabs] == [p.read_text() for p in ready_queries()]
+    assert 'PaymentReconciliation(id: "demo-payment-1")' in tabs[0]["query"]
+    assert "defaultTabs: tabs" in page and "isHeadersEditorEnabled: true" in page
     assert "Welcome to GraphiQL" not in page
+
+
+async def test_tab_variables_run_on_the_demo_data(demo: httpx.AsyncClient) -> None:
+    history = ok(await gql(demo, query("history"), json.loads((ready_queries()[-1].with_suffix(".json")).read_text())))
+    assert history["ClaimHistory"][0]["id"] == "demo-claim-03"
 
 
 async def test_reconciliation_walks_to_claims_and_responses(demo: httpx.AsyncClient) -> None:

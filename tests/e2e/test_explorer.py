@@ -1,0 +1,136 @@
+"""The explorer in a real browser: `fingate serve` on the embedded database, headless Debian chromium via Playwright."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.async_api import Page, async_playwright, expect
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = Path(os.environ.get("FINGATE_ARTIFACTS", ROOT / "artifacts"))
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# Without the networking flags chromium keeps calling Google's hosts, which this closed network refuses.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+START_TIMEOUT = 180.0  # a first start loads the R5 examples and the demo data
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"fingate serve exited with {server.returncode}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"fingate serve was not ready within {START_TIMEOUT:.0f} s")
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM lets fingate stop its embedded database; the process group is the fallback, so nothing is orphaned."""
+    server.send_signal(signal.SIGTERM)
+    try:
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.fixture(scope="module")
+def fingate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+    env.update(
+        FINGATE_DATA_DIR=str(tmp_path_factory.mktemp("fingate-data")),
+        FINGATE_LOAD_DEMO="true",
+        FINGATE_LOG_LEVEL="warning",
+    )
+    fingate_bin = Path(sys.executable).with_name("fingate")
+    log = (tmp_path_factory.getbasetemp() / "fingate-serve.log").open("wb")
+    server = subprocess.Popen(
+        [str(fingate_bin), "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    try:
+        _wait_ready(base, server)
+        yield base
+    finally:
+        _stop(server)
+        log.close()
+
+
+@pytest.fixture
+async def page(fingate: str) -> AsyncIterator[Page]:
+    async with async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            yield page
+        finally:
+            await browser.close()
+
+
+async def result_text(page: Page) -> str:
+    # CodeMirror draws only the visible lines; its own API has the whole response.
+    return await page.evaluate("document.querySelector('.result-window .CodeMirror').CodeMirror.getValue()")  # type: ignore[no-any-return]
+
+
+async def test_the_explorer_runs_the_reconciliation_query(fingate: str, page: Page) -> None:
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    await page.goto(f"{fingate}/graphql")
+
+    tabs = page.locator(".graphiql-tab")
+    await expect(tabs).to_have_count(7)
+    await expect(tabs.first).to_contain_text("Reconciliation")
+    await expect(tabs.first).to_have_attribute("aria-selected", "true")
+    await expect(page.locator(".graphiql-query-editor")).to_contain_text('PaymentReconciliation(id: "demo-payment-1")')
+
+    await page.locator(".graphiql-execute-button").click()
+    await expect(page.locator(".result-window")).to_contain_text('"demo-payment-1"', timeout=15_000)
+    payment = json.loads(await result_text(page))["data"]["PaymentReconciliation"]
+    allocation = payment["allocation"][0]
+    assert payment["id"] == "demo-payment-1" and payment["amount"]["currency"] == "USD"
+    assert allocation["target"]["resource"]["id"].startswith("demo-claim-")
+    assert isinstance(allocation["amount"]["value"], str) and "." in allocation["amount"]["value"]  # exact digits
+    assert allocation["response"]["resource"]["outcome"] == "complete"
+
+    await page.screenshot(path=ARTIFACTS / "e2e-explorer.png")
+    assert all(url.startswith(fingate) or url.startswith("data:") for url in requested), requested
+
+
+async def test_the_docs_show_fhir_descriptions_and_codes(fingate: str, page: Page) -> None:
+    await page.goto(f"{fingate}/graphql")
+    await page.get_by_role("button", name="Show Documentation Explorer").click()
+    docs = page.locator(".graphiql-doc-explorer")
+    await docs.get_by_role("link", name="Query").first.click()
+    await docs.locator(".graphiql-doc-explorer-field-name", has_text="PaymentReconciliation").first.click()
+    await docs.get_by_role("link", name="PaymentReconciliation").first.click()
+    await expect(docs).to_contain_text("Allowed codes: active | cancelled | draft | entered-in-error")
+    await page.screenshot(path=ARTIFACTS / "e2e-docs.png")
