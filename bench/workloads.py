@@ -1,0 +1,197 @@
+"""W1-W4 executed in-process by FinGate's schema, with baselines (a), (b), (c); database commands per query."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from graphql import execute as graphql_execute
+from graphql import graphql, parse
+
+from app import validation
+from app.context import Context
+from app.fhirschema.build import schema as fingate_schema
+from app.store import Store
+from app.writes import Writer, now_instant
+from bench import baseline, data, queries
+from bench.timing import Stats, sample, sample_sync
+
+Resource = dict[str, Any]
+DB = "fingate_bench"
+SIZES_DB = "fingate_bench_sizes"  # the 10/50/200 sets live apart, so they do not weigh on the timed scans
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much data and how many repetitions: the full run, or `--quick` for the smoke test."""
+
+    label: str
+    pool: int
+    w2_count: int
+    repeats: int
+    fast_repeats: int
+    w5: int
+    throughput_requests: int
+    concurrency: int = 8
+
+
+FULL = Sizes(
+    label="full", pool=200, w2_count=data.W2_COUNT, repeats=20, fast_repeats=200, w5=2500, throughput_requests=1000
+)
+QUICK = Sizes(label="quick", pool=20, w2_count=3, repeats=3, fast_repeats=5, w5=100, throughput_requests=40)
+
+
+@dataclass
+class Env:
+    store: Store
+    sizes_store: Store
+    writer: Writer
+    raw: baseline.RawMongo
+    fixture: data.Fixture
+    sizes: Sizes
+    schema: Any = field(default_factory=fingate_schema)
+    w1_selection: str = ""
+
+
+@dataclass
+class Workload:
+    name: str
+    query: str
+    raw: Callable[[], Awaitable[Any]]
+    repeats: int
+    variables: dict[str, Any] | None = None
+    found: dict[tuple[str, str], Resource] = field(default_factory=dict)
+    listed: list[Resource] = field(default_factory=list)
+
+
+async def setup(uri: str, sizes: Sizes) -> Env:
+    """A fresh database holding the fixture, loaded through the real write path (so it is valid FHIR)."""
+    store, sizes_store = await _fresh(uri, DB), await _fresh(uri, SIZES_DB)
+    fixture = data.fixture(sizes.pool, (data.W1_SIZE,), {data.W2_SIZE: sizes.w2_count})
+    await _insert(store, fixture.resources)
+    await _insert(sizes_store, data.fixture(sizes.pool, data.SIZES, {k: 3 for k in data.SIZES}).resources)
+    env = Env(store, sizes_store, Writer(store), baseline.RawMongo(uri, DB), fixture, sizes)
+    await env.raw.prepare()
+    reconciliation = await store.get("PaymentReconciliation", fixture.w1_ids[data.W1_SIZE])
+    assert reconciliation is not None
+    found = {f"{t}/{i}": d for (t, i), d in (await _prefetch(store, [reconciliation])).items()}
+    env.w1_selection = queries.selection([queries.expanded(reconciliation, found)])
+    return env
+
+
+async def _fresh(uri: str, db: str) -> Store:
+    store = Store(uri, db)
+    await store.drop_all()
+    await store.ensure_indexes()
+    return store
+
+
+async def _insert(store: Store, resources: list[Resource]) -> None:
+    """Validated like any write, then stored in one transaction without the rule reads: through `Writer`, one
+    transaction each and the 200-allocation reconciliations' 400 existence checks would make set-up the longest part."""
+    meta = {"versionId": "1", "lastUpdated": now_instant()}
+    async with store.transaction() as session:
+        for resource in resources:
+            rtype = resource["resourceType"]
+            await store.insert(rtype, {**validation.validate(rtype, resource), "meta": meta}, session)
+
+
+async def close(env: Env) -> None:
+    await env.raw.close()
+    await env.store.close()
+    await env.sizes_store.close()
+
+
+async def execute(
+    env: Env, query: str, variables: dict[str, Any] | None = None, store: Store | None = None
+) -> tuple[Any, int]:
+    """FinGate's schema on a fresh request Context: (data, database commands sent)."""
+    store = store or env.store
+    before = store.commands.count
+    context = Context(store, env.writer, "bench")
+    result = await env.schema.execute(query, variable_values=variables, context_value=context)
+    if result.errors:
+        raise RuntimeError(f"FinGate answered errors: {result.errors}")
+    return result.data, store.commands.count - before
+
+
+async def _prefetch(store: Store, reconciliations: list[Resource]) -> dict[tuple[str, str], Resource]:
+    """The reconciliations and every Claim and ClaimResponse they allocate to, as the store returns them."""
+    wanted: dict[str, list[str]] = defaultdict(list)
+    for r in reconciliations:
+        for allocation in r["allocation"]:
+            for key in ("target", "response"):
+                rtype, id = allocation[key]["reference"].split("/")
+                wanted[rtype].append(id)
+    found = await store.get_by_type(wanted)
+    return {**found, **{("PaymentReconciliation", r["id"]): r for r in reconciliations}}
+
+
+async def workloads(env: Env) -> list[Workload]:
+    fx, sizes = env.fixture, env.sizes
+    w1_id, payer = fx.w1_ids[data.W1_SIZE], fx.w2_payers[data.W2_SIZE]
+    w1_found = await _prefetch(env.store, [r for r in [await env.store.get("PaymentReconciliation", w1_id)] if r])
+    listed = await env.store.search("PaymentReconciliation", {"payment-issuer": payer}, data.W2_COUNT)
+    claim = await env.store.get("Claim", fx.w3_claim)
+    new_claim = data.new_claim()
+    raw_claim = baseline.bson_ready({"resourceType": "Claim", **new_claim})
+    return [
+        Workload("W1", queries.w1(w1_id, env.w1_selection), lambda: env.raw.w1(w1_id), sizes.repeats, found=w1_found),
+        Workload("W2", queries.w2(payer, data.W2_COUNT), lambda: env.raw.w2(payer, data.W2_COUNT), sizes.repeats,
+                 found=await _prefetch(env.store, listed), listed=listed),
+        Workload("W3", queries.w3(fx.w3_claim), lambda: env.raw.w3(fx.w3_claim), sizes.fast_repeats,
+                 found={("Claim", fx.w3_claim): claim} if claim else {}),
+        Workload("W4", queries.W4, lambda: env.raw.w4(raw_claim), sizes.repeats, variables={"res": new_claim}),
+    ]  # fmt: skip
+
+
+def engine(env: Env, w: Workload) -> Any:
+    sdl = baseline.trimmed_sdl(env.schema._schema, [w.query])
+    return baseline.engine_schema(sdl, baseline.roots_for(w.found, w.listed), w.found)
+
+
+async def measure(env: Env, w: Workload) -> dict[str, Stats]:
+    """FinGate in-process and the three baselines, after checking (b) answers what FinGate answers."""
+    answer, _ = await execute(env, w.query, w.variables)
+    built = engine(env, w)
+    floor = await graphql(built, w.query, variable_values=w.variables)
+    if floor.errors or (w.name != "W4" and floor.data != answer):
+        raise RuntimeError(f"{w.name}: baseline (b) differs from FinGate: {floor.errors}")
+    document = parse(w.query)
+    return {
+        "in_process": await sample(lambda: execute(env, w.query, w.variables), w.repeats),
+        "a": await sample(w.raw, w.repeats),
+        "b": await sample(lambda: graphql(built, w.query, variable_values=w.variables), w.repeats),
+        "b_execute": sample_sync(lambda: graphql_execute(built, document, variable_values=w.variables), w.repeats),
+        "c": sample_sync(lambda: orjson.dumps({"data": answer}), w.repeats * 10),
+    }
+
+
+async def commands(env: Env) -> dict[str, dict[int, int]]:
+    """Database commands per query for W1 and W2 at every size: constant when references are batched per level."""
+    out: dict[str, dict[int, int]] = {"W1": {}, "W2": {}}
+    for k in data.SIZES:
+        _, out["W1"][k] = await execute(env, queries.w1(f"bench-w1-{k}", env.w1_selection), store=env.sizes_store)
+        _, out["W2"][k] = await execute(
+            env, queries.w2(f"Organization/bench-payer-{k}", data.W2_COUNT), store=env.sizes_store
+        )
+    return out
+
+
+async def profile_w1(env: Env, runs: int = 20) -> str:
+    """pyinstrument over `runs` W1 executions (async-aware: time awaiting the database is shown as such)."""
+    from pyinstrument import Profiler
+
+    query = queries.w1(env.fixture.w1_ids[data.W1_SIZE], env.w1_selection)
+    await execute(env, query)
+    profiler = Profiler(interval=0.0005, async_mode="enabled")
+    profiler.start()
+    for _ in range(runs):
+        await execute(env, query)
+    profiler.stop()
+    tree = profiler.output_text(unicode=True, color=False)
+    flat = profiler.output_text(unicode=True, color=False, flat=True)
+    return f"{tree}\n# Self time per function (flat)\n{flat}"
