@@ -1,4 +1,4 @@
-"""The `fingate` command: serve, load and sdl."""
+"""The `fingate` command: serve, load, persist and sdl."""
 
 from __future__ import annotations
 
@@ -62,24 +62,27 @@ async def load_demo_if_empty(store: Any) -> None:
 def serve(settings: Settings) -> None:
     import uvicorn
 
+    from app.auth import check_startup
     from app.fhirschema.build import build_schema
     from app.http import create_app
     from app.store import Store
 
+    check_startup(settings)  # no auth only on loopback or with FINGATE_AUTH=off
     started = time.perf_counter()
     schema = build_schema()
     log.info("schema built in %.2f s", time.perf_counter() - started)
     with database_uri(settings.mongodb_uri, settings.data_dir) as uri:
-        store = Store(uri, settings.db)
+        store = Store(uri, settings.db, tenant=settings.default_tenant)
 
         async def startup(store: Store) -> None:
             await wait_ready(store)
             await store.ensure_indexes()
+            await persist_ready_queries(store, schema._schema)
             if settings.load_demo:
                 await load_demo_if_empty(store)
             log.info("ready: GraphiQL at http://%s:%d/graphql", settings.host, settings.port)
 
-        app = create_app(store, schema, on_startup=startup)
+        app = create_app(store, schema, on_startup=startup, settings=settings)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
 
 
@@ -89,17 +92,44 @@ async def _load(settings: Settings, paths: list[str]) -> int:
     from app.writes import Writer
 
     with database_uri(settings.mongodb_uri, settings.data_dir) as uri:
-        store = Store(uri, settings.db)
+        store = Store(uri, settings.db, tenant=settings.default_tenant)
         try:
             await wait_ready(store)
             await store.ensure_indexes()
-            report = await load(Writer(store), paths, stderr_progress())
+            report = await load(Writer(store, actor="fingate load"), paths, stderr_progress())
         finally:
             await store.close()
     print(f"loaded {report.loaded} (created {report.created}, updated {report.updated}, unchanged {report.unchanged}), rejected {len(report.rejected)}")
     for source, reason in report.rejected:
         print(f"  rejected {source}: {reason}")
     return 1 if report.rejected else 0
+
+
+async def persist_ready_queries(store: Any, schema: Any) -> None:
+    """The explorer's queries are always stored, so they run in allowlist mode too."""
+    from app.apq import persist
+    from app.explorer import ready_queries
+
+    for path, problem in await persist(store, schema, ready_queries()):
+        log.warning("ready query %s not stored: %s", path.name, problem)
+
+
+async def _persist(settings: Settings, paths: list[Path]) -> int:
+    from app.apq import persist, sha256
+    from app.fhirschema.build import build_schema
+    from app.store import Store
+
+    schema = build_schema()._schema
+    with database_uri(settings.mongodb_uri, settings.data_dir) as uri:
+        store = Store(uri, settings.db)
+        try:
+            await wait_ready(store)
+            refused = dict(await persist(store, schema, paths))
+        finally:
+            await store.close()
+    for path in paths:
+        print(f"  refused {path}: {refused[path]}" if path in refused else f"{sha256(path.read_text())}  {path}")
+    return 1 if refused else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,7 +141,11 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--data-dir", dest="data_dir", type=Path)
     p_load = sub.add_parser("load", help="load FHIR JSON files, arrays or Bundles")
     p_load.add_argument("paths", nargs="+")
+    p_load.add_argument("--tenant", dest="default_tenant", help="the tenant to load into (default: FINGATE_DEFAULT_TENANT)")
     p_load.add_argument("--data-dir", dest="data_dir", type=Path)
+    p_persist = sub.add_parser("persist", help="store GraphQL query files as persisted queries (the allowlist)")
+    p_persist.add_argument("paths", nargs="+", type=Path)
+    p_persist.add_argument("--data-dir", dest="data_dir", type=Path)
     sub.add_parser("sdl", help="print the GraphQL schema (SDL)")
     args = parser.parse_args(argv)
 
@@ -127,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "serve":
             serve(settings)
             return 0
+        if args.command == "persist":
+            return asyncio.run(_persist(settings, args.paths))
         return asyncio.run(_load(settings, args.paths))
     except EmbeddedError as exc:
         print(f"fingate: {exc}", file=sys.stderr)

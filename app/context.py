@@ -9,6 +9,7 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from app import errors
+from app.auth import AUDIT_TYPE, CREATE, DELETE, READ, UPDATE, Principal, anonymous
 from app.fhirschema.model import SERVED_RESOURCES
 from app.store import Store
 from app.writes import Writer
@@ -76,12 +77,21 @@ def parse_reference(reference: str) -> tuple[str, str] | None:
 
 
 class Context:
-    """One request's view of the data: batched reads and the write path."""
+    """One request's view of the data: batched reads and the write path.
 
-    def __init__(self, store: Store, writer: Writer, request_id: str = "-") -> None:
-        self.store = store
-        self.writer = writer
+    The door: every read and write is the caller's tenant's (the store is scoped to it here) and
+    is checked against the caller's scopes; without a Principal (auth off) the caller may do
+    everything in the store's tenant.
+    """
+
+    def __init__(
+        self, store: Store, writer: Writer, request_id: str = "-", principal: Principal | None = None, limits: Any = None
+    ) -> None:
+        self.principal = principal or anonymous(store.tenant)
+        self.store = store.for_tenant(self.principal.tenant)
+        self.writer = writer.bound(self.store, self.principal.sub, request_id)
         self.request_id = request_id
+        self.limits = limits  # app.limits.Limits, read by the QueryLimits extension
         self._resources: DataLoader[tuple[str, str], Resource | None] = DataLoader(self._load_resources)
         self._reverse: DataLoader[tuple[Any, ...], list[Resource]] = DataLoader(self._load_reverse)
 
@@ -115,7 +125,12 @@ class Context:
 
     # -- what resolvers call (see app/fhirschema/build.py) --------------------------------
 
+    def _allow(self, resource_type: str, action: str) -> None:
+        if not self.principal.can(resource_type, action):
+            raise errors.forbidden(resource_type, action)
+
     async def read(self, resource_type: str, id: str) -> Resource | None:
+        self._allow(resource_type, READ)
         return await self._resources.load((resource_type, id))
 
     async def resolve(self, reference: Resource) -> Resource | None:
@@ -127,17 +142,20 @@ class Context:
         parsed = parse_reference(ref)
         if parsed is None:
             return None
+        self._allow(parsed[0], READ)
         return await self._resources.load(parsed)
 
     async def search(
         self, resource_type: str, params: dict[str, str], count: int | None, offset: int | None, sort: str | None
     ) -> list[Resource]:
+        self._allow(resource_type, READ)
         found = await self.store.search(resource_type, params, check_count(count), check_offset(offset), sort)
         return _link_all(found)
 
     async def connection(
         self, resource_type: str, params: dict[str, str], count: int | None, cursor: str | None, sort: str | None
     ) -> dict[str, Any]:
+        self._allow(resource_type, READ)
         page = await self.store.page(resource_type, params, check_count(count), cursor, sort)
         _link_all([edge["resource"] for edge in page["edges"]])
         return page
@@ -145,23 +163,41 @@ class Context:
     async def reverse(
         self, resource_type: str, param: str, target: str, params: dict[str, str], count: int | None, sort: str | None
     ) -> list[Resource]:
+        self._allow(resource_type, READ)
         found = await self._reverse.load((resource_type, param, tuple(sorted(params.items())), sort, target))
         return found[: check_count(count)]
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
+        self._allow(resource_type, READ)
         versions = await self.store.history(resource_type, id)
         if not versions:
             raise errors.not_found(resource_type, id)
         return _link_all(versions)
 
     async def create(self, resource_type: str, resource: Resource) -> Resource:
+        self._allow(resource_type, CREATE)
         return _link_contained(await self.writer.create(resource_type, resource))
 
     async def update(self, resource_type: str, id: str, resource: Resource, if_match: str | None) -> Resource:
+        self._allow(resource_type, UPDATE)
         return _link_contained(await self.writer.update(resource_type, id, resource, if_match))
 
     async def delete(self, resource_type: str, id: str) -> Resource:
+        self._allow(resource_type, DELETE)
         return _link_contained(await self.writer.delete(resource_type, id))
+
+    async def audit_log(self, count: int | None, resource_type: str | None, id: str | None) -> list[dict[str, Any]]:
+        """The tenant's audit records, newest first; needs a `system/AuditEvent.r` (or `system/*.r`) scope."""
+        if not self.principal.audit:
+            raise errors.FinGateError(
+                errors.FORBIDDEN,
+                f"the audit log needs a system/{AUDIT_TYPE}.r (or .read) scope",
+                issues=[errors.outcome_issue(f"the audit log needs a system/{AUDIT_TYPE}.r scope", code="forbidden")],
+            )
+        records = await self.store.audit_log(check_count(count), resource_type, id)
+        for record in records:
+            record["when"] = record["when"].isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        return records
 
 
 RequestContext = Context

@@ -10,23 +10,30 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import orjson
 from graphql import GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.types import ExecutionResult
 
-from app import errors
+from app import auth, errors
+from app.apq import PersistedQueries
+from app.caching import ConditionalGET
 from app.context import Context
+from app.explorer import STATIC_DIR, STATIC_PATH, explorer_page
+from app.limits import DEFAULT_LIMITS, BodyLimit, Limits, within
 from app.metrics import ERRORS, LATENCY, REGISTRY, REQUESTS
+from app.settings import Settings
 from app.store import Store
 from app.writes import Writer
 
@@ -76,44 +83,58 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
     return out
 
 
-QUERIES_DIR = Path(__file__).parent / "queries"
-_EXAMPLE_QUERY = re.compile(r"const EXAMPLE_QUERY = `.*?`;", re.DOTALL)
-
-
-def ready_queries() -> list[Path]:
-    """The explorer's ready billing queries, in order (each is executed by the tests)."""
-    return sorted(QUERIES_DIR.glob("*.graphql"))
-
-
-def _explorer_page(html: str) -> str:
-    """GraphiQL opening on the first ready query instead of Strawberry's welcome text."""
-    first = json.dumps(ready_queries()[0].read_text()).replace("</", "<\\/")
-    return _EXAMPLE_QUERY.sub(lambda _: f"const EXAMPLE_QUERY = {first};", html, count=1)
-
-
 class FinGateGraphQL(GraphQL):  # type: ignore[type-arg]
     """Strawberry's ASGI view with FinGate's context, JSON and error format."""
 
-    def __init__(self, schema: Any, store: Store) -> None:
-        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
+    def __init__(self, schema: Any, store: Store, persisted_queries: PersistedQueries) -> None:
+        # -- compiled execution (issue 8, app/compiled): with FINGATE_COMPILED on, a copy of the schema
+        # whose execute step runs compiled plans for plain-data queries; the schema itself when off.
+        from app.compiled import with_compiled_execution
+
+        super().__init__(with_compiled_execution(schema), graphql_ide="graphiql", allow_queries_via_get=True)
+        # -- end compiled execution --
         self.store = store
         self.writer = Writer(store)
-        self.explorer_html = _explorer_page(self.graphql_ide_html)
+        self.persisted_queries = persisted_queries
+        self.explorer_html = explorer_page()
+        self.limits: Limits = DEFAULT_LIMITS
+
+    def should_render_graphql_ide(self, request: Any) -> bool:
+        # A persisted query's GET has no `query` either; curl's `*/*` must get JSON, not the page.
+        return "extensions" not in request.query_params and super().should_render_graphql_ide(request)
 
     async def render_graphql_ide(self, request: Any) -> Response:
         return HTMLResponse(self.explorer_html)
 
     async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
-        return Context(self.store, self.writer, request.scope.get("fingate.request_id", "-"))
+        # The Principal is BearerAuth's (app/auth.py); without auth, Context grants all in the default tenant.
+        principal = request.scope.get("fingate.principal")
+        return Context(self.store, self.writer, request.scope.get("fingate.request_id", "-"), principal, self.limits)
 
     async def execute_operation(self, request: Any, request_data: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        try:  # automatic persisted queries (app/apq.py): the text to run, from the request or the store
+            request_data.query = await self.persisted_queries.resolve(request_data.query, request_data.extensions)
+        except errors.FinGateError as error:
+            return ExecutionResult(data=None, errors=[GraphQLError(error.message, original_error=error)])
         # The latency histogram's label: an operation keyword, or `query` for the shorthand `{ ... }`.
         match = _OPERATION.match(_COMMENTS.sub("", getattr(request_data, "query", None) or ""))
         request.scope["fingate.operation"] = match.group(1) if match else "query"
-        return await super().execute_operation(request=request, request_data=request_data, **kwargs)
+        operation = super().execute_operation(request=request, request_data=request_data, **kwargs)
+        return await within(self.limits.request_timeout, operation)
 
     def decode_json(self, data: str | bytes) -> object:
-        return loads(data)
+        # Strawberry answers 400 for a JSONDecodeError only: invalid UTF-8, lone surrogates (which
+        # `json` lets through, raw or as `\\ud800` escapes) and non-object bodies become one.
+        try:
+            text = data.decode() if isinstance(data, bytes) else data
+            value = loads(text)
+            if "\\u" in text:
+                json.dumps(value, ensure_ascii=False, default=str).encode()
+        except (UnicodeError, RecursionError) as exc:
+            raise json.JSONDecodeError(f"not UTF-8 JSON ({type(exc).__name__})", "", 0) from None
+        if not isinstance(value, dict | list):
+            raise json.JSONDecodeError("expected a JSON object", "", 0)
+        return value
 
     def encode_json(self, data: object) -> bytes:
         return dumps(data)
@@ -186,13 +207,21 @@ def create_app(
     store: Store,
     schema: Any | None = None,
     on_startup: Callable[[Store], Any] | None = None,
+    settings: Settings | None = None,
 ) -> Starlette:
     """The ASGI app over an open Store; `on_startup` runs in the lifespan (indexes, demo data)."""
     if schema is None:
         from app.fhirschema.build import build_schema
 
         schema = build_schema()
-    graphql_app = FinGateGraphQL(schema, store)
+    settings = settings or Settings()
+    persisted_queries = PersistedQueries(store, schema._schema, allowlist=settings.apq_allowlist)
+    graphql_app = FinGateGraphQL(schema, store, persisted_queries)
+    graphql_app.limits = Limits.from_settings(settings)
+    authenticator = auth.authenticator(settings)
+    graphql_endpoint: ASGIApp = ConditionalGET(graphql_app, settings.cache_control)
+    if authenticator is not None:
+        graphql_endpoint = auth.BearerAuth(graphql_endpoint, authenticator)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -207,18 +236,30 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if authenticator is not None:
+            await authenticator.start()
         if on_startup is not None:
             await on_startup(store)
         yield
 
     app = Starlette(
         routes=[
-            Route("/graphql", graphql_app, methods=["GET", "POST"]),
+            Route("/graphql", graphql_endpoint, methods=["GET", "POST"]),
+            Mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="graphiql"),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
         ],
         lifespan=lifespan,
     )
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,  # type: ignore[arg-type]
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+        )
     app.add_middleware(RequestMiddleware)  # type: ignore[arg-type]
+    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)  # type: ignore[arg-type]
     return app

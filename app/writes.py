@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -47,11 +49,40 @@ class _RuleReads:
 
 
 class Writer:
-    """The one write path, shared by the GraphQL mutations and `fingate load`."""
+    """The one write path, shared by the GraphQL mutations and `fingate load`.
 
-    def __init__(self, store: Store) -> None:
+    Every write commits with its audit record (`actor` is the JWT `sub`) in one transaction.
+    """
+
+    def __init__(self, store: Store, actor: str = "system", request_id: str | None = None) -> None:
         self.store = store
         self.reads = _RuleReads(store)
+        self.actor = actor
+        self.request_id = request_id
+
+    def bound(self, store: Store, actor: str, request_id: str | None = None) -> Writer:
+        """This write path for one caller: its tenant's store, its `sub` in the audit log."""
+        return Writer(store, actor, request_id)
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self, session: Any) -> AsyncIterator[Any]:
+        if session is not None:
+            yield session
+        else:
+            async with self.store.transaction() as own:
+                yield own
+
+    async def _audit(self, session: Any, operation: str, resource_type: str, resource: Resource) -> None:
+        record = {
+            "sub": self.actor,
+            "when": datetime.now(UTC),
+            "operation": operation,
+            "type": resource_type,
+            "id": resource["id"],
+            "version": resource["meta"]["versionId"],
+            "requestId": self.request_id,
+        }
+        await self.store.audit(record, session)
 
     async def create(
         self, resource_type: str, resource: Resource, *, keep_id: bool = False, session: Any = None, reads: Any = None
@@ -65,7 +96,10 @@ class Writer:
         await rules.check_references(resource_type, resource, None, reads or self.reads)
         if not (keep_id and resource.get("id")):
             resource["id"] = new_id()
-        return await self.store.insert(resource_type, _with_meta(resource, 1), session)
+        async with self._transaction(session) as tx:
+            stored = await self.store.insert(resource_type, _with_meta(resource, 1), tx)
+            await self._audit(tx, "create", resource_type, stored)
+        return stored
 
     async def update(
         self,
@@ -91,12 +125,17 @@ class Writer:
         rules.check_update(resource_type, old, resource)
         await rules.check_references(resource_type, resource, old, reads or self.reads)
         new = _with_meta(resource, int(version) + 1)
-        return await self.store.replace(resource_type, new, version, old.get("status"), session)
+        async with self._transaction(session) as tx:
+            stored = await self.store.replace(resource_type, new, version, old.get("status"), tx)
+            await self._audit(tx, "update", resource_type, stored)
+        return stored
 
     async def delete(self, resource_type: str, id: str) -> Resource:
         old = await self._current(resource_type, id)
         rules.check_delete(resource_type, old)
-        await self.store.delete(resource_type, id, old["meta"]["versionId"], old.get("status"))
+        async with self._transaction(None) as tx:
+            await self.store.delete(resource_type, id, old["meta"]["versionId"], old.get("status"), tx)
+            await self._audit(tx, "delete", resource_type, old)
         return old
 
     async def put(

@@ -24,8 +24,8 @@ def schema() -> Any:
     return build_schema()
 
 
-def client_for(store: Store) -> httpx.AsyncClient:
-    app = create_app(store, schema())
+def client_for(store: Store, **app_options: Any) -> httpx.AsyncClient:
+    app = create_app(store, schema(), **app_options)
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fingate.test")
 
 

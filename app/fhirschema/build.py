@@ -41,6 +41,7 @@ from app.fhirschema.naming import (
     reference_enum_name,
 )
 from app.fhirschema.scalars import JSON, FhirDecimal, scalar_map
+from app.limits import QueryLimits, TokenLimit
 
 SDL_HEADER = (
     f"# FinGate GraphQL schema, generated from the HL7 {ORIGIN} StructureDefinitions and search parameters\n"
@@ -58,6 +59,7 @@ _PYTHON_SCALARS: dict[str, object] = {
 Field = tuple[str, object, StrawberryField]  # Python attribute, annotation (None: from the resolver), field
 ArgSpec = tuple[str, object, bool, str | None]  # name, Python type, required, description
 
+AUDIT_RECORD = "AuditRecord"
 _COUNT: ArgSpec = ("_count", int, False, "At most this many resources.")
 _SORT: ArgSpec = ("_sort", str, False, "Sort order: comma-separated search parameter codes, `-` for descending.")
 
@@ -148,7 +150,7 @@ class _Builder:
             self._define_input(td)
         connections = {name: self._connection(name) for name in self.served}
         query = _empty("Query")
-        _define(query, [f for t in self.served for f in self._query_fields(t, connections[t])])
+        _define(query, [*(f for t in self.served for f in self._query_fields(t, connections[t])), self._audit_field()])
         mutation = _empty("Mutation")
         _define(mutation, [f for t in self.served for f in self._mutation_fields(t)])
         return _Schema(
@@ -160,7 +162,8 @@ class _Builder:
                 scalar_map=scalar_map(),
             ),
             # Classes: Strawberry makes one per request, and their LRU caches are module-wide.
-            extensions=[ParserCache, ValidationCache],
+            # TokenLimit before the parser, QueryLimits after the (cached) standard validation.
+            extensions=[TokenLimit, ParserCache, ValidationCache, QueryLimits],
         )
 
     # --- object and input types ------------------------------------------------------------
@@ -332,7 +335,7 @@ class _Builder:
                 f"{t}History",
                 resolvers.history(t),
                 [id_arg],
-                StrawberryList(out),
+                StrawberryOptional(StrawberryList(out)),
                 f"Every version of one {t}, newest first.",
             ),
         ]
@@ -350,6 +353,35 @@ class _Builder:
             _root_field(f"{t}Delete", resolvers.delete(t), [id_arg], out, f"Delete one draft {t}."),
         ]
 
+    def _audit_field(self) -> Field:
+        record = _empty(AUDIT_RECORD)
+        text = StrawberryOptional(str)
+        _define(
+            record,
+            [
+                (name, text, strawberry.field(name=name, description=description))
+                for name, description in (
+                    ("sub", "Who wrote: the token's `sub`."),
+                    ("tenant", "The tenant written to."),
+                    ("when", "When, a FHIR instant (UTC)."),
+                    ("operation", "`create`, `update` or `delete`."),
+                    ("type", "The resource type."),
+                    ("id", "The resource id."),
+                    ("version", "The `meta.versionId` written (for a delete: the version removed)."),
+                    ("requestId", "The HTTP request's X-Request-ID."),
+                )
+            ],
+        )
+        record_type = strawberry.type(record, name=AUDIT_RECORD, description="One write, as the audit log keeps it.")
+        returns = StrawberryOptional(StrawberryList(record_type))
+        args: list[ArgSpec] = [
+            _COUNT,
+            ("type", str, False, "Only writes to this resource type."),
+            ("id", strawberry.ID, False, "Only writes to this id."),
+        ]
+        description = "The tenant's writes, newest first. Needs a `system/AuditEvent.r` (or `.read`) scope."
+        return _root_field("AuditLog", resolvers.audit_log(), args, returns, description)
+
     def _check_names(self) -> None:
         check_unique(
             [
@@ -362,6 +394,7 @@ class _Builder:
                 (UNSERVED_RESOURCE, "type of unserved contained resources"),
                 ("Query", "query root"),
                 ("Mutation", "mutation root"),
+                (AUDIT_RECORD, "audit log record"),
                 *((s, "scalar") for s in ("Decimal", "JSON", "String", "Int", "Float", "Boolean", "ID")),
             ]
         )

@@ -138,6 +138,17 @@ def delete(resource_type: str) -> Resolver:
     return resolve
 
 
+def audit_log() -> Resolver:
+    """`AuditLog`: the caller's tenant's write records (an admin scope; see app.context)."""
+
+    async def resolve(
+        root: None, info: Any, _count: int | None = None, type: str | None = None, id: str | None = None
+    ) -> list[dict[str, Any]]:
+        return await info.context.audit_log(_count, type, id)  # type: ignore[no-any-return]
+
+    return resolve
+
+
 def fhir_json(value: Any) -> Any:
     """A coerced GraphQL input value as FHIR JSON: null members dropped, recursively.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -24,7 +25,10 @@ from app.store import search
 log = logging.getLogger("fingate.store")
 
 Resource = dict[str, Any]
-_HIDDEN = {"_id": 0, "_search": 0}
+TENANT = "_tenant"  # hidden like `_search`: every stored document's tenant, first in every index
+DEFAULT_TENANT = "default"
+AUDIT = "audit"  # one record per write, in the write's transaction
+_HIDDEN = {"_id": 0, "_search": 0, TENANT: 0}
 FIRST_PAGE = "first"  # the cursor of a connection's first page
 
 
@@ -64,26 +68,46 @@ class _CommandCounter(monitoring.CommandListener):
 
 
 def _public(doc: Resource | None) -> Resource | None:
-    """A stored document as FHIR JSON: without `_id` and the hidden search values."""
+    """A stored document as FHIR JSON: without `_id`, the tenant and the hidden search values."""
     if doc is not None:
         doc.pop("_id", None)
         doc.pop("_search", None)
+        doc.pop(TENANT, None)
     return doc
 
 
-def _history_id(id: str, version: str) -> str:
-    return f"{id}/_history/{version}"
-
-
 class Store:
-    """One database: a collection per resource type (`Claim`) and its history (`Claim_history`)."""
+    """One database: a collection per resource type (`Claim`) and its history (`Claim_history`).
 
-    def __init__(self, uri: str, db_name: str) -> None:
+    A Store reads and writes one tenant's documents: `_id` is `<tenant>/<id>` (FHIR ids hold no `/`),
+    and every query is filtered on the hidden `_tenant`. `for_tenant` gives another tenant's view
+    over the same connection.
+    """
+
+    def __init__(self, uri: str, db_name: str, tenant: str = DEFAULT_TENANT) -> None:
         self.commands = _CommandCounter()
         self.client: AsyncMongoClient[Resource] = AsyncMongoClient(
             uri, event_listeners=[self.commands], tz_aware=True, serverSelectionTimeoutMS=10_000
         )
         self.db: AsyncDatabase[Resource] = self.client.get_database(db_name, codec_options=CODEC_OPTIONS)
+        self.tenant = tenant
+
+    def for_tenant(self, tenant: str) -> Store:
+        """The same connection, scoped to `tenant` (cheap: one per request)."""
+        if tenant == self.tenant:
+            return self
+        view = copy.copy(self)
+        view.tenant = tenant
+        return view
+
+    def _key(self, id: str) -> str:
+        return f"{self.tenant}/{id}"
+
+    def _scoped(self, query: dict[str, Any]) -> dict[str, Any]:
+        return {TENANT: self.tenant, **query} if TENANT not in query else {"$and": [{TENANT: self.tenant}, query]}
+
+    def _history_id(self, id: str, version: str) -> str:
+        return f"{self.tenant}/{id}/_history/{version}"
 
     async def close(self) -> None:
         await self.client.close()
@@ -99,12 +123,14 @@ class Store:
         """Idempotent: creating an index that exists is a no-op in MongoDB."""
         for rtype in SERVED_RESOURCES:
             for keys in search.index_keys(rtype):
-                await self.db[rtype].create_index(keys)
-            await self.db[f"{rtype}_history"].create_index([("id", ASCENDING), ("v", DESCENDING)])
+                await self.db[rtype].create_index([(TENANT, ASCENDING), *keys])
+            await self.db[f"{rtype}_history"].create_index([(TENANT, ASCENDING), ("id", ASCENDING), ("v", DESCENDING)])
+        await self.db[AUDIT].create_index([(TENANT, ASCENDING), ("when", DESCENDING)])
+        await self.db[AUDIT].create_index([(TENANT, ASCENDING), ("type", ASCENDING), ("id", ASCENDING), ("when", DESCENDING)])
 
     async def is_empty(self) -> bool:
         for rtype in SERVED_RESOURCES:
-            if await self.db[rtype].find_one({}, {"_id": 1}) is not None:
+            if await self.db[rtype].find_one({TENANT: self.tenant}, {"_id": 1}) is not None:
                 return False
         return True
 
@@ -114,7 +140,7 @@ class Store:
     # -- reads ---------------------------------------------------------------------------
 
     async def get(self, resource_type: str, id: str) -> Resource | None:
-        return _public(await self.db[resource_type].find_one({"_id": id}, _HIDDEN))
+        return _public(await self.db[resource_type].find_one({"_id": self._key(id)}, _HIDDEN))
 
     async def get_by_type(self, ids_by_type: dict[str, list[str]]) -> dict[tuple[str, str], Resource]:
         """Any number of resources of any types in ONE command ({(type, id): resource} of those found).
@@ -126,14 +152,16 @@ class Store:
             return {}
 
         def stage(rtype: str) -> list[dict[str, Any]]:
-            return [{"$match": {"_id": {"$in": wanted[rtype]}}}, {"$project": {"_search": 0}}, {"$addFields": {"_t": rtype}}]
+            keys = [self._key(id) for id in wanted[rtype]]
+            return [{"$match": {"_id": {"$in": keys}}}, {"$project": {"_search": 0, TENANT: 0}}, {"$addFields": {"_t": rtype}}]
 
         first, *rest = sorted(wanted)
         pipeline = stage(first) + [{"$unionWith": {"coll": t, "pipeline": stage(t)}} for t in rest]
         out = {}
         cursor = await self.db[first].aggregate(pipeline, batchSize=sum(map(len, wanted.values())) + 1)
         async for doc in cursor:
-            out[(doc.pop("_t"), doc.pop("_id"))] = doc
+            doc.pop("_id")
+            out[(doc.pop("_t"), doc["id"])] = doc
         return out
 
     async def search(
@@ -144,7 +172,7 @@ class Store:
         offset: int = 0,
         sort: str | None = None,
     ) -> list[Resource]:
-        query = search.compile_filter(resource_type, params)
+        query = self._scoped(search.compile_filter(resource_type, params))
         order = search.compile_sort(resource_type, sort)
         cursor = self.db[resource_type].find(query, _HIDDEN, sort=order, skip=offset, limit=count, batch_size=count + 1)
         return [doc async for doc in cursor]
@@ -155,7 +183,7 @@ class Store:
         """A keyset page: {count (total matches), first, next, edges: [{resource}]}."""
         if cursor == FIRST_PAGE:
             cursor = None
-        query = search.compile_filter(resource_type, params)
+        query = self._scoped(search.compile_filter(resource_type, params))
         order = search.compile_sort(resource_type, sort)
         paged = {"$and": [query, search.cursor_filter(resource_type, sort, cursor)]} if cursor else query
         coll = self.db[resource_type]
@@ -185,16 +213,18 @@ class Store:
         """
         key = search.reference_key(resource_type, code)
         query = search.compile_filter(resource_type, params)
-        query = {"$and": [query, {key: {"$in": targets}}]} if query else {key: {"$in": targets}}
+        query = self._scoped({"$and": [query, {key: {"$in": targets}}]} if query else {key: {"$in": targets}})
         order = search.compile_sort(resource_type, sort)
-        out = []
+        out: list[tuple[list[str], Resource]] = []
         async for doc in self.db[resource_type].find(query, sort=order):
             refs = _dotted(doc, key)
             out.append((refs, _public(doc)))  # type: ignore[arg-type]
         return out
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
-        cursor = self.db[f"{resource_type}_history"].find({"id": id}, {"_id": 0, "id": 0, "v": 0}, sort=[("v", DESCENDING)])
+        cursor = self.db[f"{resource_type}_history"].find(
+            {TENANT: self.tenant, "id": id}, {"_id": 0, "id": 0, "v": 0, TENANT: 0}, sort=[("v", DESCENDING)]
+        )
         return [d["resource"] async for d in cursor]
 
     # -- writes: each is one conditional operation plus its history, in one transaction ----
@@ -202,12 +232,23 @@ class Store:
     async def _with_history(self, session: AsyncClientSession, resource_type: str, resource: Resource) -> None:
         version = resource["meta"]["versionId"]
         await self.db[f"{resource_type}_history"].insert_one(
-            {"_id": _history_id(resource["id"], version), "id": resource["id"], "v": int(version), "resource": resource},
+            {
+                "_id": self._history_id(resource["id"], version),
+                TENANT: self.tenant,
+                "id": resource["id"],
+                "v": int(version),
+                "resource": resource,
+            },
             session=session,
         )
 
     def _stored(self, resource_type: str, resource: Resource) -> Resource:
-        return {**resource, "_id": resource["id"], "_search": search.index_values(resource_type, resource)}
+        return {
+            **resource,
+            "_id": self._key(resource["id"]),
+            TENANT: self.tenant,
+            "_search": search.index_values(resource_type, resource),
+        }
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncClientSession]:
@@ -253,7 +294,7 @@ class Store:
         session: AsyncClientSession | None = None,
     ) -> Resource:
         """Replace the current version iff it is still `expected_version` (and status); else CONFLICT."""
-        match: dict[str, Any] = {"_id": resource["id"], "meta.versionId": expected_version}
+        match: dict[str, Any] = {"_id": self._key(resource["id"]), "meta.versionId": expected_version}
         if expected_status is not None:
             match["status"] = expected_status
         async with self._joined(session) as session:
@@ -266,20 +307,58 @@ class Store:
             await self._with_history(session, resource_type, resource)
         return resource
 
-    async def delete(self, resource_type: str, id: str, expected_version: str, expected_status: str | None) -> None:
+    async def delete(
+        self,
+        resource_type: str,
+        id: str,
+        expected_version: str,
+        expected_status: str | None,
+        session: AsyncClientSession | None = None,
+    ) -> None:
         """Remove the current version (history stays) iff unchanged; else CONFLICT."""
-        match: dict[str, Any] = {"_id": id, "meta.versionId": expected_version}
+        match: dict[str, Any] = {"_id": self._key(id), "meta.versionId": expected_version}
         if expected_status is not None:
             match["status"] = expected_status
-        async with self.transaction() as session:
+        async with self._joined(session) as session:
             deleted = await self.db[resource_type].find_one_and_delete(match, {"_id": 1}, session=session)
             if deleted is None:
                 raise errors.FinGateError(errors.CONFLICT, f"{resource_type}/{id} changed since version {expected_version}")
             await self.db[f"{resource_type}_history"].update_one(
-                {"_id": _history_id(id, expected_version)},
+                {"_id": self._history_id(id, expected_version)},
                 {"$set": {"deleted": datetime.now(UTC)}},
                 session=session,
             )
+
+    # -- audit: who wrote what, one record per write, committed with it ------------------------
+
+    async def audit(self, record: Resource, session: AsyncClientSession) -> None:
+        """Append an audit record (sub, when, type, id, version, operation) inside the write's transaction."""
+        await self.db[AUDIT].insert_one({**record, TENANT: self.tenant}, session=session)
+
+    async def audit_log(self, count: int, resource_type: str | None = None, id: str | None = None) -> list[Resource]:
+        """This tenant's audit records, newest first."""
+        query: dict[str, Any] = {TENANT: self.tenant}
+        if resource_type is not None:
+            query["type"] = resource_type
+        if id is not None:
+            query["id"] = id
+        cursor = self.db[AUDIT].find(query, {"_id": 0}, sort=[("when", DESCENDING)], limit=count)
+        return [{**doc, "tenant": doc.pop(TENANT)} async for doc in cursor]
+
+    # -- persisted queries: GraphQL documents by their sha256, shared by every instance ----
+
+    async def get_query(self, sha256: str) -> str | None:
+        doc = await self.db[PERSISTED_QUERIES].find_one({"_id": sha256}, {"query": 1})
+        return None if doc is None else doc["query"]
+
+    async def put_query(self, sha256: str, query: str) -> None:
+        """Idempotent: the id is the text's hash, so a stored query never changes."""
+        await self.db[PERSISTED_QUERIES].update_one(
+            {"_id": sha256}, {"$setOnInsert": {"query": query, "stored": datetime.now(UTC)}}, upsert=True
+        )
+
+
+PERSISTED_QUERIES = "persisted_queries"
 
 
 def _dotted(doc: Resource, key: str) -> list[str]:

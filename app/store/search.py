@@ -412,7 +412,8 @@ def _prefixed(value: str) -> tuple[str, str]:
 
 
 def _id_query(p: Param, value: str) -> dict[str, Any]:
-    return {"_id": _unescape(value)}
+    # The resource's own `id`: `_id` is tenant-scoped (`<tenant>/<id>`, see app.store).
+    return {"id": _unescape(value)}
 
 
 def _token_query(p: Param, value: str) -> dict[str, Any]:
@@ -769,10 +770,11 @@ def index_keys(resource_type: str) -> list[list[tuple[str, int]]]:
     out = []
     for p in search_params(resource_type).values():
         if p.type == "id":
-            continue  # MongoDB always indexes `_id`
+            continue  # `_id` searches the `id` field: its index comes last
         out.append(_INDEX[p.type](p.key))
         if p.type != "reference":  # nobody sorts by a reference; spare the writes
             out.append([(p.sort_key, 1), ("_id", 1)])
+    out.append([("id", 1)])  # `_id` searches (`_id` itself is `<tenant>/<id>`); the store puts the tenant first
     return out
 
 
