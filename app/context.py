@@ -10,14 +10,13 @@ from strawberry.dataloader import DataLoader
 
 from app import errors
 from app.auth import AUDIT_TYPE, CREATE, DELETE, READ, UPDATE, Principal, anonymous
-from app.fhirschema.model import SERVED_RESOURCES
+from app.rules import local_reference
 from app.store import Store
 from app.writes import Writer
 
 Resource = dict[str, Any]
 DEFAULT_COUNT = 20
 MAX_COUNT = 1000
-_SERVED = frozenset(SERVED_RESOURCES)
 _CONTAINED = "__contained__"  # never a GraphQL field name, so it cannot leak into a response
 
 
@@ -66,14 +65,6 @@ def _link_all(resources: list[Resource]) -> list[Resource]:
         if "contained" in r:
             _link_contained(r)
     return resources
-
-
-def parse_reference(reference: str) -> tuple[str, str] | None:
-    """`Claim/1` (or `Claim/1/_history/2`) -> ("Claim", "1") when Claim is served; else None."""
-    parts = reference.split("/")
-    if len(parts) in (2, 4) and parts[0] in _SERVED and parts[1] and (len(parts) == 2 or parts[2] == "_history"):
-        return parts[0], parts[1]
-    return None
 
 
 class Context:
@@ -136,10 +127,7 @@ class Context:
     async def resolve(self, reference: Resource) -> Resource | None:
         if _CONTAINED in reference:
             return reference[_CONTAINED]  # type: ignore[no-any-return]
-        ref = reference.get("reference")
-        if not isinstance(ref, str):
-            return None
-        parsed = parse_reference(ref)
+        parsed = local_reference(reference)
         if parsed is None:
             return None
         self._allow(parsed[0], READ)
@@ -199,5 +187,3 @@ class Context:
             record["when"] = record["when"].isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return records
 
-
-RequestContext = Context

@@ -1,4 +1,4 @@
-"""The few Python resolvers of the generated schema; each only calls `info.context` (a RequestContext)."""
+"""The few Python resolvers of the generated schema; each only calls `info.context` (an `app.context.Context`)."""
 
 from __future__ import annotations
 

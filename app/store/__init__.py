@@ -285,6 +285,13 @@ class Store:
             await self._with_history(session, resource_type, resource)
         return resource
 
+    def _expected(self, id: str, version: str, status: str | None) -> dict[str, Any]:
+        """The filter of a conditional write: this id, still at `version` (and `status`)."""
+        match: dict[str, Any] = {"_id": self._key(id), "meta.versionId": version}
+        if status is not None:
+            match["status"] = status
+        return match
+
     async def replace(
         self,
         resource_type: str,
@@ -294,9 +301,7 @@ class Store:
         session: AsyncClientSession | None = None,
     ) -> Resource:
         """Replace the current version iff it is still `expected_version` (and status); else CONFLICT."""
-        match: dict[str, Any] = {"_id": self._key(resource["id"]), "meta.versionId": expected_version}
-        if expected_status is not None:
-            match["status"] = expected_status
+        match = self._expected(resource["id"], expected_version, expected_status)
         async with self._joined(session) as session:
             result = await self.db[resource_type].replace_one(match, self._stored(resource_type, resource), session=session)
             if result.matched_count != 1:
@@ -316,9 +321,7 @@ class Store:
         session: AsyncClientSession | None = None,
     ) -> None:
         """Remove the current version (history stays) iff unchanged; else CONFLICT."""
-        match: dict[str, Any] = {"_id": self._key(id), "meta.versionId": expected_version}
-        if expected_status is not None:
-            match["status"] = expected_status
+        match = self._expected(id, expected_version, expected_status)
         async with self._joined(session) as session:
             deleted = await self.db[resource_type].find_one_and_delete(match, {"_id": 1}, session=session)
             if deleted is None:
