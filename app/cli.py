@@ -99,7 +99,9 @@ async def _load(settings: Settings, paths: list[str]) -> int:
             report = await load(Writer(store, actor="fingate load"), paths, stderr_progress())
         finally:
             await store.close()
-    print(f"loaded {report.loaded} (created {report.created}, updated {report.updated}, unchanged {report.unchanged}), rejected {len(report.rejected)}")
+    print(
+        f"loaded {report.loaded} (created {report.created}, updated {report.updated}, unchanged {report.unchanged}), rejected {len(report.rejected)}"
+    )
     for source, reason in report.rejected:
         print(f"  rejected {source}: {reason}")
     return 1 if report.rejected else 0
@@ -141,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     p_serve.add_argument("--data-dir", dest="data_dir", type=Path)
     p_load = sub.add_parser("load", help="load FHIR JSON files, arrays or Bundles")
     p_load.add_argument("paths", nargs="+")
-    p_load.add_argument("--tenant", dest="default_tenant", help="the tenant to load into (default: FINGATE_DEFAULT_TENANT)")
+    p_load.add_argument(
+        "--tenant", dest="default_tenant", help="the tenant to load into (default: FINGATE_DEFAULT_TENANT)"
+    )
     p_load.add_argument("--data-dir", dest="data_dir", type=Path)
     p_persist = sub.add_parser("persist", help="store GraphQL query files as persisted queries (the allowlist)")
     p_persist.add_argument("paths", nargs="+", type=Path)

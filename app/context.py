@@ -24,7 +24,9 @@ def check_count(count: int | None, default: int = DEFAULT_COUNT) -> int:
     if count is None:
         return default
     if count < 0 or count > MAX_COUNT:
-        raise errors.bad_input(f"_count must be between 0 and {MAX_COUNT}, got {count}: page with _offset or a Connection's _cursor")
+        raise errors.bad_input(
+            f"_count must be between 0 and {MAX_COUNT}, got {count}: page with _offset or a Connection's _cursor"
+        )
     return count
 
 
@@ -76,7 +78,12 @@ class Context:
     """
 
     def __init__(
-        self, store: Store, writer: Writer, request_id: str = "-", principal: Principal | None = None, limits: Any = None
+        self,
+        store: Store,
+        writer: Writer,
+        request_id: str = "-",
+        principal: Principal | None = None,
+        limits: Any = None,
     ) -> None:
         self.principal = principal or anonymous(store.tenant)
         self.store = store.for_tenant(self.principal.tenant)
@@ -186,4 +193,3 @@ class Context:
         for record in records:
             record["when"] = record["when"].isoformat(timespec="milliseconds").replace("+00:00", "Z")
         return records
-

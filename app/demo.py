@@ -54,9 +54,15 @@ def demo_resources(seed: int = SEED) -> list[Resource]:
         },
         {"resourceType": "Organization", "id": "demo-clinic", "active": True, "name": "Riverside Clinic"},
     ]
-    patients = [("demo-patient-1", "Rivera", "Ana"), ("demo-patient-2", "Okafor", "Chidi"), ("demo-patient-3", "Lindqvist", "Maja")]
+    patients = [
+        ("demo-patient-1", "Rivera", "Ana"),
+        ("demo-patient-2", "Okafor", "Chidi"),
+        ("demo-patient-3", "Lindqvist", "Maja"),
+    ]
     for pid, family, given in patients:
-        out.append({"resourceType": "Patient", "id": pid, "name": [{"family": family, "given": [given]}], "gender": "unknown"})
+        out.append(
+            {"resourceType": "Patient", "id": pid, "name": [{"family": family, "given": [given]}], "gender": "unknown"}
+        )
         out.append(
             {
                 "resourceType": "Coverage",
@@ -81,7 +87,9 @@ def demo_resources(seed: int = SEED) -> list[Resource]:
             items.append(
                 {
                     "sequence": seq,
-                    "productOrService": {"coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": code, "display": display}]},
+                    "productOrService": {
+                        "coding": [{"system": "http://www.ama-assn.org/go/cpt", "code": code, "display": display}]
+                    },
                     "servicedDate": day,
                     "quantity": {"value": qty},
                     "unitPrice": _usd(price),
@@ -100,7 +108,9 @@ def demo_resources(seed: int = SEED) -> list[Resource]:
                 "created": f"{day}T10:00:00Z",
                 "insurer": _ref("Organization", "demo-payer", "Acme Health Insurance"),
                 "provider": _ref("Organization", "demo-clinic", "Riverside Clinic"),
-                "priority": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/processpriority", "code": "normal"}]},
+                "priority": {
+                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/processpriority", "code": "normal"}]
+                },
                 "insurance": [{"sequence": 1, "focal": True, "coverage": _ref("Coverage", f"{pid}-coverage")}],
                 "item": items,
                 "total": _usd(total),
@@ -121,8 +131,24 @@ def demo_resources(seed: int = SEED) -> list[Resource]:
                 "request": _ref("Claim", cid),
                 "outcome": "complete",
                 "disposition": "Claim settled as per contract.",
-                "total": [{"category": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/adjudication", "code": "benefit"}]}, "amount": _usd(paid)}],
-                "payment": {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/ex-paymenttype", "code": "complete"}]}, "amount": _usd(paid)},
+                "total": [
+                    {
+                        "category": {
+                            "coding": [
+                                {"system": "http://terminology.hl7.org/CodeSystem/adjudication", "code": "benefit"}
+                            ]
+                        },
+                        "amount": _usd(paid),
+                    }
+                ],
+                "payment": {
+                    "type": {
+                        "coding": [
+                            {"system": "http://terminology.hl7.org/CodeSystem/ex-paymenttype", "code": "complete"}
+                        ]
+                    },
+                    "amount": _usd(paid),
+                },
             }
         )
         claims.append((cid, pid, total, paid))
@@ -146,7 +172,10 @@ def demo_resources(seed: int = SEED) -> list[Resource]:
                 "paymentIdentifier": {"system": "http://example.org/payments", "value": f"EFT-2026-{p + 1:04d}"},
                 "allocation": [
                     {
-                        "identifier": {"system": "http://example.org/payments", "value": f"EFT-2026-{p + 1:04d}-{i + 1}"},
+                        "identifier": {
+                            "system": "http://example.org/payments",
+                            "value": f"EFT-2026-{p + 1:04d}-{i + 1}",
+                        },
                         "target": _ref("Claim", cid),
                         "response": _ref("ClaimResponse", cid.replace("claim", "claimresponse")),
                         "submitter": _ref("Organization", "demo-clinic"),

@@ -90,7 +90,11 @@ class EmbeddedMongo:
         raise EmbeddedError(self._failure(f"did not accept connections within {timeout:.0f} s"))
 
     def _failure(self, what: str) -> str:
-        installed = "" if _module_available("secantus") else "\nSecantusDB is not installed: run `make install` (it installs the `embedded` extra)."
+        installed = (
+            ""
+            if _module_available("secantus")
+            else "\nSecantusDB is not installed: run `make install` (it installs the `embedded` extra)."
+        )
         return (
             f"The embedded database (SecantusDB) {what}.{installed}\n"
             f"Set MONGODB_URI to use a real MongoDB instead. Last lines of {self.log_path}:\n{_tail(self.log_path)}"

@@ -65,11 +65,17 @@ def bad_input(message: str, expression: str | None = None, issues: list[dict[str
 
 
 def not_found(resource_type: str, id: str) -> FinGateError:
-    return FinGateError(NOT_FOUND, f"{resource_type}/{id} not found", issues=[outcome_issue(f"{resource_type}/{id} not found", code="not-found")])
+    return FinGateError(
+        NOT_FOUND,
+        f"{resource_type}/{id} not found",
+        issues=[outcome_issue(f"{resource_type}/{id} not found", code="not-found")],
+    )
 
 
 def forbidden(resource_type: str, action: str) -> FinGateError:
     """A scope the token lacks: the message names the SMART scope that would allow it."""
     letter = {"read": "r", "create": "c", "update": "u", "delete": "d"}.get(action, action)
-    message = f"the token's scopes do not allow {action} on {resource_type}: it needs e.g. user/{resource_type}.{letter}"
+    message = (
+        f"the token's scopes do not allow {action} on {resource_type}: it needs e.g. user/{resource_type}.{letter}"
+    )
     return FinGateError(FORBIDDEN, message, issues=[outcome_issue(message, code="forbidden")])

@@ -7,7 +7,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 REGISTRY = CollectorRegistry()
 
 REQUESTS = Counter(
-    "fingate_requests_total", "HTTP requests served, by path, method and status.", ["path", "method", "status"], registry=REGISTRY
+    "fingate_requests_total",
+    "HTTP requests served, by path, method and status.",
+    ["path", "method", "status"],
+    registry=REGISTRY,
 )
 LATENCY = Histogram(
     "fingate_graphql_seconds",

@@ -34,7 +34,9 @@ class Settings(BaseSettings):
     )
     jwt_secret: SecretStr | None = Field(default=None, description="HS256 shared secret (development).")
     jwks_file: Path | None = Field(default=None, description="A JWKS file of RS256/ES256 public keys.")
-    jwks_url: str | None = Field(default=None, description="A JWKS URL, fetched at start-up and when an unknown `kid` arrives.")
+    jwks_url: str | None = Field(
+        default=None, description="A JWKS URL, fetched at start-up and when an unknown `kid` arrives."
+    )
     jwks_refresh_seconds: float = Field(default=300.0, description="At most one JWKS URL fetch per this many seconds.")
     jwt_issuer: str | None = Field(default=None, description="Required `iss` claim, when set.")
     jwt_audience: str | None = Field(default=None, description="Required `aud` claim, when set.")
@@ -43,11 +45,15 @@ class Settings(BaseSettings):
     max_depth: int = Field(default=12, description="Deepest field nesting a query may have.")
     max_aliases: int = Field(default=30, description="Most aliased fields in one document.")
     max_tokens: int = Field(default=5_000, description="Most lexical tokens in one document.")
-    max_cost: int = Field(default=50_000, description="Most resources a query may ask for (lists x their _count, nested).")
+    max_cost: int = Field(
+        default=50_000, description="Most resources a query may ask for (lists x their _count, nested)."
+    )
     max_body_bytes: int = Field(default=1_048_576, description="Largest request body (HTTP 413 beyond).")
     request_timeout: float = Field(default=10.0, description="Seconds a GraphQL request may run.")
     introspection: bool = Field(default=True, description="Allow introspection (`__schema`, `__type`).")
     cors_origins: list[str] = Field(default=[], description="Origins allowed by CORS (none by default).")
     # -- clients (README "Mobile clients") --
-    apq_allowlist: bool = Field(default=False, description="Run only stored (persisted) queries; new query texts are refused.")
+    apq_allowlist: bool = Field(
+        default=False, description="Run only stored (persisted) queries; new query texts are refused."
+    )
     cache_control: str = Field(default="private, no-cache", description="Cache-Control of GET query responses.")

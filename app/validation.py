@@ -102,7 +102,11 @@ def _int_check(type_code: str) -> Callable[[Any], str | None]:
 
 
 def _bool_check(value: Any) -> str | None:
-    return None if type(value) is bool else f"expected a boolean (JSON true/false), got {_json_type(value)} {_preview(value)}"
+    return (
+        None
+        if type(value) is bool
+        else f"expected a boolean (JSON true/false), got {_json_type(value)} {_preview(value)}"
+    )
 
 
 def _decimal_check(value: Any) -> str | None:
@@ -256,11 +260,15 @@ class _Walk:
                 continue
             if slot.choice is not None:
                 if choices is not None and slot.choice in choices:
-                    self.add((path, key), f"{slot.choice}[x] takes one type only, got a second one in '{key}': keep one")
+                    self.add(
+                        (path, key), f"{slot.choice}[x] takes one type only, got a second one in '{key}': keep one"
+                    )
                 choices = [*(choices or ()), slot.choice]
             if slot.is_list:
                 if type(value) is not list:
-                    self.add((path, key), f"expected an array of {slot.type_name}, got {_json_type(value)} {_preview(value)}")
+                    self.add(
+                        (path, key), f"expected an array of {slot.type_name}, got {_json_type(value)} {_preview(value)}"
+                    )
                 elif depth + 1 > MAX_DEPTH:
                     self.deep((path, key))
                 else:
@@ -332,12 +340,17 @@ class _Walk:
         m = _RELATIVE_REFERENCE.fullmatch(ref)
         if m is not None and m.group(1) not in slot.targets:
             allowed = " | ".join(sorted(slot.targets))
-            self.add((path, "reference"), f"'{ref}' points at a {m.group(1)}, but this element may only reference {allowed}")
+            self.add(
+                (path, "reference"), f"'{ref}' points at a {m.group(1)}, but this element may only reference {allowed}"
+            )
 
     def key_ok(self, key: Any, path: Path) -> bool:
         if type(key) is str and not key.startswith("$") and "." not in key and "\x00" not in key:
             return True
-        self.add((path, key), f"the key {key!r} is not allowed (keys may not start with '$' or contain '.'); FHIR element names never do")
+        self.add(
+            (path, key),
+            f"the key {key!r} is not allowed (keys may not start with '$' or contain '.'); FHIR element names never do",
+        )
         return False
 
     def any(self, value: Any, path: Path, depth: int) -> None:
@@ -415,15 +428,27 @@ def validate(resource_type: str, resource: dict, *, model_check: bool = True) ->
     """
     if resource_type not in _SERVED:
         served = ", ".join(SERVED_RESOURCES)
-        raise _bad([outcome_issue(f"{resource_type} is not a resource type this server serves (served: {served})", resource_type)])
+        raise _bad(
+            [
+                outcome_issue(
+                    f"{resource_type} is not a resource type this server serves (served: {served})", resource_type
+                )
+            ]
+        )
     if type(resource) is not dict:
-        raise _bad([outcome_issue(f"{resource_type}: expected a JSON object, got {_json_type(resource)}", resource_type)])
+        raise _bad(
+            [outcome_issue(f"{resource_type}: expected a JSON object, got {_json_type(resource)}", resource_type)]
+        )
     given = resource.get("resourceType", resource_type)
     if given != resource_type:
-        raise _bad([outcome_issue(
-            f"{resource_type}.resourceType: {_preview(given)} does not match {resource_type}: send a {resource_type} here",
-            f"{resource_type}.resourceType",
-        )])
+        raise _bad(
+            [
+                outcome_issue(
+                    f"{resource_type}.resourceType: {_preview(given)} does not match {resource_type}: send a {resource_type} here",
+                    f"{resource_type}.resourceType",
+                )
+            ]
+        )
     doc = {"resourceType": resource_type, **resource}
     walk = _Walk()
     walk.obj(doc, walk.shapes[resource_type], resource_type, 1, is_resource=True)

@@ -120,7 +120,9 @@ class Writer:
                 extensions={"currentVersion": version},
             )
         if resource.get("id") not in (None, id):
-            raise errors.bad_input(f"id {resource['id']!r} in the resource does not match the id argument {id!r}", f"{resource_type}.id")
+            raise errors.bad_input(
+                f"id {resource['id']!r} in the resource does not match the id argument {id!r}", f"{resource_type}.id"
+            )
         resource = validation.validate(resource_type, {**resource, "id": id})
         rules.check_update(resource_type, old, resource)
         await rules.check_references(resource_type, resource, old, reads or self.reads)

@@ -29,7 +29,9 @@ def client_for(store: Store, **app_options: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fingate.test")
 
 
-async def gql(client: httpx.AsyncClient, query: str, variables: dict[str, Any] | None = None, **kw: Any) -> dict[str, Any]:
+async def gql(
+    client: httpx.AsyncClient, query: str, variables: dict[str, Any] | None = None, **kw: Any
+) -> dict[str, Any]:
     """POST a GraphQL request; returns the JSON body (decimals parsed as Decimal)."""
     body = json.dumps({"query": query, "variables": variables or {}}, default=str)
     response = await client.post("/graphql", content=body, headers={"content-type": "application/json", **kw})
@@ -71,7 +73,9 @@ def selection_for_keys(keys: dict[str, list[Any]]) -> str:
             for r in flat:
                 by_type.setdefault(r["resourceType"], []).append(r)
             fragments = [
-                f"... on {t} {{ {selection_for(rs)} }}" if t in SERVED_RESOURCES else "... on UnservedResource { resourceType id }"
+                f"... on {t} {{ {selection_for(rs)} }}"
+                if t in SERVED_RESOURCES
+                else "... on UnservedResource { resourceType id }"
                 for t, rs in by_type.items()
             ]
             parts.append("contained { " + " ".join(dict.fromkeys(fragments)) + " }")

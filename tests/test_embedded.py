@@ -70,7 +70,9 @@ def _serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
     environment = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
     environment.update(FINGATE_DATA_DIR=str(tmp_path), FINGATE_PORT=str(port), FINGATE_LOAD_DEMO="false")
     with open(tmp_path / "serve.log", "wb") as log:
-        return subprocess.Popen([sys.executable, "-m", "app.cli", "serve"], env=environment, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve"], env=environment, stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:

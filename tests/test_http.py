@@ -69,7 +69,9 @@ async def test_malformed_bodies_are_clear_client_errors(client: httpx.AsyncClien
     assert "Traceback" not in response.text
 
 
-async def test_unexpected_errors_are_internal_with_a_request_id(client: httpx.AsyncClient, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_unexpected_errors_are_internal_with_a_request_id(
+    client: httpx.AsyncClient, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     async def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("secret detail")
 

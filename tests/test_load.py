@@ -40,7 +40,9 @@ def claim_for(reference: str, status: str = "active") -> dict[str, Any]:
 
 
 async def test_transaction_bundle_rewrites_urn_uuids(store: Store, tmp_path: Path) -> None:
-    path = write(tmp_path / "tx.json", bundle("transaction", [("urn:uuid:c1", claim_for(PATIENT_URL)), (PATIENT_URL, PATIENT)]))
+    path = write(
+        tmp_path / "tx.json", bundle("transaction", [("urn:uuid:c1", claim_for(PATIENT_URL)), (PATIENT_URL, PATIENT)])
+    )
     report = await load(Writer(store), [path])
     assert report.rejected == [] and report.created == 2
     claim = (await store.search("Claim", {}, count=10))[0]
@@ -59,7 +61,11 @@ async def test_transaction_bundle_is_all_or_nothing(store: Store, tmp_path: Path
 
 
 async def test_batch_bundle_reports_per_entry(store: Store, tmp_path: Path) -> None:
-    entries = [(PATIENT_URL, PATIENT), ("urn:uuid:c1", claim_for(PATIENT_URL)), ("urn:uuid:c2", {**claim_for(PATIENT_URL), "status": "bogus"})]
+    entries = [
+        (PATIENT_URL, PATIENT),
+        ("urn:uuid:c1", claim_for(PATIENT_URL)),
+        ("urn:uuid:c2", {**claim_for(PATIENT_URL), "status": "bogus"}),
+    ]
     report = await load(Writer(store), [write(tmp_path / "batch.json", bundle("batch", entries))])
     assert report.created == 2 and len(report.rejected) == 1
     assert "#entry[2]" in report.rejected[0][0]
@@ -73,7 +79,9 @@ async def test_files_load_in_reference_order_and_keep_ids_and_digits(store: Stor
         "patient": {"reference": "Patient/p1"}, "request": {"reference": "Claim/c1"},
     })  # fmt: skip
     write(tmp_path / "b-claim.json", {**claim_for("Patient/p1"), "id": "c1"})
-    (tmp_path / "c-number.json").write_text('{"resourceType": "Invoice", "id": "i1", "status": "draft", "totalNet": {"value": 7.10, "currency": "USD"}}')
+    (tmp_path / "c-number.json").write_text(
+        '{"resourceType": "Invoice", "id": "i1", "status": "draft", "totalNet": {"value": 7.10, "currency": "USD"}}'
+    )
     report = await load(Writer(store), [tmp_path])
     assert report.rejected == [] and report.created == 3
     assert (await store.get("ClaimResponse", "r1")) is not None
@@ -96,14 +104,20 @@ def test_cli_load_prints_counts_and_fails_on_rejections(mongo_uri: str, tmp_path
     write(tmp_path / "ok.json", PATIENT)
     write(tmp_path / "bad.json", {**PATIENT, "gender": "sometimes"})
     env = {**os.environ, "MONGODB_URI": mongo_uri, "FINGATE_DB": f"cli_{uuid.uuid4().hex[:8]}"}
-    done = subprocess.run([sys.executable, "-m", "app.cli", "load", str(tmp_path)], env=env, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "load", str(tmp_path)], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 1, done.stderr
     assert "loaded 1" in done.stdout and "rejected 1" in done.stdout
     assert "bad.json" in done.stdout and "gender" in done.stdout
 
 
 async def test_the_known_invalid_r5_examples_are_refused(store: Store) -> None:
-    invalid = [item for item in example_items(include_invalid=True) if f"{item.resources[0]['resourceType']}/{item.resources[0]['id']}" in INVALID_EXAMPLES]
+    invalid = [
+        item
+        for item in example_items(include_invalid=True)
+        if f"{item.resources[0]['resourceType']}/{item.resources[0]['id']}" in INVALID_EXAMPLES
+    ]
     assert len(invalid) == len(INVALID_EXAMPLES)
     report = await load(Writer(store), [], items=invalid)
     assert len(report.rejected) == len(INVALID_EXAMPLES) and report.loaded == 0

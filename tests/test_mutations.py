@@ -38,7 +38,13 @@ def claim(patient_id: str, status: str = "draft", **extra: Any) -> dict[str, Any
         "patient": {"reference": f"Patient/{patient_id}"},
         "created": "2026-11-01T10:00:00Z",
         "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "Acme plan"}}],
-        "item": [{"sequence": 1, "productOrService": {"coding": [{"code": "99213"}]}, "unitPrice": {"value": Decimal("100.10"), "currency": "USD"}}],
+        "item": [
+            {
+                "sequence": 1,
+                "productOrService": {"coding": [{"code": "99213"}]},
+                "unitPrice": {"value": Decimal("100.10"), "currency": "USD"},
+            }
+        ],
         "total": {"value": Decimal("100.10"), "currency": "USD"},
         **extra,
     }
@@ -50,14 +56,29 @@ async def post_raw(client: httpx.AsyncClient, body: str) -> dict[str, Any]:
     return loads(response.content)  # type: ignore[no-any-return]
 
 
-async def create(client: httpx.AsyncClient, rtype: str, resource: dict[str, Any], fields: str = "id meta { versionId lastUpdated } status") -> dict[str, Any]:
+async def create(
+    client: httpx.AsyncClient,
+    rtype: str,
+    resource: dict[str, Any],
+    fields: str = "id meta { versionId lastUpdated } status",
+) -> dict[str, Any]:
     body = json_with_decimals(
-        {"query": f"mutation($res: {rtype}Input!) {{ {rtype}Create(res: $res) {{ {fields} }} }}", "variables": {"res": resource}}
+        {
+            "query": f"mutation($res: {rtype}Input!) {{ {rtype}Create(res: $res) {{ {fields} }} }}",
+            "variables": {"res": resource},
+        }
     )
     return await post_raw(client, body)
 
 
-async def update(client: httpx.AsyncClient, rtype: str, id: str, resource: dict[str, Any], if_match: str | None = None, fields: str = "id meta { versionId } status") -> dict[str, Any]:
+async def update(
+    client: httpx.AsyncClient,
+    rtype: str,
+    id: str,
+    resource: dict[str, Any],
+    if_match: str | None = None,
+    fields: str = "id meta { versionId } status",
+) -> dict[str, Any]:
     body = json_with_decimals(
         {
             "query": f"mutation($id: ID!, $res: {rtype}Input!, $ifMatch: String) {{ {rtype}Update(id: $id, res: $res, ifMatch: $ifMatch) {{ {fields} }} }}",
@@ -73,7 +94,9 @@ async def setup_patient(client: httpx.AsyncClient) -> str:
 
 async def test_money_keeps_its_digits_through_create_update_history(client: httpx.AsyncClient, store: Store) -> None:
     pid = await setup_patient(client)
-    created = ok(await create(client, "Claim", claim(pid), "id total { value currency } item { unitPrice { value } }"))["ClaimCreate"]
+    created = ok(await create(client, "Claim", claim(pid), "id total { value currency } item { unitPrice { value } }"))[
+        "ClaimCreate"
+    ]
     assert created["total"] == {"value": "100.10", "currency": "USD"}
     assert created["item"][0]["unitPrice"]["value"] == "100.10"
     # Read without FinGate's codec: MongoDB itself holds a Decimal128 with the same digits.
@@ -82,7 +105,9 @@ async def test_money_keeps_its_digits_through_create_update_history(client: http
     assert stored["total"]["value"] == Decimal128("100.10")
     changed = claim(pid, total={"value": Decimal("7.10"), "currency": "USD"})
     ok(await update(client, "Claim", created["id"], changed))
-    history = ok(await gql(client, f'{{ ClaimHistory(id: "{created["id"]}") {{ meta {{ versionId }} total {{ value }} }} }}'))["ClaimHistory"]
+    history = ok(
+        await gql(client, f'{{ ClaimHistory(id: "{created["id"]}") {{ meta {{ versionId }} total {{ value }} }} }}')
+    )["ClaimHistory"]
     assert [(h["meta"]["versionId"], h["total"]["value"]) for h in history] == [("2", "7.10"), ("1", "100.10")]
 
 
@@ -119,7 +144,9 @@ async def test_lifecycle_draft_active_cancelled(client: httpx.AsyncClient, store
     frozen = await update(client, "Claim", cid, claim(pid, status="active", use="preauthorization"))
     assert error_codes(frozen) == ["STATUS_RULE"]
     assert frozen["errors"][0]["extensions"]["operationOutcome"]["resourceType"] == "OperationOutcome"
-    assert ok(await update(client, "Claim", cid, claim(pid, status="cancelled")))["ClaimUpdate"]["status"] == "cancelled"
+    assert (
+        ok(await update(client, "Claim", cid, claim(pid, status="cancelled")))["ClaimUpdate"]["status"] == "cancelled"
+    )
     back = await update(client, "Claim", cid, claim(pid, status="active"))
     assert error_codes(back) == ["STATUS_RULE"]
     assert (await store.get("Claim", cid))["status"] == "cancelled"  # type: ignore[index]
@@ -129,7 +156,10 @@ async def test_delete_only_drafts_and_history_stays(client: httpx.AsyncClient, s
     pid = await setup_patient(client)
     draft = ok(await create(client, "Claim", claim(pid)))["ClaimCreate"]["id"]
     active = ok(await create(client, "Claim", claim(pid, status="active")))["ClaimCreate"]["id"]
-    assert ok(await gql(client, f'mutation {{ ClaimDelete(id: "{draft}") {{ id status }} }}'))["ClaimDelete"]["id"] == draft
+    assert (
+        ok(await gql(client, f'mutation {{ ClaimDelete(id: "{draft}") {{ id status }} }}'))["ClaimDelete"]["id"]
+        == draft
+    )
     assert await store.get("Claim", draft) is None
     assert len(await store.history("Claim", draft)) == 1
     refused = await gql(client, f'mutation {{ ClaimDelete(id: "{active}") {{ id }} }}')
@@ -153,7 +183,11 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str | None]] = [
     ("wrong resourceType", {"resourceType": "Patient"}, None),
     ("reference of the wrong target type", {"patient": {"reference": "Organization/x"}}, "Claim.patient"),
     ("currency outside ISO 4217", {"total": {"value": Decimal("1.00"), "currency": "XYZ"}}, "Claim.total.currency"),
-    ("decimal beyond Decimal128", {"total": {"value": Decimal("1." + "1" * 40), "currency": "USD"}}, "Claim.total.value"),
+    (
+        "decimal beyond Decimal128",
+        {"total": {"value": Decimal("1." + "1" * 40), "currency": "USD"}},
+        "Claim.total.value",
+    ),
     ("oversized string", {"item": [{"sequence": 1, "productOrService": {"text": "x" * 1_100_000}}]}, None),
 ]
 
@@ -209,7 +243,9 @@ def payment(targets: list[str], status: str = "active") -> dict[str, Any]:
         "created": "2026-11-03",
         "date": "2026-11-03",
         "amount": {"value": Decimal("100.10"), "currency": "USD"},
-        "allocation": [{"target": {"reference": t}, "amount": {"value": Decimal("100.10"), "currency": "USD"}} for t in targets],
+        "allocation": [
+            {"target": {"reference": t}, "amount": {"value": Decimal("100.10"), "currency": "USD"}} for t in targets
+        ],
     }
 
 
@@ -227,9 +263,15 @@ async def test_allocation_targets_must_exist_and_block_cancelling(client: httpx.
 
 
 async def test_responses_need_their_requests(client: httpx.AsyncClient, store: Store) -> None:
-    enrollment_response = {"resourceType": "EnrollmentResponse", "status": "active", "request": {"reference": "EnrollmentRequest/missing"}}
+    enrollment_response = {
+        "resourceType": "EnrollmentResponse",
+        "status": "active",
+        "request": {"reference": "EnrollmentRequest/missing"},
+    }
     assert error_codes(await create(client, "EnrollmentResponse", enrollment_response)) == ["STATUS_RULE"]
-    request_id = ok(await create(client, "EnrollmentRequest", {"resourceType": "EnrollmentRequest", "status": "active"}, "id"))["EnrollmentRequestCreate"]["id"]
+    request_id = ok(
+        await create(client, "EnrollmentRequest", {"resourceType": "EnrollmentRequest", "status": "active"}, "id")
+    )["EnrollmentRequestCreate"]["id"]
     good = {**enrollment_response, "request": {"reference": f"EnrollmentRequest/{request_id}"}}
     assert ok(await create(client, "EnrollmentResponse", good))["EnrollmentResponseCreate"]["status"] == "active"
     eligibility = {
@@ -244,8 +286,18 @@ async def test_responses_need_their_requests(client: httpx.AsyncClient, store: S
 async def test_invoice_lifecycle(client: httpx.AsyncClient) -> None:
     invoice = {"resourceType": "Invoice", "status": "draft", "totalNet": {"value": Decimal("10.00"), "currency": "USD"}}
     iid = ok(await create(client, "Invoice", invoice))["InvoiceCreate"]["id"]
-    assert ok(await update(client, "Invoice", iid, {**invoice, "status": "issued"}))["InvoiceUpdate"]["status"] == "issued"
-    changed = await update(client, "Invoice", iid, {**invoice, "status": "issued", "totalNet": {"value": Decimal("11.00"), "currency": "USD"}})
+    assert (
+        ok(await update(client, "Invoice", iid, {**invoice, "status": "issued"}))["InvoiceUpdate"]["status"] == "issued"
+    )
+    changed = await update(
+        client,
+        "Invoice",
+        iid,
+        {**invoice, "status": "issued", "totalNet": {"value": Decimal("11.00"), "currency": "USD"}},
+    )
     assert error_codes(changed) == ["STATUS_RULE"]
-    assert ok(await update(client, "Invoice", iid, {**invoice, "status": "balanced"}))["InvoiceUpdate"]["status"] == "balanced"
+    assert (
+        ok(await update(client, "Invoice", iid, {**invoice, "status": "balanced"}))["InvoiceUpdate"]["status"]
+        == "balanced"
+    )
     assert error_codes(await update(client, "Invoice", iid, {**invoice, "status": "issued"})) == ["STATUS_RULE"]

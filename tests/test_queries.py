@@ -26,7 +26,9 @@ def query(name: str) -> str:
 
 async def test_the_explorer_opens_on_the_reconciliation_query(demo: httpx.AsyncClient) -> None:
     page = (await demo.get("/graphql", headers={"accept": "text/html"})).text
-    tabs = json.loads(re.search(r'<script id="fingate-tabs" type="application/json">(.*?)</script>', page, re.DOTALL).group(1))  # type: ignore[union-attr]
+    tabs = json.loads(
+        re.search(r'<script id="fingate-tabs" type="application/json">(.*?)</script>', page, re.DOTALL).group(1)
+    )  # type: ignore[union-attr]
     assert [t["query"] for t in tabs] == [p.read_text() for p in ready_queries()]
     assert 'PaymentReconciliation(id: "demo-payment-1")' in tabs[0]["query"]
     assert "defaultTabs: tabs" in page and "isHeadersEditorEnabled: true" in page
@@ -41,7 +43,10 @@ async def test_tab_variables_run_on_the_demo_data(demo: httpx.AsyncClient) -> No
 async def test_reconciliation_walks_to_claims_and_responses(demo: httpx.AsyncClient) -> None:
     payment = ok(await gql(demo, query("reconciliation")))["PaymentReconciliation"]
     assert payment["paymentIssuer"]["resource"]["name"] == "Acme Health Insurance"
-    assert all(a["target"]["resource"]["status"] == "active" and a["response"]["resource"]["outcome"] == "complete" for a in payment["allocation"])
+    assert all(
+        a["target"]["resource"]["status"] == "active" and a["response"]["resource"]["outcome"] == "complete"
+        for a in payment["allocation"]
+    )
 
 
 async def test_claim_responses_search_and_paging(demo: httpx.AsyncClient) -> None:

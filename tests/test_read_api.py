@@ -111,7 +111,10 @@ async def test_traversal_walks_allocations_to_claims_and_responses(demo: httpx.A
 
 async def test_unresolvable_references_are_null_not_errors(demo: httpx.AsyncClient) -> None:
     # R5's own ER2500 points at its claims by identifier and by external URL only.
-    result = await gql(demo, '{ PaymentReconciliation(id: "ER2500") { allocation { target { reference resource { ... on Claim { id } } } } } }')
+    result = await gql(
+        demo,
+        '{ PaymentReconciliation(id: "ER2500") { allocation { target { reference resource { ... on Claim { id } } } } } }',
+    )
     allocations = ok(result)["PaymentReconciliation"]["allocation"]
     assert allocations and all(a["target"] is None or a["target"]["resource"] is None for a in allocations)
 
@@ -138,7 +141,9 @@ async def test_search_and_offset_paging(demo: httpx.AsyncClient) -> None:
     query = '{ PaymentReconciliationList(payment_issuer: "Organization/demo-payer", _sort: "-created") { id created } }'
     ids = [r["id"] for r in ok(await gql(demo, query))["PaymentReconciliationList"]]
     assert ids == ["demo-payment-3", "demo-payment-2", "demo-payment-1"]
-    page = ok(await gql(demo, '{ ClaimList(patient: "demo-patient-1", _count: 2, _offset: 2, _sort: "created") { id } }'))
+    page = ok(
+        await gql(demo, '{ ClaimList(patient: "demo-patient-1", _count: 2, _offset: 2, _sort: "created") { id } }')
+    )
     assert [c["id"] for c in page["ClaimList"]] == ["demo-claim-07", "demo-claim-10"]
 
 
@@ -148,7 +153,9 @@ async def test_connection_cursor_walks_every_page(demo: httpx.AsyncClient) -> No
     pages = 0
     while True:
         args = '_count: 6, insurer: "Organization/demo-payer"' + (f', _cursor: "{cursor}"' if cursor else "")
-        conn = ok(await gql(demo, f"{{ ClaimConnection({args}) {{ count next edges {{ resource {{ id }} }} }} }}"))["ClaimConnection"]
+        conn = ok(await gql(demo, f"{{ ClaimConnection({args}) {{ count next edges {{ resource {{ id }} }} }} }}"))[
+            "ClaimConnection"
+        ]
         assert conn["count"] == 20
         seen += [e["resource"]["id"] for e in conn["edges"]]
         pages += 1

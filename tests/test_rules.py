@@ -15,12 +15,25 @@ from app.rules.tables import LIFECYCLES, REFERENCE_RULES, REFERRER_RULES, RESOUR
 # ---- expectations written from design.md "Status lifecycle", independently of app/rules/tables.py
 
 FM_TYPES = [
-    "Claim", "ClaimResponse", "Coverage", "CoverageEligibilityRequest", "CoverageEligibilityResponse",
-    "EnrollmentRequest", "EnrollmentResponse", "PaymentNotice", "PaymentReconciliation", "ExplanationOfBenefit",
+    "Claim",
+    "ClaimResponse",
+    "Coverage",
+    "CoverageEligibilityRequest",
+    "CoverageEligibilityResponse",
+    "EnrollmentRequest",
+    "EnrollmentResponse",
+    "PaymentNotice",
+    "PaymentReconciliation",
+    "ExplanationOfBenefit",
 ]
 FM_CODES = ["draft", "active", "cancelled", "entered-in-error"]
 FM_CREATE = {"draft", "active"}
-FM_MOVES = {"draft": {"active", "entered-in-error"}, "active": {"cancelled"}, "cancelled": set(), "entered-in-error": set()}
+FM_MOVES = {
+    "draft": {"active", "entered-in-error"},
+    "active": {"cancelled"},
+    "cancelled": set(),
+    "entered-in-error": set(),
+}
 FM_DELETE = {"draft"}
 
 INVOICE_CODES = ["draft", "issued", "balanced", "cancelled", "entered-in-error"]
@@ -203,8 +216,11 @@ def test_create(rtype, status, ok):
     err = refusal(check_create, rtype, res(rtype, status))
     assert (err is None) == ok
     if err:
-        starts = [c for c in (INDEPENDENT[rtype][0] if rtype in INDEPENDENT else lifecycle(rtype).codes)
-                  if c in (INDEPENDENT[rtype][1] if rtype in INDEPENDENT else lifecycle(rtype).initial)]
+        starts = [
+            c
+            for c in (INDEPENDENT[rtype][0] if rtype in INDEPENDENT else lifecycle(rtype).codes)
+            if c in (INDEPENDENT[rtype][1] if rtype in INDEPENDENT else lifecycle(rtype).initial)
+        ]
         assert_shape(err, f"{RESOURCE_LIFECYCLE[rtype]}.create", f"{rtype}.status", status, starts)
 
 
@@ -225,11 +241,25 @@ CONTENT_CASES = [
     ("Claim", "active", TOTAL, "active", TOTAL2, "fm-status.frozen"),
     ("Claim", "active", TOTAL, "cancelled", TOTAL2, "fm-status.frozen"),
     ("Claim", "active", TOTAL, "cancelled", {**TOTAL, "meta": {"versionId": "9", "tag": [{"code": "x"}]}}, None),
-    ("Claim", "active", TOTAL, "active", {**TOTAL, "text": {"status": "generated", "div": "<div>x</div>"}}, "fm-status.frozen"),
+    (
+        "Claim",
+        "active",
+        TOTAL,
+        "active",
+        {**TOTAL, "text": {"status": "generated", "div": "<div>x</div>"}},
+        "fm-status.frozen",
+    ),
     ("Claim", "active", TOTAL, "active", {}, "fm-status.frozen"),  # removing an element is a change
     ("Claim", "cancelled", TOTAL, "cancelled", TOTAL2, "fm-status.frozen"),
     ("Claim", "cancelled", TOTAL, "cancelled", TOTAL, None),  # a no-op write is fine
-    ("PaymentReconciliation", "active", {"allocation": [{"id": "a"}]}, "active", {"allocation": []}, "fm-status.frozen"),
+    (
+        "PaymentReconciliation",
+        "active",
+        {"allocation": [{"id": "a"}]},
+        "active",
+        {"allocation": []},
+        "fm-status.frozen",
+    ),
     ("ExplanationOfBenefit", "active", TOTAL, "active", TOTAL2, "explanationofbenefit-status.frozen"),
     ("Invoice", "draft", {"totalNet": {"value": 1}}, "draft", {"totalNet": {"value": 2}}, None),
     ("Invoice", "issued", {"totalNet": {"value": 1}}, "issued", {"totalNet": {"value": 2}}, "invoice-status.frozen"),
@@ -243,14 +273,23 @@ CONTENT_CASES = [
     ("Contract", "executed", {"title": "a"}, "amended", {"title": "b"}, None),
     ("Contract", "amended", {"title": "b"}, "amended", {"title": "c"}, None),
     ("Contract", "executed", {"title": "a"}, "terminated", {"title": "b"}, "contract-status.frozen"),
-    ("ChargeItem", "billed", {"quantity": {"value": 1}}, "billed", {"quantity": {"value": 2}}, "chargeitem-status.frozen"),
+    (
+        "ChargeItem",
+        "billed",
+        {"quantity": {"value": 1}},
+        "billed",
+        {"quantity": {"value": 2}},
+        "chargeitem-status.frozen",
+    ),
     ("InsurancePlan", "active", {"name": "a"}, "active", {"name": "b"}, None),
     ("InsurancePlan", "retired", {"name": "a"}, "retired", {"name": "b"}, "publication-status.frozen"),
     ("Task", "completed", {"description": "a"}, "in-progress", {"description": "b"}, None),
 ]
 
 
-@pytest.mark.parametrize("rtype,s0,c0,s1,c1,rule", CONTENT_CASES, ids=[f"{c[0]}:{c[1]}->{c[3]}:{c[5]}" for c in CONTENT_CASES])
+@pytest.mark.parametrize(
+    "rtype,s0,c0,s1,c1,rule", CONTENT_CASES, ids=[f"{c[0]}:{c[1]}->{c[3]}:{c[5]}" for c in CONTENT_CASES]
+)
 def test_content(rtype, s0, c0, s1, c1, rule):
     err = refusal(check_update, rtype, res(rtype, s0, **c0), res(rtype, s1, **c1))
     assert (err.extensions["rule"] if err else None) == rule
@@ -291,7 +330,9 @@ def test_delete(rtype, status, ok):
     err = refusal(check_delete, rtype, res(rtype, status))
     assert (err is None) == ok
     if err:
-        assert_shape(err, f"{RESOURCE_LIFECYCLE[rtype]}.delete", f"{rtype}.status", status, list(lifecycle(rtype).next(status)))
+        assert_shape(
+            err, f"{RESOURCE_LIFECYCLE[rtype]}.delete", f"{rtype}.status", status, list(lifecycle(rtype).next(status))
+        )
         assert "never erased" in err.message
 
 
@@ -323,55 +364,229 @@ WORLD = (CLAIM_ACTIVE, CLAIM_DRAFT, CER, ER, ER_DRAFT, CR, ACCOUNT)
 
 # (name, type, new, old, extra resources in the world, refused rule or None, expression)
 REFERENCE_CASES = [
-    ("response to active claim", "ClaimResponse", res("ClaimResponse", "active", request=ref("Claim/1")), None, (), None, None),
-    ("response to versioned ref", "ClaimResponse", res("ClaimResponse", "active", request=ref("Claim/1/_history/1")), None, (), None, None),
-    ("response to draft claim", "ClaimResponse", res("ClaimResponse", "active", request=ref("Claim/d")), None, (),
-     "ClaimResponse.request-exists", "ClaimResponse.request"),
-    ("response to missing claim", "ClaimResponse", res("ClaimResponse", "draft", request=ref("Claim/nope")), None, (),
-     "ClaimResponse.request-exists", "ClaimResponse.request"),
-    ("response to absolute url", "ClaimResponse", res("ClaimResponse", "active", request=ref("http://x.org/fhir/Claim/9")), None, (), None, None),
-    ("response to identifier", "ClaimResponse", res("ClaimResponse", "active", request={"identifier": {"value": "9"}}), None, (), None, None),
-    ("response to urn:uuid", "ClaimResponse", res("ClaimResponse", "active", request=ref("urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0")), None, (), None, None),
+    (
+        "response to active claim",
+        "ClaimResponse",
+        res("ClaimResponse", "active", request=ref("Claim/1")),
+        None,
+        (),
+        None,
+        None,
+    ),
+    (
+        "response to versioned ref",
+        "ClaimResponse",
+        res("ClaimResponse", "active", request=ref("Claim/1/_history/1")),
+        None,
+        (),
+        None,
+        None,
+    ),
+    (
+        "response to draft claim",
+        "ClaimResponse",
+        res("ClaimResponse", "active", request=ref("Claim/d")),
+        None,
+        (),
+        "ClaimResponse.request-exists",
+        "ClaimResponse.request",
+    ),
+    (
+        "response to missing claim",
+        "ClaimResponse",
+        res("ClaimResponse", "draft", request=ref("Claim/nope")),
+        None,
+        (),
+        "ClaimResponse.request-exists",
+        "ClaimResponse.request",
+    ),
+    (
+        "response to absolute url",
+        "ClaimResponse",
+        res("ClaimResponse", "active", request=ref("http://x.org/fhir/Claim/9")),
+        None,
+        (),
+        None,
+        None,
+    ),
+    (
+        "response to identifier",
+        "ClaimResponse",
+        res("ClaimResponse", "active", request={"identifier": {"value": "9"}}),
+        None,
+        (),
+        None,
+        None,
+    ),
+    (
+        "response to urn:uuid",
+        "ClaimResponse",
+        res("ClaimResponse", "active", request=ref("urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0")),
+        None,
+        (),
+        None,
+        None,
+    ),
     ("response without request", "ClaimResponse", res("ClaimResponse", "active"), None, (), None, None),
-    ("cancel response after claim cancelled", "ClaimResponse",
-     res("ClaimResponse", "cancelled", request=ref("Claim/gone")), res("ClaimResponse", "active", request=ref("Claim/gone")), (), None, None),
-    ("re-point response at missing claim", "ClaimResponse",
-     res("ClaimResponse", "draft", request=ref("Claim/nope")), res("ClaimResponse", "draft", request=ref("Claim/1")), (),
-     "ClaimResponse.request-exists", "ClaimResponse.request"),
-    ("eligibility response ok", "CoverageEligibilityResponse",
-     res("CoverageEligibilityResponse", "active", request=ref("CoverageEligibilityRequest/e1")), None, (), None, None),
-    ("eligibility response missing", "CoverageEligibilityResponse",
-     res("CoverageEligibilityResponse", "active", request=ref("CoverageEligibilityRequest/x")), None, (),
-     "CoverageEligibilityResponse.request-exists", "CoverageEligibilityResponse.request"),
-    ("enrollment response ok", "EnrollmentResponse", res("EnrollmentResponse", "active", request=ref("EnrollmentRequest/n1")), None, (), None, None),
-    ("enrollment response to draft", "EnrollmentResponse", res("EnrollmentResponse", "active", request=ref("EnrollmentRequest/n2")), None, (),
-     "EnrollmentResponse.request-exists", "EnrollmentResponse.request"),
-    ("enrollment response missing", "EnrollmentResponse", res("EnrollmentResponse", "active", request=ref("EnrollmentRequest/x")), None, (),
-     "EnrollmentResponse.request-exists", "EnrollmentResponse.request"),
-    ("allocation targets exist", "PaymentReconciliation",
-     pr("active", {"target": ref("Claim/1"), "response": ref("ClaimResponse/r1")}, {"target": ref("Account/acc")}), None, (), None, None),
-    ("allocation target missing", "PaymentReconciliation",
-     pr("active", {"target": ref("Claim/1")}, {"target": ref("Invoice/x")}), None, (),
-     "PaymentReconciliation.allocation-target-exists", "PaymentReconciliation.allocation[1].target"),
-    ("allocation response missing", "PaymentReconciliation",
-     pr("active", {"target": ref("Claim/1"), "response": ref("ClaimResponse/x")}), None, (),
-     "PaymentReconciliation.allocation-response-exists", "PaymentReconciliation.allocation[0].response"),
-    ("allocation external", "PaymentReconciliation",
-     pr("active", {"target": {"identifier": {"value": "AB1"}}, "response": ref("https://x.org/ClaimResponse/1")}), None, (), None, None),
-    ("allocation to unserved type is external", "PaymentReconciliation", pr("active", {"target": ref("Device/1")}), None, (), None, None),
-    ("claim cancel with active allocation", "Claim", res("Claim", "cancelled"), res("Claim", "active"),
-     (pr("active", {"target": ref("Claim/1")}),), "Claim.cancel-allocated", "Claim.status"),
-    ("claim error with active allocation", "Claim", {**res("Claim", "entered-in-error"), "id": "d"}, CLAIM_DRAFT,
-     (pr("active", {"target": ref("Claim/d")}),), "Claim.cancel-allocated", "Claim.status"),
-    ("claim cancel, allocation cancelled", "Claim", res("Claim", "cancelled"), res("Claim", "active"),
-     (pr("cancelled", {"target": ref("Claim/1")}),), None, None),
-    ("claim cancel, other claim allocated", "Claim", res("Claim", "cancelled"), res("Claim", "active"),
-     (pr("active", {"target": ref("Claim/2")}),), None, None),
-    ("claim create is not a cancel", "Claim", res("Claim", "active"), None, (pr("active", {"target": ref("Claim/1")}),), None, None),
+    (
+        "cancel response after claim cancelled",
+        "ClaimResponse",
+        res("ClaimResponse", "cancelled", request=ref("Claim/gone")),
+        res("ClaimResponse", "active", request=ref("Claim/gone")),
+        (),
+        None,
+        None,
+    ),
+    (
+        "re-point response at missing claim",
+        "ClaimResponse",
+        res("ClaimResponse", "draft", request=ref("Claim/nope")),
+        res("ClaimResponse", "draft", request=ref("Claim/1")),
+        (),
+        "ClaimResponse.request-exists",
+        "ClaimResponse.request",
+    ),
+    (
+        "eligibility response ok",
+        "CoverageEligibilityResponse",
+        res("CoverageEligibilityResponse", "active", request=ref("CoverageEligibilityRequest/e1")),
+        None,
+        (),
+        None,
+        None,
+    ),
+    (
+        "eligibility response missing",
+        "CoverageEligibilityResponse",
+        res("CoverageEligibilityResponse", "active", request=ref("CoverageEligibilityRequest/x")),
+        None,
+        (),
+        "CoverageEligibilityResponse.request-exists",
+        "CoverageEligibilityResponse.request",
+    ),
+    (
+        "enrollment response ok",
+        "EnrollmentResponse",
+        res("EnrollmentResponse", "active", request=ref("EnrollmentRequest/n1")),
+        None,
+        (),
+        None,
+        None,
+    ),
+    (
+        "enrollment response to draft",
+        "EnrollmentResponse",
+        res("EnrollmentResponse", "active", request=ref("EnrollmentRequest/n2")),
+        None,
+        (),
+        "EnrollmentResponse.request-exists",
+        "EnrollmentResponse.request",
+    ),
+    (
+        "enrollment response missing",
+        "EnrollmentResponse",
+        res("EnrollmentResponse", "active", request=ref("EnrollmentRequest/x")),
+        None,
+        (),
+        "EnrollmentResponse.request-exists",
+        "EnrollmentResponse.request",
+    ),
+    (
+        "allocation targets exist",
+        "PaymentReconciliation",
+        pr("active", {"target": ref("Claim/1"), "response": ref("ClaimResponse/r1")}, {"target": ref("Account/acc")}),
+        None,
+        (),
+        None,
+        None,
+    ),
+    (
+        "allocation target missing",
+        "PaymentReconciliation",
+        pr("active", {"target": ref("Claim/1")}, {"target": ref("Invoice/x")}),
+        None,
+        (),
+        "PaymentReconciliation.allocation-target-exists",
+        "PaymentReconciliation.allocation[1].target",
+    ),
+    (
+        "allocation response missing",
+        "PaymentReconciliation",
+        pr("active", {"target": ref("Claim/1"), "response": ref("ClaimResponse/x")}),
+        None,
+        (),
+        "PaymentReconciliation.allocation-response-exists",
+        "PaymentReconciliation.allocation[0].response",
+    ),
+    (
+        "allocation external",
+        "PaymentReconciliation",
+        pr("active", {"target": {"identifier": {"value": "AB1"}}, "response": ref("https://x.org/ClaimResponse/1")}),
+        None,
+        (),
+        None,
+        None,
+    ),
+    (
+        "allocation to unserved type is external",
+        "PaymentReconciliation",
+        pr("active", {"target": ref("Device/1")}),
+        None,
+        (),
+        None,
+        None,
+    ),
+    (
+        "claim cancel with active allocation",
+        "Claim",
+        res("Claim", "cancelled"),
+        res("Claim", "active"),
+        (pr("active", {"target": ref("Claim/1")}),),
+        "Claim.cancel-allocated",
+        "Claim.status",
+    ),
+    (
+        "claim error with active allocation",
+        "Claim",
+        {**res("Claim", "entered-in-error"), "id": "d"},
+        CLAIM_DRAFT,
+        (pr("active", {"target": ref("Claim/d")}),),
+        "Claim.cancel-allocated",
+        "Claim.status",
+    ),
+    (
+        "claim cancel, allocation cancelled",
+        "Claim",
+        res("Claim", "cancelled"),
+        res("Claim", "active"),
+        (pr("cancelled", {"target": ref("Claim/1")}),),
+        None,
+        None,
+    ),
+    (
+        "claim cancel, other claim allocated",
+        "Claim",
+        res("Claim", "cancelled"),
+        res("Claim", "active"),
+        (pr("active", {"target": ref("Claim/2")}),),
+        None,
+        None,
+    ),
+    (
+        "claim create is not a cancel",
+        "Claim",
+        res("Claim", "active"),
+        None,
+        (pr("active", {"target": ref("Claim/1")}),),
+        None,
+        None,
+    ),
 ]
 
 
-@pytest.mark.parametrize("name,rtype,new,old,extra,rule,expression", REFERENCE_CASES, ids=[c[0] for c in REFERENCE_CASES])
+@pytest.mark.parametrize(
+    "name,rtype,new,old,extra,rule,expression", REFERENCE_CASES, ids=[c[0] for c in REFERENCE_CASES]
+)
 async def test_references(name, rtype, new, old, extra, rule, expression):
     err = await async_refusal(check_references(rtype, new, old, Reads(*WORLD, *extra)))
     assert (err.extensions["rule"] if err else None) == rule
@@ -383,10 +598,14 @@ async def test_references(name, rtype, new, old, extra, rule, expression):
 
 async def test_missing_reference_names_the_fix():
     reads = Reads(*WORLD)
-    err = await async_refusal(check_references("ClaimResponse", res("ClaimResponse", "active", request=ref("Claim/nope")), None, reads))
+    err = await async_refusal(
+        check_references("ClaimResponse", res("ClaimResponse", "active", request=ref("Claim/nope")), None, reads)
+    )
     assert "Claim/nope" in err.message and "does not exist" in err.message and "create" in err.message
     assert err.extensions["allowed"] == ["active"] and err.extensions["currentStatus"] is None
-    err = await async_refusal(check_references("ClaimResponse", res("ClaimResponse", "active", request=ref("Claim/d")), None, reads))
+    err = await async_refusal(
+        check_references("ClaimResponse", res("ClaimResponse", "active", request=ref("Claim/d")), None, reads)
+    )
     assert err.extensions["currentStatus"] == "draft" and "'draft'" in err.message
 
 
@@ -411,7 +630,12 @@ async def test_several_broken_references_give_several_issues():
 async def test_unchanged_allocations_are_not_reread():
     old = pr("active", {"target": ref("Claim/gone")})
     reads = Reads(*WORLD)
-    assert await async_refusal(check_references("PaymentReconciliation", pr("cancelled", {"target": ref("Claim/gone")}), old, reads)) is None
+    assert (
+        await async_refusal(
+            check_references("PaymentReconciliation", pr("cancelled", {"target": ref("Claim/gone")}), old, reads)
+        )
+        is None
+    )
 
 
 def test_rule_tables_name_served_types_and_real_paths():

@@ -133,8 +133,18 @@ BAD_CASES = [
     ("number where string", "Claim", claim(use=1), ["Claim.use"]),
     ("string where integer", "Claim", claim(item__0__sequence="1"), ["Claim.item[0].sequence"]),
     ("positiveInt zero", "Claim", claim(item__0__sequence=0), ["Claim.item[0].sequence"]),
-    ("string where decimal", "Claim", claim(item__0__unitPrice={"value": "abc", "currency": "USD"}), ["Claim.item[0].unitPrice.value"]),
-    ("float decimal", "Claim", claim(item__0__unitPrice={"value": 100.1, "currency": "USD"}), ["Claim.item[0].unitPrice.value"]),
+    (
+        "string where decimal",
+        "Claim",
+        claim(item__0__unitPrice={"value": "abc", "currency": "USD"}),
+        ["Claim.item[0].unitPrice.value"],
+    ),
+    (
+        "float decimal",
+        "Claim",
+        claim(item__0__unitPrice={"value": 100.1, "currency": "USD"}),
+        ["Claim.item[0].unitPrice.value"],
+    ),
     ("bad date", "Claim", claim(created="2024-13-45"), ["Claim.created"]),
     ("no such day", "Claim", claim(item__0__servicedDate="2023-02-30"), ["Claim.item[0].servicedDate"]),
     ("dateTime without zone", "Claim", claim(created="2024-01-01T10:00:00"), ["Claim.created"]),
@@ -144,32 +154,97 @@ BAD_CASES = [
     ("null in list", "Claim", claim(identifier=[None]), ["Claim.identifier[0]"]),
     ("two choice types", "Claim", claim(item__0__servicedPeriod={"start": "2014"}), ["Claim.item[0].servicedPeriod"]),
     ("code outside binding", "Claim", claim(status="bogus"), ["Claim.status"]),
-    ("currency outside binding", "Claim", claim(item__0__unitPrice={"value": 1, "currency": "DOLLARS"}), ["Claim.item[0].unitPrice.currency"]),
-    ("Identifier.use outside binding", "Claim", claim(identifier=[{"use": "primary", "value": "1"}]), ["Claim.identifier[0].use"]),
-    ("CodeableConcept binding", "Account", {"status": "active", "currency": {"coding": [{"code": "DOLLARS"}]}}, ["Account.currency"]),
+    (
+        "currency outside binding",
+        "Claim",
+        claim(item__0__unitPrice={"value": 1, "currency": "DOLLARS"}),
+        ["Claim.item[0].unitPrice.currency"],
+    ),
+    (
+        "Identifier.use outside binding",
+        "Claim",
+        claim(identifier=[{"use": "primary", "value": "1"}]),
+        ["Claim.identifier[0].use"],
+    ),
+    (
+        "CodeableConcept binding",
+        "Account",
+        {"status": "active", "currency": {"coding": [{"code": "DOLLARS"}]}},
+        ["Account.currency"],
+    ),
     ("wrong resourceType", "Claim", {**claim(), "resourceType": "Patient"}, ["Claim.resourceType"]),
     ("unserved type", "Device", {"resourceType": "Device"}, ["Device"]),
     ("not an object", "Claim", ["Claim"], ["Claim"]),
     ("reference to wrong type", "Claim", claim(patient={"reference": "Organization/1"}), ["Claim.patient.reference"]),
-    ("versioned reference to wrong type", "Claim", claim(patient={"reference": "Organization/1/_history/2"}), ["Claim.patient.reference"]),
-    ("CodeableReference to wrong type", "ChargeItem",
-     {"status": "billable", "code": {"text": "x"}, "subject": {"reference": "Patient/1"}, "product": [{"reference": {"reference": "Patient/1"}}]},
-     ["ChargeItem.product[0].reference.reference"]),
+    (
+        "versioned reference to wrong type",
+        "Claim",
+        claim(patient={"reference": "Organization/1/_history/2"}),
+        ["Claim.patient.reference"],
+    ),
+    (
+        "CodeableReference to wrong type",
+        "ChargeItem",
+        {
+            "status": "billable",
+            "code": {"text": "x"},
+            "subject": {"reference": "Patient/1"},
+            "product": [{"reference": {"reference": "Patient/1"}}],
+        },
+        ["ChargeItem.product[0].reference.reference"],
+    ),
     ("$where key", "Claim", claim(**{"$where": "1"}), ["Claim.$where"]),
-    ("nested $ key", "Claim", claim(item__0__unitPrice={"value": 1, "currency": "USD", "$gt": 0}), ["Claim.item[0].unitPrice.$gt"]),
+    (
+        "nested $ key",
+        "Claim",
+        claim(item__0__unitPrice={"value": 1, "currency": "USD", "$gt": 0}),
+        ["Claim.item[0].unitPrice.$gt"],
+    ),
     ("$ key in primitive sibling", "Claim", claim(_status={"$set": 1}), ["Claim._status.$set"]),
     ("dotted key", "Claim", claim(**{"a.b": 1}), ["Claim.a.b"]),
     ("nesting 200 levels", "Claim", claim(extension=[nested_extension(200)]), None),
-    ("1 MB string", "Claim", claim(item__0__productOrService={"text": "x" * ((1 << 20) + 1)}), ["Claim.item[0].productOrService.text"]),
-    ("1 MB multibyte string", "Claim", claim(item__0__productOrService={"text": "é" * ((1 << 19) + 1)}), ["Claim.item[0].productOrService.text"]),
-    ("1000-digit decimal", "Claim", claim(item__0__unitPrice={"value": Decimal("1" * 1000), "currency": "USD"}), ["Claim.item[0].unitPrice.value"]),
-    ("35-digit decimal", "Claim", claim(item__0__unitPrice={"value": Decimal("1." + "0" * 34), "currency": "USD"}), ["Claim.item[0].unitPrice.value"]),
-    ("contained resource checked", "Claim",
-     claim(contained=[{"resourceType": "Organization", "id": "o", "identifier": [{"use": "bogus"}]}]),
-     ["Claim.contained[0].identifier[0].use"]),
-    ("several problems", "Claim",
-     claim(status="bogus", created="2024-13-45", patient={"reference": "Organization/1"}, item__0__foo=1, **{"$where": "1"}),
-     ["Claim.status", "Claim.patient.reference", "Claim.created", "Claim.item[0].foo", "Claim.$where"]),
+    (
+        "1 MB string",
+        "Claim",
+        claim(item__0__productOrService={"text": "x" * ((1 << 20) + 1)}),
+        ["Claim.item[0].productOrService.text"],
+    ),
+    (
+        "1 MB multibyte string",
+        "Claim",
+        claim(item__0__productOrService={"text": "é" * ((1 << 19) + 1)}),
+        ["Claim.item[0].productOrService.text"],
+    ),
+    (
+        "1000-digit decimal",
+        "Claim",
+        claim(item__0__unitPrice={"value": Decimal("1" * 1000), "currency": "USD"}),
+        ["Claim.item[0].unitPrice.value"],
+    ),
+    (
+        "35-digit decimal",
+        "Claim",
+        claim(item__0__unitPrice={"value": Decimal("1." + "0" * 34), "currency": "USD"}),
+        ["Claim.item[0].unitPrice.value"],
+    ),
+    (
+        "contained resource checked",
+        "Claim",
+        claim(contained=[{"resourceType": "Organization", "id": "o", "identifier": [{"use": "bogus"}]}]),
+        ["Claim.contained[0].identifier[0].use"],
+    ),
+    (
+        "several problems",
+        "Claim",
+        claim(
+            status="bogus",
+            created="2024-13-45",
+            patient={"reference": "Organization/1"},
+            item__0__foo=1,
+            **{"$where": "1"},
+        ),
+        ["Claim.status", "Claim.patient.reference", "Claim.created", "Claim.item[0].foo", "Claim.$where"],
+    ),
 ]
 
 
@@ -213,14 +288,46 @@ def test_too_deep_is_reported_not_raised():
 
 GOOD_CASES = [
     ("absolute reference", "Claim", claim(patient={"reference": "http://other.org/fhir/Organization/1"})),
-    ("contained reference", "Claim", claim(patient={"reference": "#p1"}, contained=[{"resourceType": "Patient", "id": "p1"}])),
+    (
+        "contained reference",
+        "Claim",
+        claim(patient={"reference": "#p1"}, contained=[{"resourceType": "Patient", "id": "p1"}]),
+    ),
     ("urn:uuid reference", "Claim", claim(patient={"reference": "urn:uuid:0c3151bd-1cbf-4d64-b04d-cd9187a4c6e0"})),
     ("identifier-only reference", "Claim", claim(patient={"identifier": {"value": "x"}})),
-    ("Reference(Any)", "Claim", claim(supportingInfo=[{"sequence": 1, "category": {"text": "x"}, "valueReference": {"reference": "Organization/1"}}])),
-    ("primitive extension sibling", "Claim", claim(_created={"extension": [{"url": "http://x.org/e", "valueString": "x"}]})),
-    ("required via extension only", "Claim", claim(created=DELETE, _created={"extension": [{"url": "http://x.org/data-absent-reason", "valueCode": "unknown"}]})),
-    ("null lined up with primitive extension", "Patient",
-     {"name": [{"given": [None, "Bob"], "_given": [{"extension": [{"url": "http://x.org/e", "valueString": "x"}]}, None]}]}),
+    (
+        "Reference(Any)",
+        "Claim",
+        claim(
+            supportingInfo=[
+                {"sequence": 1, "category": {"text": "x"}, "valueReference": {"reference": "Organization/1"}}
+            ]
+        ),
+    ),
+    (
+        "primitive extension sibling",
+        "Claim",
+        claim(_created={"extension": [{"url": "http://x.org/e", "valueString": "x"}]}),
+    ),
+    (
+        "required via extension only",
+        "Claim",
+        claim(
+            created=DELETE, _created={"extension": [{"url": "http://x.org/data-absent-reason", "valueCode": "unknown"}]}
+        ),
+    ),
+    (
+        "null lined up with primitive extension",
+        "Patient",
+        {
+            "name": [
+                {
+                    "given": [None, "Bob"],
+                    "_given": [{"extension": [{"url": "http://x.org/e", "valueString": "x"}]}, None],
+                }
+            ]
+        },
+    ),
     ("integer decimal", "Claim", claim(item__0__unitPrice={"value": 100, "currency": "USD"})),
     ("34-digit decimal", "Claim", claim(item__0__unitPrice={"value": Decimal("1." + "0" * 33), "currency": "USD"})),
     ("nesting within limit", "Claim", claim(extension=[nested_extension(20)])),
@@ -237,8 +344,18 @@ def test_good_case(name, rtype, doc):
 # ---- fhir.resources agrees with the walk on the structural cases
 
 MODEL_AGREES = [
-    "unknown field", "string where object", "bad date", "no such day", "dateTime without zone", "bad id",
-    "empty string", "missing required", "null in list", "two choice types", "positiveInt zero", "string where decimal",
+    "unknown field",
+    "string where object",
+    "bad date",
+    "no such day",
+    "dateTime without zone",
+    "bad id",
+    "empty string",
+    "missing required",
+    "null in list",
+    "two choice types",
+    "positiveInt zero",
+    "string where decimal",
 ]
 
 

@@ -64,12 +64,12 @@ _COUNT: ArgSpec = ("_count", int, False, "At most this many resources.")
 _SORT: ArgSpec = ("_sort", str, False, "Sort order: comma-separated search parameter codes, `-` for descending.")
 
 
-
 class _Schema(strawberry.Schema):
     """Strawberry's schema, minus its error logging: the HTTP layer logs each error once, by kind."""
 
     def process_errors(self, errors: Any, execution_context: Any = None) -> None:
         pass
+
 
 class ResourceUnion(StrawberryUnion):
     """A union of resource types over plain dicts: the member is the dict's `resourceType`.

@@ -190,7 +190,11 @@ class Spec:
             elements = []
             for e in children.get(path, []):
                 elements.append(self._element(e, elements_by_path))
-                if e.get("type") and _type_code(e["type"][0]) in ("BackboneElement", "Element") and e["path"] in children:
+                if (
+                    e.get("type")
+                    and _type_code(e["type"][0]) in ("BackboneElement", "Element")
+                    and e["path"] in children
+                ):
                     build(e["path"], "backbone")
             head = elements_by_path[path]
             tname = root if path == root else backbone_name(path)
@@ -204,8 +208,10 @@ class Spec:
         name = path.rsplit(".", 1)[1].removesuffix("[x]")
         if "contentReference" in e:
             types: tuple[str, ...] = (backbone_name(e["contentReference"].lstrip("#")),)
-        elif e.get("type") and _type_code(e["type"][0]) in ("BackboneElement", "Element") and any(
-            p.startswith(path + ".") for p in by_path
+        elif (
+            e.get("type")
+            and _type_code(e["type"][0]) in ("BackboneElement", "Element")
+            and any(p.startswith(path + ".") for p in by_path)
         ):
             types = (backbone_name(path),)
         else:

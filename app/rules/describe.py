@@ -29,7 +29,13 @@ def _lifecycle_table(lc: Lifecycle) -> list[str]:
     ]
     for status in _ordered(lc, frozenset((*lc.codes, *lc.transitions, *lc.initial))):
         moves = _list(list(lc.next(status))) if lc.next(status) else "final"
-        editable = "yes" if status in lc.editable else ("by moving to " + _list(_ordered(lc, lc.amend_into)) if lc.amend_into & set(lc.next(status)) else "no")
+        editable = (
+            "yes"
+            if status in lc.editable
+            else (
+                "by moving to " + _list(_ordered(lc, lc.amend_into)) if lc.amend_into & set(lc.next(status)) else "no"
+            )
+        )
         rows.append(
             f"| {_s(status)} | {moves} | {editable} | {'yes' if status in lc.initial else 'no'} | {'yes' if status in lc.deletable else 'no'} |"
         )

@@ -141,14 +141,21 @@ def check_update(resource_type: str, old: dict, new: dict) -> None:
         if allowed
         else "the resource is final and can no longer change"
     )
-    amend = f"; content changes when moving to {_codes_text(tuple(lc.amend_into & set(allowed)))}" if lc.amend_into & set(allowed) else ""
+    amend = (
+        f"; content changes when moving to {_codes_text(tuple(lc.amend_into & set(allowed)))}"
+        if lc.amend_into & set(allowed)
+        else ""
+    )
     where = ", ".join(f"{resource_type}.{k}" for k in changed)
     message = (
         f"the content of a {resource_type} in status {_status_text(before)} is frozen ({fix}{amend}); "
         f"it is editable only while {_codes_text(editable) if editable else 'never'}. Changed: {where}"
     )
     rule = f"{lc.value_set}.frozen"
-    extra = [outcome_issue(f"[{rule}] {resource_type}.{k} changed", f"{resource_type}.{k}", code="business-rule") for k in changed[1:]]
+    extra = [
+        outcome_issue(f"[{rule}] {resource_type}.{k} changed", f"{resource_type}.{k}", code="business-rule")
+        for k in changed[1:]
+    ]
     raise _refuse(rule, message, f"{resource_type}.{changed[0]}", before, allowed, extra)
 
 
@@ -213,9 +220,7 @@ async def _check_reference_rule(rule: ReferenceRule, new: dict, old: dict | None
             errors.append(_refuse(rule.rule, message, expr, None, statuses))
         elif rule.statuses is not None and resource.get("status") not in rule.statuses:
             status = resource.get("status")
-            message = (
-                f"{expr} points at {ref} whose status is {_status_text(status)}; it must be {_codes_text(statuses)}: {rule.fix}"
-            )
+            message = f"{expr} points at {ref} whose status is {_status_text(status)}; it must be {_codes_text(statuses)}: {rule.fix}"
             errors.append(_refuse(rule.rule, message, expr, status, statuses))
     return errors
 

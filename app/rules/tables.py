@@ -121,8 +121,21 @@ _CONTRACT_ALTERED = "amended appended cancelled terminated revoked entered-in-er
 CONTRACT_STATUS = Lifecycle(
     "contract-status",
     (
-        "policy", "offered", "executable", "negotiable", "rejected", "executed", "disputed", "resolved",
-        "amended", "appended", "cancelled", "terminated", "renewed", "revoked", "entered-in-error",
+        "policy",
+        "offered",
+        "executable",
+        "negotiable",
+        "rejected",
+        "executed",
+        "disputed",
+        "resolved",
+        "amended",
+        "appended",
+        "cancelled",
+        "terminated",
+        "renewed",
+        "revoked",
+        "entered-in-error",
     ),
     initial=frozenset({None, "policy", "offered", "executable", "executed"}),
     transitions={
@@ -188,7 +201,15 @@ PUBLICATION_STATUS = Lifecycle(
 
 LIFECYCLES: dict[str, Lifecycle] = {
     lc.value_set: lc
-    for lc in (FM_STATUS, EOB_STATUS, INVOICE_STATUS, ACCOUNT_STATUS, CONTRACT_STATUS, CHARGEITEM_STATUS, PUBLICATION_STATUS)
+    for lc in (
+        FM_STATUS,
+        EOB_STATUS,
+        INVOICE_STATUS,
+        ACCOUNT_STATUS,
+        CONTRACT_STATUS,
+        CHARGEITEM_STATUS,
+        PUBLICATION_STATUS,
+    )
 }
 
 # Every served type -> its lifecycle's value set, or None: no lifecycle enforced. The None types are
@@ -255,25 +276,43 @@ class ReferrerRule:
 # when it is exchanged, so all three request/response pairs require an active request.
 REFERENCE_RULES: tuple[ReferenceRule, ...] = (
     ReferenceRule(
-        "ClaimResponse.request-exists", "ClaimResponse", "request", ("Claim",), ("active",),
+        "ClaimResponse.request-exists",
+        "ClaimResponse",
+        "request",
+        ("Claim",),
+        ("active",),
         "create and activate the Claim first, or reference an external claim by absolute URL or identifier",
     ),
     ReferenceRule(
-        "CoverageEligibilityResponse.request-exists", "CoverageEligibilityResponse", "request",
-        ("CoverageEligibilityRequest",), ("active",),
+        "CoverageEligibilityResponse.request-exists",
+        "CoverageEligibilityResponse",
+        "request",
+        ("CoverageEligibilityRequest",),
+        ("active",),
         "create and activate the CoverageEligibilityRequest first, or reference an external one by absolute URL or identifier",
     ),
     ReferenceRule(
-        "EnrollmentResponse.request-exists", "EnrollmentResponse", "request", ("EnrollmentRequest",), ("active",),
+        "EnrollmentResponse.request-exists",
+        "EnrollmentResponse",
+        "request",
+        ("EnrollmentRequest",),
+        ("active",),
         "create and activate the EnrollmentRequest first, or reference an external one by absolute URL or identifier",
     ),
     ReferenceRule(
-        "PaymentReconciliation.allocation-target-exists", "PaymentReconciliation", "allocation.target", None, None,
+        "PaymentReconciliation.allocation-target-exists",
+        "PaymentReconciliation",
+        "allocation.target",
+        None,
+        None,
         "create the target first, or reference an external one by absolute URL or identifier",
     ),
     ReferenceRule(
-        "PaymentReconciliation.allocation-response-exists", "PaymentReconciliation", "allocation.response",
-        ("ClaimResponse",), None,
+        "PaymentReconciliation.allocation-response-exists",
+        "PaymentReconciliation",
+        "allocation.response",
+        ("ClaimResponse",),
+        None,
         "create the ClaimResponse first, or reference an external one by absolute URL or identifier",
     ),
 )
@@ -282,8 +321,11 @@ REFERENCE_RULES: tuple[ReferenceRule, ...] = (
 # as one allocated to a cancelled claim.
 REFERRER_RULES: tuple[ReferrerRule, ...] = (
     ReferrerRule(
-        "Claim.cancel-allocated", "Claim", frozenset({"cancelled", "entered-in-error"}),
-        "PaymentReconciliation", {"allocation-target": "{ref}", "status": "active"},
+        "Claim.cancel-allocated",
+        "Claim",
+        frozenset({"cancelled", "entered-in-error"}),
+        "PaymentReconciliation",
+        {"allocation-target": "{ref}", "status": "active"},
         "cancel those PaymentReconciliations first (and re-issue them without this Claim)",
     ),
 )

@@ -126,7 +126,9 @@ class Store:
                 await self.db[rtype].create_index([(TENANT, ASCENDING), *keys])
             await self.db[f"{rtype}_history"].create_index([(TENANT, ASCENDING), ("id", ASCENDING), ("v", DESCENDING)])
         await self.db[AUDIT].create_index([(TENANT, ASCENDING), ("when", DESCENDING)])
-        await self.db[AUDIT].create_index([(TENANT, ASCENDING), ("type", ASCENDING), ("id", ASCENDING), ("when", DESCENDING)])
+        await self.db[AUDIT].create_index(
+            [(TENANT, ASCENDING), ("type", ASCENDING), ("id", ASCENDING), ("when", DESCENDING)]
+        )
 
     async def is_empty(self) -> bool:
         for rtype in SERVED_RESOURCES:
@@ -153,7 +155,11 @@ class Store:
 
         def stage(rtype: str) -> list[dict[str, Any]]:
             keys = [self._key(id) for id in wanted[rtype]]
-            return [{"$match": {"_id": {"$in": keys}}}, {"$project": {"_search": 0, TENANT: 0}}, {"$addFields": {"_t": rtype}}]
+            return [
+                {"$match": {"_id": {"$in": keys}}},
+                {"$project": {"_search": 0, TENANT: 0}},
+                {"$addFields": {"_t": rtype}},
+            ]
 
         first, *rest = sorted(wanted)
         pipeline = stage(first) + [{"$unionWith": {"coll": t, "pipeline": stage(t)}} for t in rest]
@@ -261,7 +267,9 @@ class Store:
             async with self.client.start_session() as session, await session.start_transaction():
                 yield session
         except PyMongoError as exc:
-            if exc.has_error_label("TransientTransactionError") or exc.has_error_label("UnknownTransactionCommitResult"):
+            if exc.has_error_label("TransientTransactionError") or exc.has_error_label(
+                "UnknownTransactionCommitResult"
+            ):
                 raise errors.FinGateError(
                     errors.CONFLICT, "another write to the same resource won the race: read it again and retry"
                 ) from exc
@@ -275,7 +283,9 @@ class Store:
             async with self.transaction() as own:
                 yield own
 
-    async def insert(self, resource_type: str, resource: Resource, session: AsyncClientSession | None = None) -> Resource:
+    async def insert(
+        self, resource_type: str, resource: Resource, session: AsyncClientSession | None = None
+    ) -> Resource:
         """Store version 1 (the caller set `id` and `meta`); CONFLICT if the id is taken."""
         async with self._joined(session) as session:
             try:
@@ -303,7 +313,9 @@ class Store:
         """Replace the current version iff it is still `expected_version` (and status); else CONFLICT."""
         match = self._expected(resource["id"], expected_version, expected_status)
         async with self._joined(session) as session:
-            result = await self.db[resource_type].replace_one(match, self._stored(resource_type, resource), session=session)
+            result = await self.db[resource_type].replace_one(
+                match, self._stored(resource_type, resource), session=session
+            )
             if result.matched_count != 1:
                 raise errors.FinGateError(
                     errors.CONFLICT,
@@ -325,7 +337,9 @@ class Store:
         async with self._joined(session) as session:
             deleted = await self.db[resource_type].find_one_and_delete(match, {"_id": 1}, session=session)
             if deleted is None:
-                raise errors.FinGateError(errors.CONFLICT, f"{resource_type}/{id} changed since version {expected_version}")
+                raise errors.FinGateError(
+                    errors.CONFLICT, f"{resource_type}/{id} changed since version {expected_version}"
+                )
             await self.db[f"{resource_type}_history"].update_one(
                 {"_id": self._history_id(id, expected_version)},
                 {"$set": {"deleted": datetime.now(UTC)}},
