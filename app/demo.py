@@ -20,7 +20,7 @@ CENT = Decimal("0.01")
 
 _CLAIM_TYPE = "http://terminology.hl7.org/CodeSystem/claim-type"
 _PAYMENT_TYPE = "http://terminology.hl7.org/CodeSystem/payment-type"
-_SERVICES = [
+SERVICES = [  # (CPT code, display, unit price): shared with bench/data.py
     ("99213", "Office visit, established patient", Decimal("125.00")),
     ("85025", "Complete blood count", Decimal("42.50")),
     ("80053", "Comprehensive metabolic panel", Decimal("61.10")),
@@ -80,7 +80,7 @@ def demo_resources(seed: int = SEED) -> list[Resource]:
         items = []
         total = Decimal(0)
         for seq in range(1, rnd.randint(1, 3) + 1):
-            code, display, price = rnd.choice(_SERVICES)
+            code, display, price = rnd.choice(SERVICES)
             qty = rnd.randint(1, 3)
             net = price * qty
             total += net

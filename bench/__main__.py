@@ -29,13 +29,17 @@ def database(tmp: Path) -> Iterator[tuple[str, Path | None]]:
         yield db.uri, tmp / "db"
 
 
-async def _over_http(uri: str, env: workloads.Env, items: list[workloads.Workload], log: Path) -> dict[str, Any]:
-    served = server.start({"MONGODB_URI": uri, "FINGATE_DB": workloads.DB}, log)
+async def _over_http(
+    uri: str, env: workloads.Env, items: list[workloads.Workload], log: Path, compiled: bool
+) -> dict[str, Any]:
+    """`fingate serve` with FINGATE_COMPILED on or off: latency of `items`, W3 throughput, start-up and RSS."""
+    settings = {"MONGODB_URI": uri, "FINGATE_DB": workloads.DB, "FINGATE_COMPILED": str(compiled).lower()}
+    served = server.start(settings, log)
     try:
         out: dict[str, Any] = {
             w.name: await server.latency(served.url, server.body(w.query, w.variables), w.repeats) for w in items
         }
-        w3, sizes = items[2], env.sizes
+        w3, sizes = next(w for w in items if w.name == "W3"), env.sizes
         rps = await server.throughput(served.url, server.body(w3.query), sizes.throughput_requests, sizes.concurrency)
         out["throughput"] = {"rps": rps, "requests": sizes.throughput_requests, "concurrency": sizes.concurrency}
         out["server"] = {"ready_seconds": served.ready_seconds, "peak_rss_mb": server.peak_rss_mb(served.process.pid)}
@@ -51,14 +55,22 @@ async def measure(uri: str, sizes: workloads.Sizes, tmp: Path) -> dict[str, Any]
         results: dict[str, Any] = {w.name: await workloads.measure(env, w) for w in items}
         for name, counts in (await workloads.commands(env)).items():
             results[name]["commands"] = counts
-        http = await _over_http(uri, env, items, tmp / "serve.log")
+        for name, counts in (await workloads.commands(env, compiled=True)).items():
+            results[name]["commands_compiled"] = counts
+        # The graphql-core path over HTTP (FINGATE_COMPILED=false), then the default, compiled, server.
+        http = await _over_http(uri, env, items, tmp / "serve.log", compiled=False)
+        read_items = [w for w in items if w.name in workloads.COMPILED]
+        http_compiled = await _over_http(uri, env, read_items, tmp / "serve-compiled.log", compiled=True)
     finally:
         await workloads.close(env)
     for w in items:
         results[w.name]["http"] = http[w.name]
+        if w.name in http_compiled:
+            results[w.name]["http_compiled"] = http_compiled[w.name]
     results["W3"]["throughput"] = http["throughput"]
+    results["W3"]["throughput_compiled"] = http_compiled["throughput"]
     results["W5"] = await loading.w5(uri, sizes.w5)
-    return {"workloads": results, "server": http["server"]}
+    return {"workloads": results, "server": {**http["server"], "compiled": http_compiled["server"]}}
 
 
 def ready_embedded(data_dir: Path, tmp: Path) -> float:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from app.demo import SERVICES
+
 Resource = dict[str, Any]
 SEED = 5_2026
 CENT = Decimal("0.01")
@@ -19,15 +21,7 @@ _CPT = "http://www.ama-assn.org/go/cpt"
 _ICD10 = "http://hl7.org/fhir/sid/icd-10"
 _CLAIM_TYPE = "http://terminology.hl7.org/CodeSystem/claim-type"
 _ADJUDICATION = "http://terminology.hl7.org/CodeSystem/adjudication"
-_SERVICES = [
-    ("99213", "Office visit, established patient", Decimal("125.00")),
-    ("85025", "Complete blood count", Decimal("42.50")),
-    ("80053", "Comprehensive metabolic panel", Decimal("61.10")),
-    ("71046", "Chest X-ray, 2 views", Decimal("98.40")),
-    ("93000", "Electrocardiogram", Decimal("57.35")),
-    ("97110", "Therapeutic exercise, 15 min", Decimal("38.90")),
-    ("36415", "Routine venipuncture", Decimal("12.75")),
-]
+_SERVICES = [*SERVICES, ("36415", "Routine venipuncture", Decimal("12.75"))]
 _DIAGNOSES = [
     ("E11.9", "Type 2 diabetes mellitus"),
     ("I10", "Essential hypertension"),

@@ -12,16 +12,18 @@ from graphql import execute as graphql_execute
 from graphql import graphql, parse
 
 from app import validation
+from app.compiled import compiled_engine, with_compiled_execution
 from app.context import Context
 from app.fhirschema.build import schema as fingate_schema
 from app.store import Store
 from app.writes import Writer, now_instant
 from bench import baseline, data, queries
-from bench.timing import Stats, sample, sample_sync
+from bench.timing import sample, sample_sync
 
 Resource = dict[str, Any]
 DB = "fingate_bench"
 SIZES_DB = "fingate_bench_sizes"  # the 10/50/200 sets live apart, so they do not weigh on the timed scans
+COMPILED = ("W1", "W2", "W3")  # the read workloads, measured on both execution paths (issue 8); W4 is a mutation
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class Sizes:
 
 
 FULL = Sizes(
-    label="full", pool=200, w2_count=data.W2_COUNT, repeats=20, fast_repeats=200, w5=2500, throughput_requests=1000
+    label="full", pool=200, w2_count=data.W2_COUNT, repeats=20, fast_repeats=200, w5=10_000, throughput_requests=1000
 )
 QUICK = Sizes(label="quick", pool=20, w2_count=3, repeats=3, fast_repeats=5, w5=100, throughput_requests=40)
 
@@ -54,6 +56,12 @@ class Env:
     sizes: Sizes
     schema: Any = field(default_factory=fingate_schema)
     w1_selection: str = ""
+    compiled_schema: Any = None  # `schema` with compiled execution (app/compiled); `schema` is the graphql-core path
+
+    def __post_init__(self) -> None:
+        self.compiled_schema = with_compiled_execution(self.schema, True)
+        if compiled_engine(self.compiled_schema) is None:
+            raise RuntimeError("compiled execution is unavailable for FinGate's schema (see the server log warning)")
 
 
 @dataclass
@@ -106,13 +114,18 @@ async def close(env: Env) -> None:
 
 
 async def execute(
-    env: Env, query: str, variables: dict[str, Any] | None = None, store: Store | None = None
+    env: Env,
+    query: str,
+    variables: dict[str, Any] | None = None,
+    store: Store | None = None,
+    compiled: bool = False,
 ) -> tuple[Any, int]:
-    """FinGate's schema on a fresh request Context: (data, database commands sent)."""
+    """FinGate's schema (graphql-core path, or compiled) on a fresh request Context: (data, database commands sent)."""
     store = store or env.store
     before = store.commands.count
     context = Context(store, env.writer, "bench")
-    result = await env.schema.execute(query, variable_values=variables, context_value=context)
+    schema = env.compiled_schema if compiled else env.schema
+    result = await schema.execute(query, variable_values=variables, context_value=context)
     if result.errors:
         raise RuntimeError(f"FinGate answered errors: {result.errors}")
     return result.data, store.commands.count - before
@@ -153,15 +166,32 @@ def engine(env: Env, w: Workload) -> Any:
     return baseline.engine_schema(sdl, baseline.roots_for(w.found, w.listed), w.found)
 
 
-async def measure(env: Env, w: Workload) -> dict[str, Stats]:
-    """FinGate in-process and the three baselines, after checking (b) answers what FinGate answers."""
+async def _compiled(env: Env, w: Workload, answer: Any) -> dict[str, Any]:
+    """The compiled path's in-process samples, after checking it answers what the graphql-core path answers and
+    that it really ran compiled (no fallback): the plan-cache counts of the run are kept with the samples."""
+    stats = compiled_engine(env.compiled_schema).stats  # type: ignore[union-attr]
+    before = dict(stats)
+    compiled_answer, _ = await execute(env, w.query, w.variables, compiled=True)
+    if orjson.dumps(compiled_answer, default=str) != orjson.dumps(answer, default=str):
+        raise RuntimeError(f"{w.name}: the compiled path answers differently from the graphql-core path")
+    timed = await sample(lambda: execute(env, w.query, w.variables, compiled=True), w.repeats)
+    counts = {k: stats[k] - before.get(k, 0) for k in ("compiled", "fallback", "unsupported")}
+    if counts["compiled"] == 0 or counts["fallback"] or counts["unsupported"]:
+        raise RuntimeError(f"{w.name}: not answered by the compiled path: {counts}")
+    return {**timed, "paths": counts}
+
+
+async def measure(env: Env, w: Workload) -> dict[str, Any]:
+    """FinGate in-process on both paths and the three baselines, after checking (b) answers what FinGate answers."""
     answer, _ = await execute(env, w.query, w.variables)
     built = engine(env, w)
     floor = await graphql(built, w.query, variable_values=w.variables)
     if floor.errors or (w.name != "W4" and floor.data != answer):
         raise RuntimeError(f"{w.name}: baseline (b) differs from FinGate: {floor.errors}")
     document = parse(w.query)
+    compiled = {"in_process_compiled": await _compiled(env, w, answer)} if w.name in COMPILED else {}
     return {
+        **compiled,
         "in_process": await sample(lambda: execute(env, w.query, w.variables), w.repeats),
         "a": await sample(w.raw, w.repeats),
         "b": await sample(lambda: graphql(built, w.query, variable_values=w.variables), w.repeats),
@@ -170,14 +200,16 @@ async def measure(env: Env, w: Workload) -> dict[str, Stats]:
     }
 
 
-async def commands(env: Env) -> dict[str, dict[int, int]]:
+async def commands(env: Env, compiled: bool = False) -> dict[str, dict[int, int]]:
     """Database commands per query for W1 and W2 at every size: constant when references are batched per level."""
     out: dict[str, dict[int, int]] = {"W1": {}, "W2": {}}
     for k in data.SIZES:
-        _, out["W1"][k] = await execute(env, queries.w1(f"bench-w1-{k}", env.w1_selection), store=env.sizes_store)
-        _, out["W2"][k] = await execute(
-            env, queries.w2(f"Organization/bench-payer-{k}", data.W2_COUNT), store=env.sizes_store
+        w1, w2 = (
+            queries.w1(f"bench-w1-{k}", env.w1_selection),
+            queries.w2(f"Organization/bench-payer-{k}", data.W2_COUNT),
         )
+        _, out["W1"][k] = await execute(env, w1, store=env.sizes_store, compiled=compiled)
+        _, out["W2"][k] = await execute(env, w2, store=env.sizes_store, compiled=compiled)
     return out
 
 

@@ -13,6 +13,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 QUERY_WORKLOADS = ("W1", "W2", "W3", "W4")
 MEASURES = ("in_process", "http", "a", "b", "b_execute", "c")
+COMPILED_WORKLOADS = ("W1", "W2", "W3")  # measured on both execution paths (issue 8)
+PATH_ROWS = (
+    "FinGate in-process (graphql-core path)",
+    "FinGate in-process (compiled)",
+    "FinGate over HTTP (graphql-core path)",
+    "FinGate over HTTP (compiled)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +33,10 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "| W1 FinGate in-process |" in run.stdout
+    for name in COMPILED_WORKLOADS:
+        for label in PATH_ROWS:
+            assert f"| {name} {label} |" in run.stdout, f"no row {name} {label}"
+    assert "| W4 FinGate in-process (graphql-core path) |" in run.stdout
     return json.loads(out.read_text())  # type: ignore[no-any-return]
 
 
@@ -34,6 +44,16 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 def test_query_workload_has_every_measure(results: dict[str, Any], name: str) -> None:
     measured = results["workloads"][name]
     assert all(measured[key]["median_ms"] >= 0 and measured[key]["n"] > 0 for key in MEASURES)
+
+
+@pytest.mark.parametrize("name", COMPILED_WORKLOADS)
+def test_read_workload_is_measured_on_both_paths(results: dict[str, Any], name: str) -> None:
+    measured = results["workloads"][name]
+    for key in ("in_process", "in_process_compiled", "http", "http_compiled"):
+        assert measured[key]["median_ms"] > 0 and measured[key]["n"] > 0, key
+    # the compiled samples were answered by compiled plans, none handed back to graphql-core
+    assert measured["in_process_compiled"]["paths"]["compiled"] > 0
+    assert measured["in_process_compiled"]["paths"]["fallback"] == 0
 
 
 def test_load_workload_and_server_are_measured(results: dict[str, Any]) -> None:
@@ -46,13 +66,17 @@ def test_load_workload_and_server_are_measured(results: dict[str, Any]) -> None:
         "rules, reads and the write transaction",
     }
     assert results["workloads"]["W3"]["throughput"]["rps"] > 0
+    assert results["workloads"]["W3"]["throughput_compiled"]["rps"] > 0
     assert server["ready_seconds"] > 0 and server["peak_rss_mb"] > 0
+    assert server["compiled"]["ready_seconds"] > 0 and server["compiled"]["peak_rss_mb"] > 0
     assert {"nproc", "cpu", "date", "python", "versions"} <= set(results["machine"])
     assert len(results["targets"]) >= 6
+    assert any("compiled execution at least 10x faster" in v["target"] for v in results["targets"])
 
 
 @pytest.mark.parametrize("name", ["W1", "W2"])
-def test_database_commands_do_not_grow_with_allocations(results: dict[str, Any], name: str) -> None:
-    counts = results["workloads"][name]["commands"]
+@pytest.mark.parametrize("key", ["commands", "commands_compiled"])
+def test_database_commands_do_not_grow_with_allocations(results: dict[str, Any], name: str, key: str) -> None:
+    counts = results["workloads"][name][key]
     assert set(counts) == {"10", "50", "200"}
     assert len(set(counts.values())) == 1, f"{name} database commands per query grow with allocations: {counts}"
