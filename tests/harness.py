@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import time
 from decimal import Decimal
 from functools import cache
 from pathlib import Path
@@ -125,3 +128,23 @@ def json_with_decimals(value: Any) -> str:
     for key, digits in markers.items():
         text = text.replace(f'"{key}"', digits)
     return text
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_ready(port: int, server: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+    """Until `fingate serve` answers /readyz; fails with its log if it exits or takes too long."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert server.poll() is None, f"fingate serve exited with {server.returncode}:\n{log.read_text()}"
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"fingate serve was not ready within {timeout:.0f} s:\n{log.read_text()}")

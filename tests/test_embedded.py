@@ -7,15 +7,14 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from app.embedded import EmbeddedError, EmbeddedMongo
 from app.store import Store
+from tests.harness import free_port, wait_ready
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="tests the embedded database")
 
@@ -33,12 +32,6 @@ def secantus_pids(data_dir: Path) -> list[int]:
         if b"secantus" in b" ".join(cmdline) and str(data_dir.resolve()).encode() in cmdline:
             pids.append(int(proc.name))
     return pids
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_data_persists_across_restarts(tmp_path: Path) -> None:
@@ -75,25 +68,12 @@ def _serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
         )
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("fingate serve did not become ready")
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_serve_stops_the_database_on_signals(tmp_path: Path, signum: int) -> None:
     port = free_port()
     proc = _serve(tmp_path, port)
     try:
-        _wait_ready(port, proc, tmp_path / "serve.log")
+        wait_ready(port, proc, tmp_path / "serve.log", timeout=60)
         assert len(secantus_pids(tmp_path)) == 1
         proc.send_signal(signum)
         proc.wait(30)

@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.async_api import Page, async_playwright, expect
+
+from tests.harness import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("FINGATE_ARTIFACTS", ROOT / "artifacts"))
@@ -30,26 +29,6 @@ CHROMIUM_ARGS = [
 START_TIMEOUT = 180.0  # a first start loads the R5 examples and the demo data
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(base: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"fingate serve exited with {server.returncode}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"fingate serve was not ready within {START_TIMEOUT:.0f} s")
-
-
 def _stop(server: subprocess.Popen[bytes]) -> None:
     """SIGTERM lets fingate stop its embedded database; the process group is the fallback, so nothing is orphaned."""
     server.send_signal(signal.SIGTERM)
@@ -62,7 +41,7 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def fingate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
     env.update(
         FINGATE_DATA_DIR=str(tmp_path_factory.mktemp("fingate-data")),
@@ -70,7 +49,8 @@ def fingate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         FINGATE_LOG_LEVEL="warning",
     )
     fingate_bin = Path(sys.executable).with_name("fingate")
-    log = (tmp_path_factory.getbasetemp() / "fingate-serve.log").open("wb")
+    log_path = tmp_path_factory.getbasetemp() / "fingate-serve.log"
+    log = log_path.open("wb")
     server = subprocess.Popen(
         [str(fingate_bin), "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -78,7 +58,7 @@ def fingate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     base = f"http://127.0.0.1:{port}"
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
-        _wait_ready(base, server)
+        wait_ready(port, server, log_path, timeout=START_TIMEOUT)
         yield base
     finally:
         _stop(server)
