@@ -112,6 +112,12 @@ class Writer:
         reads: Any = None,
     ) -> Resource:
         old = await self._current(resource_type, id)
+        return await self._update(resource_type, old, resource, if_match, session=session, reads=reads)
+
+    async def _update(
+        self, resource_type: str, old: Resource, resource: Resource, if_match: str | None, *, session: Any, reads: Any
+    ) -> Resource:
+        id = old["id"]
         version = old["meta"]["versionId"]
         if if_match is not None and if_match != version:
             raise errors.FinGateError(
@@ -148,10 +154,10 @@ class Writer:
         old = await self.store.get(resource_type, id) if id else None
         if old is None:
             return "created", await self.create(resource_type, resource, keep_id=True, session=session, reads=reads)
-        if _without_meta(old) == _without_meta(validation.validate(resource_type, dict(resource))):
+        # Identical to what is stored (which was valid when stored): nothing to validate or write.
+        if _without_meta(old) == _without_meta({"resourceType": resource_type, **resource}):
             return "unchanged", old
-        stored = await self.update(resource_type, id, resource, session=session, reads=reads)  # type: ignore[arg-type]
-        return "updated", stored
+        return "updated", await self._update(resource_type, old, resource, None, session=session, reads=reads)
 
     async def _current(self, resource_type: str, id: str) -> Resource:
         old = await self.store.get(resource_type, id)
