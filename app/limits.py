@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Hashable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 import orjson
 from graphql import (
+    ArgumentNode,
+    DocumentNode,
     FieldNode,
     FragmentDefinitionNode,
     FragmentSpreadNode,
@@ -27,8 +29,9 @@ from graphql import (
     get_nullable_type,
     is_list_type,
     validate,
+    visit,
 )
-from graphql.language import Lexer, Source, TokenKind
+from graphql.language import Lexer, Source, TokenKind, Visitor
 from graphql.validation import NoSchemaIntrospectionCustomRule
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
@@ -224,6 +227,53 @@ def limit_rules(limits: Limits, variables: dict[str, Any] | None) -> list[type[V
     return [rule] if limits.introspection else [rule, NoSchemaIntrospectionCustomRule]
 
 
+class _Passed:
+    """The operations found within limits, so a repeated query is not walked again (the walk of a
+    billing screen's query costs milliseconds). The verdict depends on the schema, the query text,
+    the limits and the integer values of the variables given as `_count`; nothing else."""
+
+    MAX = 2048
+
+    def __init__(self) -> None:
+        self._count_variables: dict[str, tuple[str, ...]] = {}
+        self._passed: set[Hashable] = set()
+
+    def key(self, ec: Any, limits: Limits) -> Hashable:
+        query = ec.query
+        names = self._count_variables.get(query)
+        if names is None:
+            if len(self._count_variables) >= self.MAX:
+                self._count_variables.clear()
+            names = self._count_variables[query] = _count_variables(ec.graphql_document)
+        variables = ec.variables or {}
+        counts = tuple(v if type(v) is int else None for v in map(variables.get, names))
+        return (ec.schema._schema, query, limits, counts)
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._passed
+
+    def add(self, key: Hashable) -> None:
+        if len(self._passed) >= self.MAX:
+            self._passed.clear()
+        self._passed.add(key)
+
+
+def _count_variables(document: DocumentNode) -> tuple[str, ...]:
+    """The variables the document passes as `_count`: the only variables the cost depends on."""
+    names: set[str] = set()
+
+    class _Counts(Visitor):
+        def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
+            if node.name.value == "_count" and isinstance(node.value, VariableNode):
+                names.add(node.value.name.value)
+
+    visit(document, _Counts())
+    return tuple(sorted(names))
+
+
+_PASSED = _Passed()
+
+
 class QueryLimits(SchemaExtension):
     """Runs the limit rules once the document is otherwise valid (after `ValidationCache`)."""
 
@@ -235,9 +285,16 @@ class QueryLimits(SchemaExtension):
             assert ec.graphql_document is not None
             ec.pre_execution_errors = validate_document(ec.schema._schema, ec.graphql_document, ec.validation_rules)
         if not ec.pre_execution_errors and ec.graphql_document is not None:
-            rules = limit_rules(_limits_of(ec), ec.variables)
-            found = validate(ec.schema._schema, ec.graphql_document, rules)
-            if found:  # limit errors carry QUERY_TOO_COMPLEX; graphql-core's introspection rule's are FORBIDDEN
+            limits = _limits_of(ec)
+            key = _PASSED.key(ec, limits) if ec.query else None
+            if key is not None and key in _PASSED:
+                found = []
+            else:
+                found = validate(ec.schema._schema, ec.graphql_document, limit_rules(limits, ec.variables))
+            if not found:
+                if key is not None:
+                    _PASSED.add(key)
+            else:  # limit errors carry QUERY_TOO_COMPLEX; graphql-core's introspection rule's are FORBIDDEN
                 ec.pre_execution_errors = [
                     e
                     if e.original_error

@@ -112,6 +112,21 @@ async def test_limits(
         assert "FINGATE_" in result["errors"][0]["message"]  # says which setting to change
 
 
+async def test_a_query_that_passed_is_checked_again_with_other_counts(store: Store) -> None:
+    """The verdicts are cached per query text, limits and `_count` variables: nothing else may reuse one."""
+    query = (
+        "query($n: Int, $m: Int) { ClaimList(_count: $n) "
+        "{ PaymentReconciliationList(_reference: allocation_target, _count: $m) { id } } }"
+    )
+    async with client_for(store) as c:
+        for _ in range(2):
+            assert error_codes(await gql(c, query, {"n": 10, "m": 10})) == []
+        assert error_codes(await gql(c, query, {"n": 1000, "m": 100})) == ["QUERY_TOO_COMPLEX"]
+        assert error_codes(await gql(c, query, {"n": 10, "m": 10, "other": 1})) == []
+    async with client_for(store, settings=Settings(max_cost=50)) as c:  # the same text under other limits
+        assert error_codes(await gql(c, query, {"n": 10, "m": 10})) == ["QUERY_TOO_COMPLEX"]
+
+
 def test_nested_builds_what_it_says() -> None:
     assert [_depth(nested(n)) for n in (12, 14)] == [12, 14]
 
