@@ -29,6 +29,7 @@ from strawberry.types import ExecutionResult
 from app import auth, errors
 from app.apq import PersistedQueries
 from app.caching import ConditionalGET
+from app.compiled import with_compiled_execution
 from app.context import Context
 from app.explorer import STATIC_DIR, STATIC_PATH, explorer_page
 from app.limits import DEFAULT_LIMITS, BodyLimit, Limits, within
@@ -86,13 +87,10 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
 class FinGateGraphQL(GraphQL):  # type: ignore[type-arg]
     """Strawberry's ASGI view with FinGate's context, JSON and error format."""
 
-    def __init__(self, schema: Any, store: Store, persisted_queries: PersistedQueries) -> None:
-        # -- compiled execution (issue 8, app/compiled): with FINGATE_COMPILED on, a copy of the schema
-        # whose execute step runs compiled plans for plain-data queries; the schema itself when off.
-        from app.compiled import with_compiled_execution
-
-        super().__init__(with_compiled_execution(schema), graphql_ide="graphiql", allow_queries_via_get=True)
-        # -- end compiled execution --
+    def __init__(self, schema: Any, store: Store, persisted_queries: PersistedQueries, compiled: bool) -> None:
+        # With FINGATE_COMPILED on, a copy of the schema whose execute step runs compiled plans for
+        # plain-data queries (issue 8, app/compiled); the schema itself when off.
+        super().__init__(with_compiled_execution(schema, compiled), graphql_ide="graphiql", allow_queries_via_get=True)
         self.store = store
         self.writer = Writer(store)
         self.persisted_queries = persisted_queries
@@ -216,7 +214,7 @@ def create_app(
         schema = build_schema()
     settings = settings or Settings()
     persisted_queries = PersistedQueries(store, schema._schema, allowlist=settings.apq_allowlist)
-    graphql_app = FinGateGraphQL(schema, store, persisted_queries)
+    graphql_app = FinGateGraphQL(schema, store, persisted_queries, settings.compiled)
     graphql_app.limits = Limits.from_settings(settings)
     authenticator = auth.authenticator(settings)
     graphql_endpoint: ASGIApp = ConditionalGET(graphql_app, settings.cache_control)
