@@ -91,6 +91,7 @@ class Context:
         self.request_id = request_id
         self.limits = limits  # app.limits.Limits, read by the QueryLimits extension
         self._resources: DataLoader[tuple[str, str], Resource | None] = DataLoader(self._load_resources)
+        self._found: dict[tuple[str, str], Resource | None] = {}  # every resource read, for both paths
         self._reverse: DataLoader[tuple[Any, ...], list[Resource]] = DataLoader(self._load_reverse)
 
     # -- batch functions: one database command per execution level -----------------------
@@ -98,9 +99,15 @@ class Context:
     async def _load_resources(self, keys: list[tuple[str, str]]) -> list[Resource | None]:
         by_type: dict[str, list[str]] = defaultdict(list)
         for rtype, id in keys:
-            by_type[rtype].append(id)
-        found = await self.store.get_by_type(by_type)
-        return [_link_contained(r) if (r := found.get(key)) and "contained" in r else r for key in keys]
+            if (rtype, id) not in self._found:
+                by_type[rtype].append(id)
+        if by_type:
+            found = await self.store.get_by_type(by_type)
+            for rtype, ids in by_type.items():
+                for id in ids:
+                    r = found.get((rtype, id))
+                    self._found[rtype, id] = _link_contained(r) if r and "contained" in r else r
+        return [self._found[key] for key in keys]
 
     async def _load_reverse(self, keys: list[tuple[Any, ...]]) -> list[list[Resource]]:
         groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
@@ -139,6 +146,24 @@ class Context:
             return None
         self._allow(parsed[0], READ)
         return await self._resources.load(parsed)
+
+    async def resolve_many(self, references: list[Resource]) -> list[Resource | None]:
+        """`resolve` of each reference, in one await: what the compiled path runs for a whole level."""
+        out: list[Resource | None] = [None] * len(references)
+        at, keys = [], []
+        for i, reference in enumerate(references):
+            if _CONTAINED in reference:
+                out[i] = reference[_CONTAINED]
+                continue
+            parsed = local_reference(reference)
+            if parsed is not None:
+                self._allow(parsed[0], READ)
+                at.append(i)
+                keys.append(parsed)
+        if keys:
+            for i, found in zip(at, await self._load_resources(keys), strict=True):
+                out[i] = found
+        return out
 
     async def search(
         self, resource_type: str, params: dict[str, str], count: int | None, offset: int | None, sort: str | None

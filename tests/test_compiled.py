@@ -16,9 +16,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.compiled import compiled_engine, with_compiled_execution
+from app.settings import Settings
 from app.store import Store
 from tests.harness import client_for, schema
 from tests.test_read_api import TRAVERSAL, _reconciliation_with
+from tests.tokens import SECRET, post, token
 
 # The slice of the schema the random operations walk: the billing path and what it points at.
 ROOT_TYPES = ["PaymentReconciliation", "Claim", "ClaimResponse", "Patient", "Coverage", "Organization"]
@@ -106,11 +108,8 @@ async def world(demo_store: Store) -> World:
 
 @pytest.fixture(scope="module")
 async def clients(demo_store: Store, world: World) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient]]:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("FINGATE_COMPILED", "true")
-        compiled = client_for(demo_store)
-        env.setenv("FINGATE_COMPILED", "false")
-        reference = client_for(demo_store)
+    compiled = client_for(demo_store, settings=Settings(compiled=True))
+    reference = client_for(demo_store, settings=Settings(compiled=False))
     async with compiled, reference:
         yield compiled, reference
 
@@ -353,6 +352,26 @@ async def test_compiled_traversal_keeps_commands_at_levels(
     assert demo_store.commands.count - before <= 3  # the reconciliation; Claims + ClaimResponses; Patients
     assert engine.stats["compiled"] == compiled_before + 1
     assert len(response.json()["data"]["PaymentReconciliation"]["allocation"]) == 60
+
+
+async def test_scopes_are_checked_per_reference_as_on_the_reference_path(demo_store: Store) -> None:
+    """A caller who may read Claims but not ClaimResponses: FORBIDDEN at each response path, the rest answered."""
+    pid = await _reconciliation_with(demo_store, 3)
+    query = (
+        "query($id: ID!) { PaymentReconciliation(id: $id) { allocation { "
+        "target { resource { ... on Claim { id } } } response { resource { ... on ClaimResponse { id } } } } } }"
+    )
+    tok = token(scope="user/PaymentReconciliation.r user/Claim.r", tenant=demo_store.tenant)
+    engine = _engine()
+    fallbacks = engine.stats["fallback"]
+    answers = []
+    for compiled in (True, False):
+        async with client_for(demo_store, settings=Settings(jwt_secret=SECRET, compiled=compiled)) as client:
+            answers.append((await post(client, query, tok, {"id": pid})).content)
+    assert answers[0] == answers[1]
+    assert answers[0].count(b'"FORBIDDEN"') == 3, answers[0]
+    assert answers[0].count(b'"__typename"') == 0 and answers[0].count(b'"id":"') == 3  # the three Claims
+    assert engine.stats["fallback"] == fallbacks + 1
 
 
 def test_the_setting_turns_it_off() -> None:

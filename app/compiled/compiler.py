@@ -35,11 +35,14 @@ from graphql.execution.collect_fields import FieldDetails, collect_fields, colle
 from graphql.language import DirectiveNode, DocumentNode, OperationDefinitionNode, Visitor
 
 from app.fhirschema.naming import JSON_NAMES
-from app.fhirschema.resolvers import resolve_data_field
+from app.fhirschema.resolvers import BATCHED, BatchResolver, resolve_data_field
+from app.fhirschema.scalars import serialize_decimal
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 # Leaf types whose common Python value is already the serialized value: `type(v) is <class>`.
 _FAST_LEAVES = {"String": "str", "ID": "str", "Int": "int", "Boolean": "bool"}
+# Leaf serializers that return a value or raise, never None: called as they are (a raise is a Fallback).
+_DIRECT_LEAVES = {"Decimal": serialize_decimal}
 
 
 class Fallback(Exception):  # noqa: N818 - a signal, not an error
@@ -64,6 +67,7 @@ class ResolverField:
     field_def: GraphQLField
     details: list[FieldDetails]
     has_args: bool
+    batch: BatchResolver | None  # its batch form (app.fhirschema.resolvers.BATCHED): one call per level
     complete: Callable[[Any, list[Any]], Any] = _fallback  # set once its completer is generated
 
 
@@ -218,13 +222,16 @@ class _Compiler:
         if field_def.resolve is None:
             raise Unsupported("a field without resolver")
         node = details[0].node
+        has_args = bool(field_def.args or node.arguments)
+        base = field_def.extensions["strawberry-definition"].base_resolver
         rf = ResolverField(
             index=len(self.fields),
             key=response_key,
             resolve=field_def.resolve,
             field_def=field_def,
             details=details,
-            has_args=bool(field_def.args or node.arguments),
+            has_args=has_args,
+            batch=None if has_args else BATCHED.get(base.wrapped_func),
         )
         self.fields.append(rf)
         self.pending.append((rf, field_def.type))
@@ -245,6 +252,8 @@ class _Compiler:
 
     def _present(self, type_: GraphQLOutputType, details: list[FieldDetails], v: str, nullable: bool) -> str:
         """Completion of a value known not to be None (except for fast leaves, which check it)."""
+        if isinstance(type_, GraphQLScalarType) and _DIRECT_LEAVES.get(type_.name) is type_.coerce_output_value:
+            return f"{self._bind('S', type_.coerce_output_value)}({v})"
         if isinstance(type_, GraphQLScalarType | GraphQLEnumType):
             slow = self._bind("L", _leaf(type_))
             fast = _FAST_LEAVES.get(type_.name) if isinstance(type_, GraphQLScalarType) else None

@@ -40,7 +40,7 @@ def _arguments(field: ResolverField, executor: Any) -> dict[str, Any]:
         raise Fallback from None
 
 
-def _close(pending: list[tuple[int, Any]]) -> None:
+def _close(pending: list[tuple[Any, Any]]) -> None:
     """Never-awaited resolver coroutines would warn: close them before falling back."""
     for _, awaitable in pending:
         close = getattr(awaitable, "close", None)
@@ -57,9 +57,14 @@ async def execute(plan: Plan, executor: Any, context: Any, root_value: Any) -> d
     while queue:
         level, queue = queue, []
         results: list[Any] = [None] * len(level)
-        awaiting: list[tuple[int, Any]] = []
+        # Each awaitable with the level's items it answers: one item (a resolver), or a list (a batch resolver).
+        awaiting: list[tuple[int | list[int], Any]] = []
+        batched: dict[Any, list[int]] = {}
         try:
             for i, (field, _, source) in enumerate(level):
+                if field.batch is not None:
+                    batched.setdefault(field.batch, []).append(i)
+                    continue
                 kwargs = arguments.get(field.index)
                 if kwargs is None:
                     kwargs = arguments[field.index] = _arguments(field, executor)
@@ -68,16 +73,35 @@ async def execute(plan: Plan, executor: Any, context: Any, root_value: Any) -> d
                     awaiting.append((i, result))
                 else:
                     results[i] = result
+            for batch, items in batched.items():
+                awaiting.append((items, batch(context, [level[i][2] for i in items])))
         except Exception:
             _close(awaiting)
             raise Fallback from None
         if awaiting:
-            # One gather per level: the Context's DataLoaders see every key of the level in one tick.
-            done = await asyncio.gather(*(a for _, a in awaiting), return_exceptions=True)
-            for (i, _), value in zip(awaiting, done, strict=True):
-                if isinstance(value, BaseException):
-                    raise Fallback
-                results[i] = value
-        for (field, target, _), value in zip(level, results, strict=True):
-            target[field.key] = field.complete(value, queue)
+            await _settle(awaiting, results)
+        try:
+            for (field, target, _), value in zip(level, results, strict=True):
+                target[field.key] = field.complete(value, queue)
+        except Exception:  # Fallback, or a leaf serializer's error: graphql-core reports it
+            raise Fallback from None
     return data
+
+
+async def _settle(awaiting: list[tuple[int | list[int], Any]], results: list[Any]) -> None:
+    """Awaits one level's resolvers together, so the Context's DataLoaders see every key of the level at once."""
+    if len(awaiting) == 1:  # the common case, one batch per level: no Task to create
+        try:
+            done = [await awaiting[0][1]]
+        except Exception:
+            raise Fallback from None
+    else:
+        done = await asyncio.gather(*(a for _, a in awaiting), return_exceptions=True)
+    for (items, _), value in zip(awaiting, done, strict=True):
+        if isinstance(value, BaseException):
+            raise Fallback
+        if isinstance(items, int):
+            results[items] = value
+        else:
+            for i, found in zip(items, value, strict=True):
+                results[i] = found

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from app import errors
@@ -13,6 +13,11 @@ _SERVED = frozenset(SERVED_RESOURCES)
 Resource = dict[str, Any]  # plain FHIR JSON, as app.context returns it
 
 Resolver = Callable[..., Any]
+BatchResolver = Callable[[Any, list[Any]], Awaitable[list[Any]]]
+
+BATCHED: dict[Resolver, BatchResolver] = {}
+"""Resolvers with a batch form `(context, roots) -> results`: the compiled path (app/compiled) calls it
+once per level with every root of the level, where the resolver itself would run once per root."""
 
 
 def search_params(arg_codes: Mapping[str, str], args: Mapping[str, Any]) -> dict[str, str]:
@@ -70,15 +75,20 @@ def reverse(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
     return resolve
 
 
+def _served(found: Resource | None) -> Resource | None:
+    return found if found is not None and found.get("resourceType") in _SERVED else None
+
+
 def reference_resource() -> Resolver:
     """`Reference.resource`: the target when it is a served resource, else null (never an error)."""
 
     async def resolve(root: Resource, info: Any) -> Resource | None:
-        found = await info.context.resolve(root)
-        if found is None or found.get("resourceType") not in _SERVED:
-            return None
-        return found
+        return _served(await info.context.resolve(root))
 
+    async def resolve_all(context: Any, roots: list[Resource]) -> list[Resource | None]:
+        return [_served(found) for found in await context.resolve_many(roots)]
+
+    BATCHED[resolve] = resolve_all
     return resolve
 
 

@@ -68,6 +68,8 @@ def _decimal_from_python(value: object) -> Decimal:
 
 def serialize_decimal(value: object) -> str:
     """Output: the exact digits as a string (`Decimal('100.10')` -> `"100.10"`)."""
+    if value.__class__ is Decimal and value.is_finite():  # type: ignore[attr-defined]  # what the store returns
+        return str(value)
     return str(_decimal_from_python(value))
 
 
