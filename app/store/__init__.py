@@ -147,26 +147,29 @@ class Store:
     async def get_by_type(self, ids_by_type: dict[str, list[str]]) -> dict[tuple[str, str], Resource]:
         """Any number of resources of any types in ONE command ({(type, id): resource} of those found).
 
-        Several types are read with `$unionWith`, so a level of reference traversal is one round trip.
+        A database-level aggregate: `$documents` lists the wanted keys, one `$lookup` per type joins
+        each key to its document by `_id`. Both MongoDB and SecantusDB answer a `$lookup` on `_id`
+        from the `_id` index; `$unionWith`, the other one-command form, makes SecantusDB decode the
+        whole foreign collection (its `$unionWith` stage scans), so a level's cost grew with the data.
         """
         wanted = {t: list(dict.fromkeys(ids)) for t, ids in ids_by_type.items() if ids}
         if not wanted:
             return {}
-
-        def stage(rtype: str) -> list[dict[str, Any]]:
-            keys = [self._key(id) for id in wanted[rtype]]
-            return [
-                {"$match": {"_id": {"$in": keys}}},
-                {"$project": {"_search": 0, TENANT: 0}},
-                {"$addFields": {"_t": rtype}},
-            ]
-
-        first, *rest = sorted(wanted)
-        pipeline = stage(first) + [{"$unionWith": {"coll": t, "pipeline": stage(t)}} for t in rest]
+        types = sorted(wanted)
+        keys = [{"t": t, f"k{n}": self._key(id)} for n, t in enumerate(types) for id in wanted[t]]
+        hidden = {"$project": {"_id": 0, "_search": 0, TENANT: 0}}
+        pipeline: list[dict[str, Any]] = [{"$documents": keys}]
+        pipeline += [
+            {"$lookup": {"from": t, "localField": f"k{n}", "foreignField": "_id", "as": f"r{n}", "pipeline": [hidden]}}
+            for n, t in enumerate(types)
+        ]
+        pipeline += [
+            {"$project": {"t": 1, "r": {"$concatArrays": [f"$r{n}" for n in range(len(types))]}}},
+            {"$unwind": "$r"},
+            {"$replaceWith": {"$mergeObjects": ["$r", {"_t": "$t"}]}},
+        ]
         out = {}
-        cursor = await self.db[first].aggregate(pipeline, batchSize=sum(map(len, wanted.values())) + 1)
-        async for doc in cursor:
-            doc.pop("_id")
+        async for doc in await self.db.aggregate(pipeline, batchSize=len(keys) + 1):
             out[(doc.pop("_t"), doc["id"])] = doc
         return out
 
