@@ -274,16 +274,41 @@ def _count_variables(document: DocumentNode) -> tuple[str, ...]:
 _PASSED = _Passed()
 
 
+class _Validated:
+    """The standard validation's errors per (schema, query text, rules). Strawberry's `ValidationCache` keys
+    on the document itself, and a graphql-core AST hashes its every node on each lookup (milliseconds for a
+    billing screen's query); the text is the same key, since the parser cache maps one text to one document."""
+
+    MAX = 2048
+
+    def __init__(self) -> None:
+        self._errors: dict[Hashable, list[GraphQLError]] = {}
+
+    def errors(self, ec: Any) -> list[GraphQLError]:
+        from strawberry.schema.schema import validate_document
+
+        assert ec.graphql_document is not None
+        if not ec.query:
+            return validate_document(ec.schema._schema, ec.graphql_document, ec.validation_rules)  # type: ignore[no-any-return]
+        key = (ec.schema._schema, ec.query, tuple(ec.validation_rules))
+        found = self._errors.get(key)
+        if found is None:
+            if len(self._errors) >= self.MAX:
+                self._errors.clear()
+            found = self._errors[key] = validate_document(ec.schema._schema, ec.graphql_document, ec.validation_rules)
+        return found
+
+
+_VALIDATED = _Validated()
+
+
 class QueryLimits(SchemaExtension):
-    """Runs the limit rules once the document is otherwise valid (after `ValidationCache`)."""
+    """Validates the document (cached per query text), then runs the limit rules once it is valid."""
 
     def on_validate(self) -> Iterator[None]:
         ec = self.execution_context
         if ec.pre_execution_errors is None:
-            from strawberry.schema.schema import validate_document
-
-            assert ec.graphql_document is not None
-            ec.pre_execution_errors = validate_document(ec.schema._schema, ec.graphql_document, ec.validation_rules)
+            ec.pre_execution_errors = _VALIDATED.errors(ec)
         if not ec.pre_execution_errors and ec.graphql_document is not None:
             limits = _limits_of(ec)
             key = _PASSED.key(ec, limits) if ec.query else None

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import strawberry
 from strawberry.annotation import StrawberryAnnotation
-from strawberry.extensions import ParserCache, ValidationCache
+from strawberry.extensions import ParserCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types.base import StrawberryList, StrawberryOptional
 from strawberry.types.field import StrawberryField
@@ -161,9 +161,9 @@ class _Builder:
                 default_resolver=resolvers.resolve_data_field,
                 scalar_map=scalar_map(),
             ),
-            # Classes: Strawberry makes one per request, and their LRU caches are module-wide.
-            # TokenLimit before the parser, QueryLimits after the (cached) standard validation.
-            extensions=[TokenLimit, ParserCache, ValidationCache, QueryLimits],
+            # Classes: Strawberry makes one per request, and their caches are module-wide.
+            # TokenLimit before the parser; QueryLimits validates (cached per query text), then checks limits.
+            extensions=[TokenLimit, ParserCache, QueryLimits],
         )
 
     # --- object and input types ------------------------------------------------------------
