@@ -170,7 +170,7 @@ class _Compiler:
             body.append("    g = s.get")
         items: list[str] = []
         queued: list[str] = []
-        for i, (response_key, details) in enumerate(grouped.items()):
+        for response_key, details in grouped.items():
             field_name = details[0].node.name.value
             if field_name == "__typename":
                 items.append(f"{response_key!r}: {type_.name!r}")
@@ -188,9 +188,8 @@ class _Compiler:
                 continue
             if name == "root":
                 raise Unsupported("a plain data field on the root type")
-            body.append(f"    v = g({key!r})")
-            body.append(f"    a{i} = {self._value(field_def.type, details, 'v')}")
-            items.append(f"{response_key!r}: a{i}")
+            # The dict literal reads each field where its completion first needs it: `(v := g(key))`.
+            items.append(f"{response_key!r}: {self._value(field_def.type, details, 'v', f'(v := g({key!r}))')}")
         if queued:
             body.append("    r = {" + ", ".join(items) + "}")
             body.extend(queued)
@@ -239,31 +238,36 @@ class _Compiler:
 
     # -- values ------------------------------------------------------------------------------
 
-    def _value(self, type_: GraphQLOutputType, details: list[FieldDetails], v: str) -> str:
-        """An expression completing the value in variable `v` as graphql-core's complete_value would."""
-        if isinstance(type_, GraphQLNonNull):
-            return self._non_null(type_.of_type, details, v)
-        return f"(None if {v} is None else {self._present(type_, details, v, nullable=True)})"
+    def _value(self, type_: GraphQLOutputType, details: list[FieldDetails], v: str, first: str = "") -> str:
+        """An expression completing the value in variable `v` as graphql-core's complete_value would.
 
-    def _non_null(self, type_: GraphQLOutputType, details: list[FieldDetails], v: str) -> str:
-        if isinstance(type_, GraphQLScalarType) and type_.name in _FAST_LEAVES:
-            return self._present(type_, details, v, nullable=False)
-        return f"(_fb() if {v} is None else {self._present(type_, details, v, nullable=False)})"
+        `first`, when given, is what the expression evaluates first instead of `v`: a walrus reading the value.
+        """
+        first = first or v
+        nullable = not isinstance(type_, GraphQLNonNull)
+        inner = type_ if nullable else type_.of_type  # type: ignore[union-attr]
+        if isinstance(inner, GraphQLScalarType) and inner.name in _FAST_LEAVES:
+            return self._fast_leaf(inner, v, first, nullable)
+        if nullable:
+            return f"(None if {first} is None else {self._present(inner, details, v)})"
+        return f"(_fb() if {first} is None else {self._present(inner, details, v)})"
 
-    def _present(self, type_: GraphQLOutputType, details: list[FieldDetails], v: str, nullable: bool) -> str:
-        """Completion of a value known not to be None (except for fast leaves, which check it)."""
+    def _fast_leaf(self, type_: GraphQLScalarType, v: str, first: str, nullable: bool) -> str:
+        """The common value passes as it is (`type(v) is str`); anything else, None included, is completed
+        by graphql-core's serializer (which refuses a None in a non-null position: a fallback)."""
+        fast, slow = _FAST_LEAVES[type_.name], self._bind("L", _leaf(type_))
+        check = f"{first}.__class__ is {fast}"
+        if fast == "int":
+            check += f" and {_INT_MIN} <= {v} <= {_INT_MAX}"
+        otherwise = f"(None if {v} is None else {slow}({v}))" if nullable else f"{slow}({v})"
+        return f"({v} if {check} else {otherwise})"
+
+    def _present(self, type_: GraphQLOutputType, details: list[FieldDetails], v: str) -> str:
+        """Completion of a value known not to be None."""
         if isinstance(type_, GraphQLScalarType) and _DIRECT_LEAVES.get(type_.name) is type_.coerce_output_value:
             return f"{self._bind('S', type_.coerce_output_value)}({v})"
         if isinstance(type_, GraphQLScalarType | GraphQLEnumType):
-            slow = self._bind("L", _leaf(type_))
-            fast = _FAST_LEAVES.get(type_.name) if isinstance(type_, GraphQLScalarType) else None
-            if fast is None:
-                return f"{slow}({v})"
-            check = f"{v}.__class__ is {fast}"
-            if fast == "int":
-                check += f" and {_INT_MIN} <= {v} <= {_INT_MAX}"
-            # A None reaching a non-null fast leaf goes to the slow path, which falls back.
-            return f"({v} if {check} else {slow}({v}))"
+            return f"{self._bind('L', _leaf(type_))}({v})"
         if isinstance(type_, GraphQLList):
             fn = self._name("l")
             item = self._value(type_.of_type, details, "x")
