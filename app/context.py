@@ -150,14 +150,16 @@ class Context:
     async def resolve_many(self, references: list[Resource]) -> list[Resource | None]:
         """`resolve` of each reference, in one await: what the compiled path runs for a whole level."""
         out: list[Resource | None] = [None] * len(references)
-        at, keys = [], []
+        at, keys, allowed = [], [], set()
         for i, reference in enumerate(references):
             if _CONTAINED in reference:
                 out[i] = reference[_CONTAINED]
                 continue
             parsed = local_reference(reference)
             if parsed is not None:
-                self._allow(parsed[0], READ)
+                if parsed[0] not in allowed:
+                    self._allow(parsed[0], READ)
+                    allowed.add(parsed[0])
                 at.append(i)
                 keys.append(parsed)
         if keys:

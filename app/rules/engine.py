@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any, Protocol
 
 from app.errors import STATUS_RULE, FinGateError, outcome_issue
@@ -41,9 +42,14 @@ _SERVED = frozenset(SERVED_RESOURCES)
 
 def local_reference(reference: Any) -> tuple[str, str] | None:
     """`(type, id)` when a Reference dict points at a served resource on this server, else None."""
-    if not isinstance(reference, dict) or not isinstance(reference.get("reference"), str):
+    if not isinstance(reference, dict) or not isinstance(text := reference.get("reference"), str):
         return None
-    m = _LOCAL_REFERENCE.fullmatch(reference["reference"])
+    return _local(text) if len(text) <= 200 else None  # longer than any `Type/id/_history/v`
+
+
+@lru_cache(maxsize=16_384)  # a billing list parses the same few hundred references on every request
+def _local(text: str) -> tuple[str, str] | None:
+    m = _LOCAL_REFERENCE.fullmatch(text)
     if m is None or m.group(1) not in _SERVED:
         return None
     return m.group(1), m.group(2)
