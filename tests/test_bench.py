@@ -12,7 +12,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 QUERY_WORKLOADS = ("W1", "W2", "W3", "W4")
-MEASURES = ("in_process", "http", "a", "b", "b_execute", "c")
+MEASURES = ("in_process", "http", "a", "b", "c")
+EXECUTION = ("exec_compiled", "exec", "b_execute", "b_graphql")  # on pre-fetched data, sampled in turns
 COMPILED_WORKLOADS = ("W1", "W2", "W3")  # measured on both execution paths (issue 8)
 PATH_ROWS = (
     "FinGate in-process (graphql-core path)",
@@ -36,6 +37,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     for name in COMPILED_WORKLOADS:
         for label in PATH_ROWS:
             assert f"| {name} {label} |" in run.stdout, f"no row {name} {label}"
+        assert f"| {name} execution on pre-fetched data: FinGate (compiled) |" in run.stdout
     assert "| W4 FinGate in-process (graphql-core path) |" in run.stdout
     return json.loads(out.read_text())  # type: ignore[no-any-return]
 
@@ -51,6 +53,8 @@ def test_read_workload_is_measured_on_both_paths(results: dict[str, Any], name: 
     measured = results["workloads"][name]
     for key in ("in_process", "in_process_compiled", "http", "http_compiled"):
         assert measured[key]["median_ms"] > 0 and measured[key]["n"] > 0, key
+    for key in EXECUTION:
+        assert measured["execution"][key]["median_ms"] > 0 and measured["execution"][key]["n"] > 0, key
     # the compiled samples were answered by compiled plans, none handed back to graphql-core
     assert measured["in_process_compiled"]["paths"]["compiled"] > 0
     assert measured["in_process_compiled"]["paths"]["fallback"] == 0
