@@ -30,7 +30,6 @@ from app.store import search
 
 Resource = dict[str, Any]
 _BUILTIN = {"String", "Int", "Float", "Boolean", "ID"}
-_HIDDEN = {"_search": 0}
 
 
 class _Trim:
@@ -186,19 +185,19 @@ class RawMongo:
                         wanted[parsed[0]].add(self.keys[parsed])
         out = []
         for rtype, keys in wanted.items():
-            out += [d async for d in self.db[rtype].find({"_id": {"$in": list(keys)}}, _HIDDEN)]
+            out += [d async for d in self.db[rtype].find({"_id": {"$in": list(keys)}})]
         return out
 
     async def w1(self, id: str) -> list[Resource]:
         reconciliation = await self.db["PaymentReconciliation"].find_one(
-            {"_id": self.keys["PaymentReconciliation", id]}, _HIDDEN
+            {"_id": self.keys["PaymentReconciliation", id]}
         )
         assert reconciliation is not None
         return [reconciliation, *await self._settled([reconciliation])]
 
     async def w2(self, payer: str, count: int) -> list[Resource]:
         query = search.compile_filter("PaymentReconciliation", {"payment-issuer": payer})
-        listed = [d async for d in self.db["PaymentReconciliation"].find(query, _HIDDEN, limit=count)]
+        listed = [d async for d in self.db["PaymentReconciliation"].find(query, limit=count)]
         return listed + await self._settled(listed)
 
     async def w3(self, id: str) -> Resource | None:

@@ -11,10 +11,12 @@ from typing import Any
 import httpx
 import pytest
 from bson.decimal128 import Decimal128
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.http import loads
 from app.settings import Settings
-from app.store import Store
+from app.store import Store, decimal_from_bid
 from tests.harness import client_for, error_codes, gql, json_with_decimals, ok
 
 
@@ -90,6 +92,28 @@ async def update(
 
 async def setup_patient(client: httpx.AsyncClient) -> str:
     return str(ok(await create(client, "Patient", PATIENT, "id"))["PatientCreate"]["id"])
+
+
+def _same(a: Decimal, b: Decimal) -> bool:
+    return a.as_tuple() == b.as_tuple() or (a.is_nan() and b.is_nan() and a.is_signed() == b.is_signed())
+
+
+@given(st.binary(min_size=16, max_size=16))
+@settings(max_examples=2000, deadline=None)
+def test_the_fast_decimal128_decoder_is_pymongos_on_any_bits(bid: bytes) -> None:
+    value = Decimal128.from_bid(bid)
+    assert _same(decimal_from_bid(value), value.to_decimal())
+
+
+@given(st.decimals(allow_nan=False, allow_infinity=False) | st.sampled_from([Decimal("-0.00"), Decimal("1E+6111")]))
+@settings(max_examples=2000, deadline=None)
+def test_the_fast_decimal128_decoder_keeps_every_digit(number: Decimal) -> None:
+    try:
+        value = Decimal128(number)
+    except Exception:  # more digits or a wider exponent than Decimal128 holds: the write path refuses those
+        return
+    assert _same(decimal_from_bid(value), value.to_decimal())
+    assert str(decimal_from_bid(value)) == str(value.to_decimal())
 
 
 async def test_money_keeps_its_digits_through_create_update_history(client: httpx.AsyncClient, store: Store) -> None:

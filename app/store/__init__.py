@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
+import struct
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -28,7 +29,6 @@ Resource = dict[str, Any]
 TENANT = "_tenant"  # hidden like `_search`: every stored document's tenant, first in every index
 DEFAULT_TENANT = "default"
 AUDIT = "audit"  # one record per write, in the write's transaction
-_HIDDEN = {"_id": 0, "_search": 0, TENANT: 0}
 FIRST_PAGE = "first"  # the cursor of a connection's first page
 
 
@@ -42,7 +42,25 @@ class _DecimalCodec(TypeEncoder, TypeDecoder):  # type: ignore[misc]
         return Decimal128(value)
 
     def transform_bson(self, value: Decimal128) -> Decimal:
+        return decimal_from_bid(value)
+
+
+_BID = struct.Struct("<QQ")  # Decimal128.bid: the low 64 bits, then the high 64 bits
+_SPECIAL = 0x6000000000000000  # combination bits 11: infinity, NaN, or a non-canonical significand
+_MAX_COEFFICIENT = 10**34 - 1
+
+
+def decimal_from_bid(value: Decimal128) -> Decimal:
+    """`value.to_decimal()`, four times faster (a billing screen's read decodes hundreds of amounts).
+
+    A finite, canonical Decimal128 is `sign coefficient E exponent`, and the Decimal built from that
+    text has the same digits and exponent as PyMongo's; any other form is left to PyMongo.
+    """
+    low, high = _BID.unpack(value.bid)
+    coefficient = ((high & 0x1FFFFFFFFFFFF) << 64) | low
+    if high & _SPECIAL == _SPECIAL or coefficient > _MAX_COEFFICIENT:
         return value.to_decimal()
+    return Decimal(f"{'-' if high >> 63 else ''}{coefficient}E{((high >> 49) & 0x3FFF) - 6176}")
 
 
 CODEC_OPTIONS: CodecOptions[Resource] = CodecOptions(
@@ -67,13 +85,16 @@ class _CommandCounter(monitoring.CommandListener):
         pass
 
 
-def _public(doc: Resource | None) -> Resource | None:
+def _hide(doc: Resource) -> Resource:
     """A stored document as FHIR JSON: without `_id`, the tenant and the hidden search values."""
-    if doc is not None:
-        doc.pop("_id", None)
-        doc.pop("_search", None)
-        doc.pop(TENANT, None)
+    doc.pop("_id", None)
+    doc.pop("_search", None)
+    doc.pop(TENANT, None)
     return doc
+
+
+def _public(doc: Resource | None) -> Resource | None:
+    return None if doc is None else _hide(doc)
 
 
 class Store:
@@ -142,35 +163,34 @@ class Store:
     # -- reads ---------------------------------------------------------------------------
 
     async def get(self, resource_type: str, id: str) -> Resource | None:
-        return _public(await self.db[resource_type].find_one({"_id": self._key(id)}, _HIDDEN))
+        return _public(await self.db[resource_type].find_one({"_id": self._key(id)}))
 
     async def get_by_type(self, ids_by_type: dict[str, list[str]]) -> dict[tuple[str, str], Resource]:
         """Any number of resources of any types in ONE command ({(type, id): resource} of those found).
 
-        A database-level aggregate: `$documents` lists the wanted keys, one `$lookup` per type joins
-        each key to its document by `_id`. Both MongoDB and SecantusDB answer a `$lookup` on `_id`
-        from the `_id` index; `$unionWith`, the other one-command form, makes SecantusDB decode the
-        whole foreign collection (its `$unionWith` stage scans), so a level's cost grew with the data.
+        A database-level aggregate: `$documents` holds one row per wanted key, and one `$lookup` per
+        type joins the rows of that type to their documents by `_id`, which MongoDB and SecantusDB
+        both answer from the `_id` index. The other one-command form, `$unionWith`, makes SecantusDB
+        decode the whole foreign collection (its stage scans it), so a level cost what the data
+        weighed, not what the query asked. One row per key keeps every reply document one resource
+        big (MongoDB's 16 MB limit); the hidden fields are dropped here, not by a `$project`, which
+        SecantusDB runs as a deep copy of each document (a third of this read's time there).
         """
         wanted = {t: list(dict.fromkeys(ids)) for t, ids in ids_by_type.items() if ids}
         if not wanted:
             return {}
         types = sorted(wanted)
-        keys = [{"t": t, f"k{n}": self._key(id)} for n, t in enumerate(types) for id in wanted[t]]
-        hidden = {"$project": {"_id": 0, "_search": 0, TENANT: 0}}
-        pipeline: list[dict[str, Any]] = [{"$documents": keys}]
+        rows = [{f"k{n}": self._key(id)} for n, t in enumerate(types) for id in wanted[t]]
+        pipeline: list[dict[str, Any]] = [{"$documents": rows}]
         pipeline += [
-            {"$lookup": {"from": t, "localField": f"k{n}", "foreignField": "_id", "as": f"r{n}", "pipeline": [hidden]}}
+            {"$lookup": {"from": t, "localField": f"k{n}", "foreignField": "_id", "as": f"r{n}"}}
             for n, t in enumerate(types)
         ]
-        pipeline += [
-            {"$project": {"t": 1, "r": {"$concatArrays": [f"$r{n}" for n in range(len(types))]}}},
-            {"$unwind": "$r"},
-            {"$replaceWith": {"$mergeObjects": ["$r", {"_t": "$t"}]}},
-        ]
         out = {}
-        async for doc in await self.db.aggregate(pipeline, batchSize=len(keys) + 1):
-            out[(doc.pop("_t"), doc["id"])] = doc
+        async for row in await self.db.aggregate(pipeline, batchSize=len(rows) + 1):
+            for n, t in enumerate(types):
+                for doc in row[f"r{n}"]:  # a row's own type finds its document; the others find none
+                    out[(t, doc["id"])] = _hide(doc)
         return out
 
     async def search(
@@ -183,8 +203,8 @@ class Store:
     ) -> list[Resource]:
         query = self._scoped(search.compile_filter(resource_type, params))
         order = search.compile_sort(resource_type, sort)
-        cursor = self.db[resource_type].find(query, _HIDDEN, sort=order, skip=offset, limit=count, batch_size=count + 1)
-        return [doc async for doc in cursor]
+        cursor = self.db[resource_type].find(query, sort=order, skip=offset, limit=count, batch_size=count + 1)
+        return [_hide(doc) async for doc in cursor]
 
     async def page(
         self, resource_type: str, params: dict[str, str], count: int, cursor: str | None, sort: str | None
@@ -205,7 +225,7 @@ class Store:
             "count": total,
             "first": None if cursor is None else FIRST_PAGE,
             "next": next_cursor,
-            "edges": [{"resource": _public(d)} for d in docs],
+            "edges": [{"resource": _hide(d)} for d in docs],
         }
 
     async def referencing(
@@ -227,7 +247,7 @@ class Store:
         out: list[tuple[list[str], Resource]] = []
         async for doc in self.db[resource_type].find(query, sort=order):
             refs = _dotted(doc, key)
-            out.append((refs, _public(doc)))  # type: ignore[arg-type]
+            out.append((refs, _hide(doc)))
         return out
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
