@@ -180,6 +180,11 @@ class Store:
         if not wanted:
             return {}
         types = sorted(wanted)
+        if len(types) == 1:  # the common level: a plain find (SecantusDB runs it in half an aggregate's time)
+            (t,) = types
+            keys = [self._key(id) for id in wanted[t]]
+            cursor = self.db[t].find({"_id": {"$in": keys}}, batch_size=len(keys) + 1)
+            return {(t, doc["id"]): _hide(doc) async for doc in cursor}
         rows = [{f"k{n}": self._key(id)} for n, t in enumerate(types) for id in wanted[t]]
         pipeline: list[dict[str, Any]] = [{"$documents": rows}]
         pipeline += [
