@@ -41,19 +41,19 @@ def sample_sync(call: Callable[[], Any], n: int, warmup: int = 2) -> Stats:
     return summary(seconds)
 
 
-async def interleaved(calls: dict[str, Callable[[], Awaitable[Any]]], n: int, warmup: int = 2) -> dict[str, Stats]:
-    """Median and p90 of each call, sampled in turns (a, b, c, a, b, c, ...): a change in the machine's load
-    during the run weighs on every call alike, so their ratios hold better than from one run after another.
-    A full garbage collection (untimed) before each call: each pays for the collections its own garbage
-    causes, not for the garbage the call before it left (graphql-core's is ten times FinGate's)."""
-    for _ in range(warmup):
-        for call in calls.values():
-            await call()
+async def interleaved(calls: dict[str, Callable[[], Awaitable[Any]]], n: int, block: int = 5) -> dict[str, Stats]:
+    """Median and p90 of `n` samples of each call, taken in turns, a block of calls at a time (a a a a a,
+    b b b b b, a a ...): a change in the machine's load weighs on every call alike, so their ratios hold
+    better than from one run after another. Each block starts with a full garbage collection and one
+    untimed call, so each call is timed warm and pays for the collections its own garbage causes, not
+    for what the other call left (graphql-core makes ten times FinGate's garbage)."""
     seconds: dict[str, list[float]] = {name: [] for name in calls}
-    for _ in range(n):
+    while any(len(taken) < n for taken in seconds.values()):
         for name, call in calls.items():
             gc.collect()
-            started = time.perf_counter()
             await call()
-            seconds[name].append(time.perf_counter() - started)
+            for _ in range(min(block, n - len(seconds[name]))):
+                started = time.perf_counter()
+                await call()
+                seconds[name].append(time.perf_counter() - started)
     return {name: summary(taken) for name, taken in seconds.items()}

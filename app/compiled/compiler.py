@@ -35,7 +35,7 @@ from graphql.execution.collect_fields import FieldDetails, collect_fields, colle
 from graphql.language import DirectiveNode, DocumentNode, OperationDefinitionNode, Visitor
 
 from app.fhirschema.naming import JSON_NAMES
-from app.fhirschema.resolvers import BATCHED, BatchResolver, resolve_data_field
+from app.fhirschema.resolvers import BATCHED, BatchResolver, resolve_data_field, resolve_resource_type
 from app.fhirschema.scalars import serialize_decimal
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
@@ -283,17 +283,19 @@ class _Compiler:
             table = {member.name: member for member in self.schema.get_possible_types(type_)}
             functions = {name: self._object(member, details) for name, member in sorted(table.items())}
             table_name = self._name("T")
-            resolve_type = self._bind("R", type_.resolve_type)
-            union = self._bind("U", type_)
             fn = self._name("u")
-            self._emit(
-                f"def {fn}(v, q):",
-                "    try:",
-                f"        name = {resolve_type}(v, None, {union})",
-                "    except Exception:",
-                "        raise Fallback from None",
-                f"    return {table_name}.get(name, _fb)(v, q)",
-            )
+            if type_.resolve_type is resolve_resource_type:  # the served type named by `resourceType`, else an error
+                self._emit(f"def {fn}(v, q):", f"    return {table_name}.get(v.get('resourceType'), _fb)(v, q)")
+            else:
+                resolve_type, union = self._bind("R", type_.resolve_type), self._bind("U", type_)
+                self._emit(
+                    f"def {fn}(v, q):",
+                    "    try:",
+                    f"        name = {resolve_type}(v, None, {union})",
+                    "    except Exception:",
+                    "        raise Fallback from None",
+                    f"    return {table_name}.get(name, _fb)(v, q)",
+                )
             self.lines.append(f"{table_name} = {{" + ", ".join(f"{k!r}: {f}" for k, f in functions.items()) + "}")
             self.lines.append("")
             return f"{fn}({v}, q)"
