@@ -97,17 +97,27 @@ class Context:
     # -- batch functions: one database command per execution level -----------------------
 
     async def _load_resources(self, keys: list[tuple[str, str]]) -> list[Resource | None]:
+        await self._fetch(keys)
+        found = self._found
+        return [found[key] for key in keys]
+
+    async def _fetch(self, keys: list[tuple[str, str]]) -> None:
+        """Reads, in one command, those of `keys` not read yet in this request (absent ones are kept as None)."""
+        found = self._found
         by_type: dict[str, list[str]] = defaultdict(list)
-        for rtype, id in keys:
-            if (rtype, id) not in self._found:
-                by_type[rtype].append(id)
-        if by_type:
-            found = await self.store.get_by_type(by_type)
-            for rtype, ids in by_type.items():
-                for id in ids:
-                    r = found.get((rtype, id))
-                    self._found[rtype, id] = _link_contained(r) if r and "contained" in r else r
-        return [self._found[key] for key in keys]
+        for key in keys:
+            if key not in found:
+                by_type[key[0]].append(key[1])
+        if not by_type:
+            return
+        read = await self.store.get_by_type(by_type)
+        for resource in read.values():
+            if "contained" in resource:
+                _link_contained(resource)
+        found.update(read)
+        for rtype, ids in by_type.items():
+            for id in ids:
+                found.setdefault((rtype, id), None)
 
     async def _load_reverse(self, keys: list[tuple[Any, ...]]) -> list[list[Resource]]:
         groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
@@ -149,23 +159,13 @@ class Context:
 
     async def resolve_many(self, references: list[Resource]) -> list[Resource | None]:
         """`resolve` of each reference, in one await: what the compiled path runs for a whole level."""
-        out: list[Resource | None] = [None] * len(references)
-        at, keys, allowed = [], [], set()
-        for i, reference in enumerate(references):
-            if _CONTAINED in reference:
-                out[i] = reference[_CONTAINED]
-                continue
-            parsed = local_reference(reference)
-            if parsed is not None:
-                if parsed[0] not in allowed:
-                    self._allow(parsed[0], READ)
-                    allowed.add(parsed[0])
-                at.append(i)
-                keys.append(parsed)
-        if keys:
-            for i, found in zip(at, await self._load_resources(keys), strict=True):
-                out[i] = found
-        return out
+        keys = [None if _CONTAINED in r else local_reference(r) for r in references]
+        for resource_type in {key[0] for key in keys if key is not None}:
+            self._allow(resource_type, READ)
+        await self._fetch([key for key in keys if key is not None])
+        found = self._found
+        # No key: a contained target (linked when the resource was read), or a reference outside this server.
+        return [found[key] if key is not None else r.get(_CONTAINED) for r, key in zip(references, keys, strict=True)]
 
     async def search(
         self, resource_type: str, params: dict[str, str], count: int | None, offset: int | None, sort: str | None

@@ -48,60 +48,64 @@ def _close(pending: list[tuple[Any, Any]]) -> None:
             close()
 
 
+Item = tuple[ResolverField, dict[str, Any], Any]  # a queued field: (field, the dict it fills, its source)
+
+
 async def execute(plan: Plan, executor: Any, context: Any, root_value: Any) -> dict[str, Any]:
     """The operation's `data`; raises `Fallback` when only the reference path can answer exactly."""
     info = _ResolveInfo(executor, context, root_value)
     arguments: dict[int, dict[str, Any]] = {}
-    queue: list[tuple[ResolverField, dict[str, Any], Any]] = []
+    queue: list[Item] = []
     data = plan.root(root_value, queue)
     while queue:
         level, queue = queue, []
-        results: list[Any] = [None] * len(level)
-        # Each awaitable with the level's items it answers: one item (a resolver), or a list (a batch resolver).
-        awaiting: list[tuple[int | list[int], Any]] = []
-        batched: dict[Any, list[int]] = {}
+        done: list[tuple[Item, Any]] = []  # items whose resolver answered at once
+        # Each awaitable with what it answers: one item (a resolver), or a list of items (a batch resolver).
+        awaiting: list[tuple[Item | list[Item], Any]] = []
+        batched: dict[Any, list[Item]] = {}
         try:
-            for i, (field, _, source) in enumerate(level):
+            for item in level:
+                field = item[0]
                 if field.batch is not None:
-                    batched.setdefault(field.batch, []).append(i)
+                    batched.setdefault(field.batch, []).append(item)
                     continue
                 kwargs = arguments.get(field.index)
                 if kwargs is None:
                     kwargs = arguments[field.index] = _arguments(field, executor)
-                result = field.resolve(source, info, **kwargs)
+                result = field.resolve(item[2], info, **kwargs)
                 if isawaitable(result):
-                    awaiting.append((i, result))
+                    awaiting.append((item, result))
                 else:
-                    results[i] = result
+                    done.append((item, result))
             for batch, items in batched.items():
-                awaiting.append((items, batch(context, [level[i][2] for i in items])))
+                awaiting.append((items, batch(context, [source for _, _, source in items])))
         except Exception:
             _close(awaiting)
             raise Fallback from None
-        if awaiting:
-            await _settle(awaiting, results)
-        try:
-            for (field, target, _), value in zip(level, results, strict=True):
+        answers = await _settle(awaiting) if awaiting else []
+        try:  # completing queues the next level; any error (a Fallback, a serializer's) is graphql-core's to report
+            for (field, target, _), value in done:
                 target[field.key] = field.complete(value, queue)
-        except Exception:  # Fallback, or a leaf serializer's error: graphql-core reports it
+            for (what, _), value in zip(awaiting, answers, strict=True):
+                if isinstance(what, list):
+                    for (field, target, _), found in zip(what, value, strict=True):
+                        target[field.key] = field.complete(found, queue)
+                else:
+                    field, target, _ = what
+                    target[field.key] = field.complete(value, queue)
+        except Exception:
             raise Fallback from None
     return data
 
 
-async def _settle(awaiting: list[tuple[int | list[int], Any]], results: list[Any]) -> None:
+async def _settle(awaiting: list[tuple[Any, Any]]) -> list[Any]:
     """Awaits one level's resolvers together, so the Context's DataLoaders see every key of the level at once."""
     if len(awaiting) == 1:  # the common case, one batch per level: no Task to create
         try:
-            done = [await awaiting[0][1]]
+            return [await awaiting[0][1]]
         except Exception:
             raise Fallback from None
-    else:
-        done = await asyncio.gather(*(a for _, a in awaiting), return_exceptions=True)
-    for (items, _), value in zip(awaiting, done, strict=True):
-        if isinstance(value, BaseException):
-            raise Fallback
-        if isinstance(items, int):
-            results[items] = value
-        else:
-            for i, found in zip(items, value, strict=True):
-                results[i] = found
+    answers = await asyncio.gather(*(a for _, a in awaiting), return_exceptions=True)
+    if any(isinstance(a, BaseException) for a in answers):
+        raise Fallback
+    return answers
