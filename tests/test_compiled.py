@@ -53,6 +53,11 @@ BROKEN = {
     "int-is-text": ("Claim", {"item": [{"sequence": "one"}]}, "{ Claim(id: $id) { id item { sequence } } }"),
     "decimal-is-garbage": ("Claim", {"total": {"value": "lots"}}, "{ Claim(id: $id) { total { value } } }"),
     "null-in-a-list": ("Claim", {"identifier": [None, {"value": "x"}]}, "{ Claim(id: $id) { identifier { value } } }"),
+    "inline-object-is-a-number": (  # a Reference completed inside its parent's dict literal
+        "Claim",
+        {"insurance": [{"sequence": 1, "focal": True, "coverage": 5}]},
+        "{ Claim(id: $id) { insurance { sequence coverage { reference display } } } }",
+    ),
     "deep-in-a-traversal": (
         "Claim",
         {"status": ["active"], "patient": {"reference": "Patient/demo-patient-1"}},

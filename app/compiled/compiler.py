@@ -43,6 +43,8 @@ _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 _FAST_LEAVES = {"String": "str", "ID": "str", "Int": "int", "Boolean": "bool"}
 # Leaf serializers that return a value or raise, never None: called as they are (a raise is a Fallback).
 _DIRECT_LEAVES = {"Decimal": serialize_decimal}
+# Objects of plain data up to this many fields, nested this deep, are completed inline (no function call).
+_INLINE_FIELDS, _INLINE_DEPTH = 6, 2
 
 
 class Fallback(Exception):  # noqa: N818 - a signal, not an error
@@ -108,6 +110,7 @@ class _Compiler:
         self.fields: list[ResolverField] = []
         self.pending: list[tuple[ResolverField, GraphQLOutputType]] = []
         self.completers: list[tuple[ResolverField, str]] = []
+        self.inline_depth = 0
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -160,6 +163,39 @@ class _Compiler:
         self.objects[key] = name
         self._object_body(type_, collected.grouped_field_set, name)
         return name
+
+    def _inline(self, type_: GraphQLObjectType, details: list[FieldDetails], v: str) -> str | None:
+        """A small object of plain data (a Money, a Coding) as an expression inside its parent's dict literal,
+        saving a function call per object; None when it needs a function (resolver fields, size, depth)."""
+        if self.inline_depth >= _INLINE_DEPTH or type_.is_type_of is not None:
+            return None
+        collected = collect_subfields(self.schema, self.fragments, self.variables, self.operation, type_, details)
+        grouped = collected.grouped_field_set
+        if collected.new_defer_usages or collected.forbidden_directive_instances or len(grouped) > _INLINE_FIELDS:
+            return None
+        fields: dict[str, tuple[str, GraphQLField | None]] = {}  # response key -> (stored key, field)
+        for response_key, field_details in grouped.items():
+            name = field_details[0].node.name.value
+            field_def = None if name == "__typename" else type_.fields.get(name)
+            key = "" if field_def is None else self._data_key(field_def)
+            if name != "__typename" and not key:  # unknown, introspection, or a resolver field
+                return None
+            fields[response_key] = (key or "", field_def)
+        self.inline_depth += 1
+        var = f"v{self.inline_depth}"
+        try:
+            items = [
+                f"{response_key!r}: "
+                + (
+                    repr(type_.name)
+                    if field_def is None
+                    else self._value(field_def.type, grouped[response_key], var, f"({var} := {v}.get({key!r}))")
+                )
+                for response_key, (key, field_def) in fields.items()
+            ]
+        finally:
+            self.inline_depth -= 1
+        return f"({{{', '.join(items)}}} if {v}.__class__ is _dict else _fb())"
 
     def _object_body(self, type_: GraphQLObjectType, grouped: dict[str, list[FieldDetails]], name: str) -> str:
         if type_.is_type_of is not None:
@@ -278,7 +314,7 @@ class _Compiler:
             )
             return f"{fn}({v}, q)"
         if isinstance(type_, GraphQLObjectType):
-            return f"{self._object(type_, details)}({v}, q)"
+            return self._inline(type_, details, v) or f"{self._object(type_, details)}({v}, q)"
         if isinstance(type_, GraphQLUnionType):
             table = {member.name: member for member in self.schema.get_possible_types(type_)}
             functions = {name: self._object(member, details) for name, member in sorted(table.items())}
