@@ -87,6 +87,7 @@ def _workload_rows(name: str, w: dict[str, Any]) -> list[list[str]]:
 # Execution alone on pre-fetched data (issue 8), sampled in turns: (key, label); ratios against graphql-core's
 # `graphql()` (the x (b) column) and, for FinGate's rows, against FinGate's other path.
 _EXECUTION = (
+    ("exec_compiled_step", "FinGate's compiled execute step (`CompiledEngine.run`)", None),
     ("exec_compiled", "FinGate (compiled)", "exec"),
     ("exec", "FinGate (graphql-core path)", "exec_compiled"),
     ("b_execute", "graphql-core `execute()` (parsed and validated once)", None),
@@ -194,11 +195,14 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
         checks.append(("start to /readyz under 3 s (embedded database)", embedded, "s", embedded < 3))
     for name in ("W1", "W2"):  # issue 8
         if timed := w[name].get("execution"):
-            vs_core = timed["b_execute"]["median_ms"] / timed["exec_compiled"]["median_ms"]
-            checks.append(
-                (f"{name} compiled execution at least 10x faster than graphql-core `execute()` on the same data",
-                 vs_core, "x faster", vs_core >= 10)
-            )  # fmt: skip
+            step = timed["b_execute"]["median_ms"] / timed["exec_compiled_step"]["median_ms"]
+            request = timed["b_execute"]["median_ms"] / timed["exec_compiled"]["median_ms"]
+            checks += [
+                (f"{name} compiled execute step at least 10x faster than graphql-core `execute()` on the same data",
+                 step, "x faster", step >= 10),
+                (f"{name} compiled request (parse cache, validation, limits, execution) at least 10x faster than "
+                 "graphql-core `execute()` on the same data", request, "x faster", request >= 10),
+            ]  # fmt: skip
         if "http_compiled" in w[name]:
             vs_http = faster(name, "http_compiled", "http")
             checks.append(

@@ -183,9 +183,11 @@ class Prefetched:
 
 
 async def _execution(env: Env, w: Workload, built: Any, answer: Any) -> dict[str, Any]:
-    """Execution alone, on the same pre-fetched data for all: FinGate's request on both paths (parse cache,
-    validation, limits and execution: everything but the database) and graphql-core's `execute()` and
-    `graphql()` over baseline (b)'s schema; sampled in turns, so their ratios survive a noisy machine."""
+    """Execution alone, on the same pre-fetched data for all, sampled in turns so the ratios survive a noisy
+    machine: the compiled execute step (`CompiledEngine.run`: a plan from the cache run over the Context,
+    what graphql-core's `execute()` does), FinGate's whole request on both paths (parse cache, validation,
+    limits and execution: everything but the database), and graphql-core's `execute()` and `graphql()`
+    over baseline (b)'s schema."""
     store = Prefetched(w)
 
     async def fingate(schema: Any) -> Any:
@@ -201,10 +203,22 @@ async def _execution(env: Env, w: Workload, built: Any, answer: Any) -> dict[str
     async def core_execute() -> Any:
         return graphql_execute(built, document, variable_values=w.variables)
 
-    stats = compiled_engine(env.compiled_schema).stats  # type: ignore[union-attr]
+    engine = compiled_engine(env.compiled_schema)
+    assert engine is not None
+
+    async def compiled_step() -> Any:
+        result = await engine.run(w.query, document, Context(store, env.writer), w.variables)
+        if result is None:
+            raise RuntimeError(f"{w.name}: the compiled execute step handed the operation back")
+        return result.data
+
+    if await compiled_step() != answer:
+        raise RuntimeError(f"{w.name}: the compiled execute step answers differently")
+    stats = engine.stats
     before = dict(stats)
     timed = await interleaved(
         {
+            "exec_compiled_step": compiled_step,
             "exec_compiled": lambda: fingate(env.compiled_schema),
             "exec": lambda: fingate(env.schema),
             "b_execute": core_execute,
@@ -271,15 +285,16 @@ async def commands(env: Env, compiled: bool = False) -> dict[str, dict[int, int]
 
 
 async def profile_w1(env: Env, runs: int = 20) -> str:
-    """pyinstrument over `runs` W1 executions (async-aware: time awaiting the database is shown as such)."""
+    """pyinstrument over `runs` W1 executions on the compiled path, the default (async-aware: time awaiting
+    the database is shown as such)."""
     from pyinstrument import Profiler
 
     query = queries.w1(env.fixture.w1_ids[data.W1_SIZE], env.w1_selection)
-    await execute(env, query)
+    await execute(env, query, compiled=True)
     profiler = Profiler(interval=0.0005, async_mode="enabled")
     profiler.start()
     for _ in range(runs):
-        await execute(env, query)
+        await execute(env, query, compiled=True)
     profiler.stop()
     tree = profiler.output_text(unicode=True, color=False)
     flat = profiler.output_text(unicode=True, color=False, flat=True)

@@ -13,7 +13,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 QUERY_WORKLOADS = ("W1", "W2", "W3", "W4")
 MEASURES = ("in_process", "http", "a", "b", "c")
-EXECUTION = ("exec_compiled", "exec", "b_execute", "b_graphql")  # on pre-fetched data, sampled in turns
+EXECUTION = (
+    "exec_compiled_step",
+    "exec_compiled",
+    "exec",
+    "b_execute",
+    "b_graphql",
+)  # on pre-fetched data, sampled in turns
 COMPILED_WORKLOADS = ("W1", "W2", "W3")  # measured on both execution paths (issue 8)
 PATH_ROWS = (
     "FinGate in-process (graphql-core path)",
