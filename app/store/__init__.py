@@ -13,7 +13,7 @@ from typing import Any
 
 from bson.codec_options import CodecOptions, TypeDecoder, TypeEncoder, TypeRegistry
 from bson.decimal128 import Decimal128
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, monitoring
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -141,15 +141,18 @@ class Store:
         return True
 
     async def ensure_indexes(self) -> None:
-        """Idempotent: creating an index that exists is a no-op in MongoDB."""
+        """Idempotent (creating an index that exists is a no-op): one `createIndexes` per collection."""
+        wanted: dict[str, list[list[tuple[str, int]]]] = {}
         for rtype in SERVED_RESOURCES:
-            for keys in search.index_keys(rtype):
-                await self.db[rtype].create_index([(TENANT, ASCENDING), *keys])
-            await self.db[f"{rtype}_history"].create_index([(TENANT, ASCENDING), ("id", ASCENDING), ("v", DESCENDING)])
-        await self.db[AUDIT].create_index([(TENANT, ASCENDING), ("when", DESCENDING)])
-        await self.db[AUDIT].create_index(
-            [(TENANT, ASCENDING), ("type", ASCENDING), ("id", ASCENDING), ("when", DESCENDING)]
-        )
+            wanted[rtype] = [[(TENANT, ASCENDING), *keys] for keys in search.index_keys(rtype)]
+            wanted[f"{rtype}_history"] = [[(TENANT, ASCENDING), ("id", ASCENDING), ("v", DESCENDING)]]
+        wanted[AUDIT] = [
+            [(TENANT, ASCENDING), ("when", DESCENDING)],
+            [(TENANT, ASCENDING), ("type", ASCENDING), ("id", ASCENDING), ("when", DESCENDING)],
+        ]
+        for collection, indexes in wanted.items():
+            if indexes:
+                await self.db[collection].create_indexes([IndexModel(keys) for keys in indexes])
 
     async def is_empty(self) -> bool:
         for rtype in SERVED_RESOURCES:
