@@ -173,26 +173,28 @@ class _Compiler:
         grouped = collected.grouped_field_set
         if collected.new_defer_usages or collected.forbidden_directive_instances or len(grouped) > _INLINE_FIELDS:
             return None
-        fields: dict[str, tuple[str, GraphQLField | None]] = {}  # response key -> (stored key, field)
+        fields: dict[str, tuple[str, GraphQLField] | None] = {}  # response key -> (stored key, field); None: __typename
         for response_key, field_details in grouped.items():
             name = field_details[0].node.name.value
-            field_def = None if name == "__typename" else type_.fields.get(name)
-            key = "" if field_def is None else self._data_key(field_def)
-            if name != "__typename" and not key:  # unknown, introspection, or a resolver field
+            if name == "__typename":
+                fields[response_key] = None
+                continue
+            field_def = type_.fields.get(name)
+            key = None if field_def is None else self._data_key(field_def)
+            if field_def is None or key is None:  # unknown (introspection), or a field with a resolver
                 return None
-            fields[response_key] = (key or "", field_def)
+            fields[response_key] = (key, field_def)
         self.inline_depth += 1
         var = f"v{self.inline_depth}"
+        items = []
         try:
-            items = [
-                f"{response_key!r}: "
-                + (
-                    repr(type_.name)
-                    if field_def is None
-                    else self._value(field_def.type, grouped[response_key], var, f"({var} := {v}.get({key!r}))")
-                )
-                for response_key, (key, field_def) in fields.items()
-            ]
+            for response_key, found in fields.items():
+                if found is None:
+                    value = repr(type_.name)
+                else:
+                    key, field_def = found
+                    value = self._value(field_def.type, grouped[response_key], var, f"({var} := {v}.get({key!r}))")
+                items.append(f"{response_key!r}: {value}")
         finally:
             self.inline_depth -= 1
         return f"({{{', '.join(items)}}} if {v}.__class__ is _dict else _fb())"

@@ -86,8 +86,7 @@ def reference_resource() -> Resolver:
         return _served(await info.context.resolve(root))
 
     async def resolve_all(context: Any, roots: list[Resource]) -> list[Resource | None]:
-        found = await context.resolve_many(roots)
-        return [r if r is not None and r.get("resourceType") in _SERVED else None for r in found]
+        return [_served(found) for found in await context.resolve_many(roots)]
 
     BATCHED[resolve] = resolve_all
     return resolve
