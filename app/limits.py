@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Hashable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -227,39 +227,21 @@ def limit_rules(limits: Limits, variables: dict[str, Any] | None) -> list[type[V
     return [rule] if limits.introspection else [rule, NoSchemaIntrospectionCustomRule]
 
 
-class _Passed:
-    """The operations found within limits, so a repeated query is not walked again (the walk of a
-    billing screen's query costs milliseconds). The verdict depends on the schema, the query text,
-    the limits and the integer values of the variables given as `_count`; nothing else."""
+@dataclass
+class _Checked:
+    """What the checks before execution found for one query text (on one schema, with one rule set), so a
+    repeated query is not walked again: each walk of a billing screen's query costs milliseconds."""
 
-    MAX = 2048
+    errors: list[GraphQLError]  # the standard validation's
+    count_variables: tuple[str, ...]  # the variables given as `_count`: the only ones the cost reads
+    within: set[Hashable] = field(default_factory=set)  # (limits, `_count` values) found within limits
 
-    def __init__(self) -> None:
-        self._count_variables: dict[str, tuple[str, ...]] = {}
-        self._passed: set[Hashable] = set()
-
-    def key(self, ec: Any, limits: Limits) -> Hashable:
-        query = ec.query
-        names = self._count_variables.get(query)
-        if names is None:
-            if len(self._count_variables) >= self.MAX:
-                self._count_variables.clear()
-            names = self._count_variables[query] = _count_variables(ec.graphql_document)
-        variables = ec.variables or {}
-        counts = tuple(v if type(v) is int else None for v in map(variables.get, names))
-        return (ec.schema._schema, query, limits, counts)
-
-    def __contains__(self, key: Hashable) -> bool:
-        return key in self._passed
-
-    def add(self, key: Hashable) -> None:
-        if len(self._passed) >= self.MAX:
-            self._passed.clear()
-        self._passed.add(key)
+    def verdict_key(self, limits: Limits, variables: dict[str, Any] | None) -> Hashable:
+        given = variables or {}
+        return (limits, tuple(v if type(v) is int else None for v in map(given.get, self.count_variables)))
 
 
 def _count_variables(document: DocumentNode) -> tuple[str, ...]:
-    """The variables the document passes as `_count`: the only variables the cost depends on."""
     names: set[str] = set()
 
     class _Counts(Visitor):
@@ -271,54 +253,56 @@ def _count_variables(document: DocumentNode) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
-_PASSED = _Passed()
-
-
-class _Validated:
-    """The standard validation's errors per (schema, query text, rules). Strawberry's `ValidationCache` keys
-    on the document itself, and a graphql-core AST hashes its every node on each lookup (milliseconds for a
-    billing screen's query); the text is the same key, since the parser cache maps one text to one document."""
+class _Checks:
+    """`_Checked` per (schema, query text, rules), bounded. Strawberry's `ValidationCache` keys on the document
+    itself, and a graphql-core AST hashes its every node on each lookup; the text is the same key, since the
+    parser cache maps one text to one document."""
 
     MAX = 2048
 
     def __init__(self) -> None:
-        self._errors: dict[Hashable, list[GraphQLError]] = {}
+        self._by_text: dict[Hashable, _Checked] = {}
 
-    def errors(self, ec: Any) -> list[GraphQLError]:
+    def of(self, ec: Any) -> _Checked:
         from strawberry.schema.schema import validate_document
 
-        assert ec.graphql_document is not None
-        if not ec.query:
-            return validate_document(ec.schema._schema, ec.graphql_document, ec.validation_rules)  # type: ignore[no-any-return]
-        key = (ec.schema._schema, ec.query, tuple(ec.validation_rules))
-        found = self._errors.get(key)
-        if found is None:
-            if len(self._errors) >= self.MAX:
-                self._errors.clear()
-            found = self._errors[key] = validate_document(ec.schema._schema, ec.graphql_document, ec.validation_rules)
-        return found
+        schema, document = ec.schema._schema, ec.graphql_document
+        key = (schema, ec.query, tuple(ec.validation_rules))
+        checked = self._by_text.get(key) if ec.query else None
+        if checked is None:
+            errors = validate_document(schema, document, ec.validation_rules)
+            checked = _Checked(errors, _count_variables(document))
+            if ec.query:  # a document without its text cannot be keyed cheaply: checked every time
+                if len(self._by_text) >= self.MAX:
+                    self._by_text.clear()
+                self._by_text[key] = checked
+        return checked
 
 
-_VALIDATED = _Validated()
+_CHECKS = _Checks()
 
 
 class QueryLimits(SchemaExtension):
-    """Validates the document (cached per query text), then runs the limit rules once it is valid."""
+    """Validates the document, then runs the limit rules once it is valid; both verdicts cached per query text."""
 
     def on_validate(self) -> Iterator[None]:
         ec = self.execution_context
+        assert ec.graphql_document is not None
+        checked = _CHECKS.of(ec)
         if ec.pre_execution_errors is None:
-            ec.pre_execution_errors = _VALIDATED.errors(ec)
-        if not ec.pre_execution_errors and ec.graphql_document is not None:
+            ec.pre_execution_errors = checked.errors
+        if not ec.pre_execution_errors:
             limits = _limits_of(ec)
-            key = _PASSED.key(ec, limits) if ec.query else None
-            if key is not None and key in _PASSED:
-                found = []
-            else:
-                found = validate(ec.schema._schema, ec.graphql_document, limit_rules(limits, ec.variables))
+            verdict = checked.verdict_key(limits, ec.variables)
+            found = (
+                []
+                if verdict in checked.within
+                else validate(ec.schema._schema, ec.graphql_document, limit_rules(limits, ec.variables))
+            )
             if not found:
-                if key is not None:
-                    _PASSED.add(key)
+                if len(checked.within) >= _Checks.MAX:  # a client may vary `_count` without end
+                    checked.within.clear()
+                checked.within.add(verdict)
             else:  # limit errors carry QUERY_TOO_COMPLEX; graphql-core's introspection rule's are FORBIDDEN
                 ec.pre_execution_errors = [
                     e
