@@ -105,7 +105,7 @@ class Authenticator:
         self.audience = settings.jwt_audience
         self.tenant_claim = settings.tenant_claim
         self.keys: dict[str | None, jwt.PyJWK] = {}
-        self._fetched = 0.0
+        self._fetched: float | None = None  # monotonic time of the last JWKS fetch; None: never
         self._lock = asyncio.Lock()
         if settings.jwks_file is not None:
             self.keys = _key_set(json.loads(Path(settings.jwks_file).read_text()))
@@ -121,7 +121,9 @@ class Authenticator:
 
     async def _refresh(self, force: bool = False) -> None:
         async with self._lock:
-            if not force and time.monotonic() - self._fetched < self.refresh_seconds:
+            # `monotonic()` may start near zero on a machine that has just booted: "never fetched"
+            # must not look like "fetched at time zero".
+            if not force and self._fetched is not None and time.monotonic() - self._fetched < self.refresh_seconds:
                 return
             self._fetched = time.monotonic()
             try:

@@ -123,6 +123,17 @@ async def test_jwks_url_on_loopback(store: Store, jwks_server: str) -> None:
         _assert_401(await post(c, "{ ClaimList { id } }", token(key=rsa_key("other"), alg="RS256", kid="rsa-2")))
 
 
+async def test_jwks_first_fetch_on_a_machine_just_booted(
+    store: Store, jwks_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`time.monotonic()` counts from boot: on a machine up for seconds, the first fetch must still happen."""
+    monkeypatch.setattr("app.auth.time.monotonic", lambda: 3.0)
+    async with authed_client(store, jwks_url=jwks_server) as c:
+        assert (
+            await post(c, "{ ClaimList { id } }", token(key=rsa_key(), alg="RS256", kid="rsa-1"))
+        ).status_code == 200
+
+
 # -- scopes ---------------------------------------------------------------------------------------------
 
 SCOPES: list[tuple[str, set[tuple[str, str]], bool]] = [
