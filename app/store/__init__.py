@@ -210,6 +210,8 @@ class Store:
         sort: str | None = None,
     ) -> list[Resource]:
         query = self._scoped(search.compile_filter(resource_type, params))
+        if count == 0:  # FHIR's `_count=0` asks for no entries; MongoDB's `limit=0` would mean no limit at all
+            return []
         order = search.compile_sort(resource_type, sort)
         cursor = self.db[resource_type].find(query, sort=order, skip=offset, limit=count, batch_size=count + 1)
         return [_hide(doc) async for doc in cursor]
@@ -385,6 +387,8 @@ class Store:
 
     async def audit_log(self, count: int, resource_type: str | None = None, id: str | None = None) -> list[Resource]:
         """This tenant's audit records, newest first."""
+        if count == 0:  # not MongoDB's `limit=0`, which is no limit
+            return []
         query: dict[str, Any] = {TENANT: self.tenant}
         if resource_type is not None:
             query["type"] = resource_type

@@ -703,10 +703,15 @@ def _after(field: str, direction: int, value: Any) -> dict[str, Any] | None:
     return {"$or": [{field: {"$lt": value}}, {field: None}]}
 
 
+MAX_CURSOR_LENGTH = 4096  # far above any cursor this server makes (a type, the sort fields and their values)
+
+
 def cursor_filter(resource_type: str, sort: str | None, cursor: str) -> dict[str, Any]:
     """The keyset filter selecting the documents strictly after `cursor` in `sort` order."""
     fields = _sort_fields(resource_type, sort)
     try:
+        if len(cursor) > MAX_CURSOR_LENGTH:
+            raise ValueError(cursor)
         payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
         if (
             payload["t"] != resource_type
@@ -723,6 +728,7 @@ def cursor_filter(resource_type: str, sort: str | None, cursor: str) -> dict[str
         AttributeError,
         DecimalException,
         OverflowError,
+        RecursionError,  # `[[[[...` nested deeper than the JSON decoder recurses
         binascii.Error,
     ):
         raise _bad_cursor() from None
