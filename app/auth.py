@@ -14,10 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import errors
 from app.fhirschema.model import SERVED_RESOURCES
 from app.settings import Settings
 
@@ -49,9 +46,14 @@ class Principal:
     def can(self, resource_type: str, action: str) -> bool:
         return (resource_type, action) in self.grants or ("*", action) in self.grants
 
+    @property
+    def reads_anything(self) -> bool:
+        return self.audit or any(action == READ for _, action in self.grants)
+
 
 def anonymous(tenant: str) -> Principal:
-    """The caller when auth is off: everything, in the one tenant."""
+    """The caller when auth is off: everything, in the one tenant. Only the HTTP layer makes it, and only
+    when no authenticator is configured; a request with auth on has a verified Principal or no Context."""
     return Principal("anonymous", tenant, frozenset(("*", a) for a in ACTIONS), audit=True)
 
 
@@ -219,40 +221,3 @@ def check_startup(settings: Settings) -> None:
             f"fingate: refusing to serve {settings.host} without authentication; set FINGATE_JWT_SECRET, "
             "FINGATE_JWKS_FILE or FINGATE_JWKS_URL, bind to 127.0.0.1, or set FINGATE_AUTH=off explicitly"
         )
-
-
-def _unauthenticated(message: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
-    body = orjson.dumps({"errors": [{"message": message, "extensions": {"code": errors.UNAUTHENTICATED}}]})
-    return body, [
-        (b"content-type", b"application/json"),
-        (b"content-length", str(len(body)).encode()),
-        (b"www-authenticate", b'Bearer realm="fingate"'),
-    ]
-
-
-def _is_explorer_page(scope: Scope) -> bool:
-    """A browser GET for GraphiQL (no `query`): public, it holds no data."""
-    if scope["method"] != "GET" or b"query=" in scope.get("query_string", b""):
-        return False
-    accept = dict(scope["headers"]).get(b"accept", b"")
-    return b"text/html" in accept
-
-
-class BearerAuth:
-    """Guards the GraphQL endpoint: a valid bearer token or HTTP 401; the Principal goes in the scope."""
-
-    def __init__(self, app: ASGIApp, auth: Authenticator) -> None:
-        self.app = app
-        self.auth = auth
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not _is_explorer_page(scope):
-            header = dict(scope["headers"]).get(b"authorization")
-            try:
-                scope["fingate.principal"] = await self.auth.principal(header.decode("latin-1") if header else None)
-            except AuthError as exc:
-                body, headers = _unauthenticated(str(exc))
-                await send({"type": "http.response.start", "status": 401, "headers": headers})
-                await send({"type": "http.response.body", "body": body})
-                return
-        await self.app(scope, receive, send)

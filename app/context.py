@@ -9,7 +9,7 @@ from typing import Any
 from strawberry.dataloader import DataLoader
 
 from app import errors
-from app.auth import AUDIT_TYPE, CREATE, DELETE, READ, UPDATE, Principal, anonymous
+from app.auth import AUDIT_TYPE, CREATE, DELETE, READ, UPDATE, Principal
 from app.rules import local_reference
 from app.store import Store
 from app.writes import Writer
@@ -73,21 +73,22 @@ class Context:
     """One request's view of the data: batched reads and the write path.
 
     The door: every read and write is the caller's tenant's (the store is scoped to it here) and
-    is checked against the caller's scopes; without a Principal (auth off) the caller may do
-    everything in the store's tenant.
+    is checked against the caller's scopes. There is no Context without a Principal: the HTTP layer
+    passes a verified one, or `auth.anonymous` when auth is off.
     """
 
     def __init__(
         self,
         store: Store,
         writer: Writer,
-        request_id: str = "-",
-        principal: Principal | None = None,
+        request_id: str,
+        principal: Principal,
         limits: Any = None,
+        client_request_id: str | None = None,
     ) -> None:
-        self.principal = principal or anonymous(store.tenant)
-        self.store = store.for_tenant(self.principal.tenant)
-        self.writer = writer.bound(self.store, self.principal.sub, request_id)
+        self.principal = principal
+        self.store = store.for_tenant(principal.tenant)
+        self.writer = writer.bound(self.store, principal.sub, request_id, client_request_id)
         self.request_id = request_id
         self.limits = limits  # app.limits.Limits, read by the QueryLimits extension
         self._resources: DataLoader[tuple[str, str], Resource | None] = DataLoader(self._load_resources)

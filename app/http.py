@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from decimal import Decimal
 from typing import Any
 
 import orjson
+from cross_web import HTTPException
 from graphql import GraphQLError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
@@ -24,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.http.parse_content_type import parse_content_type
 from strawberry.types import ExecutionResult
 
 from app import auth, errors
@@ -32,7 +36,7 @@ from app.caching import ConditionalGET
 from app.compiled import with_compiled_execution
 from app.context import Context
 from app.explorer import STATIC_DIR, STATIC_PATH, explorer_page
-from app.limits import DEFAULT_LIMITS, BodyLimit, Limits, within
+from app.limits import BodyLimit, Limits, within
 from app.metrics import ERRORS, LATENCY, REGISTRY, REQUESTS
 from app.settings import Settings
 from app.store import Store
@@ -84,18 +88,69 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
     return out
 
 
-class FinGateGraphQL(GraphQL):  # type: ignore[type-arg]
-    """Strawberry's ASGI view with FinGate's context, JSON and error format."""
+class HTTPError(HTTPException):
+    """A request refused before any operation runs: answered as JSON with `extensions.code`, never plain text."""
 
-    def __init__(self, schema: Any, store: Store, persisted_queries: PersistedQueries, compiled: bool) -> None:
-        # With FINGATE_COMPILED on, a copy of the schema whose execute step runs compiled plans for
-        # plain-data queries (issue 8, app/compiled); the schema itself when off.
-        super().__init__(with_compiled_execution(schema, compiled), graphql_ide="graphiql", allow_queries_via_get=True)
+    def __init__(self, status_code: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(status_code, message)
+        self.code = code
+        self.headers = headers or {}
+
+
+# Strawberry's own refusals (bad JSON, no query, a method other than GET or POST) carry only a status.
+_CODE_OF_STATUS = {401: errors.UNAUTHENTICATED, 404: errors.NOT_FOUND, 413: errors.QUERY_TOO_COMPLEX}
+
+
+def error_response(
+    status: int, code: str, message: str, request_id: str, headers: Mapping[str, str] | None = None
+) -> Response:
+    """The body of every HTTP-level refusal: the GraphQL error shape, with the request id to quote."""
+    body = {"errors": [{"message": message, "extensions": {"code": code, "requestId": request_id}}]}
+    return Response(dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def unauthenticated(message: str) -> HTTPError:
+    return HTTPError(401, errors.UNAUTHENTICATED, message, {"www-authenticate": 'Bearer realm="fingate"'})
+
+
+class FinGateGraphQL(GraphQL[Context | None, None]):
+    """Strawberry's ASGI view with FinGate's caller, context, JSON and error format.
+
+    Default deny: with auth on, the Context (the only door to data) is built only for a verified
+    Principal; the explorer page is the one answer given without a token, and it runs nothing.
+    """
+
+    def __init__(
+        self,
+        schema: Any,
+        store: Store,
+        persisted_queries: PersistedQueries,
+        settings: Settings,
+        authenticator: auth.Authenticator | None,
+    ) -> None:
+        # With compiled execution on, a copy of the schema whose execute step runs compiled plans for
+        # plain-data queries (app/compiled); the schema itself when off.
+        super().__init__(
+            with_compiled_execution(schema, settings.compiled), graphql_ide="graphiql", allow_queries_via_get=True
+        )
         self.store = store
         self.writer = Writer(store)
         self.persisted_queries = persisted_queries
         self.explorer_html = explorer_page()
-        self.limits: Limits = DEFAULT_LIMITS
+        self.limits = Limits.from_settings(settings)
+        self.authenticator = authenticator
+        self.default_tenant = settings.default_tenant
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = scope.get("fingate.request_id", "-")
+        if scope["type"] != "http":  # no WebSocket route is served
+            return
+        try:
+            response = await self.run(Request(scope, receive))
+        except HTTPException as exc:
+            code = getattr(exc, "code", None) or _CODE_OF_STATUS.get(exc.status_code, errors.BAD_USER_INPUT)
+            response = error_response(exc.status_code, code, exc.reason, request_id, getattr(exc, "headers", None))
+        await response(scope, receive, send)
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # A persisted query's GET has no `query` either; curl's `*/*` must get JSON, not the page.
@@ -104,12 +159,44 @@ class FinGateGraphQL(GraphQL):  # type: ignore[type-arg]
     async def render_graphql_ide(self, request: Any) -> Response:
         return HTMLResponse(self.explorer_html)
 
-    async def get_context(self, request: Any, response: Any) -> Context:  # type: ignore[override]
-        # The Principal is BearerAuth's (app/auth.py); without auth, Context grants all in the default tenant.
-        principal = request.scope.get("fingate.principal")
-        return Context(self.store, self.writer, request.scope.get("fingate.request_id", "-"), principal, self.limits)
+    async def principal(self, request: Request) -> auth.Principal:
+        """The verified caller; without auth (loopback or FINGATE_AUTH=off), everything in the default tenant."""
+        if self.authenticator is None:
+            return auth.anonymous(self.default_tenant)
+        try:
+            return await self.authenticator.principal(request.headers.get("authorization"))
+        except auth.AuthError as exc:
+            raise unauthenticated(str(exc)) from None
 
-    async def execute_operation(self, request: Any, request_data: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def get_context(self, request: Any, response: Any) -> Context | None:  # type: ignore[override]
+        if self.authenticator is not None and self.should_render_graphql_ide(self.request_adapter_class(request)):
+            return None  # the explorer page is all this request gets (`run` returns it next): no door to data
+        principal = await self.principal(request)
+        # A caller that may read nothing learns nothing from the schema either.
+        limits = self.limits if principal.reads_anything else self.limits.without_introspection()
+        scope = request.scope
+        return Context(
+            self.store,
+            self.writer,
+            scope.get("fingate.request_id", "-"),
+            principal,
+            limits,
+            client_request_id=scope.get("fingate.client_request_id"),
+        )
+
+    async def parse_http_body(self, request: Any) -> Any:
+        if request.method == "POST":
+            media_type, _ = parse_content_type(request.content_type or "")
+            if media_type.lower() != "application/json":
+                raise HTTPError(
+                    415, errors.BAD_USER_INPUT, f"send Content-Type: application/json, not {media_type or 'none'!r}"
+                )
+        return await super().parse_http_body(request)
+
+    async def execute_operation(self, request: Any, request_data: Any, context: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+        if not isinstance(context, Context):  # unreachable by construction: no operation runs without a caller
+            raise unauthenticated("send Authorization: Bearer <JWT>")
+        # Batched bodies are refused while parsing (Strawberry's batching is off): one operation per request.
         try:  # automatic persisted queries (app/apq.py): the text to run, from the request or the store
             request_data.query = await self.persisted_queries.resolve(request_data.query, request_data.extensions)
         except errors.FinGateError as error:
@@ -117,19 +204,30 @@ class FinGateGraphQL(GraphQL):  # type: ignore[type-arg]
         # The latency histogram's label: an operation keyword, or `query` for the shorthand `{ ... }`.
         match = _OPERATION.match(_COMMENTS.sub("", getattr(request_data, "query", None) or ""))
         request.scope["fingate.operation"] = match.group(1) if match else "query"
-        operation = super().execute_operation(request=request, request_data=request_data, **kwargs)
+        operation = super().execute_operation(request=request, request_data=request_data, context=context, **kwargs)
         return await within(self.limits.request_timeout, operation)
 
+    def parse_json(self, data: str | bytes) -> Any:
+        # The body, and a GET's `variables` and `extensions`: a refusal that says what is wrong.
+        try:
+            return self.decode_json(data)
+        except json.JSONDecodeError as exc:
+            raise HTTPError(400, errors.BAD_USER_INPUT, f"the request is not valid JSON: {exc.msg}") from None
+
     def decode_json(self, data: str | bytes) -> object:
-        # Strawberry answers 400 for a JSONDecodeError only: invalid UTF-8, lone surrogates (which
-        # `json` lets through, raw or as `\\ud800` escapes) and non-object bodies become one.
         try:
             text = data.decode() if isinstance(data, bytes) else data
             value = loads(text)
-            if "\\u" in text:
+            if "\\u" in text:  # lone surrogates pass `json` raw or as `\\ud800` escapes; they cannot be stored
                 json.dumps(value, ensure_ascii=False, default=str).encode()
-        except (UnicodeError, RecursionError) as exc:
-            raise json.JSONDecodeError(f"not UTF-8 JSON ({type(exc).__name__})", "", 0) from None
+        except json.JSONDecodeError:
+            raise
+        except UnicodeError:
+            raise json.JSONDecodeError("not UTF-8", "", 0) from None
+        except RecursionError:
+            raise json.JSONDecodeError("nested too deeply", "", 0) from None
+        except ValueError:  # Python's int-string limit
+            raise json.JSONDecodeError("a number has more than 4,300 digits", "", 0) from None
         if not isinstance(value, dict | list):
             raise json.JSONDecodeError("expected a JSON object", "", 0)
         return value
@@ -154,7 +252,8 @@ class FinGateGraphQL(GraphQL):  # type: ignore[type-arg]
 
 
 class RequestMiddleware:
-    """X-Request-ID on every response, metrics, and one structured access-log line per request."""
+    """A server-made request id on every response, metrics, one access-log line per request, and JSON
+    (code INTERNAL, the request id) for anything that escaped the app, so no answer is a bare 500."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -163,39 +262,47 @@ class RequestMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # The id is always this server's: a client's `X-Request-ID` is kept beside it, never in its place,
+        # so the audit log's ids cannot be forged or made to collide.
+        request_id = scope["fingate.request_id"] = uuid.uuid4().hex
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
-        scope["fingate.request_id"] = request_id
+        client_request_id = scope["fingate.client_request_id"] = incoming if _REQUEST_ID.match(incoming) else None
         started = time.perf_counter()
         status = 500
+        response_started = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, response_started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, response_started = message["status"], True
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode())]
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("request %s: unexpected error", request_id)
+            if response_started:
+                raise
+            message = f"Internal error; quote request id {request_id} to find it in the server log"
+            await error_response(500, errors.INTERNAL, message, request_id)(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             path = scope["path"]
             REQUESTS.labels(path if path in _KNOWN_PATHS else "other", scope["method"], str(status)).inc()
             if path == "/graphql":
                 LATENCY.labels(scope.get("fingate.operation", "query")).observe(elapsed)
-            access_log.info(
-                json.dumps(
-                    {
-                        "request_id": request_id,
-                        "method": scope["method"],
-                        "path": path,
-                        "status": status,
-                        "ms": round(elapsed * 1000, 2),
-                    }
-                )
-            )
+            line = {
+                "request_id": request_id,
+                "method": scope["method"],
+                "path": path,
+                "status": status,
+                "ms": round(elapsed * 1000, 2),
+            }
+            if client_request_id:
+                line["client_request_id"] = client_request_id
+            access_log.info(json.dumps(line))
 
 
 _KNOWN_PATHS = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
@@ -214,12 +321,10 @@ def create_app(
         schema = build_schema()
     settings = settings or Settings()
     persisted_queries = PersistedQueries(store, schema._schema, allowlist=settings.apq_allowlist)
-    graphql_app = FinGateGraphQL(schema, store, persisted_queries, settings.compiled)
-    graphql_app.limits = Limits.from_settings(settings)
     authenticator = auth.authenticator(settings)
-    graphql_endpoint: ASGIApp = ConditionalGET(graphql_app, settings.cache_control)
-    if authenticator is not None:
-        graphql_endpoint = auth.BearerAuth(graphql_endpoint, authenticator)
+    graphql_app = FinGateGraphQL(schema, store, persisted_queries, settings, authenticator)
+    graphql_endpoint = ConditionalGET(graphql_app, settings.cache_control)
+    metrics_token = settings.metrics_token.get_secret_value().encode() if settings.metrics_token else None
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -230,7 +335,26 @@ def create_app(
         return JSONResponse({"status": "database unreachable"}, status_code=503)
 
     async def metrics(request: Request) -> Response:
+        # With auth on, the scraper shows FINGATE_METRICS_TOKEN; without one set, nobody reads metrics.
+        if authenticator is not None:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if (
+                metrics_token is None
+                or scheme.lower() != "bearer"
+                or not hmac.compare_digest(given.encode(), metrics_token)
+            ):
+                refused = unauthenticated("/metrics needs Authorization: Bearer <FINGATE_METRICS_TOKEN>")
+                request_id = request.scope.get("fingate.request_id", "-")
+                return error_response(401, refused.code, refused.reason, request_id, refused.headers)
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        # Starlette's own refusals (no such path, a method a route does not take), in the same JSON shape.
+        assert isinstance(exc, StarletteHTTPException)
+        code = _CODE_OF_STATUS.get(exc.status_code, errors.BAD_USER_INPUT)
+        return error_response(
+            exc.status_code, code, exc.detail, request.scope.get("fingate.request_id", "-"), exc.headers
+        )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -242,13 +366,14 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route("/graphql", graphql_endpoint, methods=["GET", "POST"]),
+            Route("/graphql", graphql_endpoint),  # the view answers other methods with a JSON 405
             Mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="graphiql"),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
         ],
         lifespan=lifespan,
+        exception_handlers={StarletteHTTPException: http_error},
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
     if settings.cors_origins:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Hashable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -60,6 +61,9 @@ class Limits:
     def from_settings(cls, settings: Settings) -> Limits:
         return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
 
+    def without_introspection(self) -> Limits:
+        return dataclasses.replace(self, introspection=False)
+
 
 DEFAULT_LIMITS = Limits()
 
@@ -70,7 +74,10 @@ def too_complex(message: str) -> GraphQLError:
 
 
 def _introspection_off(message: str) -> errors.FinGateError:
-    return errors.FinGateError(errors.FORBIDDEN, f"{message} (FINGATE_INTROSPECTION=false on this server)")
+    return errors.FinGateError(
+        errors.FORBIDDEN,
+        f"{message} (on this server introspection needs FINGATE_INTROSPECTION=true and, with auth on, a token with a read scope)",
+    )
 
 
 def _limits_of(execution_context: Any) -> Limits:

@@ -50,7 +50,14 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(default=1_048_576, description="Largest request body (HTTP 413 beyond).")
     request_timeout: float = Field(default=10.0, description="Seconds a GraphQL request may run.")
-    introspection: bool = Field(default=True, description="Allow introspection (`__schema`, `__type`).")
+    introspection: bool = Field(
+        default=True,
+        description="Allow introspection (`__schema`, `__type`); with auth on, only to a token with a read scope.",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="With auth on, /metrics answers only `Authorization: Bearer <this>` (unset: /metrics is closed).",
+    )
     cors_origins: list[str] = Field(default=[], description="Origins allowed by CORS (none by default).")
     # -- clients (README "Mobile clients") --
     apq_allowlist: bool = Field(

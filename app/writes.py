@@ -54,15 +54,24 @@ class Writer:
     Every write commits with its audit record (`actor` is the JWT `sub`) in one transaction.
     """
 
-    def __init__(self, store: Store, actor: str = "system", request_id: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        actor: str = "system",
+        request_id: str | None = None,
+        client_request_id: str | None = None,
+    ) -> None:
         self.store = store
         self.reads = _RuleReads(store)
         self.actor = actor
         self.request_id = request_id
+        self.client_request_id = client_request_id
 
-    def bound(self, store: Store, actor: str, request_id: str | None = None) -> Writer:
-        """This write path for one caller: its tenant's store, its `sub` in the audit log."""
-        return Writer(store, actor, request_id)
+    def bound(
+        self, store: Store, actor: str, request_id: str | None = None, client_request_id: str | None = None
+    ) -> Writer:
+        """This write path for one caller: its tenant's store, its `sub` and request ids in the audit log."""
+        return Writer(store, actor, request_id, client_request_id)
 
     @contextlib.asynccontextmanager
     async def _transaction(self, session: Any) -> AsyncIterator[Any]:
@@ -80,8 +89,10 @@ class Writer:
             "type": resource_type,
             "id": resource["id"],
             "version": resource["meta"]["versionId"],
-            "requestId": self.request_id,
+            "requestId": self.request_id,  # this server's; the client's own, if it sent one, beside it
         }
+        if self.client_request_id:
+            record["clientRequestId"] = self.client_request_id
         await self.store.audit(record, session)
 
     async def create(

@@ -12,6 +12,7 @@ from graphql import execute as graphql_execute
 from graphql import graphql, parse
 
 from app import validation
+from app.auth import anonymous
 from app.compiled import compiled_engine, with_compiled_execution
 from app.context import Context
 from app.fhirschema.build import schema as fingate_schema
@@ -123,7 +124,7 @@ async def execute(
     """FinGate's schema (graphql-core path, or compiled) on a fresh request Context: (data, database commands sent)."""
     store = store or env.store
     before = store.commands.count
-    context = Context(store, env.writer, "bench")
+    context = Context(store, env.writer, "bench", anonymous(store.tenant))
     schema = env.compiled_schema if compiled else env.schema
     result = await schema.execute(query, variable_values=variables, context_value=context)
     if result.errors:
@@ -191,7 +192,11 @@ async def _execution(env: Env, w: Workload, built: Any, answer: Any) -> dict[str
     store = Prefetched(w)
 
     async def fingate(schema: Any) -> Any:
-        result = await schema.execute(w.query, variable_values=w.variables, context_value=Context(store, env.writer))
+        result = await schema.execute(
+            w.query,
+            variable_values=w.variables,
+            context_value=Context(store, env.writer, "bench", anonymous(store.tenant)),
+        )
         if result.errors:
             raise RuntimeError(f"{w.name} on pre-fetched data: {result.errors}")
         return result.data
@@ -207,7 +212,9 @@ async def _execution(env: Env, w: Workload, built: Any, answer: Any) -> dict[str
     assert engine is not None
 
     async def compiled_step() -> Any:
-        result = await engine.run(w.query, document, Context(store, env.writer), w.variables)
+        result = await engine.run(
+            w.query, document, Context(store, env.writer, "bench", anonymous(store.tenant)), w.variables
+        )
         if result is None:
             raise RuntimeError(f"{w.name}: the compiled execute step handed the operation back")
         return result.data

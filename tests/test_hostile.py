@@ -256,3 +256,66 @@ def _input(resource: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """A resource as JSON mutation input: decimals as strings, no resourceType."""
     data = {k: v for k, v in {**resource, **changes}.items() if k != "resourceType"}
     return json.loads(json.dumps(data, default=str))  # type: ignore[no-any-return]
+
+
+# -- the hostile run against `fingate serve`, by name -------------------------------------------------------
+
+_HUGE = "1" * 4301  # one digit past Python's int-string limit
+
+
+@pytest.mark.parametrize(
+    "where",
+    [
+        '{"query": "{ ClaimList { id } }", "n": %s}',
+        '{"query": "query($n: Int) { ClaimList(_count: $n) { id } }", "variables": {"n": %s}}',
+        '{"query": "{ ClaimList { id } }", "extensions": {"n": %s}}',
+    ],
+    ids=["body", "variables", "extensions"],
+)
+async def test_an_integer_of_4301_digits_is_a_json_400(client: httpx.AsyncClient, where: str) -> None:
+    response = await client.post("/graphql", content=where % _HUGE, headers={"content-type": "application/json"})
+    assert (response.status_code, response.headers["content-type"]) == (400, "application/json"), response.text
+    assert error_codes(response.json()) == ["BAD_USER_INPUT"] and "4,300 digits" in response.text
+    response = await client.get("/graphql", params={"query": "{ __typename }", "variables": '{"n": ' + _HUGE + "}"})
+    assert response.status_code == 400 and error_codes(response.json()) == ["BAD_USER_INPUT"]
+
+
+async def test_a_cursor_nested_past_the_recursion_limit_is_bad_input(client: httpx.AsyncClient) -> None:
+    import base64
+
+    for payload in (b"[" * 5000, b"[" * 900 + b"]" * 900, b"{" * 3000):
+        cursor = base64.urlsafe_b64encode(payload).decode()
+        result = await _gql(client, f'{{ ClaimConnection(_cursor: "{cursor}") {{ count }} }}')
+        assert error_codes(result) == ["BAD_USER_INPUT"], result
+
+
+async def test_count_zero_is_no_rows_not_no_limit(client: httpx.AsyncClient) -> None:
+    result = await _gql(
+        client,
+        "{ ClaimList(_count: 0) { id } AuditLog(_count: 0) { id } ClaimConnection(_count: 0) { count edges { resource { id } } }"
+        " OrganizationList(_count: 5) { ClaimList(_reference: insurer, _count: 0) { id } } }",
+    )
+    data = result["data"]
+    assert "errors" not in result, result
+    assert data["ClaimList"] == [] and data["AuditLog"] == [] and data["ClaimConnection"]["edges"] == []
+    assert data["ClaimConnection"]["count"] > 0  # the total is still there: FHIR's `_count=0` is "how many"
+    assert all(org["ClaimList"] == [] for org in data["OrganizationList"])
+
+
+@pytest.mark.parametrize("content_type", ["application/jsonp", "text/plain", "application/json-patch+json", ""])
+async def test_the_content_type_is_parsed_not_searched(client: httpx.AsyncClient, content_type: str) -> None:
+    body = b'{"query": "{ __typename }"}'
+    response = await client.post("/graphql", content=body, headers={"content-type": content_type})
+    assert response.status_code == 415 and error_codes(response.json()) == ["BAD_USER_INPUT"], response.text
+    ok = await client.post("/graphql", content=body, headers={"content-type": "application/json; charset=utf-8"})
+    assert ok.json() == {"data": {"__typename": "Query"}}
+
+
+@pytest.mark.parametrize(("method", "path"), [("PUT", "/graphql"), ("DELETE", "/graphql"), ("GET", "/nowhere")])
+async def test_every_refusal_is_json_with_a_code_and_request_id(
+    client: httpx.AsyncClient, method: str, path: str
+) -> None:
+    response = await client.request(method, path)
+    assert response.status_code in (404, 405) and response.headers["content-type"] == "application/json"
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["requestId"] == response.headers["x-request-id"] and error["extensions"]["code"]

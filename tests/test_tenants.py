@@ -12,7 +12,7 @@ from app.store import TENANT, Store
 from app.writes import Writer
 from tests.harness import client_for, error_codes, gql, ok
 from tests.test_mutations import PATIENT, claim
-from tests.tokens import authed_client, post, token
+from tests.tokens import authed_client, bearer, post, token
 
 ADMIN = "user/*.cruds system/AuditEvent.r"
 
@@ -170,6 +170,18 @@ async def test_each_write_is_audited_in_its_tenant(client: httpx.AsyncClient, st
         {"operation": "delete"}
     ]
     assert ok(await _as(client, "globex", "{ AuditLog { id } }"))["AuditLog"] == []
+
+
+async def test_the_audit_log_keeps_the_servers_request_id_and_the_clients_apart(client: httpx.AsyncClient) -> None:
+    created = await client.post(
+        "/graphql",
+        json={"query": 'mutation { PatientCreate(res: { name: [{ family: "Id" }] }) { id } }'},
+        headers={"x-request-id": "client-chosen-1", **bearer(token(tenant="acme", sub="acme-user", scope=ADMIN))},
+    )
+    pid = created.json()["data"]["PatientCreate"]["id"]
+    query = f'{{ AuditLog(id: "{pid}") {{ requestId clientRequestId }} }}'
+    (record,) = ok(await _as(client, "acme", query))["AuditLog"]
+    assert record == {"requestId": created.headers["x-request-id"], "clientRequestId": "client-chosen-1"}
 
 
 async def test_the_audit_log_needs_the_admin_scope(client: httpx.AsyncClient) -> None:

@@ -368,7 +368,8 @@ class _Builder:
                     ("type", "The resource type."),
                     ("id", "The resource id."),
                     ("version", "The `meta.versionId` written (for a delete: the version removed)."),
-                    ("requestId", "The HTTP request's X-Request-ID."),
+                    ("requestId", "The request id this server gave the write (the response's X-Request-ID)."),
+                    ("clientRequestId", "The X-Request-ID the client sent, if any (kept, never used as the id)."),
                 )
             ],
         )
