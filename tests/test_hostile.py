@@ -4,7 +4,8 @@ The token cases of the issue live beside the rules they test: an expired token, 
 another key and `alg: none` in tests/test_auth.py (`test_no_valid_token_is_401`), a token for tenant
 A reading tenant B's id in tests/test_tenants.py.
 
-Generation is restricted to a few root fields (below): the whole schema has ~2,250 fields, and
+The strategies are built when their test first runs (`st.deferred`), not at import: building them
+costs seconds, which collection alone would pay. Generation is restricted to a few root fields (below): the whole schema has ~2,250 fields, and
 a handful of roots already reach every datatype, reference and reverse list through nesting.
 """
 
@@ -97,13 +98,13 @@ def _outcomes(query: str, data: dict[str, Any] | None) -> dict[str, int]:
 
 
 @HOSTILE
-@given(query=queries(schema()._schema, fields=QUERY_ROOTS, custom_scalars=SCALARS))
+@given(query=st.deferred(lambda: queries(schema()._schema, fields=QUERY_ROOTS, custom_scalars=SCALARS)))
 async def test_generated_queries(client: httpx.AsyncClient, query: str) -> None:
     await _send(client, json.dumps({"query": query}))
 
 
 @HOSTILE
-@given(query=mutations(schema()._schema, fields=MUTATION_ROOTS, custom_scalars=SCALARS))
+@given(query=st.deferred(lambda: mutations(schema()._schema, fields=MUTATION_ROOTS, custom_scalars=SCALARS)))
 async def test_generated_mutations_write_all_or_nothing(
     client: httpx.AsyncClient, demo_store: Store, query: str
 ) -> None:
