@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# The contract's `errors[].extensions.code` values (design.md "Errors").
+# The contract's `errors[].extensions.code` values (README "The API in brief").
 BAD_USER_INPUT = "BAD_USER_INPUT"
 NOT_FOUND = "NOT_FOUND"
 CONFLICT = "CONFLICT"

@@ -1,1 +1,1 @@
-"""FinGate benchmarks (issue 5): `python -m bench`, `make bench`."""
+"""FinGate benchmarks: `python -m bench`, `make bench`."""

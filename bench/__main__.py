@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run, not a measurement")
     parser.add_argument("--profile", action="store_true", help=f"profile W1 with pyinstrument into {PROFILE.name}")
     parser.add_argument(
-        "--w5", type=int, help="resources for W5 (the issue's 10000 takes minutes on the embedded database)"
+        "--w5", type=int, help="resources for W5 (the default 10000 takes minutes on the embedded database)"
     )
     parser.add_argument("--out", type=Path, default=report.RESULTS, help="where to write the results JSON")
     args = parser.parse_args(argv)

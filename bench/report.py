@@ -84,7 +84,7 @@ def _workload_rows(name: str, w: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-# Execution alone on pre-fetched data (issue 8), sampled in turns: (key, label); ratios against graphql-core's
+# Execution alone on pre-fetched data, sampled in turns: (key, label); ratios against graphql-core's
 # `graphql()` (the x (b) column) and, for FinGate's rows, against FinGate's other path.
 _EXECUTION = (
     ("exec_compiled_step", "FinGate's compiled execute step (`CompiledEngine.run`)", None),
@@ -154,7 +154,7 @@ def table(results: dict[str, Any]) -> str:
 
 
 def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each target of issues 5 and 8: what was measured, the bound, and whether it holds."""
+    """Each target of the reference workloads and of compiled execution: what was measured, the bound, and whether it holds."""
     w, server = results["workloads"], results["server"]
 
     def ratio(name: str, key: str = "in_process") -> float:
@@ -193,7 +193,7 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     if server.get("ready_embedded_seconds") is not None:
         embedded = server["ready_embedded_seconds"]
         checks.append(("start to /readyz under 3 s (embedded database)", embedded, "s", embedded < 3))
-    for name in ("W1", "W2"):  # issue 8
+    for name in ("W1", "W2"):  # the compiled-execution targets
         if timed := w[name].get("execution"):
             step = timed["b_execute"]["median_ms"] / timed["exec_compiled_step"]["median_ms"]
             request = timed["b_execute"]["median_ms"] / timed["exec_compiled"]["median_ms"]

@@ -24,7 +24,7 @@ from bench.timing import interleaved, sample, sample_sync
 Resource = dict[str, Any]
 DB = "fingate_bench"
 SIZES_DB = "fingate_bench_sizes"  # the 10/50/200 sets live apart, so they do not weigh on the timed scans
-COMPILED = ("W1", "W2", "W3")  # the read workloads, measured on both execution paths (issue 8); W4 is a mutation
+COMPILED = ("W1", "W2", "W3")  # the read workloads, measured on both execution paths; W4 is a mutation
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from app.fhirschema.model import SERVED_RESOURCES, spec
 from app.rules import check_create, check_delete, check_references, check_update, describe_rules, lifecycle
 from app.rules.tables import LIFECYCLES, REFERENCE_RULES, REFERRER_RULES, RESOURCE_LIFECYCLE
 
-# ---- expectations written from design.md "Status lifecycle", independently of app/rules/tables.py
+# ---- expectations written from the R5 status life-cycle text and the README's "Status lifecycle", independently of app/rules/tables.py
 
 FM_TYPES = [
     "Claim",

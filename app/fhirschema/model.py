@@ -37,7 +37,7 @@ SERVED_RESOURCES: tuple[str, ...] = (
     "Task",
 )
 
-# FHIR primitive type code -> the GraphQL scalar that carries it (design.md "Scalars").
+# FHIR primitive type code -> the GraphQL scalar that carries it (README "The API in brief": money is a string-serialized Decimal).
 PRIMITIVE_SCALARS: dict[str, str] = {
     "boolean": "Boolean",
     "integer": "Int",

@@ -1,4 +1,4 @@
-"""The status lifecycles and cross-resource rules of the served resources, as data (design.md "Status lifecycle")."""
+"""The status lifecycles and cross-resource rules of the served resources, as data (README "Status lifecycle")."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _t(**edges: str) -> dict[Status, frozenset[str]]:
     return {k.replace("_", "-"): frozenset(v.split()) for k, v in edges.items()}
 
 
-# financial-module.html#resource-status (status-rules.md §1), pinned by design.md: created draft or
+# financial-module.html#resource-status (the R5 status life-cycle text), as the product pins it: created draft or
 # active; draft -> active | entered-in-error; active -> cancelled; active is immutable except that
 # status change ("an error found while active means cancel, then create an amended instance").
 FM_STATUS = Lifecycle(
@@ -48,12 +48,12 @@ FM_STATUS = Lifecycle(
     transitions=_t(draft="active entered-in-error", active="cancelled"),
     editable=frozenset({"draft"}),
     deletable=frozenset({"draft"}),
-    source="financial-module.html#resource-status; design.md",
+    source="financial-module.html#resource-status; FinGate's contract",
 )
 # ExplanationOfBenefit binds its own value set with the same four codes (status-rules.md §2).
 EOB_STATUS = replace(FM_STATUS, value_set="explanationofbenefit-status")
 
-# design.md: created draft or issued; draft -> issued | entered-in-error; issued -> balanced | cancelled;
+# FinGate's contract: created draft or issued; draft -> issued | entered-in-error; issued -> balanced | cancelled;
 # content frozen once issued. R5 defines entered-in-error as "determined as entered in error before it
 # was issued", which is why issued cannot reach it.
 INVOICE_STATUS = Lifecycle(
@@ -63,7 +63,7 @@ INVOICE_STATUS = Lifecycle(
     transitions=_t(draft="issued entered-in-error", issued="balanced cancelled"),
     editable=frozenset({"draft"}),
     deletable=frozenset({"draft"}),
-    source="design.md; R5 invoice-status definitions",
+    source="FinGate's contract; R5 invoice-status definitions",
 )
 
 # Account (status-rules.md §2) is a long-lived ledger, not a one-shot exchange, and has no draft:
