@@ -33,9 +33,10 @@ from strawberry.types import ExecutionResult
 from app import auth, errors
 from app.apq import PersistedQueries
 from app.caching import ConditionalGET
-from app.compiled import with_compiled_execution
+from app.compiled import compiled_execution
 from app.context import Context
 from app.explorer import STATIC_DIR, STATIC_PATH, explorer_page
+from app.fhirschema.resolvers import BATCH_FORMS
 from app.limits import BodyLimit, Limits, within
 from app.metrics import ERRORS, LATENCY, REGISTRY, REQUESTS
 from app.settings import Settings
@@ -128,11 +129,7 @@ class FinGateGraphQL(GraphQL[Context | None, None]):
         settings: Settings,
         authenticator: auth.Authenticator | None,
     ) -> None:
-        # With compiled execution on, a copy of the schema whose execute step runs compiled plans for
-        # plain-data queries (app/compiled); the schema itself when off.
-        super().__init__(
-            with_compiled_execution(schema, settings.compiled), graphql_ide="graphiql", allow_queries_via_get=True
-        )
+        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
         self.store = store
         self.writer = Writer(store)
         self.persisted_queries = persisted_queries
@@ -322,7 +319,9 @@ def create_app(
     settings = settings or Settings()
     persisted_queries = PersistedQueries(store, schema._schema, allowlist=settings.apq_allowlist)
     authenticator = auth.authenticator(settings)
-    graphql_app = FinGateGraphQL(schema, store, persisted_queries, settings, authenticator)
+    # With compiled execution on, the engine answers plain-data queries' execute step (app/compiled).
+    executable, engine = compiled_execution(schema, BATCH_FORMS, settings.compiled)
+    graphql_app = FinGateGraphQL(executable, store, persisted_queries, settings, authenticator)
     graphql_endpoint = ConditionalGET(graphql_app, settings.cache_control)
     metrics_token = settings.metrics_token.get_secret_value().encode() if settings.metrics_token else None
 
@@ -375,6 +374,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={StarletteHTTPException: http_error},
     )
+    app.state.compiled_engine = engine  # its counts of compiled, unsupported and fallback answers
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
     if settings.cors_origins:
         app.add_middleware(

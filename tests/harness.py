@@ -28,8 +28,11 @@ def schema() -> Any:
 
 
 def client_for(store: Store, **app_options: Any) -> httpx.AsyncClient:
+    """An HTTP client of a new app over `store`; the app itself is the client's `fingate_app`."""
     app = create_app(store, schema(), **app_options)
-    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fingate.test")
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://fingate.test")
+    client.fingate_app = app  # type: ignore[attr-defined]
+    return client
 
 
 async def gql(

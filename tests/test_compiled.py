@@ -15,7 +15,8 @@ from graphql import GraphQLObjectType, GraphQLUnionType, get_named_type, parse, 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.compiled import compiled_engine, with_compiled_execution
+from app.compiled import CompiledEngine, compiled_execution
+from app.fhirschema.resolvers import BATCH_FORMS
 from app.settings import Settings
 from app.store import Store
 from tests.harness import client_for, schema
@@ -119,9 +120,10 @@ async def clients(demo_store: Store, world: World) -> AsyncIterator[tuple[httpx.
         yield compiled, reference
 
 
-def _engine() -> Any:
-    engine = compiled_engine(with_compiled_execution(schema(), enabled=True))
-    assert engine is not None
+def _engine(client: httpx.AsyncClient) -> CompiledEngine:
+    """The compiled engine of the app behind `client`."""
+    engine = client.fingate_app.state.compiled_engine  # type: ignore[attr-defined]
+    assert isinstance(engine, CompiledEngine)
     return engine
 
 
@@ -262,7 +264,7 @@ async def test_random_operations_answer_byte_for_byte_alike(
 ) -> None:
     query, variables = data.draw(operations(world))
     valid = not validate(schema()._schema, parse(query))
-    engine = _engine()
+    engine = _engine(clients[0])
     before = engine.stats.copy()
     compiled, reference = await _both(clients, query, variables)
     assert _same(compiled, reference), (query, compiled, reference)
@@ -297,7 +299,7 @@ async def test_broken_data_gets_graphql_cores_partial_data_and_errors(
         )
     else:
         query = query.replace("$id", json.dumps(id))
-    engine = _engine()
+    engine = _engine(clients[0])
     fallbacks = engine.stats["fallback"]
     compiled, reference = await _both(clients, query, {})
     assert compiled == reference
@@ -333,7 +335,7 @@ async def test_context_errors_are_the_reference_paths(
 async def test_what_is_not_compiled_runs_on_the_reference_path(
     clients: tuple[httpx.AsyncClient, httpx.AsyncClient], query: str
 ) -> None:
-    engine = _engine()
+    engine = _engine(clients[0])
     compiled_before = engine.stats["compiled"]
     compiled, reference = await _both(clients, query, {})
     assert compiled == reference
@@ -354,7 +356,7 @@ async def test_compiled_traversal_keeps_commands_at_levels(
     clients: tuple[httpx.AsyncClient, httpx.AsyncClient], demo_store: Store
 ) -> None:
     pid = await _reconciliation_with(demo_store, 60)
-    engine = _engine()
+    engine = _engine(clients[0])
     compiled_before = engine.stats["compiled"]
     before = demo_store.commands.count
     response = await clients[0].post("/graphql", json={"query": TRAVERSAL, "variables": {"id": pid}})
@@ -371,18 +373,19 @@ async def test_scopes_are_checked_per_reference_as_on_the_reference_path(demo_st
         "target { resource { ... on Claim { id } } } response { resource { ... on ClaimResponse { id } } } } } }"
     )
     tok = token(scope="user/PaymentReconciliation.r user/Claim.r", tenant=demo_store.tenant)
-    engine = _engine()
-    fallbacks = engine.stats["fallback"]
-    answers = []
+    answers, engines = [], []
     for compiled in (True, False):
         async with client_for(demo_store, settings=Settings(jwt_secret=SECRET, compiled=compiled)) as client:
             answers.append((await post(client, query, tok, {"id": pid})).content)
+            engines.append(client.fingate_app.state.compiled_engine)  # type: ignore[attr-defined]
     assert answers[0] == answers[1]
     assert answers[0].count(b'"FORBIDDEN"') == 3, answers[0]
     assert answers[0].count(b'"__typename"') == 0 and answers[0].count(b'"id":"') == 3  # the three Claims
-    assert engine.stats["fallback"] == fallbacks + 1
+    assert engines[0].stats["fallback"] == 1 and engines[1] is None
 
 
 def test_the_setting_turns_it_off() -> None:
-    assert with_compiled_execution(schema(), enabled=False) is schema()
-    assert compiled_engine(with_compiled_execution(schema(), enabled=True)) is _engine()
+    assert compiled_execution(schema(), BATCH_FORMS, enabled=False) == (schema(), None)
+    executable, engine = compiled_execution(schema(), BATCH_FORMS, enabled=True)
+    assert executable is not schema() and isinstance(engine, CompiledEngine)
+    assert engine.batch_forms is BATCH_FORMS

@@ -23,9 +23,9 @@ from strawberry.types.graphql import OperationType
 
 from app.compiled import runtime
 from app.compiled.cache import PlanCache
-from app.compiled.compiler import Fallback, Plan, Unsupported, compile_operation
+from app.compiled.compiler import BatchForms, Fallback, Plan, Unsupported, compile_operation
 
-__all__ = ["CompiledEngine", "compiled_engine", "with_compiled_execution"]
+__all__ = ["CompiledEngine", "compiled_execution"]
 
 log = logging.getLogger("fingate.compiled")
 
@@ -33,15 +33,16 @@ log = logging.getLogger("fingate.compiled")
 class CompiledEngine:
     """The plans of one schema and the counts of how operations were answered."""
 
-    def __init__(self, schema: Any) -> None:
+    def __init__(self, schema: Any, batch_forms: BatchForms) -> None:
         self.schema = schema._schema  # graphql-core's GraphQLSchema
+        self.batch_forms = batch_forms
         self.plans = PlanCache()
         # compiled | unsupported | fallback: tests and benchmarks read it.
         self.stats: Counter[str] = Counter()
 
     def _compile(self, executor: Executor) -> Plan | None:
         try:
-            return compile_operation(self.schema, executor)
+            return compile_operation(self.schema, executor, self.batch_forms)
         except Unsupported as reason:
             log.debug("not compiled: %s", reason)
             return None
@@ -111,33 +112,16 @@ def _compilable(schema: Any) -> str | None:
     return None
 
 
-def with_compiled_execution(schema: Any, enabled: bool | None = None) -> Any:
-    """`schema` with compiled execution (a shallow copy with one more extension), or itself when off.
-
-    `enabled` defaults to the FINGATE_COMPILED setting. The copy shares everything with `schema`
-    (types, caches); the engine and its plan cache are shared by every app over the same schema.
-    """
-    if getattr(schema, "compiled_engine", None) is not None:
-        return schema
-    if enabled is None:
-        from app.settings import Settings
-
-        enabled = Settings().compiled
+def compiled_execution(schema: Any, batch_forms: BatchForms, enabled: bool) -> tuple[Any, CompiledEngine | None]:
+    """The schema to execute and its engine: when `enabled` (and the schema allows it), a shallow copy of
+    `schema` with one more extension, answered by a new engine that knows `batch_forms`; else `schema`, None.
+    The copy shares everything else with `schema` (types, caches)."""
     if not enabled:
-        return schema
+        return schema, None
     if reason := _compilable(schema):
         log.warning("compiled execution off: %s", reason)
-        return schema
-    engine = schema.__dict__.get("_fingate_engine")
-    if engine is None:
-        engine = schema.__dict__["_fingate_engine"] = CompiledEngine(schema)
-    extension = type("CompiledExecution", (CompiledExecution,), {"engine": engine})
+        return schema, None
+    engine = CompiledEngine(schema, batch_forms)
     compiled = copy.copy(schema)
-    compiled.extensions = (*schema.extensions, extension)
-    compiled.compiled_engine = engine
-    return compiled
-
-
-def compiled_engine(schema: Any) -> CompiledEngine | None:
-    """The engine of a schema returned by `with_compiled_execution` (None when compiled execution is off)."""
-    return getattr(schema, "compiled_engine", None)
+    compiled.extensions = (*schema.extensions, type("CompiledExecution", (CompiledExecution,), {"engine": engine}))
+    return compiled, engine

@@ -12,7 +12,7 @@ on the reference path.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,8 +35,10 @@ from graphql.execution.collect_fields import FieldDetails, collect_fields, colle
 from graphql.language import DirectiveNode, DocumentNode, OperationDefinitionNode, Visitor
 
 from app.fhirschema.naming import JSON_NAMES
-from app.fhirschema.resolvers import BATCHED, BatchResolver, resolve_data_field, resolve_resource_type
+from app.fhirschema.resolvers import BatchResolver, resolve_data_field, resolve_resource_type
 from app.fhirschema.scalars import serialize_decimal
+
+BatchForms = Mapping[tuple[str, str], BatchResolver]  # (type, field) -> its resolver's batch form
 
 _INT_MIN, _INT_MAX = -(2**31), 2**31 - 1
 # Leaf types whose common Python value is already the serialized value: `type(v) is <class>`.
@@ -69,7 +71,7 @@ class ResolverField:
     field_def: GraphQLField
     details: list[FieldDetails]
     has_args: bool
-    batch: BatchResolver | None  # its batch form (app.fhirschema.resolvers.BATCHED): one call per level
+    batch: BatchResolver | None  # its batch form (the engine's `batch_forms`): one call per level
     complete: Callable[[Any, list[Any]], Any] = _fallback  # set once its completer is generated
 
 
@@ -98,8 +100,9 @@ def skip_include_variables(document: DocumentNode) -> tuple[str, ...]:
 
 
 class _Compiler:
-    def __init__(self, schema: GraphQLSchema, executor: Any) -> None:
+    def __init__(self, schema: GraphQLSchema, executor: Any, batch_forms: BatchForms) -> None:
         self.schema = schema
+        self.batch_forms = batch_forms
         self.fragments = executor.fragments
         self.variables = executor.variable_values
         self.operation: OperationDefinitionNode = executor.operation
@@ -220,7 +223,9 @@ class _Compiler:
                 raise Unsupported(f"{type_.name}.{field_name}")
             key = self._data_key(field_def)
             if key is None:
-                rf = self._resolver_field(response_key, field_def, details)
+                rf = self._resolver_field(
+                    response_key, field_def, details, self.batch_forms.get((type_.name, field_name))
+                )
                 items.append(f"{response_key!r}: None")
                 queued.append(f"    q.append(({self._bind('F', rf)}, r, s))")
                 continue
@@ -255,12 +260,13 @@ class _Compiler:
         python: str = definition.python_name
         return JSON_NAMES.get(python, python)
 
-    def _resolver_field(self, response_key: str, field_def: GraphQLField, details: list[FieldDetails]) -> ResolverField:
+    def _resolver_field(
+        self, response_key: str, field_def: GraphQLField, details: list[FieldDetails], batch: BatchResolver | None
+    ) -> ResolverField:
         if field_def.resolve is None:
             raise Unsupported("a field without resolver")
         node = details[0].node
         has_args = bool(field_def.args or node.arguments)
-        base = field_def.extensions["strawberry-definition"].base_resolver
         rf = ResolverField(
             index=len(self.fields),
             key=response_key,
@@ -268,7 +274,7 @@ class _Compiler:
             field_def=field_def,
             details=details,
             has_args=has_args,
-            batch=None if has_args else BATCHED.get(base.wrapped_func),
+            batch=None if has_args else batch,
         )
         self.fields.append(rf)
         self.pending.append((rf, field_def.type))
@@ -358,6 +364,6 @@ def _leaf(type_: GraphQLScalarType | GraphQLEnumType) -> Callable[[Any], Any]:
     return complete
 
 
-def compile_operation(schema: GraphQLSchema, executor: Any) -> Plan:
+def compile_operation(schema: GraphQLSchema, executor: Any, batch_forms: BatchForms) -> Plan:
     """The plan of the executor's operation; `Unsupported` when it must run on the reference path."""
-    return _Compiler(schema, executor).compile()
+    return _Compiler(schema, executor, batch_forms).compile()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from app import errors
@@ -14,10 +15,6 @@ Resource = dict[str, Any]  # plain FHIR JSON, as app.context returns it
 
 Resolver = Callable[..., Any]
 BatchResolver = Callable[[Any, list[Any]], Awaitable[list[Any]]]
-
-BATCHED: dict[Resolver, BatchResolver] = {}
-"""Resolvers with a batch form `(context, roots) -> results`: the compiled path (app/compiled) calls it
-once per level with every root of the level, where the resolver itself would run once per root."""
 
 
 def search_params(arg_codes: Mapping[str, str], args: Mapping[str, Any]) -> dict[str, str]:
@@ -85,11 +82,20 @@ def reference_resource() -> Resolver:
     async def resolve(root: Resource, info: Any) -> Resource | None:
         return _served(await info.context.resolve(root))
 
-    async def resolve_all(context: Any, roots: list[Resource]) -> list[Resource | None]:
-        return [_served(found) for found in await context.resolve_many(roots)]
-
-    BATCHED[resolve] = resolve_all
     return resolve
+
+
+async def reference_resources(context: Any, roots: list[Resource]) -> list[Resource | None]:
+    """`Reference.resource` of every root of a level at once (`Context.resolve_many`: one store read)."""
+    return [_served(found) for found in await context.resolve_many(roots)]
+
+
+BATCH_FORMS: Mapping[tuple[str, str], BatchResolver] = MappingProxyType(
+    {("Reference", "resource"): reference_resources}
+)
+"""Fields (type, name) whose resolver has a batch form `(context, roots) -> results`: the compiled engine, given
+this table by `create_app`, calls it once per level with every root of the level, where the resolver itself
+would run once per root."""
 
 
 def resolve_data_field(root: Any, python: str) -> Any:
