@@ -65,6 +65,7 @@ def serve(settings: Settings) -> None:
 
     from app.auth import check_startup
     from app.fhirschema.build import build_schema
+    from app.fhirschema.compat import graphql_schema
     from app.http import create_app
     from app.store import Store
 
@@ -78,7 +79,7 @@ def serve(settings: Settings) -> None:
         async def startup(store: Store) -> None:
             await wait_ready(store)
             await store.ensure_indexes()
-            await persist_ready_queries(store, schema._schema)
+            await persist_ready_queries(store, graphql_schema(schema))
             if settings.load_demo:
                 await load_demo_if_empty(store)
             # The schema and the app live as long as the process: out of the collector's reach, a full
@@ -124,9 +125,10 @@ async def persist_ready_queries(store: Any, schema: Any) -> None:
 async def _persist(settings: Settings, paths: list[Path]) -> int:
     from app.apq import persist, sha256
     from app.fhirschema.build import build_schema
+    from app.fhirschema.compat import graphql_schema
     from app.store import Store
 
-    schema = build_schema()._schema
+    schema = graphql_schema(build_schema())
     with database_uri(settings.mongodb_uri, settings.data_dir) as uri:
         store = Store(uri, settings.db)
         try:

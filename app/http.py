@@ -36,6 +36,7 @@ from app.caching import ConditionalGET
 from app.compiled import compiled_execution
 from app.context import Context
 from app.explorer import STATIC_DIR, STATIC_PATH, explorer_page
+from app.fhirschema.compat import QuietView, graphql_schema
 from app.fhirschema.resolvers import BATCH_FORMS
 from app.limits import BodyLimit, Limits, within
 from app.metrics import ERRORS, LATENCY, REGISTRY, REQUESTS
@@ -114,7 +115,7 @@ def unauthenticated(message: str) -> HTTPError:
     return HTTPError(401, errors.UNAUTHENTICATED, message, {"www-authenticate": 'Bearer realm="fingate"'})
 
 
-class FinGateGraphQL(GraphQL[Context | None, None]):
+class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
     """Strawberry's ASGI view with FinGate's caller, context, JSON and error format.
 
     Default deny: with auth on, the Context (the only door to data) is built only for a verified
@@ -243,10 +244,6 @@ class FinGateGraphQL(GraphQL[Context | None, None]):
             out["extensions"] = result.extensions
         return out
 
-    def _handle_errors(self, errors: Any, response_data: Any) -> None:
-        # Errors are logged once, in format_error: only unexpected ones carry a traceback.
-        pass
-
 
 class RequestMiddleware:
     """A server-made request id on every response, metrics, one access-log line per request, and JSON
@@ -317,7 +314,7 @@ def create_app(
 
         schema = build_schema()
     settings = settings or Settings()
-    persisted_queries = PersistedQueries(store, schema._schema, allowlist=settings.apq_allowlist)
+    persisted_queries = PersistedQueries(store, graphql_schema(schema), allowlist=settings.apq_allowlist)
     authenticator = auth.authenticator(settings)
     # With compiled execution on, the engine answers plain-data queries' execute step (app/compiled).
     executable, engine = compiled_execution(schema, BATCH_FORMS, settings.compiled)

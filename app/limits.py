@@ -39,6 +39,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
 from app import errors
+from app.fhirschema.compat import graphql_schema, validate_document
 from app.settings import Settings
 
 DEFAULT_COUNT = 20  # what a list without `_count` returns (app.context.DEFAULT_COUNT)
@@ -271,9 +272,7 @@ class _Checks:
         self._by_text: dict[Hashable, _Checked] = {}
 
     def of(self, ec: Any) -> _Checked:
-        from strawberry.schema.schema import validate_document
-
-        schema, document = ec.schema._schema, ec.graphql_document
+        schema, document = graphql_schema(ec.schema), ec.graphql_document
         key = (schema, ec.query, tuple(ec.validation_rules))
         checked = self._by_text.get(key) if ec.query else None
         if checked is None:
@@ -304,7 +303,7 @@ class QueryLimits(SchemaExtension):
             found = (
                 []
                 if verdict in checked.within
-                else validate(ec.schema._schema, ec.graphql_document, limit_rules(limits, ec.variables))
+                else validate(graphql_schema(ec.schema), ec.graphql_document, limit_rules(limits, ec.variables))
             )
             if not found:
                 if len(checked.within) >= _Checks.MAX:  # a client may vary `_count` without end

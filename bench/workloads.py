@@ -16,6 +16,7 @@ from app.auth import anonymous
 from app.compiled import CompiledEngine, compiled_execution
 from app.context import Context
 from app.fhirschema.build import schema as fingate_schema
+from app.fhirschema.compat import graphql_schema
 from app.fhirschema.resolvers import BATCH_FORMS
 from app.store import Store
 from app.writes import Writer, now_instant
@@ -242,7 +243,7 @@ async def _execution(env: Env, w: Workload, built: Any, answer: Any) -> dict[str
 
 
 def engine(env: Env, w: Workload) -> Any:
-    sdl = baseline.trimmed_sdl(env.schema._schema, [w.query])
+    sdl = baseline.trimmed_sdl(graphql_schema(env.schema), [w.query])
     return baseline.engine_schema(sdl, baseline.roots_for(w.found, w.listed), w.found)
 
 

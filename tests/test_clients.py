@@ -13,6 +13,7 @@ import pytest
 from app.apq import persist, sha256
 from app.cli import persist_ready_queries
 from app.explorer import ready_queries
+from app.fhirschema.compat import graphql_schema
 from app.settings import Settings
 from app.store import Store
 from tests.harness import client_for, error_codes, ok, schema
@@ -126,8 +127,8 @@ async def test_an_invalid_document_is_not_stored(demo: httpx.AsyncClient, demo_s
 async def test_allowlist_mode_runs_only_stored_queries(store: Store, tmp_path: Any) -> None:
     stored, new = "{ ClaimList { id } }", "{ ClaimList { id status } }"
     (tmp_path / "claims.graphql").write_text(stored)
-    assert await persist(store, schema()._schema, [tmp_path / "claims.graphql"]) == []
-    await persist_ready_queries(store, schema()._schema)
+    assert await persist(store, graphql_schema(schema()), [tmp_path / "claims.graphql"]) == []
+    await persist_ready_queries(store, graphql_schema(schema()))
     async with client_for(store, settings=Settings(apq_allowlist=True)) as client:
         assert ok(await post(client, query=stored)) == {"ClaimList": []}
         assert ok((await get(client, sha256(stored))).json()) == {"ClaimList": []}

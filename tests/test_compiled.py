@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.compiled import CompiledEngine, compiled_execution
+from app.fhirschema.compat import graphql_schema
 from app.fhirschema.resolvers import BATCH_FORMS
 from app.settings import Settings
 from app.store import Store
@@ -100,7 +101,7 @@ def _walk(value: Any, type_: Any, present: dict[str, set[str]]) -> None:
 async def world(demo_store: Store) -> World:
     for rtype, doc in ODD_DATA:
         await _insert(demo_store, rtype, doc)
-    gschema = schema()._schema
+    gschema = graphql_schema(schema())
     ids: dict[str, list[str]] = {}
     present: dict[str, set[str]] = {}
     for rtype in ROOT_TYPES:
@@ -164,7 +165,7 @@ class _Gen:
     def __init__(self, draw: Any, world: World) -> None:
         self.draw = draw
         self.world = world
-        self.schema = schema()._schema
+        self.schema = graphql_schema(schema())
         self.fragments: dict[str, str] = {}
         self.variables: dict[str, bool] = {}
 
@@ -263,7 +264,7 @@ async def test_random_operations_answer_byte_for_byte_alike(
     clients: tuple[httpx.AsyncClient, httpx.AsyncClient], world: World, data: st.DataObject
 ) -> None:
     query, variables = data.draw(operations(world))
-    valid = not validate(schema()._schema, parse(query))
+    valid = not validate(graphql_schema(schema()), parse(query))
     engine = _engine(clients[0])
     before = engine.stats.copy()
     compiled, reference = await _both(clients, query, variables)

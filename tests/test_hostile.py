@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import mutations, nodes, queries
 
+from app.fhirschema.compat import graphql_schema
 from app.store import Store
 from tests.harness import client_for, error_codes, schema
 from tests.test_mutations import claim
@@ -98,13 +99,13 @@ def _outcomes(query: str, data: dict[str, Any] | None) -> dict[str, int]:
 
 
 @HOSTILE
-@given(query=st.deferred(lambda: queries(schema()._schema, fields=QUERY_ROOTS, custom_scalars=SCALARS)))
+@given(query=st.deferred(lambda: queries(graphql_schema(schema()), fields=QUERY_ROOTS, custom_scalars=SCALARS)))
 async def test_generated_queries(client: httpx.AsyncClient, query: str) -> None:
     await _send(client, json.dumps({"query": query}))
 
 
 @HOSTILE
-@given(query=st.deferred(lambda: mutations(schema()._schema, fields=MUTATION_ROOTS, custom_scalars=SCALARS)))
+@given(query=st.deferred(lambda: mutations(graphql_schema(schema()), fields=MUTATION_ROOTS, custom_scalars=SCALARS)))
 async def test_generated_mutations_write_all_or_nothing(
     client: httpx.AsyncClient, demo_store: Store, query: str
 ) -> None:

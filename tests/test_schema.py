@@ -15,6 +15,7 @@ import pytest
 from graphql import GraphQLError, GraphQLSchema, parse_value
 
 from app.fhirschema.build import SDL_HEADER, print_sdl, schema
+from app.fhirschema.compat import graphql_schema
 from app.fhirschema.model import SERVED_RESOURCES
 from app.fhirschema.naming import check_unique, object_type_names
 from app.fhirschema.scalars import parse_decimal_literal, parse_decimal_value, serialize_decimal
@@ -28,8 +29,8 @@ def read_example(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(), parse_float=Decimal)  # type: ignore[no-any-return]
 
 
-def graphql_schema() -> GraphQLSchema:
-    return schema()._schema  # the graphql-core schema Strawberry built
+def core_schema() -> GraphQLSchema:
+    return graphql_schema(schema())  # the graphql-core schema Strawberry built
 
 
 class RecordingContext:
@@ -137,7 +138,7 @@ FIELD_TYPES = [
 
 @pytest.mark.parametrize(("type_name", "field", "expected"), FIELD_TYPES)
 def test_field_type(type_name: str, field: str, expected: str) -> None:
-    assert str(graphql_schema().type_map[type_name].fields[field].type) == expected  # type: ignore[attr-defined]
+    assert str(core_schema().type_map[type_name].fields[field].type) == expected  # type: ignore[attr-defined]
 
 
 # FHIRPath System.String elements (ids, Extension.url) and xhtml carry no extensions in FHIR JSON.
@@ -146,7 +147,7 @@ ABSENT_FIELDS = [("Claim", "_id"), ("Money", "_id"), ("Extension", "_url"), ("Na
 
 @pytest.mark.parametrize(("type_name", "field"), ABSENT_FIELDS)
 def test_field_is_absent(type_name: str, field: str) -> None:
-    assert field not in graphql_schema().type_map[type_name].fields  # type: ignore[attr-defined]
+    assert field not in core_schema().type_map[type_name].fields  # type: ignore[attr-defined]
 
 
 ROOT_FIELDS = [
@@ -168,13 +169,13 @@ ROOT_FIELDS = [
 
 @pytest.mark.parametrize(("root", "name", "args", "returns"), ROOT_FIELDS)
 def test_root_field(root: str, name: str, args: dict[str, str], returns: str) -> None:
-    field = getattr(graphql_schema(), f"{root}_type").fields[name]
+    field = getattr(core_schema(), f"{root}_type").fields[name]
     assert str(field.type) == returns
     assert {arg: str(field.args[arg].type) for arg in args} == args
 
 
 def test_every_served_type_has_its_root_fields_and_reverse_lists() -> None:
-    gql = graphql_schema()
+    gql = core_schema()
     reverse = {name for name in gql.type_map["Claim"].fields if name.endswith("List")}  # type: ignore[attr-defined]
     for t in SERVED_RESOURCES:
         assert {t, f"{t}List", f"{t}Connection", f"{t}History"} <= gql.query_type.fields.keys()  # type: ignore[union-attr]
@@ -184,7 +185,7 @@ def test_every_served_type_has_its_root_fields_and_reverse_lists() -> None:
 
 
 def test_reverse_list_takes_the_reference_parameters_of_the_listed_type() -> None:
-    gql = graphql_schema()
+    gql = core_schema()
     field = gql.type_map["Claim"].fields["ClaimResponseList"]  # type: ignore[attr-defined]
     assert str(field.args["_reference"].type) == "ClaimResponse_reference!"
     assert {"outcome", "_count", "_sort"} <= field.args.keys()
@@ -200,11 +201,11 @@ DESCRIPTIONS = [
 
 @pytest.mark.parametrize(("type_name", "field", "text"), DESCRIPTIONS)
 def test_field_description(type_name: str, field: str, text: str) -> None:
-    assert text in graphql_schema().type_map[type_name].fields[field].description  # type: ignore[attr-defined]
+    assert text in core_schema().type_map[type_name].fields[field].description  # type: ignore[attr-defined]
 
 
 def test_types_record_their_fhir_origin() -> None:
-    gql = graphql_schema()
+    gql = core_schema()
     assert gql.type_map["Claim"].description.endswith("FHIR R5 (5.0.0) http://hl7.org/fhir/StructureDefinition/Claim")  # type: ignore[union-attr]
     assert "element PaymentReconciliation.allocation" in gql.type_map["PaymentReconciliationAllocation"].description  # type: ignore[operator]
 

@@ -24,6 +24,7 @@ from strawberry.types.graphql import OperationType
 from app.compiled import runtime
 from app.compiled.cache import PlanCache
 from app.compiled.compiler import BatchForms, Fallback, Plan, Unsupported, compile_operation
+from app.fhirschema.compat import graphql_schema
 
 __all__ = ["CompiledEngine", "compiled_execution"]
 
@@ -34,7 +35,7 @@ class CompiledEngine:
     """The plans of one schema and the counts of how operations were answered."""
 
     def __init__(self, schema: Any, batch_forms: BatchForms) -> None:
-        self.schema = schema._schema  # graphql-core's GraphQLSchema
+        self.schema = graphql_schema(schema)
         self.batch_forms = batch_forms
         self.plans = PlanCache()
         # compiled | unsupported | fallback: tests and benchmarks read it.

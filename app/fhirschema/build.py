@@ -15,10 +15,10 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types.base import StrawberryList, StrawberryOptional
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
-from strawberry.types.union import StrawberryUnion
 from strawberry.types.unset import UNSET
 
 from app.fhirschema import resolvers
+from app.fhirschema.compat import FixedTypeField, QuietSchema, ResolvedUnion, convert_input_with
 from app.fhirschema.fields import (
     ORIGIN,
     FieldSpec,
@@ -64,49 +64,9 @@ _COUNT: ArgSpec = ("_count", int, False, "At most this many resources.")
 _SORT: ArgSpec = ("_sort", str, False, "Sort order: comma-separated search parameter codes, `-` for descending.")
 
 
-class _Schema(strawberry.Schema):
-    """Strawberry's schema, minus its error logging: the HTTP layer logs each error once, by kind."""
-
-    def process_errors(self, errors: Any, execution_context: Any = None) -> None:
-        pass
-
-
-class ResourceUnion(StrawberryUnion):
-    """A union of resource types over plain dicts: the member is the dict's `resourceType`.
-
-    One lookup, where Strawberry would try every member's `is_type_of`; the resource types
-    then need no `is_type_of`, which graphql-core would also call for every resource value.
-    """
-
-    def __init__(self, type_resolver: Callable[[Any, Any, Any], str], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.type_resolver = type_resolver
-
-    def get_type_resolver(self, type_map: Any) -> Callable[[Any, Any, Any], str]:
-        return self.type_resolver
-
-
-class DataField(StrawberryField):
-    """A plain data field whose Strawberry type is known when it is created.
-
-    Strawberry re-derives a field's type from its annotation each time it reads it
-    (about eight times per field while building: a third of the build time); these
-    fields answer with the type they were given.
-    """
-
-    fixed_type: object = None
-
-    def resolve_type(self, *, type_definition: Any = None) -> Any:
-        return self.fixed_type
-
-    def __copy__(self) -> DataField:
-        new = super().__copy__()
-        new.fixed_type = self.fixed_type
-        return new
-
-
-def data_field(fixed_type: object, python: str, name: str, description: str | None) -> DataField:
-    field = DataField(python_name=python, graphql_name=name, description=description)
+def data_field(fixed_type: object, python: str, name: str, description: str | None) -> FixedTypeField:
+    """A plain data field: its type is known when it is created."""
+    field = FixedTypeField(python_name=python, graphql_name=name, description=description)
     field.fixed_type = fixed_type
     return field
 
@@ -124,13 +84,13 @@ class _Builder:
         self.inputs = {name: _empty(input_name(gql)) for name, gql in self.names.items()}
         self.shapes: dict[tuple[object, bool, bool], object] = {}
         members = tuple(StrawberryAnnotation(self.outputs[name]) for name in self.served)
-        self.resource_union = ResourceUnion(
+        self.resource_union = ResolvedUnion(
             resolvers.resolve_resource_type,
             name="Resource",
             type_annotations=members,
             description=f"Any {ORIGIN} resource FinGate serves, told apart by `resourceType`.",
         )
-        self.contained_union = ResourceUnion(
+        self.contained_union = ResolvedUnion(
             resolvers.resolve_contained_type,
             name=CONTAINED_UNION,
             type_annotations=(*members, StrawberryAnnotation(self._unserved_resource())),
@@ -153,7 +113,7 @@ class _Builder:
         _define(query, [*(f for t in self.served for f in self._query_fields(t, connections[t])), self._audit_field()])
         mutation = _empty("Mutation")
         _define(mutation, [f for t in self.served for f in self._mutation_fields(t)])
-        return _Schema(
+        return QuietSchema(
             query=strawberry.type(query, name="Query", description=f"Read and search {ORIGIN} financial resources."),
             mutation=strawberry.type(mutation, name="Mutation", description=f"Write {ORIGIN} financial resources."),
             config=StrawberryConfig(
@@ -211,7 +171,7 @@ class _Builder:
         _define(cls, self._data_fields(td, self.inputs, JSON))
         description = f"{name} as input: FHIR JSON, with the fields of the {name} type."
         strawberry.input(cls, name=input_name(name), description=description)
-        cls.__strawberry_definition__.from_input = resolvers.from_input  # type: ignore[attr-defined]
+        convert_input_with(cls, resolvers.from_input)
 
     def _unserved_resource(self) -> type:
         cls = _empty(UNSERVED_RESOURCE)
