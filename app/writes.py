@@ -56,7 +56,8 @@ class Writer:
 
     def __init__(self, store: Store, actor: str = "system", request_id: str | None = None) -> None:
         self.store = store
-        self.reads = _RuleReads(store)
+        # The rules guard the whole tenant's integrity: they read all of it, whatever compartment `store` is.
+        self.reads = _RuleReads(store.for_tenant(store.tenant))
         self.actor = actor
         self.request_id = request_id
 

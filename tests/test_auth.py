@@ -128,7 +128,7 @@ async def test_jwks_url_on_loopback(store: Store, jwks_server: str) -> None:
 SCOPES: list[tuple[str, set[tuple[str, str]], bool]] = [
     ("system/Claim.rs", {("Claim", READ)}, False),
     ("user/Claim.r", {("Claim", READ)}, False),
-    ("patient/Claim.s", {("Claim", READ)}, False),
+    ("patient/Claim.s", set(), False),  # no patient in the token: a patient/ scope grants nothing
     ("user/*.cruds", {("*", a) for a in (READ, CREATE, UPDATE, DELETE)}, False),
     ("user/Claim.cu", {("Claim", CREATE), ("Claim", UPDATE)}, False),
     ("user/Claim.d", {("Claim", DELETE)}, False),
