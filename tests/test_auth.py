@@ -164,9 +164,9 @@ async def data(store: Store) -> dict[str, str]:
 
 
 async def _gql(
-    client: httpx.AsyncClient, query: str, scope: str, variables: dict[str, Any] | None = None
+    client: httpx.AsyncClient, query: str, scope: str, variables: dict[str, Any] | None = None, **claims: Any
 ) -> dict[str, Any]:
-    response = await post(client, query, token(scope=scope), variables)
+    response = await post(client, query, token(scope=scope, **claims), variables)
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
 
@@ -200,10 +200,10 @@ async def test_a_reverse_list_outside_the_scopes_is_null_and_forbidden(
     client: httpx.AsyncClient, data: dict[str, str]
 ) -> None:
     query = f'{{ Patient(id: "{data["patient"]}") {{ id ClaimList(_reference: patient) {{ id }} }} }}'
-    result = await _gql(client, query, "patient/Patient.r")
+    result = await _gql(client, query, "patient/Patient.r", patient=data["patient"])
     assert result["data"] == {"Patient": {"id": data["patient"], "ClaimList": None}}
     assert [(e["path"], e["extensions"]["code"]) for e in result["errors"]] == [(["Patient", "ClaimList"], "FORBIDDEN")]
-    allowed = await _gql(client, query, "patient/Patient.r patient/Claim.s")
+    allowed = await _gql(client, query, "patient/Patient.r patient/Claim.s", patient=data["patient"])
     assert allowed["data"]["Patient"]["ClaimList"] == [{"id": data["claim"]}]
 
 
