@@ -135,6 +135,7 @@ def token_patient(claims: dict[str, Any]) -> str | None:
 
 
 def principal_for(sub: str, tenant: str, scope: str | list[str] | None, patient: str | None) -> Principal:
+    """The caller a verified token names."""
     grants, narrow, audit = _scopes(scope, patient)
     return Principal(sub, tenant, grants, audit, patient, narrow)
 

@@ -364,3 +364,14 @@ async def test_a_patient_scope_cannot_touch_or_move_out_what_is_outside(
     assert (await acme.get("Claim", "c-p1"))["patient"] == {"reference": "Patient/p1"}  # type: ignore[index]
     updated = ok(await _write(writes, _update("c-p1"), claim("p1", status="active")))["ClaimUpdate"]
     assert updated["meta"]["versionId"] == "2"
+
+
+async def test_history_shows_the_versions_that_were_in_the_compartment(writes: httpx.AsyncClient, store: Store) -> None:
+    """A claim moved from p2 to p1: p1 sees the version since, p2 the version before."""
+    await Writer(store.for_tenant("acme")).update("Claim", "c-p2", claim("p1"))
+    history = '{ ClaimHistory(id: "c-p2") { meta { versionId } patient { reference } } }'
+    for patient, versions in (("p1", [("2", "Patient/p1")]), ("p2", [("1", "Patient/p2")])):
+        tok = token(scope="patient/Claim.rs", tenant="acme", patient=patient)
+        response = await writes.post("/graphql", json={"query": history}, headers={"authorization": f"Bearer {tok}"})
+        found = ok(loads(response.content))["ClaimHistory"]
+        assert [(v["meta"]["versionId"], v["patient"]["reference"]) for v in found] == versions
