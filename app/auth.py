@@ -1,4 +1,4 @@
-"""Who is asking: JWT bearer verification (PyJWT), SMART v1/v2 scopes, and the caller's tenant."""
+"""Who is asking: JWT bearer verification (PyJWT), SMART v1/v2 scopes, the caller's tenant and patient."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import jwt
 
-from app.fhirschema.model import SERVED_RESOURCES
+from app.fhirschema.model import SERVED_RESOURCES, patient_compartment
 from app.settings import Settings
 
 log = logging.getLogger("fingate.auth")
@@ -32,16 +32,21 @@ _SCOPE = re.compile(r"^(?P<context>patient|user|system)/(?P<type>\*|[A-Za-z]+)\.
 _V2_ORDER = "cruds"
 _TENANT = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _KNOWN_TYPES = frozenset([*SERVED_RESOURCES, AUDIT_TYPE])
+_FHIR_ID = re.compile(r"[A-Za-z0-9.-]{1,64}")
+_FHIR_USER_PATIENT = re.compile(r"(?:^|/)Patient/(?P<id>[A-Za-z0-9.-]{1,64})\Z")  # `Patient/1`, `https://.../Patient/1`
 
 
 @dataclass(frozen=True)
 class Principal:
-    """The caller: `sub`, tenant, and the (resource type or `*`, action) pairs its scopes grant."""
+    """The caller: `sub`, tenant, the (resource type or `*`, action) pairs its scopes grant, and which
+    of those only `patient/` scopes grant: they stop at the compartment of the token's `patient`."""
 
     sub: str
     tenant: str
     grants: frozenset[tuple[str, str]]
     audit: bool = False  # a `system/` scope granting AuditEvent read
+    patient: str | None = None  # the token's patient: its `patient` claim, or a `fhirUser` naming a Patient
+    narrow: frozenset[tuple[str, str]] = frozenset()  # (type, action) in `grants` from `patient/` scopes only
 
     def can(self, resource_type: str, action: str) -> bool:
         return (resource_type, action) in self.grants or ("*", action) in self.grants
@@ -49,6 +54,10 @@ class Principal:
     @property
     def reads_anything(self) -> bool:
         return self.audit or any(action == READ for _, action in self.grants)
+
+    def compartment_types(self, action: str) -> frozenset[str]:
+        """The types whose `action` is limited to Patient/`patient`'s compartment."""
+        return frozenset(t for t, a in self.narrow if a == action)
 
 
 def anonymous(tenant: str) -> Principal:
@@ -71,12 +80,21 @@ def _permissions(perms: str) -> tuple[str, ...] | None:
     return None
 
 
-def parse_scopes(scope: str | list[str] | None) -> tuple[frozenset[tuple[str, str]], bool]:
-    """SMART scopes -> (grants, audit). `patient/`, `user/` and `system/` grant the same type permissions
-    (FinGate has no patient compartment filter); unknown types, malformed scopes and granular
-    `?param=` scopes grant nothing. The audit log needs a `system/` scope on AuditEvent (or `*`)."""
+def _scopes(
+    scope: str | list[str] | None, patient: str | None
+) -> tuple[frozenset[tuple[str, str]], frozenset[tuple[str, str]], bool]:
+    """SMART scopes -> (grants, the grants only `patient/` scopes give, audit).
+
+    `user/` and `system/` grant type permissions over the tenant. A `patient/` scope grants them within
+    the patient's compartment only, so it grants nothing without a patient in the token, nor on a type
+    with no Patient-compartment parameters (Organization, PaymentReconciliation, ...); `patient/*` is
+    every type that has some. A `user/` or `system/` grant of the same type and action is broader and
+    wins. Unknown types, malformed scopes and granular `?param=` scopes grant nothing. The audit log
+    needs a `system/` scope on AuditEvent (or `*`).
+    """
     items = scope.split() if isinstance(scope, str) else [s for s in scope or [] if isinstance(s, str)]
-    grants: set[tuple[str, str]] = set()
+    broad: set[tuple[str, str]] = set()
+    patient_only: set[tuple[str, str]] = set()
     audit = False
     for item in items:
         m = _SCOPE.match(item)
@@ -86,10 +104,42 @@ def parse_scopes(scope: str | list[str] | None) -> tuple[frozenset[tuple[str, st
         if actions is None or (rtype != "*" and rtype not in _KNOWN_TYPES):
             continue
         if rtype != AUDIT_TYPE:
-            grants.update((rtype, a) for a in actions)
+            (patient_only if m["context"] == "patient" else broad).update((rtype, a) for a in actions)
         if m["context"] == "system" and rtype in ("*", AUDIT_TYPE) and READ in actions:
             audit = True
-    return frozenset(grants), audit
+    in_compartment = [t for t, params in patient_compartment().items() if params]
+    narrow = {
+        (t, action)
+        for rtype, action in (patient_only if patient is not None else ())
+        for t in (in_compartment if rtype == "*" else [rtype])
+        if t in in_compartment and (t, action) not in broad and ("*", action) not in broad
+    }
+    return frozenset(broad | narrow), frozenset(narrow), audit
+
+
+def parse_scopes(scope: str | list[str] | None, patient: str | None = None) -> tuple[frozenset[tuple[str, str]], bool]:
+    """SMART scopes -> (grants, audit), for a token whose patient is `patient` (see `_scopes`)."""
+    grants, _, audit = _scopes(scope, patient)
+    return grants, audit
+
+
+def token_patient(claims: dict[str, Any]) -> str | None:
+    """The token's patient: its `patient` claim (SMART launch context), else a `fhirUser` claim naming a
+    Patient (`Patient/123`, or a URL ending in it); a `patient` claim that is not a FHIR id is refused."""
+    patient = claims.get("patient")
+    if patient is not None:
+        if not isinstance(patient, str) or not _FHIR_ID.fullmatch(patient):
+            raise AuthError("the token's 'patient' claim must be a FHIR id (letters, digits, '-', '.'; up to 64)")
+        return patient
+    user = claims.get("fhirUser")
+    m = _FHIR_USER_PATIENT.search(user) if isinstance(user, str) else None
+    return m["id"] if m is not None else None
+
+
+def principal_for(sub: str, tenant: str, scope: str | list[str] | None, patient: str | None) -> Principal:
+    """The caller a verified token names."""
+    grants, narrow, audit = _scopes(scope, patient)
+    return Principal(sub, tenant, grants, audit, patient, narrow)
 
 
 class AuthError(Exception):
@@ -167,8 +217,7 @@ class Authenticator:
         tenant = claims.get(self.tenant_claim)
         if not isinstance(tenant, str) or not _TENANT.match(tenant):
             raise AuthError(f"the token's {self.tenant_claim!r} claim must name a tenant (letters, digits, . _ -)")
-        grants, audit = parse_scopes(claims.get("scope"))
-        return Principal(str(claims["sub"]), tenant, grants, audit)
+        return principal_for(str(claims["sub"]), tenant, claims.get("scope"), token_patient(claims))
 
 
 def _key_set(data: Any) -> dict[str | None, jwt.PyJWK]:

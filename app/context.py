@@ -73,8 +73,9 @@ class Context:
     """One request's view of the data: batched reads and the write path.
 
     The door: every read and write is the caller's tenant's (the store is scoped to it here) and
-    is checked against the caller's scopes. There is no Context without a Principal: the HTTP layer
-    passes a verified one, or `auth.anonymous` when auth is off.
+    is checked against the caller's scopes; what only `patient/` scopes grant goes through a store
+    view limited to the patient's compartment (`_view`). There is no Context without a Principal:
+    the HTTP layer passes a verified one, or `auth.anonymous` when auth is off.
     """
 
     def __init__(
@@ -87,13 +88,26 @@ class Context:
         client_request_id: str | None = None,
     ) -> None:
         self.principal = principal
-        self.store = store.for_tenant(principal.tenant)
-        self.writer = writer.bound(self.store, principal.sub, request_id, client_request_id)
+        tenant = store.for_tenant(principal.tenant)
+        self.store = self._view(tenant, READ)
+        self.writer = writer.bound(tenant, principal.sub, request_id, client_request_id)
         self.request_id = request_id
         self.limits = limits  # app.limits.Limits, read by the QueryLimits extension
         self._resources: DataLoader[tuple[str, str], Resource | None] = DataLoader(self._load_resources)
         self._found: dict[tuple[str, str], Resource | None] = {}  # every resource read, for both paths
         self._reverse: DataLoader[tuple[Any, ...], list[Resource]] = DataLoader(self._load_reverse)
+
+    def _view(self, store: Store, action: str) -> Store:
+        """`store` limited, for each type only `patient/` scopes grant `action` on, to the patient's compartment."""
+        types = self.principal.compartment_types(action)
+        return store.in_compartment(self.principal.patient or "", types) if types else store
+
+    def _writer(self, action: str) -> Writer:
+        """The write path for `action`: its rule checks read the whole tenant, its writes stay in the view."""
+        if not self.principal.compartment_types(action):
+            return self.writer
+        w = self.writer
+        return w.bound(self._view(w.store, action), self.principal.sub, w.request_id, w.client_request_id)
 
     # -- batch functions: one database command per execution level -----------------------
 
@@ -199,15 +213,15 @@ class Context:
 
     async def create(self, resource_type: str, resource: Resource) -> Resource:
         self._allow(resource_type, CREATE)
-        return _link_contained(await self.writer.create(resource_type, resource))
+        return _link_contained(await self._writer(CREATE).create(resource_type, resource))
 
     async def update(self, resource_type: str, id: str, resource: Resource, if_match: str | None) -> Resource:
         self._allow(resource_type, UPDATE)
-        return _link_contained(await self.writer.update(resource_type, id, resource, if_match))
+        return _link_contained(await self._writer(UPDATE).update(resource_type, id, resource, if_match))
 
     async def delete(self, resource_type: str, id: str) -> Resource:
         self._allow(resource_type, DELETE)
-        return _link_contained(await self.writer.delete(resource_type, id))
+        return _link_contained(await self._writer(DELETE).delete(resource_type, id))
 
     async def audit_log(self, count: int | None, resource_type: str | None, id: str | None) -> list[dict[str, Any]]:
         """The tenant's audit records, newest first; needs a `system/AuditEvent.r` (or `system/*.r`) scope."""

@@ -62,7 +62,8 @@ class Writer:
         client_request_id: str | None = None,
     ) -> None:
         self.store = store
-        self.reads = _RuleReads(store)
+        # The rules guard the whole tenant's integrity: they read all of it, whatever compartment `store` is.
+        self.reads = _RuleReads(store.for_tenant(store.tenant))
         self.actor = actor
         self.request_id = request_id
         self.client_request_id = client_request_id

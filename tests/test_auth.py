@@ -139,7 +139,7 @@ async def test_jwks_first_fetch_on_a_machine_just_booted(
 SCOPES: list[tuple[str, set[tuple[str, str]], bool]] = [
     ("system/Claim.rs", {("Claim", READ)}, False),
     ("user/Claim.r", {("Claim", READ)}, False),
-    ("patient/Claim.s", {("Claim", READ)}, False),
+    ("patient/Claim.s", set(), False),  # no patient in the token: a patient/ scope grants nothing
     ("user/*.cruds", {("*", a) for a in (READ, CREATE, UPDATE, DELETE)}, False),
     ("user/Claim.cu", {("Claim", CREATE), ("Claim", UPDATE)}, False),
     ("user/Claim.d", {("Claim", DELETE)}, False),
@@ -175,9 +175,9 @@ async def data(store: Store) -> dict[str, str]:
 
 
 async def _gql(
-    client: httpx.AsyncClient, query: str, scope: str, variables: dict[str, Any] | None = None
+    client: httpx.AsyncClient, query: str, scope: str, variables: dict[str, Any] | None = None, **claims: Any
 ) -> dict[str, Any]:
-    response = await post(client, query, token(scope=scope), variables)
+    response = await post(client, query, token(scope=scope, **claims), variables)
     assert response.status_code == 200, response.text
     return response.json()  # type: ignore[no-any-return]
 
@@ -211,10 +211,10 @@ async def test_a_reverse_list_outside_the_scopes_is_null_and_forbidden(
     client: httpx.AsyncClient, data: dict[str, str]
 ) -> None:
     query = f'{{ Patient(id: "{data["patient"]}") {{ id ClaimList(_reference: patient) {{ id }} }} }}'
-    result = await _gql(client, query, "patient/Patient.r")
+    result = await _gql(client, query, "patient/Patient.r", patient=data["patient"])
     assert result["data"] == {"Patient": {"id": data["patient"], "ClaimList": None}}
     assert [(e["path"], e["extensions"]["code"]) for e in result["errors"]] == [(["Patient", "ClaimList"], "FORBIDDEN")]
-    allowed = await _gql(client, query, "patient/Patient.r patient/Claim.s")
+    allowed = await _gql(client, query, "patient/Patient.r patient/Claim.s", patient=data["patient"])
     assert allowed["data"]["Patient"]["ClaimList"] == [{"id": data["claim"]}]
 
 

@@ -517,7 +517,7 @@ def _example(name: str) -> dict[str, Any]:
 def test_index_values_over_examples(path: Path) -> None:
     resource = _example(path.name)
     values = search.index_values(resource["resourceType"], resource)
-    assert set(values) <= {k for c in search.search_params(resource["resourceType"]) for k in (c, f"{c}_sort")}
+    assert set(values) <= {k for c in search.indexed_params(resource["resourceType"]) for k in (c, f"{c}_sort")}
 
 
 def test_example_values() -> None:

@@ -272,6 +272,28 @@ class Spec:
         return el
 
 
+COMPARTMENT_SELF = "{def}"  # in a compartment definition: the compartment's own resource (the Patient itself)
+
+
+@cache
+def _compartment_file() -> dict:
+    return json.loads((SCHEMA_DIR / "compartment-patient.json").read_text())  # type: ignore[no-any-return]
+
+
+@cache
+def patient_compartment() -> dict[str, tuple[str, ...]]:
+    """R5's Patient compartment: per served type, the search parameters that put a resource in a patient's compartment."""
+    return {rtype: tuple(_compartment_file()[rtype]) for rtype in SERVED_RESOURCES}
+
+
+def compartment_only_params(resource_type: str) -> list[SearchParam]:
+    """Compartment parameters `search-parameters.json` lacks: indexed for the compartment, never search arguments."""
+    return [
+        SearchParam(code=p["code"], type=p["type"], expression=p["expression"], targets=(), description="")
+        for p in _compartment_file()["_parameters"].get(resource_type, [])
+    ]
+
+
 @cache
 def spec() -> Spec:
     """The one Spec of this process (built once at start-up)."""

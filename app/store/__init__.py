@@ -6,7 +6,7 @@ import contextlib
 import copy
 import logging
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -19,7 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from app import errors
-from app.fhirschema.model import SERVED_RESOURCES
+from app.fhirschema.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartment
 from app.metrics import MONGO_COMMANDS
 from app.store import search
 
@@ -97,12 +97,27 @@ def _public(doc: Resource | None) -> Resource | None:
     return None if doc is None else _hide(doc)
 
 
+def _all(*clauses: dict[str, Any] | None) -> dict[str, Any]:
+    """The conjunction of filters: one dict while their keys differ, else `$and`."""
+    merged: dict[str, Any] = {}
+    rest = []
+    for clause in clauses:
+        if not clause:
+            continue
+        if merged.keys() & clause.keys():
+            rest.append(clause)
+        else:
+            merged.update(clause)
+    return {"$and": [merged, *rest]} if rest else merged
+
+
 class Store:
     """One database: a collection per resource type (`Claim`) and its history (`Claim_history`).
 
     A Store reads and writes one tenant's documents: `_id` is `<tenant>/<id>` (FHIR ids hold no `/`),
     and every query is filtered on the hidden `_tenant`. `for_tenant` gives another tenant's view
-    over the same connection.
+    over the same connection; `in_compartment` narrows a view to one patient's compartment for some
+    types, and every read and write below applies it (`_scoped`, `_restricted`).
     """
 
     def __init__(self, uri: str, db_name: str, tenant: str = DEFAULT_TENANT) -> None:
@@ -112,20 +127,37 @@ class Store:
         )
         self.db: AsyncDatabase[Resource] = self.client.get_database(db_name, codec_options=CODEC_OPTIONS)
         self.tenant = tenant
+        self.patient: str | None = None  # set by `in_compartment`
+        self.compartment: dict[str, dict[str, Any]] = {}  # resource type -> the filter of the patient's compartment
 
     def for_tenant(self, tenant: str) -> Store:
-        """The same connection, scoped to `tenant` (cheap: one per request)."""
-        if tenant == self.tenant:
+        """The same connection, scoped to all of `tenant` (cheap: one per request)."""
+        if tenant == self.tenant and not self.compartment:
             return self
         view = copy.copy(self)
         view.tenant = tenant
+        view.patient, view.compartment = None, {}
+        return view
+
+    def in_compartment(self, patient: str, types: Iterable[str]) -> Store:
+        """This view where each of `types` holds only Patient/`patient`'s compartment: reads by id,
+        searches, counts, reverse references and history see nothing else, and writes may neither
+        touch nor produce anything else (SMART `patient/` scopes)."""
+        view = copy.copy(self)
+        view.patient = patient
+        view.compartment = {t: search.compartment_filter(t, patient) for t in types}
         return view
 
     def _key(self, id: str) -> str:
         return f"{self.tenant}/{id}"
 
-    def _scoped(self, query: dict[str, Any]) -> dict[str, Any]:
-        return {TENANT: self.tenant, **query} if TENANT not in query else {"$and": [{TENANT: self.tenant}, query]}
+    def _scoped(self, resource_type: str, query: dict[str, Any]) -> dict[str, Any]:
+        """A query of `resource_type` within this view: the tenant, then the compartment (both indexed)."""
+        return _all({TENANT: self.tenant}, self.compartment.get(resource_type), query)
+
+    def _restricted(self, resource_type: str, query: dict[str, Any]) -> dict[str, Any]:
+        """A query by `_id` (which holds the tenant) within this view's compartment."""
+        return _all(query, self.compartment.get(resource_type))
 
     def _history_id(self, id: str, version: str) -> str:
         return f"{self.tenant}/{id}/_history/{version}"
@@ -166,7 +198,7 @@ class Store:
     # -- reads ---------------------------------------------------------------------------
 
     async def get(self, resource_type: str, id: str) -> Resource | None:
-        return _public(await self.db[resource_type].find_one({"_id": self._key(id)}))
+        return _public(await self.db[resource_type].find_one(self._restricted(resource_type, {"_id": self._key(id)})))
 
     async def get_by_type(self, ids_by_type: dict[str, list[str]]) -> dict[tuple[str, str], Resource]:
         """Any number of resources of any types in ONE command ({(type, id): resource} of those found).
@@ -186,12 +218,12 @@ class Store:
         if len(types) == 1:  # the common level: a plain find (SecantusDB runs it in half an aggregate's time)
             (t,) = types
             keys = [self._key(id) for id in wanted[t]]
-            cursor = self.db[t].find({"_id": {"$in": keys}}, batch_size=len(keys) + 1)
+            cursor = self.db[t].find(self._restricted(t, {"_id": {"$in": keys}}), batch_size=len(keys) + 1)
             return {(t, doc["id"]): _hide(doc) async for doc in cursor}
         rows = [{f"k{n}": self._key(id)} for n, t in enumerate(types) for id in wanted[t]]
         pipeline: list[dict[str, Any]] = [{"$documents": rows}]
         pipeline += [
-            {"$lookup": {"from": t, "localField": f"k{n}", "foreignField": "_id", "as": f"r{n}"}}
+            {"$lookup": {"from": t, "localField": f"k{n}", "foreignField": "_id", "as": f"r{n}", **self._within(t)}}
             for n, t in enumerate(types)
         ]
         out = {}
@@ -201,6 +233,11 @@ class Store:
                     out[(t, doc["id"])] = _hide(doc)
         return out
 
+    def _within(self, resource_type: str) -> dict[str, Any]:
+        """The `$lookup` option keeping a join inside the compartment (none when the type is unrestricted)."""
+        restriction = self.compartment.get(resource_type)
+        return {"pipeline": [{"$match": restriction}]} if restriction else {}
+
     async def search(
         self,
         resource_type: str,
@@ -209,7 +246,7 @@ class Store:
         offset: int = 0,
         sort: str | None = None,
     ) -> list[Resource]:
-        query = self._scoped(search.compile_filter(resource_type, params))
+        query = self._scoped(resource_type, search.compile_filter(resource_type, params))
         if count == 0:  # FHIR's `_count=0` asks for no entries; MongoDB's `limit=0` would mean no limit at all
             return []
         order = search.compile_sort(resource_type, sort)
@@ -222,7 +259,7 @@ class Store:
         """A keyset page: {count (total matches), first, next, edges: [{resource}]}."""
         if cursor == FIRST_PAGE:
             cursor = None
-        query = self._scoped(search.compile_filter(resource_type, params))
+        query = self._scoped(resource_type, search.compile_filter(resource_type, params))
         order = search.compile_sort(resource_type, sort)
         paged = {"$and": [query, search.cursor_filter(resource_type, sort, cursor)]} if cursor else query
         coll = self.db[resource_type]
@@ -252,7 +289,7 @@ class Store:
         """
         key = search.reference_key(resource_type, code)
         query = search.compile_filter(resource_type, params)
-        query = self._scoped({"$and": [query, {key: {"$in": targets}}]} if query else {key: {"$in": targets}})
+        query = self._scoped(resource_type, _all({key: {"$in": targets}}, query))
         order = search.compile_sort(resource_type, sort)
         out: list[tuple[list[str], Resource]] = []
         async for doc in self.db[resource_type].find(query, sort=order):
@@ -262,13 +299,18 @@ class Store:
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
         cursor = self.db[f"{resource_type}_history"].find(
-            {TENANT: self.tenant, "id": id}, {"_id": 0, "id": 0, "v": 0, TENANT: 0}, sort=[("v", DESCENDING)]
+            self._scoped(resource_type, {"id": id}),
+            {"_id": 0, "id": 0, "v": 0, TENANT: 0, "_search": 0},
+            sort=[("v", DESCENDING)],
         )
         return [d["resource"] async for d in cursor]
 
     # -- writes: each is one conditional operation plus its history, in one transaction ----
 
-    async def _with_history(self, session: AsyncClientSession, resource_type: str, resource: Resource) -> None:
+    async def _with_history(
+        self, session: AsyncClientSession, resource_type: str, resource: Resource, values: dict[str, Any]
+    ) -> None:
+        """A version's entry keeps the `_search` `values` of the compartment, so `history` filters as reads do."""
         version = resource["meta"]["versionId"]
         await self.db[f"{resource_type}_history"].insert_one(
             {
@@ -276,18 +318,30 @@ class Store:
                 TENANT: self.tenant,
                 "id": resource["id"],
                 "v": int(version),
+                "_search": search.compartment_values(resource_type, values),
                 "resource": resource,
             },
             session=session,
         )
 
     def _stored(self, resource_type: str, resource: Resource) -> Resource:
-        return {
+        """The document to store; FORBIDDEN when this view's compartment would not hold it."""
+        doc = {
             **resource,
             "_id": self._key(resource["id"]),
             TENANT: self.tenant,
             "_search": search.index_values(resource_type, resource),
         }
+        if resource_type in self.compartment and not search.in_compartment(resource_type, doc, self.patient or ""):
+            fields = " or ".join(c.replace(COMPARTMENT_SELF, "id") for c in patient_compartment()[resource_type])
+            message = (
+                f"{resource_type}/{resource['id']} would be outside Patient/{self.patient}'s compartment: "
+                f"a patient/ scope writes only resources whose {fields} is that patient"
+            )
+            raise errors.FinGateError(
+                errors.FORBIDDEN, message, issues=[errors.outcome_issue(message, code="forbidden")]
+            )
+        return doc
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncClientSession]:
@@ -320,20 +374,21 @@ class Store:
         self, resource_type: str, resource: Resource, session: AsyncClientSession | None = None
     ) -> Resource:
         """Store version 1 (the caller set `id` and `meta`); CONFLICT if the id is taken."""
+        doc = self._stored(resource_type, resource)
         async with self._joined(session) as session:
             try:
-                await self.db[resource_type].insert_one(self._stored(resource_type, resource), session=session)
+                await self.db[resource_type].insert_one(doc, session=session)
             except DuplicateKeyError as exc:
                 raise errors.FinGateError(errors.CONFLICT, f"{resource_type}/{resource['id']} already exists") from exc
-            await self._with_history(session, resource_type, resource)
+            await self._with_history(session, resource_type, resource, doc["_search"])
         return resource
 
-    def _expected(self, id: str, version: str, status: str | None) -> dict[str, Any]:
-        """The filter of a conditional write: this id, still at `version` (and `status`)."""
+    def _expected(self, resource_type: str, id: str, version: str, status: str | None) -> dict[str, Any]:
+        """The filter of a conditional write: this id, still at `version` (and `status`), in this view."""
         match: dict[str, Any] = {"_id": self._key(id), "meta.versionId": version}
         if status is not None:
             match["status"] = status
-        return match
+        return self._restricted(resource_type, match)
 
     async def replace(
         self,
@@ -344,17 +399,16 @@ class Store:
         session: AsyncClientSession | None = None,
     ) -> Resource:
         """Replace the current version iff it is still `expected_version` (and status); else CONFLICT."""
-        match = self._expected(resource["id"], expected_version, expected_status)
+        match = self._expected(resource_type, resource["id"], expected_version, expected_status)
+        doc = self._stored(resource_type, resource)
         async with self._joined(session) as session:
-            result = await self.db[resource_type].replace_one(
-                match, self._stored(resource_type, resource), session=session
-            )
+            result = await self.db[resource_type].replace_one(match, doc, session=session)
             if result.matched_count != 1:
                 raise errors.FinGateError(
                     errors.CONFLICT,
                     f"{resource_type}/{resource['id']} changed since version {expected_version}: read it again and retry",
                 )
-            await self._with_history(session, resource_type, resource)
+            await self._with_history(session, resource_type, resource, doc["_search"])
         return resource
 
     async def delete(
@@ -366,7 +420,7 @@ class Store:
         session: AsyncClientSession | None = None,
     ) -> None:
         """Remove the current version (history stays) iff unchanged; else CONFLICT."""
-        match = self._expected(id, expected_version, expected_status)
+        match = self._expected(resource_type, id, expected_version, expected_status)
         async with self._joined(session) as session:
             deleted = await self.db[resource_type].find_one_and_delete(match, {"_id": 1}, session=session)
             if deleted is None:

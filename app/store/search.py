@@ -17,7 +17,7 @@ from typing import Any
 from bson.decimal128 import Decimal128
 
 from app.errors import FinGateError, bad_input
-from app.fhirschema.model import spec
+from app.fhirschema.model import COMPARTMENT_SELF, compartment_only_params, patient_compartment, spec
 
 SEARCH = "_search"
 Entry = Any  # one index value: a dict for token/date/quantity, a string otherwise
@@ -345,6 +345,17 @@ def search_params(resource_type: str) -> dict[str, Param]:
 
 
 @cache
+def indexed_params(resource_type: str) -> dict[str, Param]:
+    """What a stored document's `_search` holds: the search parameters and the compartment-only ones."""
+    extra = {
+        p.code: _param(resource_type, p.code, p.type, p.expression)
+        for p in compartment_only_params(resource_type)
+        if p.code not in search_params(resource_type)
+    }
+    return {**search_params(resource_type), **extra}
+
+
+@cache
 def _aliases(resource_type: str) -> dict[str, Param]:
     """Codes and their GraphQL argument names (`payment_issuer`) both name a parameter."""
     ps = search_params(resource_type)
@@ -371,7 +382,7 @@ def _dedupe(entries: list[Entry]) -> list[Entry]:
 def index_values(resource_type: str, resource: dict[str, Any]) -> dict[str, Any]:
     """The hidden `_search` sub-document of a resource about to be stored."""
     out: dict[str, Any] = {}
-    for p in search_params(resource_type).values():
+    for p in indexed_params(resource_type).values():
         entries = _dedupe([e for extract in p.extractors for e in extract(resource)])
         if entries:
             out[p.code] = entries
@@ -774,7 +785,7 @@ _INDEX: dict[str, Callable[[str], list[tuple[str, int]]]] = {
 def index_keys(resource_type: str) -> list[list[tuple[str, int]]]:
     """The indexes a type's collection needs: one per parameter, plus its sort key with `_id`."""
     out = []
-    for p in search_params(resource_type).values():
+    for p in indexed_params(resource_type).values():
         if p.type == "id":
             continue  # `_id` searches the `id` field: its index comes last
         out.append(_INDEX[p.type](p.key))
@@ -784,13 +795,64 @@ def index_keys(resource_type: str) -> list[list[tuple[str, int]]]:
     return out
 
 
+# -- the Patient compartment -----------------------------------------------------------------------
+
+
+@cache
+def compartment_keys(resource_type: str) -> tuple[str, ...]:
+    """The stored fields that put a resource in a patient's compartment: `id` for the Patient itself,
+    else the `_search` lists of the compartment's reference parameters (each one indexed, see `index_keys`)."""
+    keys = []
+    for code in patient_compartment()[resource_type]:
+        if code == COMPARTMENT_SELF:
+            keys.append("id")
+            continue
+        p = indexed_params(resource_type).get(code)
+        if p is None or p.type != "reference":
+            raise RuntimeError(f"{resource_type}.{code}: a compartment parameter must be an indexed reference")
+        keys.append(p.key)
+    return tuple(keys)
+
+
+def _compartment_value(key: str, patient: str) -> str:
+    return patient if key == "id" else f"Patient/{patient}"
+
+
+def compartment_filter(resource_type: str, patient: str) -> dict[str, Any]:
+    """The filter of Patient/`patient`'s compartment in `resource_type`; matching nothing if the type has none."""
+    clauses = [{key: _compartment_value(key, patient)} for key in compartment_keys(resource_type)]
+    if not clauses:
+        return {"_id": {"$in": []}}
+    return clauses[0] if len(clauses) == 1 else {"$or": clauses}
+
+
+def in_compartment(resource_type: str, doc: dict[str, Any], patient: str) -> bool:
+    """`compartment_filter`'s test on a document about to be stored (with its `_search`)."""
+    for key in compartment_keys(resource_type):
+        value = _dotted(doc, key)
+        if _compartment_value(key, patient) in (value if isinstance(value, list) else [value]):
+            return True
+    return False
+
+
+def compartment_values(resource_type: str, values: dict[str, Any]) -> dict[str, Any]:
+    """The part of a `_search` document `compartment_filter` reads (history versions keep it)."""
+    keys = compartment_keys(resource_type)
+    return {code: entries for code, entries in values.items() if f"{SEARCH}.{code}" in keys}
+
+
 __all__ = [
+    "compartment_filter",
+    "compartment_keys",
+    "compartment_values",
     "compile_filter",
     "compile_sort",
     "cursor_filter",
     "cursor_for",
+    "in_compartment",
     "index_keys",
     "index_values",
+    "indexed_params",
     "normalize",
     "parse_date",
     "reference_key",
