@@ -14,9 +14,11 @@ from bson.decimal128 import Decimal128
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from app.errors import STATUS_RULE, FinGateError
 from app.http import loads
 from app.settings import Settings
 from app.store import Store, decimal_from_bid
+from app.writes import Writer
 from tests.harness import client_for, error_codes, gql, json_with_decimals, ok
 
 
@@ -325,3 +327,56 @@ async def test_invoice_lifecycle(client: httpx.AsyncClient) -> None:
         == "balanced"
     )
     assert error_codes(await update(client, "Invoice", iid, {**invoice, "status": "issued"})) == ["STATUS_RULE"]
+
+
+async def _seed_claims(store: Store, prefix: str, n: int) -> None:
+    """`n` active Claims with a ClaimResponse each, stored directly (the write path is not under test here)."""
+    docs: dict[str, list[dict[str, Any]]] = {"Claim": [], "ClaimResponse": []}
+    for i in range(n):
+        c = {**claim("p"), "id": f"{prefix}-c{i}", "status": "active", "meta": {"versionId": "1"}}
+        r = {"resourceType": "ClaimResponse", "id": f"{prefix}-r{i}", "status": "active", "meta": {"versionId": "1"}}
+        docs["Claim"].append(store._stored("Claim", c))
+        docs["ClaimResponse"].append(store._stored("ClaimResponse", r))
+    for rtype, batch in docs.items():
+        await store.db[rtype].insert_many(batch)
+
+
+def _allocated(prefix: str, n: int, status: str = "active") -> dict[str, Any]:
+    body = payment([f"Claim/{prefix}-c{i}" for i in range(n)], status)
+    for i, allocation in enumerate(body["allocation"]):
+        allocation["response"] = {"reference": f"ClaimResponse/{prefix}-r{i}"}
+    return body
+
+
+async def test_rule_reads_of_a_write_do_not_grow_with_its_allocations(store: Store) -> None:
+    writer = Writer(store)
+    used: dict[int, list[int]] = {}
+    for n in (10, 200):
+        await _seed_claims(store, f"n{n}", n)
+        before = store.commands.count
+        created = await writer.create("PaymentReconciliation", _allocated(f"n{n}", n, "draft"))
+        after_create = store.commands.count
+        await _seed_claims(store, f"m{n}", n)
+        edited = {**_allocated(f"m{n}", n, "draft"), "id": created["id"]}
+        after_seed = store.commands.count
+        await writer.update("PaymentReconciliation", created["id"], edited)
+        used[n] = [after_create - before, store.commands.count - after_seed]
+    # Claims and ClaimResponses (two types) are read in one command, whatever the number of allocations.
+    assert used[10] == used[200], used
+
+
+async def test_batched_rule_reads_still_name_each_bad_target(store: Store) -> None:
+    await _seed_claims(store, "b", 3)
+    body = _allocated("b", 3)
+    body["allocation"][1]["target"] = {"reference": "Claim/missing"}
+    body["allocation"][2]["response"] = {"reference": "ClaimResponse/missing"}
+    with pytest.raises(FinGateError) as refused:
+        await Writer(store).create("PaymentReconciliation", body)
+    assert refused.value.code == STATUS_RULE
+    assert [i["expression"][0] for i in refused.value.issues or []] == [
+        "PaymentReconciliation.allocation[1].target",
+        "PaymentReconciliation.allocation[2].response",
+    ]
+    assert refused.value.message.startswith(
+        "PaymentReconciliation.allocation[1].target points at Claim/missing, which does not exist"
+    )
