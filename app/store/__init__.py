@@ -97,6 +97,12 @@ def _public(doc: Resource | None) -> Resource | None:
     return None if doc is None else _hide(doc)
 
 
+# Up to this many ids of one type, a plain `find` with `$in` (SecantusDB runs it in half the
+# aggregate's time); beyond, the aggregate: SecantusDB matches `$in` in time ids x ids (2,000 ids
+# took 2 s, the aggregate 0.1 s), while its `$lookup` reads the `_id` index once per row.
+_FIND_IDS = 100
+
+
 class Store:
     """One database: a collection per resource type (`Claim`) and its history (`Claim_history`).
 
@@ -183,7 +189,7 @@ class Store:
         if not wanted:
             return {}
         types = sorted(wanted)
-        if len(types) == 1:  # the common level: a plain find (SecantusDB runs it in half an aggregate's time)
+        if len(types) == 1 and len(wanted[types[0]]) <= _FIND_IDS:  # the common level: a plain find
             (t,) = types
             keys = [self._key(id) for id in wanted[t]]
             cursor = self.db[t].find({"_id": {"$in": keys}}, batch_size=len(keys) + 1)
