@@ -69,17 +69,21 @@ CODEC_OPTIONS: CodecOptions[Resource] = CodecOptions(
 
 
 class _CommandCounter(monitoring.CommandListener):
-    """Counts every command sent (`fingate_mongo_commands_total`), also for tests' round-trip bounds."""
+    """Counts every command sent (`fingate_mongo_commands_total`) and the documents their cursors
+    returned, also for tests' bounds on round trips and on what crosses the wire."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.documents = 0
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.count += 1
         MONGO_COMMANDS.labels(event.command_name).inc()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        cursor = event.reply.get("cursor")
+        if isinstance(cursor, dict):
+            self.documents += len(cursor.get("firstBatch") or cursor.get("nextBatch") or ())
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
@@ -249,19 +253,40 @@ class Store:
         targets: list[str],
         params: dict[str, str],
         sort: str | None,
-    ) -> list[tuple[list[str], Resource]]:
-        """Resources whose reference parameter `code` points at any of `targets`, one command.
+        count: int,
+    ) -> dict[str, list[Resource]]:
+        """Per target, the first `count` resources (in `sort` order) whose reference parameter `code` points at it: one command.
 
-        Each comes with the normalized references it holds for `code`, so callers can group.
+        At most targets x count documents come back. One target is a `find` with a limit. Several are
+        one aggregate: the first `$match` is answered from the tenant + reference index; `$unwind` gives
+        a resource pointing at several targets a row for each, and `$topN` keeps each target's first
+        `count` (MongoDB holds no more than that per target while grouping). One row per resource keeps
+        every reply document one resource big; `$facet` would put them all in one 16 MB document, and a
+        `$lookup` or `$unionWith` per target makes SecantusDB scan the whole collection for each.
         """
+        targets = list(dict.fromkeys(targets))
+        if count <= 0 or not targets:
+            return {}
         key = search.reference_key(resource_type, code)
+        wanted = {key: targets[0] if len(targets) == 1 else {"$in": targets}}
         query = search.compile_filter(resource_type, params)
-        query = self._scoped({"$and": [query, {key: {"$in": targets}}]} if query else {key: {"$in": targets}})
+        match = self._scoped({"$and": [query, wanted]} if query else wanted)
         order = search.compile_sort(resource_type, sort)
-        out: list[tuple[list[str], Resource]] = []
-        async for doc in self.db[resource_type].find(query, sort=order):
-            refs = _dotted(doc, key)
-            out.append((refs, _hide(doc)))
+        coll = self.db[resource_type]
+        if len(targets) == 1:
+            docs = [_hide(d) async for d in coll.find(match, sort=order, limit=count, batch_size=count + 1)]
+            return {targets[0]: docs} if docs else {}
+        top = {"$topN": {"n": count, "sortBy": dict(order), "output": "$$ROOT"}}
+        pipeline: list[dict[str, Any]] = [
+            {"$match": match},
+            {"$unwind": f"${key}"},
+            {"$match": {key: {"$in": targets}}},
+            {"$group": {"_id": f"${key}", "top": top}},
+            {"$unwind": "$top"},
+        ]
+        out: dict[str, list[Resource]] = {}
+        async for row in await coll.aggregate(pipeline, batchSize=len(targets) * count + 1):
+            out.setdefault(row["_id"], []).append(_hide(row["top"]))
         return out
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
