@@ -42,7 +42,7 @@ class _RuleReads:
         self.store = store
 
     async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
-        return await self.store.get_by_type(dict(ids_by_type))
+        return await self.store.get_by_type(dict(ids_by_type), fields=("status",))
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[Resource]:
         return await self.store.search(resource_type, params, count=DEFAULT_RULE_SEARCH_COUNT)

@@ -394,3 +394,15 @@ async def test_many_ids_of_one_type_are_still_one_read(store: Store) -> None:
     assert store.commands.count - before == 1
     assert sorted(found) == sorted(("Claim", f"k-c{i}") for i in range(250))
     assert found[("Claim", "k-c0")]["status"] == "active" and "_search" not in found[("Claim", "k-c0")]
+
+
+@pytest.mark.parametrize("n", [3, 250])
+async def test_rule_reads_fetch_only_the_status(store: Store, n: int) -> None:
+    # The rules look at nothing else; a Claim is kilobytes, and a payment can name thousands.
+    await _seed_claims(store, "s", n)
+    for wanted in ({"Claim": [f"s-c{i}" for i in range(n)]}, {"Claim": ["s-c0"], "ClaimResponse": ["s-r0"]}):
+        found = await store.get_by_type(wanted, fields=("status",))
+        assert len(found) == sum(map(len, wanted.values()))
+        assert all(r == {"id": id, "status": "active"} for (_, id), r in found.items()), found
+    reads = Writer(store).reads
+    assert await reads.get_many({"Claim": ["s-c1"]}) == {("Claim", "s-c1"): {"id": "s-c1", "status": "active"}}

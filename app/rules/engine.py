@@ -28,7 +28,7 @@ class Reads(Protocol):
     """What the cross-resource checks may read: every referenced resource of a write in one batch."""
 
     async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], dict]:
-        """`{(type, id): resource}` of those found (the store answers it with one command)."""
+        """`{(type, id): resource}` of those found, each with at least its `status` (one store command)."""
         ...
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[dict]: ...

