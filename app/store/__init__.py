@@ -265,11 +265,14 @@ class Store:
         """Per target, the first `count` resources (in `sort` order) whose reference parameter `code` points at it: one command.
 
         At most targets x count documents come back. One target is a `find` with a limit. Several are
-        one aggregate: the first `$match` is answered from the tenant + reference index; `$unwind` gives
-        a resource pointing at several targets a row for each, and `$topN` keeps each target's first
-        `count` (MongoDB holds no more than that per target while grouping). One row per resource keeps
-        every reply document one resource big; `$facet` would put them all in one 16 MB document, and a
-        `$lookup` or `$unionWith` per target makes SecantusDB scan the whole collection for each.
+        one aggregate: the first `$match` is answered from the tenant + reference index; each resource
+        is unwound into a row per reference it holds (so it counts for every target it points at), and
+        `$topN` keeps each target's first `count` (MongoDB holds no more than that per target while
+        grouping). The references are projected to the top level beside the document because SecantusDB
+        deep-copies every document it unwinds at a dotted path (1,000 documents: 0.45 s instead of 0.15 s).
+        One row per resource keeps every reply document one resource big; `$facet` would put them all in
+        one 16 MB document, and a `$lookup` or `$unionWith` per target makes SecantusDB scan the whole
+        collection for each.
         """
         targets = list(dict.fromkeys(targets))
         if count <= 0 or not targets:
@@ -283,12 +286,13 @@ class Store:
         if len(targets) == 1:
             docs = [_hide(d) async for d in coll.find(match, sort=order, limit=count, batch_size=count + 1)]
             return {targets[0]: docs} if docs else {}
-        top = {"$topN": {"n": count, "sortBy": dict(order), "output": "$$ROOT"}}
+        top = {"n": count, "sortBy": {f"doc.{field}": direction for field, direction in order}, "output": "$doc"}
         pipeline: list[dict[str, Any]] = [
             {"$match": match},
-            {"$unwind": f"${key}"},
-            {"$match": {key: {"$in": targets}}},
-            {"$group": {"_id": f"${key}", "top": top}},
+            {"$project": {"_id": 0, "ref": f"${key}", "doc": "$$ROOT"}},
+            {"$unwind": "$ref"},
+            {"$match": {"ref": {"$in": targets}}},
+            {"$group": {"_id": "$ref", "top": {"$topN": top}}},
             {"$unwind": "$top"},
         ]
         out: dict[str, list[Resource]] = {}
