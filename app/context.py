@@ -135,23 +135,26 @@ class Context:
                 found.setdefault((rtype, id), None)
 
     async def _load_reverse(self, keys: list[tuple[Any, ...]]) -> list[list[Resource]]:
-        groups: dict[tuple[Any, ...], list[str]] = defaultdict(list)
-        for rtype, code, params, sort, target in keys:
-            groups[(rtype, code, params, sort)].append(target)
+        """One `referencing` command per list shape, at its largest `_count`; each list is then cut to its own."""
+        targets: dict[tuple[Any, ...], list[str]] = defaultdict(list)
+        limits: dict[tuple[Any, ...], int] = defaultdict(int)
+        for rtype, code, params, sort, count, target in keys:
+            shape = (rtype, code, params, sort)
+            targets[shape].append(target)
+            limits[shape] = max(limits[shape], count)
 
-        async def run(group: tuple[Any, ...], targets: list[str]) -> tuple[tuple[Any, ...], dict[str, list[Resource]]]:
-            rtype, code, params, sort = group
-            by_target: dict[str, list[Resource]] = defaultdict(list)
-            wanted = set(targets)
-            for refs, resource in await self.store.referencing(rtype, code, targets, dict(params), sort):
-                _link_all([resource])
-                for ref in dict.fromkeys(refs):
-                    if ref in wanted:
-                        by_target[ref].append(resource)
-            return group, by_target
+        async def run(shape: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, list[Resource]]]:
+            rtype, code, params, sort = shape
+            found = await self.store.referencing(rtype, code, targets[shape], dict(params), sort, limits[shape])
+            for resources in found.values():
+                _link_all(resources)
+            return shape, found
 
-        results = dict(await asyncio.gather(*(run(g, t) for g, t in groups.items())))
-        return [results[(rtype, code, params, sort)].get(target, []) for rtype, code, params, sort, target in keys]
+        results = dict(await asyncio.gather(*(run(shape) for shape in targets)))
+        return [
+            results[(rtype, code, params, sort)].get(target, [])[:count]
+            for rtype, code, params, sort, count, target in keys
+        ]
 
     # -- what resolvers call (see app/fhirschema/build.py) --------------------------------
 
@@ -201,8 +204,8 @@ class Context:
         self, resource_type: str, param: str, target: str, params: dict[str, str], count: int | None, sort: str | None
     ) -> list[Resource]:
         self._allow(resource_type, READ)
-        found = await self._reverse.load((resource_type, param, tuple(sorted(params.items())), sort, target))
-        return found[: check_count(count)]
+        key = (resource_type, param, tuple(sorted(params.items())), sort, check_count(count), target)
+        return await self._reverse.load(key)
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
         self._allow(resource_type, READ)

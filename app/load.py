@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -134,8 +134,12 @@ class _PendingReads:
         self.writer = writer
         self.pending = pending
 
-    async def get(self, resource_type: str, id: str) -> Resource | None:
-        return self.pending.get((resource_type, id)) or await self.writer.reads.get(resource_type, id)
+    async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
+        pending = {
+            (t, id): self.pending[(t, id)] for t, ids in ids_by_type.items() for id in ids if (t, id) in self.pending
+        }
+        rest = {t: [id for id in ids if (t, id) not in pending] for t, ids in ids_by_type.items()}
+        return {**await self.writer.reads.get_many(rest), **pending}
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[Resource]:
         return await self.writer.reads.search(resource_type, params)

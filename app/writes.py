@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,13 +36,13 @@ def _without_meta(resource: Resource) -> Resource:
 
 
 class _RuleReads:
-    """What the cross-resource rules may read: current resources, by id or search."""
+    """What the cross-resource rules may read: current resources, by ids (one command) or search."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def get(self, resource_type: str, id: str) -> Resource | None:
-        return await self.store.get(resource_type, id)
+    async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
+        return await self.store.get_by_type(dict(ids_by_type), fields=("status",))
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[Resource]:
         return await self.store.search(resource_type, params, count=DEFAULT_RULE_SEARCH_COUNT)

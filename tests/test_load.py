@@ -121,3 +121,24 @@ async def test_the_known_invalid_r5_examples_are_refused(store: Store) -> None:
     assert len(invalid) == len(INVALID_EXAMPLES)
     report = await load(Writer(store), [], items=invalid)
     assert len(report.rejected) == len(INVALID_EXAMPLES) and report.loaded == 0
+
+
+async def test_transaction_bundle_rules_see_its_own_entries_and_the_store(store: Store, tmp_path: Path) -> None:
+    writer = Writer(store)
+    patient = await writer.create("Patient", dict(PATIENT))
+    stored = await writer.create("Claim", claim_for(f"Patient/{patient['id']}"))
+
+    def payment(*targets: str) -> dict[str, Any]:
+        return {
+            "resourceType": "PaymentReconciliation", "status": "active", "created": "2026-11-03", "date": "2026-11-03",
+            "type": {"coding": [{"code": "payment"}]}, "amount": {"value": Decimal("501.00"), "currency": "USD"},
+            "allocation": [{"target": {"reference": t}} for t in targets],
+        }  # fmt: skip
+
+    new_claim = ("urn:uuid:c1", claim_for(f"Patient/{patient['id']}"))
+    good = bundle("transaction", [new_claim, ("urn:uuid:p1", payment("urn:uuid:c1", f"Claim/{stored['id']}"))])
+    bad = bundle("transaction", [new_claim, ("urn:uuid:p2", payment("urn:uuid:c1", "Claim/missing"))])
+    report = await load(writer, [write(tmp_path / "good.json", good), write(tmp_path / "bad.json", bad)])
+    assert report.created == 2 and len(report.rejected) == 1, report
+    assert "allocation[1].target points at Claim/missing" in report.rejected[0][1]
+    assert await store.db["PaymentReconciliation"].count_documents({}) == 1

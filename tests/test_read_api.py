@@ -226,3 +226,98 @@ async def test_round_trips_are_bounded_by_levels_not_items(demo: httpx.AsyncClie
     assert all(a["target"]["resource"]["patient"]["resource"]["id"] == "demo-patient-1" for a in data["allocation"])
     # Three levels: the reconciliation; its Claims and ClaimResponses; the Claims' Patients.
     assert used <= 3, used
+
+
+async def _allocated_payments(store: Store) -> None:
+    """Claims a, b, c; payments pa1..pa5 allocate to a, pab to a and b, pb1 and pb2 to b (created in that order)."""
+    writer = Writer(store)
+    for cid in ("a", "b", "c"):
+        claim = {
+            "resourceType": "Claim", "id": cid, "status": "active", "use": "claim", "created": "2026-01-01",
+            "type": {"coding": [{"code": "professional"}]}, "patient": {"reference": "Patient/p"},
+            "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "plan"}}],
+        }  # fmt: skip
+        await writer.create("Claim", claim, keep_id=True)
+    payments = [*((f"pa{i}", f"2026-01-0{i}", ["a"]) for i in range(1, 6)), ("pab", "2026-01-06", ["a", "b"])]
+    payments += [("pb1", "2026-01-02", ["b"]), ("pb2", "2026-01-03", ["b"])]
+    for pid, created, claims in payments:
+        payment = {
+            "resourceType": "PaymentReconciliation", "id": pid, "status": "active", "created": created, "date": created,
+            "type": {"coding": [{"code": "payment"}]}, "amount": {"value": Decimal("1.00"), "currency": "USD"},
+            "allocation": [{"target": {"reference": f"Claim/{c}"}} for c in claims],
+        }  # fmt: skip
+        await writer.create("PaymentReconciliation", payment, keep_id=True)
+    # The newest payment to a `Claim/a`, but another tenant's: it must never show.
+    other = store.for_tenant("other")
+    stranger = {**payment, "id": "x", "created": "2026-12-31", "allocation": [{"target": {"reference": "Claim/a"}}]}
+    await other.db["PaymentReconciliation"].insert_one(other._stored("PaymentReconciliation", stranger))
+
+
+def _payments_of(data: dict[str, Any], field: str = "PaymentReconciliationList") -> dict[str, list[str]]:
+    return {c["id"]: [p["id"] for p in c[field]] for c in data["ClaimList"]}
+
+
+REVERSE = "PaymentReconciliationList(_reference: allocation_target, _count: {count}, _sort: {sort!r}) {{ id }}"
+
+
+async def test_reverse_lists_are_cut_to_count_in_the_database(store: Store) -> None:
+    await _allocated_payments(store)
+    async with client_for(store) as client:
+
+        async def run(query: str) -> tuple[dict[str, Any], int, int]:
+            commands, documents = store.commands.count, store.commands.documents
+            data = ok(await gql(client, query.replace("'", '"')))
+            return data, store.commands.count - commands, store.commands.documents - documents
+
+        batched = "{ ClaimList { id " + REVERSE.format(count=2, sort="-created") + " } }"
+        data, commands, documents = await run(batched)
+        assert _payments_of(data) == {"a": ["pab", "pa5"], "b": ["pab", "pb2"], "c": []}
+        # One command per level, and no more than targets x _count documents cross the wire for the lists.
+        assert (commands, documents) == (2, 3 + 2 + 2)
+
+        single = '{ Claim(id: "b") { id ' + REVERSE.format(count=2, sort="created") + " } }"
+        data, commands, documents = await run(single)
+        assert [p["id"] for p in data["Claim"]["PaymentReconciliationList"]] == ["pb1", "pb2"]
+        assert (commands, documents) == (2, 1 + 2)
+
+        everything = "{ ClaimList { id " + REVERSE.format(count=10, sort="-created") + " } }"
+        data, _, _ = await run(everything)
+        assert _payments_of(data)["a"] == ["pab", "pa5", "pa4", "pa3", "pa2", "pa1"]
+
+        two_counts = (
+            "{ ClaimList { id one: " + REVERSE.format(count=1, sort="-created")
+            + " three: " + REVERSE.format(count=3, sort="-created") + " } }"
+        )  # fmt: skip
+        data, commands, documents = await run(two_counts)
+        assert _payments_of(data, "one") == {"a": ["pab"], "b": ["pab"], "c": []}
+        assert _payments_of(data, "three") == {"a": ["pab", "pa5", "pa4"], "b": ["pab", "pb2", "pb1"], "c": []}
+        assert (commands, documents) == (2, 3 + 3 + 3)
+
+        none = "{ ClaimList { id " + REVERSE.format(count=0, sort="-created") + " } }"
+        data, commands, documents = await run(none)
+        assert _payments_of(data) == {"a": [], "b": [], "c": []}
+        assert (commands, documents) == (1, 3)
+
+
+@pytest.mark.parametrize("sort", ["created", "-created", "disposition,-created", None])
+async def test_batched_reverse_lists_keep_the_single_target_order(store: Store, sort: str | None) -> None:
+    # Sort values missing on some resources: the aggregate must order them as the single-target find does.
+    docs = []
+    for i in range(40):
+        r: dict[str, Any] = {
+            "resourceType": "ClaimResponse", "id": f"r{i:02}", "status": "active", "meta": {"versionId": "1"},
+            "insurer": {"reference": f"Organization/o{i % 2}"}, "requestor": {"reference": f"Organization/o{i % 3}"},
+        }  # fmt: skip
+        if i % 3:
+            r["created"] = f"2026-01-{1 + i % 7:02}"
+        if i % 4 == 0:
+            r["disposition"] = f"d{i % 5}"
+        docs.append(store._stored("ClaimResponse", r))
+    await store.db["ClaimResponse"].insert_many(docs)
+    targets = ["Organization/o0", "Organization/o1", "Organization/o2"]
+    for code in ("insurer", "requestor"):
+        batched = await store.referencing("ClaimResponse", code, targets, {}, sort, 5)
+        for target in targets:
+            alone = await store.referencing("ClaimResponse", code, [target], {}, sort, 5)
+            assert batched.get(target) == alone.get(target), (code, target)
+    assert [len(batched[t]) for t in targets] == [5, 5, 5]

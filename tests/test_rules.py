@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
@@ -99,9 +100,12 @@ class Reads:
     def __init__(self, *resources: dict) -> None:
         self.db = {f"{r['resourceType']}/{r['id']}": r for r in resources}
         self.searches: list[tuple[str, dict[str, str]]] = []
+        self.batches: list[dict[str, list[str]]] = []
 
-    async def get(self, resource_type: str, id: str) -> dict | None:
-        return self.db.get(f"{resource_type}/{id}")
+    async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], dict]:
+        self.batches.append({t: list(ids) for t, ids in ids_by_type.items()})
+        found = {(t, id): self.db.get(f"{t}/{id}") for t, ids in ids_by_type.items() for id in ids}
+        return {key: r for key, r in found.items() if r is not None}
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[dict]:
         self.searches.append((resource_type, params))
@@ -667,3 +671,31 @@ def test_readme_shows_the_rules_as_they_are() -> None:
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert describe_rules().strip() in readme, "README.md's lifecycle tables drifted: paste describe_rules() output"
+
+
+async def test_every_reference_rule_reads_its_targets_in_one_batch():
+    new = pr(
+        "active",
+        *({"target": ref(f"Claim/c{i}"), "response": ref(f"ClaimResponse/r{i}")} for i in range(50)),
+        {"target": ref("Account/acc")},
+        {"target": ref("Claim/c0")},
+    )
+    reads = Reads(*WORLD)
+    err = await async_refusal(check_references("PaymentReconciliation", new, None, reads))
+    assert len(reads.batches) == 1, reads.batches
+    (batch,) = reads.batches
+    assert sorted(batch) == ["Account", "Claim", "ClaimResponse"] and len(set(batch["Claim"])) == 50
+    # Every missing target is still its own issue, in the order of the allocations (ClaimResponse/r1 exists).
+    expressions = [i["expression"][0] for i in err.issues]
+    assert len(expressions) == 50 + 49 + 1 and "PaymentReconciliation.allocation[1].response" not in expressions
+    assert expressions[:2] == [
+        "PaymentReconciliation.allocation[0].target",
+        "PaymentReconciliation.allocation[1].target",
+    ]
+
+
+async def test_unchanged_references_are_not_in_the_batch():
+    old = pr("active", {"target": ref("Claim/gone")})
+    reads = Reads(*WORLD)
+    await check_references("PaymentReconciliation", pr("cancelled", {"target": ref("Claim/gone")}), old, reads)
+    assert reads.batches == []

@@ -115,7 +115,9 @@ async def test_the_tenant_is_stored_hidden_and_leads_every_index(store: Store) -
         ],
         (await acme.search("Claim", {}, 10))[0],
         (await acme.page("Claim", {}, 10, None, None))["edges"][0]["resource"],
-        (await acme.referencing("Claim", "patient", [raw["patient"]["reference"]], {}, None))[0][1],
+        (await acme.referencing("Claim", "patient", [raw["patient"]["reference"]], {}, None, 10))[
+            raw["patient"]["reference"]
+        ][0],
     ]
     for doc in read:  # every read hands back FHIR JSON: the stored key, tenant and search values stay inside
         assert doc is not None and doc["id"] == "c1" and not {"_id", TENANT, "_search"} & doc.keys(), doc

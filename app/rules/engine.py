@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -25,9 +25,11 @@ from app.rules.tables import (
 
 
 class Reads(Protocol):
-    """What the cross-resource checks may read (the store provides it, batched per request)."""
+    """What the cross-resource checks may read: every referenced resource of a write in one batch."""
 
-    async def get(self, resource_type: str, id: str) -> dict | None: ...
+    async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], dict]:
+        """`{(type, id): resource}` of those found, each with at least its `status` (one store command)."""
+        ...
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[dict]: ...
 
@@ -201,13 +203,16 @@ def _references_at(resource: dict, resource_type: str, path: str) -> Iterator[tu
     return iter(level)
 
 
-async def _check_reference_rule(rule: ReferenceRule, new: dict, old: dict | None, reads: Reads) -> list[FinGateError]:
+# (rule, expression, reference text, target type, target id): one reference a rule must find.
+_Wanted = tuple[ReferenceRule, str, str, str, str]
+
+
+def _wanted(rule: ReferenceRule, new: dict, old: dict | None) -> Iterator[_Wanted]:
     known = (
         {v.get("reference") for _, v in _references_at(old, rule.resource_type, rule.path) if isinstance(v, dict)}
         if old
         else set()
     )
-    todo: list[tuple[str, str, str, str]] = []
     for expr, value in _references_at(new, rule.resource_type, rule.path):
         target = local_reference(value)
         # An unchanged reference was checked when it was written; re-checking would block e.g.
@@ -216,19 +221,33 @@ async def _check_reference_rule(rule: ReferenceRule, new: dict, old: dict | None
             continue
         if rule.target_types is not None and target[0] not in rule.target_types:
             continue  # a wrong target type is validation's (BAD_USER_INPUT) business
-        todo.append((expr, value["reference"], *target))
-    found = await asyncio.gather(*(reads.get(t, i) for _, _, t, i in todo))
-    errors = []
-    for (expr, ref, _, _), resource in zip(todo, found, strict=True):
-        statuses = rule.statuses or ()
-        if resource is None:
-            message = f"{expr} points at {ref}, which does not exist on this server: {rule.fix}"
-            errors.append(_refuse(rule.rule, message, expr, None, statuses))
-        elif rule.statuses is not None and resource.get("status") not in rule.statuses:
-            status = resource.get("status")
-            message = f"{expr} points at {ref} whose status is {_status_text(status)}; it must be {_codes_text(statuses)}: {rule.fix}"
-            errors.append(_refuse(rule.rule, message, expr, status, statuses))
-    return errors
+        yield rule, expr, value["reference"], *target
+
+
+def _reference_error(wanted: _Wanted, resource: dict | None) -> FinGateError | None:
+    rule, expr, ref, _, _ = wanted
+    statuses = rule.statuses or ()
+    if resource is None:
+        message = f"{expr} points at {ref}, which does not exist on this server: {rule.fix}"
+        return _refuse(rule.rule, message, expr, None, statuses)
+    if rule.statuses is not None and resource.get("status") not in rule.statuses:
+        status = resource.get("status")
+        message = f"{expr} points at {ref} whose status is {_status_text(status)}; it must be {_codes_text(statuses)}: {rule.fix}"
+        return _refuse(rule.rule, message, expr, status, statuses)
+    return None
+
+
+async def _check_reference_rules(resource_type: str, new: dict, old: dict | None, reads: Reads) -> list[FinGateError]:
+    """Every reference rule of the type, with one batched read of all the targets they name."""
+    wanted = [w for r in REFERENCE_RULES if r.resource_type == resource_type for w in _wanted(r, new, old)]
+    if not wanted:
+        return []
+    ids_by_type: dict[str, list[str]] = {}
+    for _, _, _, rtype, id in wanted:
+        ids_by_type.setdefault(rtype, []).append(id)
+    found = await reads.get_many(ids_by_type)
+    errors = (_reference_error(w, found.get((w[3], w[4]))) for w in wanted)
+    return [e for e in errors if e is not None]
 
 
 async def _check_referrer_rule(rule: ReferrerRule, new: dict, old: dict | None, reads: Reads) -> list[FinGateError]:
@@ -261,7 +280,7 @@ async def check_references(resource_type: str, new: dict, old: dict | None, read
     and the same request succeeds once the other resource is in place.
     """
     checks = [
-        *(_check_reference_rule(r, new, old, reads) for r in REFERENCE_RULES if r.resource_type == resource_type),
+        _check_reference_rules(resource_type, new, old, reads),
         *(_check_referrer_rule(r, new, old, reads) for r in REFERRER_RULES if r.resource_type == resource_type),
     ]
     errors = [e for found in await asyncio.gather(*checks) for e in found]

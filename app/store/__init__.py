@@ -69,17 +69,21 @@ CODEC_OPTIONS: CodecOptions[Resource] = CodecOptions(
 
 
 class _CommandCounter(monitoring.CommandListener):
-    """Counts every command sent (`fingate_mongo_commands_total`), also for tests' round-trip bounds."""
+    """Counts every command sent (`fingate_mongo_commands_total`) and the documents their cursors
+    returned, also for tests' bounds on round trips and on what crosses the wire."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.documents = 0
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
         self.count += 1
         MONGO_COMMANDS.labels(event.command_name).inc()
 
     def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
-        pass
+        cursor = event.reply.get("cursor")
+        if isinstance(cursor, dict):
+            self.documents += len(cursor.get("firstBatch") or cursor.get("nextBatch") or ())
 
     def failed(self, event: monitoring.CommandFailedEvent) -> None:
         pass
@@ -109,6 +113,12 @@ def _all(*clauses: dict[str, Any] | None) -> dict[str, Any]:
         else:
             merged.update(clause)
     return {"$and": [merged, *rest]} if rest else merged
+
+
+# Up to this many ids of one type, a plain `find` with `$in` (SecantusDB runs it in half the
+# aggregate's time); beyond, the aggregate: SecantusDB matches `$in` in time ids x ids (2,000 ids
+# took 2 s, the aggregate 0.1 s), while its `$lookup` reads the `_id` index once per row.
+_FIND_IDS = 100
 
 
 class Store:
@@ -200,8 +210,13 @@ class Store:
     async def get(self, resource_type: str, id: str) -> Resource | None:
         return _public(await self.db[resource_type].find_one(self._restricted(resource_type, {"_id": self._key(id)})))
 
-    async def get_by_type(self, ids_by_type: dict[str, list[str]]) -> dict[tuple[str, str], Resource]:
+    async def get_by_type(
+        self, ids_by_type: dict[str, list[str]], fields: tuple[str, ...] = ()
+    ) -> dict[tuple[str, str], Resource]:
         """Any number of resources of any types in ONE command ({(type, id): resource} of those found).
+
+        With `fields`, only those elements (and `id`) of each resource: the status rules read just
+        the status of what a write references (8,000 Claims of 3 KB: 0.8 s instead of 4.9 s).
 
         A database-level aggregate: `$documents` holds one row per wanted key, and one `$lookup` per
         type joins the rows of that type to their documents by `_id`, which MongoDB and SecantusDB
@@ -214,16 +229,25 @@ class Store:
         wanted = {t: list(dict.fromkeys(ids)) for t, ids in ids_by_type.items() if ids}
         if not wanted:
             return {}
+        projection = dict.fromkeys(("id", *fields), 1) if fields else None
         types = sorted(wanted)
-        if len(types) == 1:  # the common level: a plain find (SecantusDB runs it in half an aggregate's time)
+        if len(types) == 1 and len(wanted[types[0]]) <= _FIND_IDS:  # the common level: a plain find
             (t,) = types
             keys = [self._key(id) for id in wanted[t]]
-            cursor = self.db[t].find(self._restricted(t, {"_id": {"$in": keys}}), batch_size=len(keys) + 1)
+            cursor = self.db[t].find(self._restricted(t, {"_id": {"$in": keys}}), projection, batch_size=len(keys) + 1)
             return {(t, doc["id"]): _hide(doc) async for doc in cursor}
         rows = [{f"k{n}": self._key(id)} for n, t in enumerate(types) for id in wanted[t]]
         pipeline: list[dict[str, Any]] = [{"$documents": rows}]
         pipeline += [
-            {"$lookup": {"from": t, "localField": f"k{n}", "foreignField": "_id", "as": f"r{n}", **self._within(t)}}
+            {
+                "$lookup": {
+                    "from": t,
+                    "localField": f"k{n}",
+                    "foreignField": "_id",
+                    "as": f"r{n}",
+                    **self._within(t, projection),
+                }
+            }
             for n, t in enumerate(types)
         ]
         out = {}
@@ -233,10 +257,14 @@ class Store:
                     out[(t, doc["id"])] = _hide(doc)
         return out
 
-    def _within(self, resource_type: str) -> dict[str, Any]:
-        """The `$lookup` option keeping a join inside the compartment (none when the type is unrestricted)."""
+    def _within(self, resource_type: str, projection: dict[str, int] | None) -> dict[str, Any]:
+        """The `$lookup` option keeping a join inside the compartment and to `projection` (none when neither)."""
         restriction = self.compartment.get(resource_type)
-        return {"pipeline": [{"$match": restriction}]} if restriction else {}
+        stages = [
+            *([{"$match": restriction}] if restriction else []),
+            *([{"$project": projection}] if projection else []),
+        ]
+        return {"pipeline": stages} if stages else {}
 
     async def search(
         self,
@@ -282,19 +310,44 @@ class Store:
         targets: list[str],
         params: dict[str, str],
         sort: str | None,
-    ) -> list[tuple[list[str], Resource]]:
-        """Resources whose reference parameter `code` points at any of `targets`, one command.
+        count: int,
+    ) -> dict[str, list[Resource]]:
+        """Per target, the first `count` resources (in `sort` order) whose reference parameter `code` points at it: one command.
 
-        Each comes with the normalized references it holds for `code`, so callers can group.
+        At most targets x count documents come back. One target is a `find` with a limit. Several are
+        one aggregate: the first `$match` is answered from the tenant + reference index; each resource
+        is unwound into a row per reference it holds (so it counts for every target it points at), and
+        `$topN` keeps each target's first `count` (MongoDB holds no more than that per target while
+        grouping). The references are projected to the top level beside the document because SecantusDB
+        deep-copies every document it unwinds at a dotted path (1,000 documents of 2 KB: 0.45 s, not 0.15 s).
+        One row per resource keeps every reply document one resource big; `$facet` would put them all in
+        one 16 MB document, and a `$lookup` or `$unionWith` per target makes SecantusDB scan the whole
+        collection for each.
         """
+        targets = list(dict.fromkeys(targets))
+        if count <= 0 or not targets:
+            return {}
         key = search.reference_key(resource_type, code)
+        wanted = {key: targets[0] if len(targets) == 1 else {"$in": targets}}
         query = search.compile_filter(resource_type, params)
-        query = self._scoped(resource_type, _all({key: {"$in": targets}}, query))
+        match = self._scoped(resource_type, _all(wanted, query))
         order = search.compile_sort(resource_type, sort)
-        out: list[tuple[list[str], Resource]] = []
-        async for doc in self.db[resource_type].find(query, sort=order):
-            refs = _dotted(doc, key)
-            out.append((refs, _hide(doc)))
+        coll = self.db[resource_type]
+        if len(targets) == 1:
+            docs = [_hide(d) async for d in coll.find(match, sort=order, limit=count, batch_size=count + 1)]
+            return {targets[0]: docs} if docs else {}
+        top = {"n": count, "sortBy": {f"doc.{field}": direction for field, direction in order}, "output": "$doc"}
+        pipeline: list[dict[str, Any]] = [
+            {"$match": match},
+            {"$project": {"_id": 0, "ref": f"${key}", "doc": "$$ROOT"}},
+            {"$unwind": "$ref"},
+            {"$match": {"ref": {"$in": targets}}},
+            {"$group": {"_id": "$ref", "top": {"$topN": top}}},
+            {"$unwind": "$top"},
+        ]
+        out: dict[str, list[Resource]] = {}
+        async for row in await coll.aggregate(pipeline, batchSize=len(targets) * count + 1):
+            out.setdefault(row["_id"], []).append(_hide(row["top"]))
         return out
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
