@@ -360,10 +360,22 @@ def test_bad_input(rtype: str, params: dict[str, Any], message: str) -> None:
     assert message in _bad(search.compile_filter, rtype, params).message
 
 
-def test_graphql_argument_names() -> None:
-    assert search.compile_filter(
-        "PaymentReconciliation", {"payment_issuer": "Organization/2"}
-    ) == search.compile_filter("PaymentReconciliation", {"payment-issuer": "Organization/2"})
+def test_the_store_takes_codes_only() -> None:
+    """Argument names become codes once, in the GraphQL layer (app.fhirschema.resolvers)."""
+    assert search.compile_filter("PaymentReconciliation", {"payment-issuer": "Organization/2"})
+    assert (
+        "Unknown search parameter 'payment_issuer'"
+        in _bad(search.compile_filter, "PaymentReconciliation", {"payment_issuer": "Organization/2"}).message
+    )
+    assert "Unknown sort parameter" in _bad(search.compile_sort, "PaymentReconciliation", "payment_issuer").message
+
+
+def test_sort_accepts_argument_names_in_the_graphql_layer() -> None:
+    from app.fhirschema.resolvers import sort_codes
+
+    codes = {"payment_issuer": "payment-issuer", "created": "created"}
+    assert sort_codes(codes, "payment_issuer, -created,-_id") == "payment-issuer,-created,-_id"
+    assert sort_codes(codes, None) is None
 
 
 # -- sort and keyset paging --------------------------------------------------------------------
@@ -445,7 +457,7 @@ def test_compile_sort() -> None:
         ("_id", 1),
     ]
     assert search.compile_sort("Claim", "-_id") == [("_id", -1)]
-    assert search.compile_sort("PaymentReconciliation", "payment_issuer") == [
+    assert search.compile_sort("PaymentReconciliation", "payment-issuer") == [
         ("_search.payment-issuer_sort", 1),
         ("_id", 1),
     ]
@@ -483,7 +495,7 @@ def test_cursors_are_checked() -> None:
 
 def test_reference_keys() -> None:
     assert search.reference_key("ClaimResponse", "request") == "_search.request"
-    assert search.reference_key("PaymentReconciliation", "allocation_target") == "_search.allocation-target"
+    assert search.reference_key("PaymentReconciliation", "allocation-target") == "_search.allocation-target"
     assert {"allocation-target", "allocation-response", "payment-issuer"} <= set(
         search.reference_params("PaymentReconciliation")
     )

@@ -18,8 +18,17 @@ BatchResolver = Callable[[Any, list[Any]], Awaitable[list[Any]]]
 
 
 def search_params(arg_codes: Mapping[str, str], args: Mapping[str, Any]) -> dict[str, str]:
-    """The search arguments actually given, keyed by their R5 code (`payment_issuer` -> `payment-issuer`)."""
+    """The search arguments actually given, keyed by their R5 code (`payment_issuer` -> `payment-issuer`):
+    the one place argument names become codes; below this layer, only codes."""
     return {arg_codes[name]: value for name, value in args.items() if value is not None and name in arg_codes}
+
+
+def sort_codes(arg_codes: Mapping[str, str], sort: str | None) -> str | None:
+    """`_sort` with any argument name written as its code (`-payment_issuer` -> `-payment-issuer`)."""
+    if not sort:
+        return sort
+    items = (item.strip() for item in sort.split(","))
+    return ",".join(f"-{arg_codes.get(i[1:], i[1:])}" if i.startswith("-") else arg_codes.get(i, i) for i in items)
 
 
 def read(resource_type: str) -> Resolver:
@@ -36,7 +45,7 @@ def search(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
     async def resolve(root: None, info: Any, **args: Any) -> list[Resource]:
         params = search_params(arg_codes, args)
         return await info.context.search(
-            resource_type, params, args.get("_count"), args.get("_offset"), args.get("_sort")
+            resource_type, params, args.get("_count"), args.get("_offset"), sort_codes(arg_codes, args.get("_sort"))
         )
 
     return resolve
@@ -46,7 +55,7 @@ def connection(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
     async def resolve(root: None, info: Any, **args: Any) -> dict[str, Any]:
         params = search_params(arg_codes, args)
         return await info.context.connection(
-            resource_type, params, args.get("_count"), args.get("_cursor"), args.get("_sort")
+            resource_type, params, args.get("_count"), args.get("_cursor"), sort_codes(arg_codes, args.get("_sort"))
         )
 
     return resolve
@@ -66,7 +75,12 @@ def reverse(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
         target = f"{root['resourceType']}/{root['id']}"
         params = search_params(arg_codes, args)
         return await info.context.reverse(
-            resource_type, args["_reference"].value, target, params, args.get("_count"), args.get("_sort")
+            resource_type,
+            args["_reference"].value,
+            target,
+            params,
+            args.get("_count"),
+            sort_codes(arg_codes, args.get("_sort")),
         )
 
     return resolve

@@ -355,15 +355,9 @@ def indexed_params(resource_type: str) -> dict[str, Param]:
     return {**search_params(resource_type), **extra}
 
 
-@cache
-def _aliases(resource_type: str) -> dict[str, Param]:
-    """Codes and their GraphQL argument names (`payment_issuer`) both name a parameter."""
-    ps = search_params(resource_type)
-    return {**{c.replace("-", "_"): p for c, p in ps.items()}, **ps}
-
-
 def _lookup(resource_type: str, code: Any, what: str = "search parameter") -> Param:
-    p = _aliases(resource_type).get(code) if isinstance(code, str) else None
+    """The parameter of an R5 code (the GraphQL layer has already turned argument names into codes)."""
+    p = search_params(resource_type).get(code) if isinstance(code, str) else None
     if p is None:
         known = ", ".join(search_params(resource_type))
         raise bad_input(f"Unknown {what} {code!r} for {resource_type}; known: {known}", expression=str(code))
