@@ -15,7 +15,7 @@ from typing import Any
 
 import jwt
 
-from app.fhirschema.model import SERVED_RESOURCES, patient_compartment
+from app.fhir.model import SERVED_RESOURCES, patient_compartment
 from app.settings import Settings
 
 log = logging.getLogger("fingate.auth")

@@ -64,8 +64,8 @@ def serve(settings: Settings) -> None:
     import uvicorn
 
     from app.auth import check_startup
-    from app.fhirschema.build import build_schema
-    from app.fhirschema.compat import graphql_schema
+    from app.graphql.build import build_schema
+    from app.graphql.compat import graphql_schema
     from app.http import create_app
     from app.store import Store
 
@@ -115,17 +115,17 @@ async def _load(settings: Settings, paths: list[str]) -> int:
 
 async def persist_ready_queries(store: Any, schema: Any) -> None:
     """The explorer's queries are always stored, so they run in allowlist mode too."""
-    from app.apq import persist
     from app.explorer import ready_queries
+    from app.graphql.apq import persist
 
     for path, problem in await persist(store, schema, ready_queries()):
         log.warning("ready query %s not stored: %s", path.name, problem)
 
 
 async def _persist(settings: Settings, paths: list[Path]) -> int:
-    from app.apq import persist, sha256
-    from app.fhirschema.build import build_schema
-    from app.fhirschema.compat import graphql_schema
+    from app.graphql.apq import persist, sha256
+    from app.graphql.build import build_schema
+    from app.graphql.compat import graphql_schema
     from app.store import Store
 
     schema = graphql_schema(build_schema())
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "sdl":
-        from app.fhirschema.build import print_sdl
+        from app.graphql.build import print_sdl
 
         sys.stdout.write(print_sdl())
         return 0

@@ -7,11 +7,11 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from app.fhirschema.model import SERVED_RESOURCES
+from app.fhir.model import SERVED_RESOURCES
+from app.fhir.values import Resource
 from app.load import Item, LoadReport, load, read_items
 from app.writes import Writer
 
-Resource = dict[str, Any]
 EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "schema" / "examples"
 SEED = 20261123
 CLAIMS = 20

@@ -31,18 +31,17 @@ from strawberry.http.parse_content_type import parse_content_type
 from strawberry.types import ExecutionResult
 
 from app import auth, errors
-from app.apq import PersistedQueries
 from app.caching import ConditionalGET
-from app.compiled import compiled_execution
-from app.context import Context
 from app.explorer import STATIC_DIR, STATIC_PATH, explorer_page
-from app.fhirschema.compat import QuietView, graphql_schema
-from app.fhirschema.resolvers import BATCH_FORMS
-from app.limits import BodyLimit, Limits, within
+from app.graphql.apq import PersistedQueries
+from app.graphql.compat import QuietView, graphql_schema
+from app.graphql.compiled import compiled_execution
+from app.graphql.context import Context
+from app.graphql.limits import BodyLimit, Limits, within
+from app.graphql.resolvers import BATCH_FORMS
 from app.metrics import ERRORS, LATENCY, REGISTRY, REQUESTS
 from app.settings import Settings
 from app.store import Store
-from app.writes import Writer
 
 log = logging.getLogger("fingate.http")
 access_log = logging.getLogger("fingate.access")
@@ -132,7 +131,6 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
     ) -> None:
         super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
         self.store = store
-        self.writer = Writer(store)
         self.persisted_queries = persisted_queries
         self.explorer_html = explorer_page()
         self.limits = Limits.from_settings(settings)
@@ -175,7 +173,6 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         scope = request.scope
         return Context(
             self.store,
-            self.writer,
             scope.get("fingate.request_id", "-"),
             principal,
             limits,
@@ -195,7 +192,7 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         if not isinstance(context, Context):  # unreachable by construction: no operation runs without a caller
             raise unauthenticated("send Authorization: Bearer <JWT>")
         # Batched bodies are refused while parsing (Strawberry's batching is off): one operation per request.
-        try:  # automatic persisted queries (app/apq.py): the text to run, from the request or the store
+        try:  # automatic persisted queries (app/graphql/apq.py): the text to run, from the request or the store
             request_data.query = await self.persisted_queries.resolve(request_data.query, request_data.extensions)
         except errors.FinGateError as error:
             return ExecutionResult(data=None, errors=[GraphQLError(error.message, original_error=error)])
@@ -310,13 +307,13 @@ def create_app(
 ) -> Starlette:
     """The ASGI app over an open Store; `on_startup` runs in the lifespan (indexes, demo data)."""
     if schema is None:
-        from app.fhirschema.build import build_schema
+        from app.graphql.build import build_schema
 
         schema = build_schema()
     settings = settings or Settings()
     persisted_queries = PersistedQueries(store, graphql_schema(schema), allowlist=settings.apq_allowlist)
     authenticator = auth.authenticator(settings)
-    # With compiled execution on, the engine answers plain-data queries' execute step (app/compiled).
+    # With compiled execution on, the engine answers plain-data queries' execute step (app/graphql/compiled).
     executable, engine = compiled_execution(schema, BATCH_FORMS, settings.compiled)
     graphql_app = FinGateGraphQL(executable, store, persisted_queries, settings, authenticator)
     graphql_endpoint = ConditionalGET(graphql_app, settings.cache_control)

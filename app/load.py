@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from app import errors
+from app.fhir.values import Resource
 from app.writes import Writer, new_id
-
-Resource = dict[str, Any]
 
 # Referenced before referencing, so references inside one load resolve (Claims before
 # ClaimResponses, both before the PaymentReconciliations that settle them).

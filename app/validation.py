@@ -15,7 +15,8 @@ from fhir.resources import get_fhir_model_class
 from pydantic import ValidationError
 
 from app.errors import BAD_USER_INPUT, FinGateError, outcome_issue
-from app.fhirschema.model import PRIMITIVE_SCALARS, SERVED_RESOURCES, spec
+from app.fhir.model import PRIMITIVE_SCALARS, SERVED, SERVED_RESOURCES, spec
+from app.fhir.references import relative_reference
 
 MAX_DEPTH = 64  # JSON objects + arrays; MongoDB refuses documents nested deeper than 100
 MAX_STRING_BYTES = 1 << 20  # one string; a document must stay far below MongoDB's 16 MB
@@ -24,11 +25,7 @@ _DECIMAL128_EXPONENTS = range(-6176, 6112)
 _INT32 = range(-(2**31), 2**31)
 _INT64 = range(-(2**63), 2**63)
 
-_SERVED = frozenset(SERVED_RESOURCES)
 _ANY_TARGET = frozenset({"Resource", "Any"})
-# A relative literal reference (optionally versioned). Absolute URLs, `#contained`, `urn:uuid:` and
-# identifier-only references are not checked against the element's target types.
-_RELATIVE_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?")
 
 # ---- primitives: R5 datatypes.html regexes (the vendored StructureDefinitions omit them)
 
@@ -311,7 +308,7 @@ class _Walk:
             self.add(path, f"expected a JSON object ({slot.type_name}), got {_json_type(value)} {_preview(value)}")
         elif slot.kind == _RESOURCE:
             rt = value.get("resourceType")
-            if rt in _SERVED:
+            if rt in SERVED:
                 self.obj(value, self.shapes[rt], path, depth, is_resource=True)
             else:
                 self.any(value, path, depth)
@@ -337,11 +334,12 @@ class _Walk:
         ref = value.get("reference")
         if slot.targets is None or type(ref) is not str:
             return
-        m = _RELATIVE_REFERENCE.fullmatch(ref)
-        if m is not None and m.group(1) not in slot.targets:
+        # Only a relative literal reference names its type; the others are not checked against the targets.
+        parsed = relative_reference(ref)
+        if parsed is not None and parsed[0] not in slot.targets:
             allowed = " | ".join(sorted(slot.targets))
             self.add(
-                (path, "reference"), f"'{ref}' points at a {m.group(1)}, but this element may only reference {allowed}"
+                (path, "reference"), f"'{ref}' points at a {parsed[0]}, but this element may only reference {allowed}"
             )
 
     def key_ok(self, key: Any, path: Path) -> bool:
@@ -426,7 +424,7 @@ def validate(resource_type: str, resource: dict, *, model_check: bool = True) ->
     the product's validation contract. The model costs ~3 ms per 10-item Claim (a Python
     validator per nested object); `model_check=False` skips it for measurements only.
     """
-    if resource_type not in _SERVED:
+    if resource_type not in SERVED:
         served = ", ".join(SERVED_RESOURCES)
         raise _bad(
             [

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from app import errors, rules, validation
+from app.fhir.values import Resource, now_instant
 from app.store import Store
 
-Resource = dict[str, Any]
 DEFAULT_RULE_SEARCH_COUNT = 100
 
 
 def new_id() -> str:
     return uuid.uuid4().hex
-
-
-def now_instant() -> str:
-    """A FHIR instant in UTC with milliseconds: `2026-11-23T09:30:00.123Z`."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _with_meta(resource: Resource, version: int) -> Resource:
@@ -68,20 +62,6 @@ class Writer:
         self.request_id = request_id
         self.client_request_id = client_request_id
 
-    def bound(
-        self, store: Store, actor: str, request_id: str | None = None, client_request_id: str | None = None
-    ) -> Writer:
-        """This write path for one caller: its tenant's store, its `sub` and request ids in the audit log."""
-        return Writer(store, actor, request_id, client_request_id)
-
-    @contextlib.asynccontextmanager
-    async def _transaction(self, session: Any) -> AsyncIterator[Any]:
-        if session is not None:
-            yield session
-        else:
-            async with self.store.transaction() as own:
-                yield own
-
     async def _audit(self, session: Any, operation: str, resource_type: str, resource: Resource) -> None:
         record = {
             "sub": self.actor,
@@ -108,7 +88,7 @@ class Writer:
         await rules.check_references(resource_type, resource, None, reads or self.reads)
         if not (keep_id and resource.get("id")):
             resource["id"] = new_id()
-        async with self._transaction(session) as tx:
+        async with self.store.joined(session) as tx:
             stored = await self.store.insert(resource_type, _with_meta(resource, 1), tx)
             await self._audit(tx, "create", resource_type, stored)
         return stored
@@ -145,7 +125,7 @@ class Writer:
         rules.check_update(resource_type, old, resource)
         await rules.check_references(resource_type, resource, old, reads or self.reads)
         new = _with_meta(resource, int(version) + 1)
-        async with self._transaction(session) as tx:
+        async with self.store.joined(session) as tx:
             stored = await self.store.replace(resource_type, new, version, old.get("status"), tx)
             await self._audit(tx, "update", resource_type, stored)
         return stored
@@ -153,7 +133,7 @@ class Writer:
     async def delete(self, resource_type: str, id: str) -> Resource:
         old = await self._current(resource_type, id)
         rules.check_delete(resource_type, old)
-        async with self._transaction(None) as tx:
+        async with self.store.joined(None) as tx:
             await self.store.delete(resource_type, id, old["meta"]["versionId"], old.get("status"), tx)
             await self._audit(tx, "delete", resource_type, old)
         return old

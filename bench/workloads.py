@@ -13,13 +13,14 @@ from graphql import graphql, parse
 
 from app import validation
 from app.auth import anonymous
-from app.compiled import CompiledEngine, compiled_execution
-from app.context import Context
-from app.fhirschema.build import schema as fingate_schema
-from app.fhirschema.compat import graphql_schema
-from app.fhirschema.resolvers import BATCH_FORMS
+from app.fhir.values import now_instant
+from app.graphql.build import schema as fingate_schema
+from app.graphql.compat import graphql_schema
+from app.graphql.compiled import CompiledEngine, compiled_execution
+from app.graphql.context import Context
+from app.graphql.resolvers import BATCH_FORMS
 from app.store import Store
-from app.writes import Writer, now_instant
+from app.writes import Writer
 from bench import baseline, data, queries
 from bench.timing import interleaved, sample, sample_sync
 
@@ -59,7 +60,9 @@ class Env:
     sizes: Sizes
     schema: Any = field(default_factory=fingate_schema)
     w1_selection: str = ""
-    compiled_schema: Any = None  # `schema` with compiled execution (app/compiled); `schema` is the graphql-core path
+    compiled_schema: Any = (
+        None  # `schema` with compiled execution (app/graphql/compiled); `schema` is the graphql-core path
+    )
     engine: CompiledEngine = field(init=False)
 
     def __post_init__(self) -> None:
@@ -128,7 +131,7 @@ async def execute(
     """FinGate's schema (graphql-core path, or compiled) on a fresh request Context: (data, database commands sent)."""
     store = store or env.store
     before = store.commands.count
-    context = Context(store, env.writer, "bench", anonymous(store.tenant))
+    context = Context(store, "bench", anonymous(store.tenant))
     schema = env.compiled_schema if compiled else env.schema
     result = await schema.execute(query, variable_values=variables, context_value=context)
     if result.errors:
@@ -199,7 +202,7 @@ async def _execution(env: Env, w: Workload, built: Any, answer: Any) -> dict[str
         result = await schema.execute(
             w.query,
             variable_values=w.variables,
-            context_value=Context(store, env.writer, "bench", anonymous(store.tenant)),
+            context_value=Context(store, "bench", anonymous(store.tenant)),
         )
         if result.errors:
             raise RuntimeError(f"{w.name} on pre-fetched data: {result.errors}")
@@ -215,9 +218,7 @@ async def _execution(env: Env, w: Workload, built: Any, answer: Any) -> dict[str
     engine = env.engine
 
     async def compiled_step() -> Any:
-        result = await engine.run(
-            w.query, document, Context(store, env.writer, "bench", anonymous(store.tenant)), w.variables
-        )
+        result = await engine.run(w.query, document, Context(store, "bench", anonymous(store.tenant)), w.variables)
         if result is None:
             raise RuntimeError(f"{w.name}: the compiled execute step handed the operation back")
         return result.data

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from app.fhirschema.model import SERVED_RESOURCES
+from app.fhir.model import SERVED_RESOURCES
 from app.http import create_app, loads
 from app.store import Store
 
@@ -22,7 +22,7 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "schema" / "examples"
 
 @cache
 def schema() -> Any:
-    from app.fhirschema.build import build_schema
+    from app.graphql.build import build_schema
 
     return build_schema()
 

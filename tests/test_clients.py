@@ -10,10 +10,10 @@ from typing import Any
 import httpx
 import pytest
 
-from app.apq import persist, sha256
 from app.cli import persist_ready_queries
 from app.explorer import ready_queries
-from app.fhirschema.compat import graphql_schema
+from app.graphql.apq import persist, sha256
+from app.graphql.compat import graphql_schema
 from app.settings import Settings
 from app.store import Store
 from tests.harness import client_for, error_codes, ok, schema

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from app.auth import CREATE, READ, UPDATE, AuthError, parse_scopes, principal_for, token_patient
-from app.fhirschema.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartment
+from app.fhir.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartment
 from app.http import loads
 from app.settings import Settings
 from app.store import TENANT, Store, search

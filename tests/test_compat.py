@@ -1,4 +1,4 @@
-"""Strawberry's private API as app/fhirschema/compat.py uses it: each hook still exists and still has its effect.
+"""Strawberry's private API as app/graphql/compat.py uses it: each hook still exists and still has its effect.
 
 When an upgrade of the pinned strawberry-graphql range changes one of them, a test here fails by name,
 before any other test fails for a reason that is hard to trace back.
@@ -16,8 +16,8 @@ from strawberry.http.async_base_view import AsyncBaseHTTPView
 from strawberry.types.field import StrawberryField
 from strawberry.types.union import StrawberryUnion
 
-from app.fhirschema.build import schema
-from app.fhirschema.compat import (
+from app.graphql.build import schema
+from app.graphql.compat import (
     FixedTypeField,
     QuietSchema,
     QuietView,
@@ -26,7 +26,7 @@ from app.fhirschema.compat import (
     graphql_schema,
     validate_document,
 )
-from app.fhirschema.resolvers import resolve_resource_type
+from app.graphql.resolvers import resolve_resource_type
 
 
 def test_the_graphql_core_schema_is_reachable() -> None:

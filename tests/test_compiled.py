@@ -1,4 +1,4 @@
-"""Compiled execution (app/compiled) answers byte for byte like the reference path: random operations, broken data."""
+"""Compiled execution (app/graphql/compiled) answers byte for byte like the reference path: random operations, broken data."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from graphql import GraphQLObjectType, GraphQLUnionType, get_named_type, parse, 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.compiled import CompiledEngine, compiled_execution
-from app.fhirschema.compat import graphql_schema
-from app.fhirschema.resolvers import BATCH_FORMS
+from app.graphql.compat import graphql_schema
+from app.graphql.compiled import CompiledEngine, compiled_execution
+from app.graphql.resolvers import BATCH_FORMS
 from app.settings import Settings
 from app.store import Store
 from tests.harness import client_for, schema

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app.apq import sha256
 from app.explorer import explorer_page
+from app.graphql.apq import sha256
 from app.store import Store
 from tests.harness import error_codes
 from tests.test_mutations import PATIENT

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import mutations, nodes, queries
 
-from app.fhirschema.compat import graphql_schema
+from app.graphql.compat import graphql_schema
 from app.store import Store
 from tests.harness import client_for, error_codes, schema
 from tests.test_mutations import claim

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from app.demo import example_items
-from app.fhirschema.model import SERVED_RESOURCES, spec
+from app.fhir.model import SERVED_RESOURCES, spec
 from app.store import Store
 from app.writes import Writer
 from tests.harness import (

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from app.errors import STATUS_RULE, FinGateError
-from app.fhirschema.model import SERVED_RESOURCES, spec
+from app.fhir.model import SERVED_RESOURCES, spec
 from app.rules import check_create, check_delete, check_references, check_update, describe_rules, lifecycle
 from app.rules.tables import LIFECYCLES, REFERENCE_RULES, REFERRER_RULES, RESOURCE_LIFECYCLE
 

@@ -1,6 +1,6 @@
 """The generated GraphQL schema: the SDL snapshot, names, the Decimal scalar, and argument plumbing.
 
-The recording context below stands in for `app.context.Context` only to check what the
+The recording context below stands in for `app.graphql.context.Context` only to check what the
 generated resolvers pass it; no database behaviour is imitated (see the HTTP tests for that).
 """
 
@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from graphql import GraphQLError, GraphQLSchema, parse_value
 
-from app.fhirschema.build import SDL_HEADER, print_sdl, schema
-from app.fhirschema.compat import graphql_schema
-from app.fhirschema.model import SERVED_RESOURCES
-from app.fhirschema.naming import check_unique, object_type_names
-from app.fhirschema.scalars import parse_decimal_literal, parse_decimal_value, serialize_decimal
+from app.fhir.model import SERVED_RESOURCES
+from app.graphql.build import SDL_HEADER, print_sdl, schema
+from app.graphql.compat import graphql_schema
+from app.graphql.naming import check_unique, object_type_names
+from app.graphql.scalars import parse_decimal_literal, parse_decimal_value, serialize_decimal
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p for p in (ROOT / "schema" / "examples").glob("*.json") if not p.name.startswith("_"))
@@ -211,7 +211,7 @@ def test_types_record_their_fhir_origin() -> None:
 
 
 def test_only_colliding_backbones_are_renamed() -> None:
-    from app.fhirschema.model import spec
+    from app.fhir.model import spec
 
     renamed = {k: v for k, v in object_type_names(spec().types.values()).items() if k != v}
     assert renamed == {"TaskInput": "TaskInputBackbone"}

@@ -16,7 +16,7 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 
 from app.errors import BAD_USER_INPUT, FinGateError
-from app.fhirschema.model import SERVED_RESOURCES
+from app.fhir.model import SERVED_RESOURCES
 from app.store import CODEC_OPTIONS, search
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "schema" / "examples"
@@ -361,7 +361,7 @@ def test_bad_input(rtype: str, params: dict[str, Any], message: str) -> None:
 
 
 def test_the_store_takes_codes_only() -> None:
-    """Argument names become codes once, in the GraphQL layer (app.fhirschema.resolvers)."""
+    """Argument names become codes once, in the GraphQL layer (app.graphql.resolvers)."""
     assert search.compile_filter("PaymentReconciliation", {"payment-issuer": "Organization/2"})
     assert (
         "Unknown search parameter 'payment_issuer'"
@@ -371,7 +371,7 @@ def test_the_store_takes_codes_only() -> None:
 
 
 def test_sort_accepts_argument_names_in_the_graphql_layer() -> None:
-    from app.fhirschema.resolvers import sort_codes
+    from app.graphql.resolvers import sort_codes
 
     codes = {"payment_issuer": "payment-issuer", "created": "created"}
     assert sort_codes(codes, "payment_issuer, -created,-_id") == "payment-issuer,-created,-_id"

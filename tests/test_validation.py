@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from app.errors import BAD_USER_INPUT, FinGateError
-from app.fhirschema.model import SERVED_RESOURCES
+from app.fhir.model import SERVED_RESOURCES
 from app.validation import MAX_DEPTH, model_issues, validate
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "schema" / "examples"

@@ -8,7 +8,6 @@ from app.rules.engine import (
     check_references,
     check_update,
     lifecycle,
-    local_reference,
 )
 
 __all__ = [
@@ -19,5 +18,4 @@ __all__ = [
     "check_update",
     "describe_rules",
     "lifecycle",
-    "local_reference",
 ]

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import Iterator, Mapping
-from functools import lru_cache
 from typing import Any, Protocol
 
 from app.errors import STATUS_RULE, FinGateError, outcome_issue
-from app.fhirschema.model import SERVED_RESOURCES, spec
+from app.fhir.model import spec
+from app.fhir.references import local_reference
 from app.rules.tables import (
     IGNORED_ELEMENTS,
     LIFECYCLES,
@@ -32,29 +31,6 @@ class Reads(Protocol):
         ...
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[dict]: ...
-
-
-# Only a relative `Type/id` (optionally versioned) of a served type points inside this server.
-# Absolute URLs (even to ourselves: the server does not know the base clients use), `#contained`,
-# `urn:uuid:` (rewritten by the Bundle loader before this runs) and identifier-only references are
-# external: FinGate cannot check them and does not refuse them.
-_LOCAL_REFERENCE = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?")
-_SERVED = frozenset(SERVED_RESOURCES)
-
-
-def local_reference(reference: Any) -> tuple[str, str] | None:
-    """`(type, id)` when a Reference dict points at a served resource on this server, else None."""
-    if not isinstance(reference, dict) or not isinstance(text := reference.get("reference"), str):
-        return None
-    return _local(text) if len(text) <= 200 else None  # longer than any `Type/id/_history/v`
-
-
-@lru_cache(maxsize=16_384)  # a billing list parses the same few hundred references on every request
-def _local(text: str) -> tuple[str, str] | None:
-    m = _LOCAL_REFERENCE.fullmatch(text)
-    if m is None or m.group(1) not in _SERVED:
-        return None
-    return m.group(1), m.group(2)
 
 
 def _status_text(status: Status) -> str:

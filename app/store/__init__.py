@@ -19,13 +19,13 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from app import errors
-from app.fhirschema.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartment
+from app.fhir.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartment
+from app.fhir.values import Resource
 from app.metrics import MONGO_COMMANDS
 from app.store import search
 
 log = logging.getLogger("fingate.store")
 
-Resource = dict[str, Any]
 TENANT = "_tenant"  # hidden like `_search`: every stored document's tenant, first in every index
 DEFAULT_TENANT = "default"
 AUDIT = "audit"  # one record per write, in the write's transaction
@@ -416,7 +416,8 @@ class Store:
             raise
 
     @contextlib.asynccontextmanager
-    async def _joined(self, session: AsyncClientSession | None) -> AsyncIterator[AsyncClientSession]:
+    async def joined(self, session: AsyncClientSession | None) -> AsyncIterator[AsyncClientSession]:
+        """`session` when a caller's transaction is under way (a transaction Bundle), else one of its own."""
         if session is not None:
             yield session
         else:
@@ -428,7 +429,7 @@ class Store:
     ) -> Resource:
         """Store version 1 (the caller set `id` and `meta`); CONFLICT if the id is taken."""
         doc = self._stored(resource_type, resource)
-        async with self._joined(session) as session:
+        async with self.joined(session) as session:
             try:
                 await self.db[resource_type].insert_one(doc, session=session)
             except DuplicateKeyError as exc:
@@ -454,7 +455,7 @@ class Store:
         """Replace the current version iff it is still `expected_version` (and status); else CONFLICT."""
         match = self._expected(resource_type, resource["id"], expected_version, expected_status)
         doc = self._stored(resource_type, resource)
-        async with self._joined(session) as session:
+        async with self.joined(session) as session:
             result = await self.db[resource_type].replace_one(match, doc, session=session)
             if result.matched_count != 1:
                 raise errors.FinGateError(
@@ -474,7 +475,7 @@ class Store:
     ) -> None:
         """Remove the current version (history stays) iff unchanged; else CONFLICT."""
         match = self._expected(resource_type, id, expected_version, expected_status)
-        async with self._joined(session) as session:
+        async with self.joined(session) as session:
             deleted = await self.db[resource_type].find_one_and_delete(match, {"_id": 1}, session=session)
             if deleted is None:
                 raise errors.FinGateError(
@@ -518,15 +519,6 @@ class Store:
 
 
 PERSISTED_QUERIES = "persisted_queries"
-
-
-def _dotted(doc: Resource, key: str) -> list[str]:
-    value: Any = doc
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    if value is None:
-        return []
-    return value if isinstance(value, list) else [value]
 
 
 __all__ = ["CODEC_OPTIONS", "Store"]

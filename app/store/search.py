@@ -17,7 +17,7 @@ from typing import Any
 from bson.decimal128 import Decimal128
 
 from app.errors import FinGateError, bad_input
-from app.fhirschema.model import COMPARTMENT_SELF, compartment_only_params, patient_compartment, spec
+from app.fhir.model import COMPARTMENT_SELF, compartment_only_params, patient_compartment, spec
 
 SEARCH = "_search"
 Entry = Any  # one index value: a dict for token/date/quantity, a string otherwise
@@ -750,7 +750,7 @@ def cursor_filter(resource_type: str, sort: str | None, cursor: str) -> dict[str
 
 def reference_params(resource_type: str) -> list[str]:
     """The codes of the reference parameters of a type (the `_reference` choices of reverse lists)."""
-    return [c for c, p in search_params(resource_type).items() if p.type == "reference"]
+    return [p.code for p in spec().reference_params(resource_type)]
 
 
 def reference_key(resource_type: str, code: str) -> str:

@@ -21,10 +21,10 @@ from graphql import ExecutionResult as GraphQLExecutionResult
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
-from app.compiled import runtime
-from app.compiled.cache import PlanCache
-from app.compiled.compiler import BatchForms, Fallback, Plan, Unsupported, compile_operation
-from app.fhirschema.compat import graphql_schema
+from app.graphql.compat import graphql_schema
+from app.graphql.compiled import runtime
+from app.graphql.compiled.cache import PlanCache
+from app.graphql.compiled.compiler import BatchForms, Fallback, Plan, Unsupported, compile_operation
 
 __all__ = ["CompiledEngine", "compiled_execution"]
 

@@ -34,9 +34,9 @@ from graphql import (
 from graphql.execution.collect_fields import FieldDetails, collect_fields, collect_subfields
 from graphql.language import DirectiveNode, DocumentNode, OperationDefinitionNode, Visitor
 
-from app.fhirschema.naming import JSON_NAMES
-from app.fhirschema.resolvers import BatchResolver, resolve_data_field, resolve_resource_type
-from app.fhirschema.scalars import serialize_decimal
+from app.graphql.naming import JSON_NAMES
+from app.graphql.resolvers import BatchResolver, resolve_data_field, resolve_resource_type
+from app.graphql.scalars import serialize_decimal
 
 BatchForms = Mapping[tuple[str, str], BatchResolver]  # (type, field) -> its resolver's batch form
 

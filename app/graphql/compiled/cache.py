@@ -8,7 +8,7 @@ from typing import Any
 
 from graphql.language import DocumentNode
 
-from app.compiled.compiler import Plan, skip_include_variables
+from app.graphql.compiled.compiler import Plan, skip_include_variables
 
 MAX_PLANS = 512
 

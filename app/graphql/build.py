@@ -17,9 +17,10 @@ from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 from strawberry.types.unset import UNSET
 
-from app.fhirschema import resolvers
-from app.fhirschema.compat import FixedTypeField, QuietSchema, ResolvedUnion, convert_input_with
-from app.fhirschema.fields import (
+from app.fhir.model import SERVED_RESOURCES, SearchParam, Spec, TypeDef, spec
+from app.graphql import resolvers
+from app.graphql.compat import FixedTypeField, QuietSchema, ResolvedUnion, convert_input_with
+from app.graphql.fields import (
     ORIGIN,
     FieldSpec,
     arg_codes,
@@ -30,8 +31,8 @@ from app.fhirschema.fields import (
     search_description,
     type_description,
 )
-from app.fhirschema.model import SERVED_RESOURCES, SearchParam, Spec, TypeDef, spec
-from app.fhirschema.naming import (
+from app.graphql.limits import QueryLimits, TokenLimit
+from app.graphql.naming import (
     CONTAINED_UNION,
     UNSERVED_RESOURCE,
     check_unique,
@@ -40,12 +41,11 @@ from app.fhirschema.naming import (
     object_type_names,
     reference_enum_name,
 )
-from app.fhirschema.scalars import JSON, FhirDecimal, scalar_map
-from app.limits import QueryLimits, TokenLimit
+from app.graphql.scalars import JSON, FhirDecimal, scalar_map
 
 SDL_HEADER = (
     f"# FinGate GraphQL schema, generated from the HL7 {ORIGIN} StructureDefinitions and search parameters\n"
-    "# by app/fhirschema/build.py. Do not edit: run `make sdl`.\n\n"
+    "# by app/graphql/build.py. Do not edit: run `make sdl`.\n\n"
 )
 
 _PYTHON_SCALARS: dict[str, object] = {

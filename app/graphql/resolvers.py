@@ -1,4 +1,4 @@
-"""The few Python resolvers of the generated schema; each only calls `info.context` (an `app.context.Context`)."""
+"""The few Python resolvers of the generated schema; each only calls `info.context` (an `app.graphql.context.Context`)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ from types import MappingProxyType
 from typing import Any
 
 from app import errors
-from app.fhirschema.model import SERVED_RESOURCES
-from app.fhirschema.naming import JSON_NAMES, UNSERVED_RESOURCE
-
-_SERVED = frozenset(SERVED_RESOURCES)
-Resource = dict[str, Any]  # plain FHIR JSON, as app.context returns it
+from app.fhir.model import SERVED, SERVED_RESOURCES
+from app.fhir.values import Resource
+from app.graphql.naming import JSON_NAMES, UNSERVED_RESOURCE
 
 Resolver = Callable[..., Any]
 BatchResolver = Callable[[Any, list[Any]], Awaitable[list[Any]]]
@@ -87,7 +85,7 @@ def reverse(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
 
 
 def _served(found: Resource | None) -> Resource | None:
-    return found if found is not None and found.get("resourceType") in _SERVED else None
+    return found if found is not None and found.get("resourceType") in SERVED else None
 
 
 def reference_resource() -> Resolver:
@@ -120,13 +118,13 @@ def resolve_data_field(root: Any, python: str) -> Any:
 def resolve_contained_type(root: Any, info: Any, _union: Any) -> str:
     """The member of the `ContainedResource` union a dict stands for."""
     resource_type = root.get("resourceType")
-    return resource_type if resource_type in _SERVED else UNSERVED_RESOURCE
+    return resource_type if resource_type in SERVED else UNSERVED_RESOURCE
 
 
 def resolve_resource_type(root: Any, info: Any, _union: Any) -> str:
     """The member of the `Resource` union a dict stands for: its `resourceType`."""
     resource_type = root.get("resourceType")
-    if resource_type not in _SERVED:
+    if resource_type not in SERVED:
         raise errors.FinGateError(
             errors.INTERNAL,
             f"{info.parent_type.name}.{info.field_name} holds a {resource_type} (id {root.get('id')!r}), "
@@ -169,7 +167,7 @@ def delete(resource_type: str) -> Resolver:
 
 
 def audit_log() -> Resolver:
-    """`AuditLog`: the caller's tenant's write records (an admin scope; see app.context)."""
+    """`AuditLog`: the caller's tenant's write records (an admin scope; see app.graphql.context)."""
 
     async def resolve(
         root: None, info: Any, _count: int | None = None, type: str | None = None, id: str | None = None

@@ -10,13 +10,12 @@ from strawberry.dataloader import DataLoader
 
 from app import errors
 from app.auth import AUDIT_TYPE, CREATE, DELETE, READ, UPDATE, Principal
-from app.rules import local_reference
+from app.fhir.references import local_reference
+from app.fhir.values import Resource, instant
+from app.graphql.limits import DEFAULT_COUNT, MAX_COUNT
 from app.store import Store
 from app.writes import Writer
 
-Resource = dict[str, Any]
-DEFAULT_COUNT = 20
-MAX_COUNT = 1000
 _CONTAINED = "__contained__"  # never a GraphQL field name, so it cannot leak into a response
 
 
@@ -81,18 +80,17 @@ class Context:
     def __init__(
         self,
         store: Store,
-        writer: Writer,
         request_id: str,
         principal: Principal,
         limits: Any = None,
         client_request_id: str | None = None,
     ) -> None:
         self.principal = principal
-        tenant = store.for_tenant(principal.tenant)
-        self.store = self._view(tenant, READ)
-        self.writer = writer.bound(tenant, principal.sub, request_id, client_request_id)
         self.request_id = request_id
-        self.limits = limits  # app.limits.Limits, read by the QueryLimits extension
+        self.client_request_id = client_request_id
+        self.tenant = store.for_tenant(principal.tenant)
+        self.store = self._view(self.tenant, READ)
+        self.limits = limits  # app.graphql.limits.Limits, read by the QueryLimits extension
         self._resources: DataLoader[tuple[str, str], Resource | None] = DataLoader(self._load_resources)
         self._found: dict[tuple[str, str], Resource | None] = {}  # every resource read, for both paths
         self._reverse: DataLoader[tuple[Any, ...], list[Resource]] = DataLoader(self._load_reverse)
@@ -103,11 +101,9 @@ class Context:
         return store.in_compartment(self.principal.patient or "", types) if types else store
 
     def _writer(self, action: str) -> Writer:
-        """The write path for `action`: its rule checks read the whole tenant, its writes stay in the view."""
-        if not self.principal.compartment_types(action):
-            return self.writer
-        w = self.writer
-        return w.bound(self._view(w.store, action), self.principal.sub, w.request_id, w.client_request_id)
+        """The write path for `action`, audited as this caller's: its rule checks read the whole tenant,
+        its writes stay in the view `action` has."""
+        return Writer(self._view(self.tenant, action), self.principal.sub, self.request_id, self.client_request_id)
 
     # -- batch functions: one database command per execution level -----------------------
 
@@ -156,7 +152,7 @@ class Context:
             for rtype, code, params, sort, count, target in keys
         ]
 
-    # -- what resolvers call (see app/fhirschema/build.py) --------------------------------
+    # -- what resolvers call (see app/graphql/build.py) --------------------------------
 
     def _allow(self, resource_type: str, action: str) -> None:
         if not self.principal.can(resource_type, action):
@@ -236,5 +232,5 @@ class Context:
             )
         records = await self.store.audit_log(check_count(count), resource_type, id)
         for record in records:
-            record["when"] = record["when"].isoformat(timespec="milliseconds").replace("+00:00", "Z")
+            record["when"] = instant(record["when"])
         return records

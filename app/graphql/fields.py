@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from app.fhirschema.model import FHIR_VERSION, PRIMITIVE_SCALARS, Element, SearchParam, Spec, TypeDef
-from app.fhirschema.naming import python_name, renamed_note
+from app.fhir.model import FHIR_VERSION, PRIMITIVE_SCALARS, Element, SearchParam, Spec, TypeDef
+from app.graphql.naming import python_name, renamed_note
 
 ORIGIN = f"FHIR R5 ({FHIR_VERSION})"
 
@@ -114,9 +114,8 @@ def search_args(model: Spec, resource_type: str) -> list[SearchParam]:
 
 
 def reference_params(model: Spec, resource_type: str) -> list[SearchParam]:
-    """The reference search parameters of a type (the `_reference` values of reverse lists)."""
-    params = model.search_params[resource_type].values()
-    return sorted((p for p in params if p.type == "reference"), key=lambda p: p.arg_name)
+    """The reference search parameters of a type (the `_reference` values of reverse lists), by argument name."""
+    return sorted(model.reference_params(resource_type), key=lambda p: p.arg_name)
 
 
 def arg_codes(params: list[SearchParam]) -> dict[str, str]:

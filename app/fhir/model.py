@@ -36,6 +36,7 @@ SERVED_RESOURCES: tuple[str, ...] = (
     "RelatedPerson",
     "Task",
 )
+SERVED = frozenset(SERVED_RESOURCES)
 
 # FHIR primitive type code -> the GraphQL scalar that carries it (README "The API in brief": money is a string-serialized Decimal).
 PRIMITIVE_SCALARS: dict[str, str] = {
@@ -174,6 +175,11 @@ class Spec:
                         if t not in PRIMITIVE_SCALARS and t not in self.types and t not in pending and t != "Resource":
                             pending.append(t)
         self.search_params = self._read_search_params()
+
+    def reference_params(self, resource_type: str) -> list[SearchParam]:
+        """The reference search parameters of a served type, by code (what a reverse reference can follow)."""
+        params = self.search_params[resource_type]
+        return [params[code] for code in sorted(params) if params[code].type == "reference"]
 
     def _read(self, name: str) -> list[TypeDef]:
         sd = _load_definition(name)

@@ -8,7 +8,7 @@ from typing import Any
 
 from graphql.execution.values import get_argument_values
 
-from app.compiled.compiler import Fallback, Plan, ResolverField
+from app.graphql.compiled.compiler import Fallback, Plan, ResolverField
 
 
 class _ResolveInfo:

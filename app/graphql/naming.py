@@ -5,7 +5,7 @@ from __future__ import annotations
 import keyword
 from collections.abc import Iterable
 
-from app.fhirschema.model import TypeDef
+from app.fhir.model import TypeDef
 
 INPUT_SUFFIX = "Input"
 # A FHIR type named like another type's input (backbone `TaskInput` = Task.input, while
@@ -75,4 +75,4 @@ def check_unique(named: Iterable[tuple[str, str]], kind: str = "GraphQL type nam
             clashes.append(f"{name} ({seen[name]} and {what})")
         seen.setdefault(name, what)
     if clashes:
-        raise ValueError(f"duplicate {kind}: {', '.join(clashes)}; change the naming rules in app/fhirschema/naming.py")
+        raise ValueError(f"duplicate {kind}: {', '.join(clashes)}; change the naming rules in app/graphql/naming.py")

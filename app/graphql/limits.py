@@ -39,11 +39,11 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
 from app import errors
-from app.fhirschema.compat import graphql_schema, validate_document
+from app.graphql.compat import graphql_schema, validate_document
 from app.settings import Settings
 
-DEFAULT_COUNT = 20  # what a list without `_count` returns (app.context.DEFAULT_COUNT)
-MAX_COUNT = 1000
+DEFAULT_COUNT = 20  # what a list without `_count` returns
+MAX_COUNT = 1000  # the most a list may ask for (`app.graphql.context.check_count`)
 
 
 @dataclass(frozen=True)

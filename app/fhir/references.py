@@ -1,0 +1,30 @@
+"""FHIR references: which point inside this server, parsed once."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Any
+
+from app.fhir.model import SERVED
+
+# A relative literal reference `Type/id`, optionally versioned (`Type/id/_history/v`). Absolute URLs (even
+# to ourselves: the server does not know the base clients use), `#contained`, `urn:uuid:` (rewritten by
+# the Bundle loader) and identifier-only references are external: FinGate neither follows nor refuses them.
+_RELATIVE = re.compile(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[A-Za-z0-9\-.]{1,64})?")
+_LONGEST = 200  # longer than any `Type/id/_history/v`
+
+
+@lru_cache(maxsize=16_384)  # a billing list parses the same few hundred references on every request
+def relative_reference(text: str) -> tuple[str, str] | None:
+    """`(type, id)` of a relative literal reference of any type, else None."""
+    m = _RELATIVE.fullmatch(text) if len(text) <= _LONGEST else None
+    return None if m is None else (m.group(1), m.group(2))
+
+
+def local_reference(reference: Any) -> tuple[str, str] | None:
+    """`(type, id)` when a Reference dict points at a served resource on this server, else None."""
+    if not isinstance(reference, dict) or not isinstance(text := reference.get("reference"), str):
+        return None
+    parsed = relative_reference(text)
+    return parsed if parsed is not None and parsed[0] in SERVED else None
