@@ -23,7 +23,9 @@ def relative_reference(text: str) -> tuple[str, str] | None:
 
 
 # The `Type/id` tail of an absolute URL to a FHIR server (`https://x.org/fhir/Claim/1`, optionally versioned).
-_ABSOLUTE = re.compile(r"[a-z][a-z0-9+.\-]*://\S*?/([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?")
+_ABSOLUTE = re.compile(
+    r"[a-z][a-z0-9+.\-]*://\S*?/([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?"
+)
 
 
 def typed_reference(text: str) -> str | None:
