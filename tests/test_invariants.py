@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -174,7 +175,8 @@ async def test_readme_per1_mutation_is_refused_and_stores_nothing(demo: httpx.As
     mutation = re.search(r"```graphql\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
     before = await demo_store.db["Claim"].count_documents({})
     result = await gql(demo, mutation)
-    assert result["data"] is None
+    shown = re.search(r"```json\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    assert result == json.loads(shown)
     (error,) = result["errors"]
     assert error["extensions"]["code"] == BAD_USER_INPUT
     (issue,) = error["extensions"]["operationOutcome"]["issue"]
@@ -183,5 +185,17 @@ async def test_readme_per1_mutation_is_refused_and_stores_nothing(demo: httpx.As
         ["Claim.billablePeriod"],
         "per-1",
     )
-    assert error["message"] in section
     assert await demo_store.db["Claim"].count_documents({}) == before
+
+
+def test_a_constraint_the_library_cannot_evaluate_refuses_the_write_as_internal(monkeypatch):
+    def fail(expression: str, *_: Any) -> bool:
+        if "lowBoundary" in expression:
+            raise ValueError("library gap")
+        return True
+
+    monkeypatch.setattr("app.invariants.check.holds", fail)
+    with pytest.raises(FinGateError) as info:
+        validate("Claim", claim(billablePeriod={"start": "2026-11-01"}))
+    assert info.value.code == "INTERNAL"
+    assert "Claim.billablePeriod: invariant per-1 could not be evaluated (ValueError)" in info.value.message

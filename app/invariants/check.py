@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from app.errors import outcome_issue
+from app.errors import INTERNAL, FinGateError, outcome_issue
 from app.fhir.model import PRIMITIVE_SCALARS, SERVED, Constraint, spec
 from app.invariants.catalog import NATIVE, SKIPPED
 from app.invariants.fhirpath import holds
+
+log = logging.getLogger("fingate.invariants")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +86,22 @@ class _Walk:
             if problem is None:
                 return
             message = f"{where}: {c.key}: {c.human} ({problem})"
-        elif holds(c.expression, value, path, resource, self.root):
+        elif self.holds(c, value, path, where, resource):
             return
         else:
             message = f"{where}: {c.key}: {c.human}"
         details = {"coding": [{"system": c.source, "code": c.key}], "text": c.human}
         self.issues.append(outcome_issue(message, where, code="invariant", details=details))
+
+    def holds(self, c: Constraint, value: Any, path: str, where: str, resource: dict) -> bool:
+        try:
+            return holds(c.expression, value, path, resource, self.root)
+        except Exception as exc:  # a FHIRPath library gap, not the client's fault: refuse rather than store unchecked
+            log.exception("invariant %s could not be evaluated at %s", c.key, where)
+            raise FinGateError(
+                INTERNAL,
+                f"{where}: invariant {c.key} could not be evaluated ({type(exc).__name__}); nothing was stored",
+            ) from exc
 
 
 def invariant_issues(resource_type: str, doc: dict) -> list[dict[str, Any]]:

@@ -9,13 +9,15 @@ from decimal import Decimal
 from functools import cache
 from typing import Any
 
-import fhirpathpy
+from fhirpathpy import apply_parsed_path
 from fhirpathpy.engine.nodes import FP_DateTime, ResourceNode
 from fhirpathpy.models import models
+from fhirpathpy.parser import parse
 
 from app.fhir.references import relative_reference
 
-Compiled = Callable[[Any, dict[str, Any]], list[Any]]
+Truth = bool | None  # FHIRPath's three-valued logic: None is the empty collection
+Compiled = Callable[[Any, dict[str, Any]], Truth]
 
 _MODEL = models["r5"]
 _DATE = re.compile(r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(\.\d+)?)?)?)?)?(Z|[+-]\d{2}:\d{2})?")
@@ -114,14 +116,80 @@ FUNCTIONS = frozenset(_FUNCTIONS)
 _OPTIONS = {"userInvocationTable": _FUNCTIONS, "traceFn": lambda *_: None}  # `trace()` in ref-1 must not print
 
 
+def _leaf(ast: dict) -> Compiled:
+    parsed = {"children": [ast]}
+
+    def truth(node: Any, context: dict[str, Any]) -> Truth:
+        result = apply_parsed_path(node, parsed, context, _MODEL, _OPTIONS)
+        if len(result) != 1:
+            return None
+        return result[0] if type(result[0]) is bool else True  # a single non-boolean item counts as true
+
+    return truth
+
+
+def _any(operands: list[Compiled]) -> Compiled:
+    def truth(node: Any, context: dict[str, Any]) -> Truth:
+        unknown = False
+        for operand in operands:
+            t = operand(node, context)
+            if t:
+                return True
+            unknown = unknown or t is None
+        return None if unknown else False
+
+    return truth
+
+
+def _all(operands: list[Compiled]) -> Compiled:
+    def truth(node: Any, context: dict[str, Any]) -> Truth:
+        unknown = False
+        for operand in operands:
+            t = operand(node, context)
+            if t is False:
+                return False
+            unknown = unknown or t is None
+        return None if unknown else True
+
+    return truth
+
+
+def _implies(given: Compiled, then: Compiled) -> Compiled:
+    def truth(node: Any, context: dict[str, Any]) -> Truth:
+        g = given(node, context)
+        if g is False:
+            return True
+        t = then(node, context)
+        return t if g else (True if t else None)
+
+    return truth
+
+
+def _logic(ast: dict) -> Compiled:
+    """The expression with its outer `or` / `and` / `implies` evaluated operand by operand, stopping once decided.
+
+    fhirpathpy evaluates both sides of every operator; ref-1, on every Reference, would evaluate its
+    contained-resource lookup for each. The leaves are fhirpathpy's; FinGate only orders the connectives.
+    """
+    kind, op, children = ast.get("type"), ast.get("terminalNodeText"), ast.get("children", [])
+    if kind == "TermExpression" and children and children[0].get("type") == "ParenthesizedTerm":
+        return _logic(children[0]["children"][0])
+    if kind == "OrExpression" and op == ["or"]:
+        return _any([_logic(c) for c in children])
+    if kind == "AndExpression" and op == ["and"]:
+        return _all([_logic(c) for c in children])
+    if kind == "ImpliesExpression":
+        return _implies(_logic(children[0]), _logic(children[1]))
+    return _leaf(ast)
+
+
 @cache
 def compiled(expression: str) -> Compiled:
     """The expression parsed once (fhirpathpy's ANTLR parser is the slow part); call it per node."""
-    return fhirpathpy.compile(expression, model=_MODEL, options=_OPTIONS)  # type: ignore[return-value]
+    return _logic(parse(expression)["children"][0])
 
 
 def holds(expression: str, node: Any, type_path: str, resource: dict, root: dict) -> bool:
-    """Whether the constraint holds on `node` (of FHIR type/path `type_path`): true unless it evaluates to false."""
+    """Whether the constraint holds on `node` (of FHIR type/path `type_path`): anything but false holds."""
     context = {"resource": resource, "rootResource": root}
-    result = compiled(expression)(ResourceNode.create_node(node, type_path), context)
-    return result != [False]
+    return compiled(expression)(ResourceNode.create_node(node, type_path), context) is not False

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from html.parser import HTMLParser
 
 # R5 narrative.html: the basic formatting elements of HTML 4.0 chapters 7-11 (less 9.4) and 15, `a`, `img`.
@@ -46,6 +47,7 @@ class _Check(HTMLParser):
         self.problems.append("declarations are not allowed")
 
 
+@lru_cache(maxsize=64)  # txt-1 and txt-2 read the same narrative
 def _parse(div: str) -> _Check:
     check = _Check()
     check.feed(div)
