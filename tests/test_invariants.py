@@ -102,6 +102,9 @@ CASES = [
     ("task modified before authored", "Task", {"status": "draft", "intent": "order", "authoredOn": "2026-11-02", "lastModified": "2026-11-01"}, [("inv-1", "Task")]),
     ("patient participant with a type", "Encounter", {"status": "planned", "participant": [{"actor": {"reference": "Patient/1"}, "type": [{"text": "x"}]}]}, [("enc-2", "Encounter.participant[0]")]),
     ("range low above high", "Claim", claim(extension=[{"url": "http://x.org/e", "valueRange": {"low": {"value": 5, "unit": "mg"}, "high": {"value": 3, "unit": "mg"}}}]), [("rng-2", "Claim.extension[0].valueRange")]),
+    ("contained resource nobody references", "Claim", claim(contained=[{"resourceType": "Patient", "id": "p"}]), [("dom-3", "Claim")]),
+    ("contained resource with a version", "Claim", claim(enterer={"reference": "#p"}, contained=[{"resourceType": "Patient", "id": "p", "meta": {"versionId": "1"}}]), [("dom-4", "Claim")]),
+    ("negative age in an extension", "Organization", {"name": "A", "extension": [{"url": "http://x.org/e", "valueAge": {"value": -1, "system": "http://unitsofmeasure.org", "code": "a"}}]}, [("age-1", "Organization.extension[0].valueAge")]),
     ("invariant in a contained resource", "Claim", claim(patient={"reference": "#o"}, contained=[{"resourceType": "Patient", "id": "o", "contact": [{"gender": "other"}]}]), [("pat-1", "Claim.contained[0].contact[0]")]),
 ]  # fmt: skip
 
