@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import datetime
+import calendar
 import re
 from collections.abc import Callable
 from decimal import Decimal
@@ -39,9 +39,9 @@ def _date_boundary(text: str, high: bool) -> FP_DateTime | None:
         return None
     year, month, day, hour, minute, second, _, zone = m.groups()
     y, mo = int(year), int(month or (12 if high else 1))
-    last_day = (datetime.date(y + mo // 12, mo % 12 + 1, 1) - datetime.timedelta(days=1)).day
-    d = int(day or (last_day if high else 1))
+    d = int(day or (calendar.monthrange(y, mo)[1] if high else 1))
     hh, mm, ss = (int(v) if v else (top if high else 0) for v, top in ((hour, 23), (minute, 59), (second, 59)))
+    ss = min(ss, 59)  # a leap second orders as the minute's last
     ms = m.group(7)[1:4].ljust(3, "9" if high else "0") if m.group(7) else ("999" if high else "000")
     return FP_DateTime(f"{y:04d}-{mo:02d}-{d:02d}T{hh:02d}:{mm:02d}:{ss:02d}.{ms}{zone or ''}")
 
