@@ -19,7 +19,8 @@ log = logging.getLogger("fingate.invariants")
 class _Child:
     key: str  # JSON name
     is_list: bool
-    type_name: str | None  # complex type to descend into; None: a primitive; "Resource": a contained resource
+    type_name: str  # the FHIR type code: a primitive's, a complex type to descend into, or "Resource" (contained)
+    primitive: bool
     constraints: tuple[Constraint, ...]  # the element's own (org-3 on Organization.contact, txt-1 on Narrative.div)
 
 
@@ -41,8 +42,9 @@ def _plans() -> dict[str, _Plan]:
         children = []
         for el in td.elements:
             for t in el.types:
-                kind = None if t in PRIMITIVE_SCALARS else t
-                children.append(_Child(el.json_name(t), el.is_list, kind, _checked(el.constraints)))
+                children.append(
+                    _Child(el.json_name(t), el.is_list, t, t in PRIMITIVE_SCALARS, _checked(el.constraints))
+                )
         out[td.name] = _Plan(td.path, _checked(td.constraints), tuple(children))
     return out
 
@@ -67,9 +69,9 @@ class _Walk:
             items = enumerate(v) if child.is_list and type(v) is list else ((None, v),)
             for i, item in items:
                 at = f"{where}.{child.key}" if i is None else f"{where}.{child.key}[{i}]"
-                if child.type_name is None:
+                if child.primitive:
                     for c in child.constraints:
-                        self.check(c, item, "", at, resource)
+                        self.check(c, item, child.type_name, at, resource)
                 elif type(item) is not dict:
                     continue
                 elif child.type_name == "Resource":
