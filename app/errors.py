@@ -23,9 +23,12 @@ def outcome_issue(
     expression: str | None = None,
     code: str = "invalid",
     severity: str = "error",
+    details: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One R5 OperationOutcome.issue."""
+    """One R5 OperationOutcome.issue (`details`: a CodeableConcept, e.g. the invariant's key)."""
     issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": diagnostics}
+    if details:
+        issue["details"] = details
     if expression:
         issue["expression"] = [expression]
     return issue

@@ -16,7 +16,8 @@ from pydantic import ValidationError
 
 from app.errors import BAD_USER_INPUT, FinGateError, outcome_issue
 from app.fhir.model import PRIMITIVE_SCALARS, SERVED, SERVED_RESOURCES, spec
-from app.fhir.references import relative_reference
+from app.fhir.references import relative_reference, typed_reference
+from app.invariants import invariant_issues
 
 MAX_DEPTH = 64  # JSON objects + arrays; MongoDB refuses documents nested deeper than 100
 MAX_STRING_BYTES = 1 << 20  # one string; a document must stay far below MongoDB's 16 MB
@@ -332,7 +333,16 @@ class _Walk:
             if type(value) is not dict:
                 return
         ref = value.get("reference")
-        if slot.targets is None or type(ref) is not str:
+        if type(ref) is not str:
+            return
+        said, named = value.get("type"), typed_reference(ref)
+        if type(said) is str and named is not None and said != named and said.rsplit("/", 1)[-1] != named:
+            self.add(
+                (path, "type"),
+                f"'{said}' disagrees with the reference '{ref}', which points at a {named}: "
+                f"make type {named} or leave it out",
+            )
+        if slot.targets is None:
             return
         # Only a relative literal reference names its type; the others are not checked against the targets.
         parsed = relative_reference(ref)
@@ -416,13 +426,14 @@ def model_issues(resource_type: str, doc: dict, already: Sequence[str] = ()) -> 
 # ---- entry point
 
 
-def validate(resource_type: str, resource: dict, *, model_check: bool = True) -> dict:
+def validate(resource_type: str, resource: dict, *, model_check: bool = True, invariants: bool = True) -> dict:
     """The resource to store (the client's JSON with `resourceType` set), or BAD_USER_INPUT listing every problem.
 
-    Two passes: a spec-driven walk (required codes, reference targets, injection keys, sizes,
-    decimal digits; things fhir.resources does not check) and then the fhir.resources R5 model,
-    the product's validation contract. The model costs ~3 ms per 10-item Claim (a Python
-    validator per nested object); `model_check=False` skips it for measurements only.
+    Three passes: a spec-driven walk (required codes, reference targets, injection keys, sizes,
+    decimal digits; things fhir.resources does not check), the fhir.resources R5 model, the
+    product's validation contract, and, on a document both accept, the R5 invariants (FHIRPath
+    expressions written for well-formed data). The model costs ~3 ms per 10-item Claim (a Python
+    validator per nested object); `model_check=False` and `invariants=False` are for measurements only.
     """
     if resource_type not in SERVED:
         served = ", ".join(SERVED_RESOURCES)
@@ -453,6 +464,8 @@ def validate(resource_type: str, resource: dict, *, model_check: bool = True) ->
     issues = walk.issues
     if model_check and not walk.too_deep:  # the model recurses in Python per level: never hand it what the walk refused
         issues += model_issues(resource_type, doc, walk.where)
+    if invariants and not issues:
+        issues = invariant_issues(resource_type, doc)
     if issues:
         raise _bad(issues)
     return doc

@@ -34,3 +34,17 @@ async def test_every_workload_answers(env: workloads.Env, compiled: bool) -> Non
     for w in await workloads.workloads(env):
         data, _ = await workloads.execute(env, w.query, w.variables, compiled=compiled)  # raises on errors
         assert data, w.name
+
+
+async def test_w5_cost_split_has_validation_and_invariants_lines(mongo_uri: str) -> None:
+    from bench import loading
+
+    split = (await loading.w5(mongo_uri, 25))["cost_us"]
+    assert set(split) == {
+        "total",
+        "validation walk",
+        "fhir.resources model",
+        "invariants",
+        "rules, reads and the write transaction",
+    }
+    assert all(v > 0 for k, v in split.items() if k != "rules, reads and the write transaction")

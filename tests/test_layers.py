@@ -1,6 +1,6 @@
 """The layer rule, checked on every module of `app/`: a module imports only from its own layer or the layers below.
 
-HTTP -> GraphQL layer -> domain (rules, writes, validation, auth, loading) -> store -> core (FHIR model, errors,
+HTTP -> GraphQL layer -> domain (rules, invariants, writes, validation, auth, loading) -> store -> core (FHIR model, errors,
 settings, metrics). Only the GraphQL layer and the HTTP app above it may import Strawberry or graphql-core.
 """
 
@@ -17,7 +17,7 @@ APP = Path(__file__).resolve().parents[1] / "app"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("app.fhir", "app.errors", "app.settings", "app.metrics")),
     ("store", ("app.store", "app.embedded")),
-    ("domain", ("app.rules", "app.validation", "app.writes", "app.load", "app.demo", "app.auth")),
+    ("domain", ("app.rules", "app.invariants", "app.validation", "app.writes", "app.load", "app.demo", "app.auth")),
     ("graphql", ("app.graphql",)),
     ("http", ("app.http", "app.caching", "app.explorer", "app.cli", "app.__main__")),
 ]

@@ -215,6 +215,26 @@ BAD_INPUTS: list[tuple[str, dict[str, Any], str | None]] = [
         "Claim.total.value",
     ),
     ("oversized string", {"item": [{"sequence": 1, "productOrService": {"text": "x" * 1_100_000}}]}, None),
+    (
+        "period end before start (per-1)",
+        {"billablePeriod": {"start": "2026-11-20", "end": "2026-11-01"}},
+        "Claim.billablePeriod",
+    ),
+    (
+        "reference type disagrees with its literal",
+        {"related": [{"claim": {"reference": "Claim/x", "type": "Invoice"}}]},
+        "Claim.related[0].claim.type",
+    ),
+    (
+        "script in the narrative (txt-1)",
+        {
+            "text": {
+                "status": "generated",
+                "div": '<div xmlns="http://www.w3.org/1999/xhtml"><script>x()</script></div>',
+            }
+        },
+        "Claim.text.div",
+    ),
 ]
 
 

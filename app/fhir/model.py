@@ -86,6 +86,23 @@ EXTRA_SEARCH_PARAMETERS: dict[str, list[dict]] = {
 
 
 @dataclass(frozen=True)
+class Constraint:
+    """One invariant of the R5 definitions: `per-1` on Period."""
+
+    key: str
+    severity: str  # error | warning
+    human: str
+    expression: str  # FHIRPath, evaluated on each instance of the element it sits on
+    source: str  # the StructureDefinition that carries it
+
+
+def _constraints(e: dict, url: str) -> tuple[Constraint, ...]:
+    return tuple(
+        Constraint(c["key"], c["severity"], c["human"], c.get("expression", ""), url) for c in e.get("constraint", ())
+    )
+
+
+@dataclass(frozen=True)
 class Element:
     """One element of a type: `PaymentReconciliation.allocation.target`."""
 
@@ -97,6 +114,7 @@ class Element:
     short: str
     targets: tuple[str, ...] = ()  # Reference / canonical target resource types
     codes: tuple[str, ...] | None = None  # required binding codes, when enumerable
+    constraints: tuple[Constraint, ...] = ()  # its own, when it is not a backbone (a backbone's are its type's)
 
     @property
     def is_choice(self) -> bool:
@@ -119,6 +137,7 @@ class TypeDef:
     url: str
     short: str
     elements: tuple[Element, ...] = field(default=())
+    constraints: tuple[Constraint, ...] = ()  # on every instance: the root's (per-1 on Period) or the backbone's
 
 
 @dataclass(frozen=True)
@@ -195,7 +214,7 @@ class Spec:
         def build(path: str, kind: str) -> None:
             elements = []
             for e in children.get(path, []):
-                elements.append(self._element(e, elements_by_path))
+                elements.append(self._element(e, elements_by_path, sd["url"]))
                 if (
                     e.get("type")
                     and _type_code(e["type"][0]) in ("BackboneElement", "Element")
@@ -204,14 +223,16 @@ class Spec:
                     build(e["path"], "backbone")
             head = elements_by_path[path]
             tname = root if path == root else backbone_name(path)
-            out.append(TypeDef(tname, kind, path, sd["url"], head.get("short", ""), tuple(elements)))
+            constraints = _constraints(head, sd["url"])
+            out.append(TypeDef(tname, kind, path, sd["url"], head.get("short", ""), tuple(elements), constraints))
 
         build(root, kind)
         return out
 
-    def _element(self, e: dict, by_path: dict[str, dict]) -> Element:
+    def _element(self, e: dict, by_path: dict[str, dict], url: str) -> Element:
         path = e["path"]
         name = path.rsplit(".", 1)[1].removesuffix("[x]")
+        own = _constraints(e, url)
         if "contentReference" in e:
             types: tuple[str, ...] = (backbone_name(e["contentReference"].lstrip("#")),)
         elif (
@@ -220,6 +241,7 @@ class Spec:
             and any(p.startswith(path + ".") for p in by_path)
         ):
             types = (backbone_name(path),)
+            own = ()
         else:
             types = tuple(_type_code(t) for t in e.get("type", []))
         targets: list[str] = []
@@ -240,6 +262,7 @@ class Spec:
             short=e.get("short", ""),
             targets=tuple(dict.fromkeys(targets)),
             codes=codes,
+            constraints=own,
         )
 
     def _read_search_params(self) -> dict[str, dict[str, SearchParam]]:

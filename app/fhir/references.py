@@ -22,6 +22,21 @@ def relative_reference(text: str) -> tuple[str, str] | None:
     return None if m is None else (m.group(1), m.group(2))
 
 
+# The `Type/id` tail of an absolute URL to a FHIR server (`https://x.org/fhir/Claim/1`, optionally versioned).
+_ABSOLUTE = re.compile(
+    r"[a-z][a-z0-9+.\-]*://\S*?/([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?"
+)
+
+
+def typed_reference(text: str) -> str | None:
+    """The resource type a literal reference names (relative or absolute RESTful URL), else None."""
+    parsed = relative_reference(text)
+    if parsed is not None:
+        return parsed[0]
+    m = _ABSOLUTE.fullmatch(text) if len(text) <= 2 * _LONGEST else None
+    return None if m is None else m.group(1)
+
+
 def local_reference(reference: Any) -> tuple[str, str] | None:
     """`(type, id)` when a Reference dict points at a served resource on this server, else None."""
     if not isinstance(reference, dict) or not isinstance(text := reference.get("reference"), str):
