@@ -203,6 +203,10 @@ class Context:
         key = (resource_type, param, tuple(sorted(params.items())), sort, check_count(count), target)
         return await self._reverse.load(key)
 
+    async def not_found(self, resource_type: str, id: str) -> errors.FinGateError:
+        """The NOT_FOUND for a `read` that found nothing: it says so when the resource was deleted."""
+        return await self.store.not_found(resource_type, id)
+
     async def history(self, resource_type: str, id: str) -> list[Resource]:
         self._allow(resource_type, READ)
         versions = await self.store.history(resource_type, id)
