@@ -180,5 +180,6 @@ class Writer:
     async def _current(self, resource_type: str, id: str) -> Resource:
         old = await self.store.get(resource_type, id)
         if old is None:
-            raise await self.store.not_found(resource_type, id)
+            deleted = await self.store.deleted(resource_type, [id])
+            raise errors.not_found(resource_type, id, deleted.get(id))
         return old

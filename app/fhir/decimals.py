@@ -26,11 +26,9 @@ RANGE_RULE = (
 )
 
 
-def grammar_problem(text: str) -> str | None:
-    """Why `text` is not a decimal in FHIR R5's grammar, or None."""
-    if GRAMMAR.fullmatch(text) is None:
-        return f"{_clip(repr(text))} is not a decimal: {GRAMMAR_RULE}"
-    return None
+def grammatical(text: str) -> bool:
+    """`text` is a decimal in FHIR R5's grammar."""
+    return GRAMMAR.fullmatch(text) is not None
 
 
 def range_problem(value: Decimal | int) -> str | None:

@@ -21,7 +21,7 @@ from graphql.language import (
 )
 from strawberry.types.scalar import ScalarDefinition
 
-from app.fhir.decimals import grammar_problem, plain_text
+from app.fhir.decimals import GRAMMAR_RULE, grammatical, plain_text
 
 # Python-side names of the scalars; `scalar_map` ties them to their GraphQL definitions.
 FhirDecimal = NewType("FhirDecimal", Decimal)
@@ -44,9 +44,9 @@ def _finite(value: Decimal, shown: object) -> Decimal:
 def _from_text(text: str) -> Decimal:
     """The text's own digits, only in FHIR's grammar (Python's Decimal() would also read
     " 12 ", "1_000", "+5", ".5" and other scripts' digits)."""
-    problem = grammar_problem(text)
-    if problem is not None:
-        raise GraphQLError(problem)
+    if not grammatical(text):
+        shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
+        raise GraphQLError(f"Decimal cannot represent {shown}: {GRAMMAR_RULE}.")
     try:
         return Decimal(text)
     except InvalidOperation:  # unreachable for grammatical text; kept so no exception escapes as INTERNAL

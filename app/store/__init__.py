@@ -364,13 +364,14 @@ class Store:
             versions.insert(0, deletion(resource_type, id, entries[0]["deleted"]))
         return versions
 
-    async def not_found(self, resource_type: str, id: str) -> errors.FinGateError:
-        """The NOT_FOUND for an id this view does not hold; it says when, if the resource was deleted."""
-        newest = await self.db[f"{resource_type}_history"].find_one(
-            self._scoped(resource_type, {"id": id}), {"deleted": 1}, sort=[("v", DESCENDING)]
-        )
-        deleted = None if newest is None else newest.get("deleted")
-        return errors.not_found(resource_type, id, None if deleted is None else instant(deleted))
+    async def deleted(self, resource_type: str, ids: list[str]) -> dict[str, str]:
+        """Id -> when (an instant), for those of `ids` deleted in this view: one command.
+
+        Only a deleted resource's newest history entry carries `deleted` (a deleted id is never written again).
+        """
+        query = self._scoped(resource_type, {"id": {"$in": ids}, "deleted": {"$exists": True}})
+        cursor = self.db[f"{resource_type}_history"].find(query, {"_id": 0, "id": 1, "deleted": 1})
+        return {d["id"]: instant(d["deleted"]) async for d in cursor}
 
     # -- writes: each is one conditional operation plus its history, in one transaction ----
 
