@@ -285,3 +285,34 @@ async def test_load_files_keep_to_the_same_rules(store: Store, tmp_path: Path) -
     assert "ISO 4217" in reasons[str(tmp_path / "scale.json")]
     fine = await store.get("PaymentReconciliation", "fine")
     assert fine is not None and str(fine["amount"]["value"]) == "10"
+
+
+# ---- the README's examples, on the demo data
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+def _readme_example(marker: str) -> str:
+    (block,) = [b for b in re.findall(r"```graphql\n(.*?)```", README, re.S) if marker in b]
+    return block
+
+
+@pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "graphql-core"])
+async def test_the_readme_examples_answer_as_it_says(demo_store: Store, compiled: bool) -> None:
+    async with client_for(demo_store, settings=Settings(compiled=compiled)) as client:
+        history = ok(await gql(client, _readme_example("demo-claim-withdrawn")))["ClaimHistory"]
+        assert [(h["meta"]["versionId"], h["status"]) for h in history] == [(None, None), ("1", "draft")]
+        assert history[0]["meta"]["tag"] == [{"system": "http://hl7.org/fhir/http-verb", "code": "DELETE"}]
+        read = await gql(client, '{ Claim(id: "demo-claim-withdrawn") { id } }')
+        assert read["errors"][0]["message"].startswith("Claim/demo-claim-withdrawn not found: it was deleted at ")
+        for _ in range(2):
+            same = ok(await gql(client, _readme_example("PatientUpdate")))["PatientUpdate"]
+            assert same["meta"]["versionId"] == "1"
+        paid = _readme_example("2.5E+1")
+        assert ok(await gql(client, paid))["ok"]["amount"] == {"value": "25", "currency": "USD"}
+        refused = await gql(client, paid.replace("2.5E+1", "10.005"))
+        issue = refused["errors"][0]["extensions"]["operationOutcome"]["issue"][0]
+        assert issue["expression"] == ["PaymentReconciliation.amount.value"]
+        assert issue["diagnostics"].endswith(
+            "10.005 USD has 3 decimal places: an amount paid or allocated keeps to its currency's minor unit, 2 for USD (ISO 4217)"
+        )
