@@ -12,10 +12,21 @@ from typing import Any
 import httpx
 import pytest
 from bson.decimal128 import Decimal128
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from app.fhir.decimals import FRACTION_DIGITS, GRAMMAR, INTEGER_DIGITS, plain, plain_text
+from app.fhir.decimals import (
+    FRACTION_DIGITS,
+    GRAMMAR,
+    INTEGER_DIGITS,
+    fraction_digits,
+    plain,
+    plain_text,
+    range_problem,
+)
 from app.fhir.model import SCHEMA_DIR, spec
 from app.fhir.money import PAID_AMOUNTS, minor_unit, minor_units
+from app.graphql.scalars import serialize_decimal
 from app.load import load
 from app.settings import Settings
 from app.store import Store
@@ -76,6 +87,18 @@ def test_the_range_is_the_grammar_written_plainly() -> None:
 def test_plain_notation_keeps_every_written_digit(value: str, shown: str) -> None:
     assert plain_text(Decimal(value)) == shown
     assert str(plain(Decimal(value))) == shown or "E-" in str(Decimal(value))
+
+
+@given(st.integers(min_value=-(10**18), max_value=10**18), st.integers(min_value=-17, max_value=17))
+@settings(max_examples=500, deadline=None)
+def test_every_storable_decimal_is_answered_plainly_and_reads_back_the_same(coefficient: int, exponent: int) -> None:
+    value = Decimal(coefficient).scaleb(exponent)
+    if range_problem(value) is not None:
+        return
+    shown = serialize_decimal(value)
+    assert GRAMMAR.fullmatch(shown) and "E" not in shown.upper()
+    assert Decimal(shown) == value and fraction_digits(Decimal(shown)) == fraction_digits(value)
+    assert serialize_decimal(Decimal128(plain(value)).to_decimal()) == shown  # as the store keeps it
 
 
 def test_paid_amounts_are_money_elements() -> None:
