@@ -9,7 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from app import errors, rules, validation
-from app.fhir.decimals import plain_text
+from app.fhir.decimals import plain
 from app.fhir.values import Resource, now_instant
 from app.store import Store
 
@@ -37,8 +37,13 @@ def _same(a: Any, b: Any) -> bool:
     if type(a) is list:
         return type(b) is list and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if type(a) in _NUMBERS and type(b) in _NUMBERS:
-        return plain_text(a) == plain_text(b)
+        return _digits(a) == _digits(b)
     return type(a) is type(b) and a == b
+
+
+def _digits(number: int | Decimal) -> Any:
+    """Sign, digits and exponent as plain notation shows them (no string built: the input may be `1e999999`)."""
+    return plain(Decimal(number) if type(number) is int else number).as_tuple()  # type: ignore[arg-type]
 
 
 def _content(resource: Resource) -> Resource:

@@ -18,7 +18,7 @@ from app.errors import STATUS_RULE, FinGateError
 from app.http import loads
 from app.settings import Settings
 from app.store import Store, decimal_from_bid
-from app.writes import Writer
+from app.writes import Writer, unchanged
 from tests.harness import client_for, error_codes, gql, json_with_decimals, ok
 
 
@@ -468,3 +468,22 @@ async def test_the_history_of_a_deleted_resource_starts_with_its_deletion(
     assert error_codes(again) == ["NOT_FOUND"] and "was deleted" in again["errors"][0]["message"]
     never = await gql(client, '{ Claim(id: "never-was") { id } }')
     assert error_codes(never) == ["NOT_FOUND"] and "deleted" not in never["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "same"),
+    [
+        ({"v": Decimal("100")}, {"v": Decimal("1E+2")}, True),
+        ({"v": 100}, {"v": Decimal("100")}, True),
+        ({"v": Decimal("100")}, {"v": Decimal("100.0")}, False),
+        ({"v": Decimal("0")}, {"v": Decimal("-0")}, False),
+        ({"v": True}, {"v": 1}, False),
+        ({"v": Decimal("1")}, {"v": Decimal("1e999999")}, False),  # no million-digit string is built
+        ({"a": 1, "b": [1, 2]}, {"b": [1, 2], "a": 1}, True),
+        ({"a": [1, 2]}, {"a": [2, 1]}, False),
+        ({"meta": {"versionId": "1", "lastUpdated": "x"}}, {}, True),
+        ({"meta": {"versionId": "1", "tag": [{"code": "t"}]}}, {"meta": {"versionId": "1"}}, False),
+    ],
+)
+def test_unchanged_compares_fhir_json_as_clients_see_it(old: dict[str, Any], new: dict[str, Any], same: bool) -> None:
+    assert unchanged(old, new) is same
