@@ -240,11 +240,33 @@ def example_items(*, include_invalid: bool = False) -> list[Item]:
     ]
 
 
+WITHDRAWN_CLAIM = "demo-claim-withdrawn"
+
+
+def _withdrawn_claim() -> Resource:
+    """A draft the clinic withdrew before submitting it: created, then deleted (its history shows the delete)."""
+    return {
+        "resourceType": "Claim",
+        "id": WITHDRAWN_CLAIM,
+        "status": "draft",
+        "type": {"coding": [{"system": _CLAIM_TYPE, "code": "professional"}]},
+        "use": "claim",
+        "patient": _ref("Patient", "demo-patient-2"),
+        "created": "2026-11-05",
+        "insurance": [{"sequence": 1, "focal": True, "coverage": _ref("Coverage", "demo-patient-2-coverage")}],
+        "total": _usd(Decimal("57.35")),
+    }
+
+
 async def load_demo(writer: Writer, progress: Any = None) -> LoadReport:
-    """The R5 examples and the demo set; then the patient's payment settles the demo Invoice."""
+    """The R5 examples and the demo set; then the patient's payment settles the demo Invoice, and a withdrawn
+    draft claim is deleted."""
     items = example_items() + [Item(f"demo:{r['resourceType']}/{r['id']}", [r]) for r in demo_resources()]
     report = await load(writer, [], progress, items=items)
     invoice = await writer.store.get("Invoice", "demo-invoice-1")
     if invoice is not None and invoice.get("status") == "issued":
         await writer.update("Invoice", "demo-invoice-1", {**invoice, "status": "balanced"})
+    if not await writer.store.history("Claim", WITHDRAWN_CLAIM):
+        await writer.create("Claim", _withdrawn_claim(), keep_id=True)
+        await writer.delete("Claim", WITHDRAWN_CLAIM)
     return report

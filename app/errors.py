@@ -67,12 +67,12 @@ def bad_input(message: str, expression: str | None = None, issues: list[dict[str
     return FinGateError(BAD_USER_INPUT, message, issues=issues or [outcome_issue(message, expression)])
 
 
-def not_found(resource_type: str, id: str) -> FinGateError:
-    return FinGateError(
-        NOT_FOUND,
-        f"{resource_type}/{id} not found",
-        issues=[outcome_issue(f"{resource_type}/{id} not found", code="not-found")],
-    )
+def not_found(resource_type: str, id: str, deleted: str | None = None) -> FinGateError:
+    """NOT_FOUND; `deleted` (an instant) when the resource was deleted then: its history still answers."""
+    message = f"{resource_type}/{id} not found"
+    if deleted is not None:
+        message = f"{resource_type}/{id} not found: it was deleted at {deleted} (its history keeps every version)"
+    return FinGateError(NOT_FOUND, message, issues=[outcome_issue(message, code="not-found")])
 
 
 def forbidden(resource_type: str, action: str) -> FinGateError:

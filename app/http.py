@@ -33,6 +33,7 @@ from strawberry.types import ExecutionResult
 from app import auth, errors
 from app.caching import ConditionalGET
 from app.explorer import STATIC_DIR, STATIC_PATH, explorer_page
+from app.fhir.decimals import plain_text
 from app.graphql.apq import PersistedQueries
 from app.graphql.compat import QuietView, graphql_schema
 from app.graphql.compiled import compiled_execution
@@ -53,7 +54,7 @@ _COMMENTS = re.compile(r"#[^\n]*")
 
 def _json_default(value: Any) -> Any:
     if isinstance(value, Decimal):
-        return str(value)
+        return plain_text(value)
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 

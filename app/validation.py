@@ -15,14 +15,14 @@ from fhir.resources import get_fhir_model_class
 from pydantic import ValidationError
 
 from app.errors import BAD_USER_INPUT, FinGateError, outcome_issue
+from app.fhir.decimals import fraction_digits, plain_text, range_problem
 from app.fhir.model import PRIMITIVE_SCALARS, SERVED, SERVED_RESOURCES, spec
+from app.fhir.money import PAID_AMOUNTS, minor_unit
 from app.fhir.references import relative_reference, typed_reference
 from app.invariants import invariant_issues
 
 MAX_DEPTH = 64  # JSON objects + arrays; MongoDB refuses documents nested deeper than 100
 MAX_STRING_BYTES = 1 << 20  # one string; a document must stay far below MongoDB's 16 MB
-MAX_DECIMAL_DIGITS = 34  # what Decimal128 holds exactly; more would be rounded silently
-_DECIMAL128_EXPONENTS = range(-6176, 6112)
 _INT32 = range(-(2**31), 2**31)
 _INT64 = range(-(2**63), 2**63)
 
@@ -89,8 +89,10 @@ def _int_check(type_code: str) -> Callable[[Any], str | None]:
 
     def check(value: Any) -> str | None:
         if type(value) is not int:
-            if isinstance(value, Decimal) and value == value.to_integral_value() and int(value) in allowed:
-                return None  # `2.0` parsed with parse_float=Decimal is still an integer
+            # `2.0` parsed with parse_float=Decimal is still an integer; int() of `1e999999` would take minutes.
+            if isinstance(value, Decimal) and value.is_finite() and value.adjusted() < 19:
+                if value == value.to_integral_value() and int(value) in allowed:
+                    return None
             return f"expected a {type_code} (JSON integer), got {_json_type(value)} {_preview(value)}"
         if value not in allowed:
             return f"{value} is out of range for {type_code} ({allowed.start}..{allowed.stop - 1})"
@@ -108,17 +110,10 @@ def _bool_check(value: Any) -> str | None:
 
 
 def _decimal_check(value: Any) -> str | None:
-    if type(value) is Decimal:
-        if not value.is_finite():
-            return f"{value} is not a FHIR decimal"
-        t = value.as_tuple()
-        if len(t.digits) > MAX_DECIMAL_DIGITS:
-            return f"decimal with {len(t.digits)} significant digits: at most {MAX_DECIMAL_DIGITS} are stored exactly (Decimal128); round it before sending"
-        if t.exponent not in _DECIMAL128_EXPONENTS:
-            return f"decimal exponent {t.exponent} is outside what can be stored exactly (Decimal128)"
-        return None
-    if type(value) is int:
-        return None
+    # A JSON number's text is gone once parsed (parse_float=Decimal), and JSON's own number grammar
+    # is FHIR's but for the digit counts, which the range checks on the value.
+    if type(value) is Decimal or type(value) is int:
+        return range_problem(value)
     if type(value) is float:
         # A binary float already lost the client's digits: the JSON must be parsed with parse_float=Decimal.
         return f"decimal arrived as a binary float ({value!r}); send it as a JSON number parsed exactly or as a string"
@@ -164,6 +159,7 @@ class _Slot:
     targets: frozenset[str] | None = None  # None: any resource type
     ref_mode: int = _NO_REF
     choice: str | None = None  # the `x` of `x[x]` when this key is one type of a choice
+    paid: bool = False  # a Money paid or allocated: held to its currency's minor unit
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +193,8 @@ def _shapes() -> dict[str, _Shape]:
                     slot = _Slot(_RESOURCE, t, el.is_list)
                 else:
                     ref_mode = {"Reference": _REFERENCE, "CodeableReference": _CODEABLE_REFERENCE}.get(t, _NO_REF)
-                    slot = _Slot(_COMPLEX, t, el.is_list, None, codes, codes_text, targets, ref_mode, choice)
+                    paid = t == "Money" and el.path in PAID_AMOUNTS
+                    slot = _Slot(_COMPLEX, t, el.is_list, None, codes, codes_text, targets, ref_mode, choice, paid)
                 slots[key] = slot
             if el.min >= 1:
                 stem = el.path.rsplit(".", 1)[1]
@@ -318,7 +315,23 @@ class _Walk:
                 self.reference(value, slot, path)
             if slot.codes is not None:
                 self.coded(value, slot, path)
+            if slot.paid:
+                self.scale(value, path)
             self.obj(value, self.shapes[slot.type_name], path, depth)
+
+    def scale(self, money: dict, path: Path) -> None:
+        """An amount paid or allocated has no more decimal places than its currency's ISO 4217 minor unit."""
+        amount: Any = money.get("value")
+        currency = money.get("currency")
+        if type(currency) is not str or (units := minor_unit(currency)) is None or _decimal_check(amount) is not None:
+            return  # no currency, one without a minor unit, or a value refused on its own
+        places = fraction_digits(amount)
+        if places > units:
+            self.add(
+                (path, "value"),
+                f"{plain_text(amount)} {currency} has {places} decimal places: an amount paid or allocated keeps to "
+                f"its currency's minor unit, {units} for {currency} (ISO 4217)",
+            )
 
     def coded(self, value: dict, slot: _Slot, path: Path) -> None:
         """A required binding on a Coding or CodeableConcept: some coding must carry an allowed code."""

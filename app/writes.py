@@ -5,13 +5,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from app import errors, rules, validation
+from app.fhir.decimals import plain
 from app.fhir.values import Resource, now_instant
 from app.store import Store
 
 DEFAULT_RULE_SEARCH_COUNT = 100
+_SERVER_META = ("versionId", "lastUpdated")  # what the server sets on every version
+_NUMBERS = (int, Decimal)
 
 
 def new_id() -> str:
@@ -25,8 +29,32 @@ def _with_meta(resource: Resource, version: int) -> Resource:
     return {**resource, "meta": meta}
 
 
-def _without_meta(resource: Resource) -> Resource:
-    return {k: v for k, v in resource.items() if k != "meta"}
+def _same(a: Any, b: Any) -> bool:
+    """The same FHIR JSON: numbers by their digits as shown (`1E+2` is `100`, `1.50` is not `1.5`),
+    booleans never equal to numbers; key order does not matter."""
+    if type(a) is dict:
+        return type(b) is dict and a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if type(a) is list:
+        return type(b) is list and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if type(a) in _NUMBERS and type(b) in _NUMBERS:
+        return _digits(a) == _digits(b)
+    return type(a) is type(b) and a == b
+
+
+def _digits(number: int | Decimal) -> Any:
+    """Sign, digits and exponent as plain notation shows them (no string built: the input may be `1e999999`)."""
+    return plain(Decimal(number) if type(number) is int else number).as_tuple()  # type: ignore[arg-type]
+
+
+def _content(resource: Resource) -> Resource:
+    """What a client wrote: the resource without the server's `meta` fields (tags, profiles, security stay)."""
+    meta = {k: v for k, v in (resource.get("meta") or {}).items() if k not in _SERVER_META}
+    return {**{k: v for k, v in resource.items() if k != "meta"}, **({"meta": meta} if meta else {})}
+
+
+def unchanged(old: Resource, new: Resource) -> bool:
+    """`new` says what `old` says, apart from its version and time: writing it would make an empty version."""
+    return _same(_content(old), _content(new))
 
 
 class _RuleReads:
@@ -122,6 +150,8 @@ class Writer:
                 f"id {resource['id']!r} in the resource does not match the id argument {id!r}", f"{resource_type}.id"
             )
         resource = validation.validate(resource_type, {**resource, "id": id})
+        if unchanged(old, resource):  # nothing to version, nothing to audit: the current version stands
+            return old
         rules.check_update(resource_type, old, resource)
         await rules.check_references(resource_type, resource, old, reads or self.reads)
         new = _with_meta(resource, int(version) + 1)
@@ -147,12 +177,14 @@ class Writer:
         if old is None:
             return "created", await self.create(resource_type, resource, keep_id=True, session=session, reads=reads)
         # Identical to what is stored (which was valid when stored): nothing to validate or write.
-        if _without_meta(old) == _without_meta({"resourceType": resource_type, **resource}):
+        if unchanged(old, {"resourceType": resource_type, **resource}):
             return "unchanged", old
-        return "updated", await self._update(resource_type, old, resource, None, session=session, reads=reads)
+        stored = await self._update(resource_type, old, resource, None, session=session, reads=reads)
+        return ("unchanged" if stored is old else "updated"), stored
 
     async def _current(self, resource_type: str, id: str) -> Resource:
         old = await self.store.get(resource_type, id)
         if old is None:
-            raise errors.not_found(resource_type, id)
+            deleted = await self.store.deleted(resource_type, [id])
+            raise errors.not_found(resource_type, id, deleted.get(id))
         return old

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from app.fhir.decimals import plain_text
 from app.fhir.model import SERVED_RESOURCES
 from app.http import create_app, loads
 from app.store import Store
@@ -99,7 +100,7 @@ def as_response_json(value: Any) -> Any:
     if isinstance(value, list):
         return [as_response_json(v) for v in value]
     if isinstance(value, Decimal):
-        return str(value)
+        return plain_text(value)
     return value
 
 

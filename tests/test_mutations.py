@@ -18,7 +18,7 @@ from app.errors import STATUS_RULE, FinGateError
 from app.http import loads
 from app.settings import Settings
 from app.store import Store, decimal_from_bid
-from app.writes import Writer
+from app.writes import Writer, unchanged
 from tests.harness import client_for, error_codes, gql, json_with_decimals, ok
 
 
@@ -142,11 +142,12 @@ async def test_versions_count_up_and_if_match_guards(client: httpx.AsyncClient, 
     created = ok(await create(client, "Claim", claim(pid)))["ClaimCreate"]
     assert created["meta"]["versionId"] == "1" and created["meta"]["lastUpdated"].endswith("Z")
     cid = created["id"]
-    assert ok(await update(client, "Claim", cid, claim(pid), if_match="1"))["ClaimUpdate"]["meta"]["versionId"] == "2"
-    stale = await update(client, "Claim", cid, claim(pid, use="preauthorization"), if_match="1")
+    changed = claim(pid, use="preauthorization")
+    assert ok(await update(client, "Claim", cid, changed, if_match="1"))["ClaimUpdate"]["meta"]["versionId"] == "2"
+    stale = await update(client, "Claim", cid, claim(pid, use="claim"), if_match="1")
     assert error_codes(stale) == ["CONFLICT"]
     current = await store.get("Claim", cid)
-    assert current is not None and current["meta"]["versionId"] == "2" and current["use"] == "claim"
+    assert current is not None and current["meta"]["versionId"] == "2" and current["use"] == "preauthorization"
 
 
 async def test_racing_writers_one_wins(client: httpx.AsyncClient, store: Store) -> None:
@@ -157,7 +158,8 @@ async def test_racing_writers_one_wins(client: httpx.AsyncClient, store: Store) 
     )
     winners = [r for r in results if "errors" not in r]
     losers = [r for r in results if "errors" in r]
-    assert len(winners) == 1
+    # One writes version 2; a writer that reads it afterwards asks for no change and gets it back.
+    assert winners and all(r["data"]["ClaimUpdate"]["meta"]["versionId"] == "2" for r in winners)
     assert all(error_codes(r)[0] in ("CONFLICT", "STATUS_RULE") for r in losers)
     history = await store.history("Claim", cid)
     assert [h["meta"]["versionId"] for h in history] == ["2", "1"]
@@ -187,7 +189,7 @@ async def test_delete_only_drafts_and_history_stays(client: httpx.AsyncClient, s
         == draft
     )
     assert await store.get("Claim", draft) is None
-    assert len(await store.history("Claim", draft)) == 1
+    assert len(await store.history("Claim", draft)) == 2  # the version and the deletion
     refused = await gql(client, f'mutation {{ ClaimDelete(id: "{active}") {{ id }} }}')
     assert error_codes(refused) == ["STATUS_RULE"]
     assert await store.get("Claim", active) is not None
@@ -426,3 +428,82 @@ async def test_rule_reads_fetch_only_the_status(store: Store, n: int) -> None:
         assert all(r == {"id": id, "status": "active"} for (_, id), r in found.items()), found
     reads = Writer(store).reads
     assert await reads.get_many({"Claim": ["s-c1"]}) == {("Claim", "s-c1"): {"id": "s-c1", "status": "active"}}
+
+
+# -- no-op updates, deletes in history ------------------------------------------------------------------
+
+
+async def test_an_update_identical_to_the_current_version_makes_no_version(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    pid = await setup_patient(client)
+    cid = ok(await create(client, "Claim", claim(pid, total={"value": Decimal("100"), "currency": "USD"})))[
+        "ClaimCreate"
+    ]["id"]
+    before = await store.db["audit"].count_documents({})
+    # The same content, with the meta a client read back and a number written another way (1E+2 is 100).
+    same = claim(pid, meta={"versionId": "1", "lastUpdated": "2020-01-01T00:00:00Z"})
+    same["total"] = {"value": Decimal("1E+2"), "currency": "USD"}
+    result = ok(await update(client, "Claim", cid, same, if_match="1", fields="id meta { versionId lastUpdated }"))
+    current = await store.get("Claim", cid)
+    assert current is not None and result["ClaimUpdate"]["meta"] == current["meta"]
+    assert current["meta"]["versionId"] == "1"
+    assert [h["meta"]["versionId"] for h in await store.history("Claim", cid)] == ["1"]
+    assert await store.db["audit"].count_documents({}) == before  # nothing written, nothing audited
+    # ifMatch is still checked, and a change of digits (100 -> 100.0) or of a tag is a change.
+    assert error_codes(await update(client, "Claim", cid, same, if_match="7")) == ["CONFLICT"]
+    fewer_digits = claim(pid, total={"value": Decimal("100.0"), "currency": "USD"})
+    assert ok(await update(client, "Claim", cid, fewer_digits))["ClaimUpdate"]["meta"]["versionId"] == "2"
+    tagged = {**fewer_digits, "meta": {"tag": [{"code": "reviewed"}]}}
+    assert ok(await update(client, "Claim", cid, tagged))["ClaimUpdate"]["meta"]["versionId"] == "3"
+    assert ok(await update(client, "Claim", cid, tagged))["ClaimUpdate"]["meta"]["versionId"] == "3"
+    assert await store.db["audit"].count_documents({}) == before + 2
+
+
+async def test_the_history_of_a_deleted_resource_starts_with_its_deletion(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    pid = await setup_patient(client)
+    cid = ok(await create(client, "Claim", claim(pid)))["ClaimCreate"]["id"]
+    ok(await update(client, "Claim", cid, claim(pid, use="preauthorization")))
+    ok(await gql(client, f'mutation {{ ClaimDelete(id: "{cid}") {{ id }} }}'))
+    for compiled in (True, False):
+        async with client_for(store, settings=Settings(compiled=compiled)) as c:
+            history = ok(
+                await gql(
+                    c,
+                    f'{{ ClaimHistory(id: "{cid}") {{ id use meta {{ versionId lastUpdated tag {{ system code }} }} }} }}',
+                )
+            )["ClaimHistory"]
+            assert [h["meta"]["versionId"] for h in history] == [None, "2", "1"]
+            deletion = history[0]
+            assert deletion["id"] == cid and deletion["use"] is None
+            assert deletion["meta"]["tag"] == [{"system": "http://hl7.org/fhir/http-verb", "code": "DELETE"}]
+            assert deletion["meta"]["lastUpdated"] >= history[1]["meta"]["lastUpdated"]
+            assert all(h["meta"]["tag"] is None for h in history[1:])
+            read = await gql(c, f'{{ Claim(id: "{cid}") {{ id }} }}')
+            assert error_codes(read) == ["NOT_FOUND"]
+            assert "was deleted at " + deletion["meta"]["lastUpdated"] in read["errors"][0]["message"]
+    again = await gql(client, f'mutation {{ ClaimDelete(id: "{cid}") {{ id }} }}')
+    assert error_codes(again) == ["NOT_FOUND"] and "was deleted" in again["errors"][0]["message"]
+    never = await gql(client, '{ Claim(id: "never-was") { id } }')
+    assert error_codes(never) == ["NOT_FOUND"] and "deleted" not in never["errors"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "same"),
+    [
+        ({"v": Decimal("100")}, {"v": Decimal("1E+2")}, True),
+        ({"v": 100}, {"v": Decimal("100")}, True),
+        ({"v": Decimal("100")}, {"v": Decimal("100.0")}, False),
+        ({"v": Decimal("0")}, {"v": Decimal("-0")}, False),
+        ({"v": True}, {"v": 1}, False),
+        ({"v": Decimal("1")}, {"v": Decimal("1e999999")}, False),  # no million-digit string is built
+        ({"a": 1, "b": [1, 2]}, {"b": [1, 2], "a": 1}, True),
+        ({"a": [1, 2]}, {"a": [2, 1]}, False),
+        ({"meta": {"versionId": "1", "lastUpdated": "x"}}, {}, True),
+        ({"meta": {"versionId": "1", "tag": [{"code": "t"}]}}, {"meta": {"versionId": "1"}}, False),
+    ],
+)
+def test_unchanged_compares_fhir_json_as_clients_see_it(old: dict[str, Any], new: dict[str, Any], same: bool) -> None:
+    assert unchanged(old, new) is same

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from graphql import GraphQLError, GraphQLSchema, parse_value
 
+from app import errors
+from app.errors import FinGateError
 from app.fhir.model import SERVED_RESOURCES
 from app.graphql.build import SDL_HEADER, print_sdl, schema
 from app.graphql.compat import graphql_schema
@@ -60,6 +62,9 @@ class RecordingContext:
     async def reverse(self, *args: Any) -> list[dict[str, Any]]:
         self.calls.append(("reverse", *args))
         return []
+
+    async def not_found(self, resource_type: str, id: str) -> FinGateError:
+        return errors.not_found(resource_type, id)
 
     async def history(self, *args: Any) -> list[dict[str, Any]]:
         self.calls.append(("history", *args))
@@ -226,7 +231,7 @@ def test_duplicate_names_fail_with_a_clear_error() -> None:
 
 # --- (c) the Decimal scalar --------------------------------------------------------------------
 
-SERIALIZED = [(Decimal("100.10"), "100.10"), (Decimal("-1500.00"), "-1500.00"), (7, "7"), (Decimal("1E+3"), "1E+3")]
+SERIALIZED = [(Decimal("100.10"), "100.10"), (Decimal("-1500.00"), "-1500.00"), (7, "7"), (Decimal("1E+3"), "1000")]
 
 
 @pytest.mark.parametrize(("value", "text"), SERIALIZED)

@@ -85,6 +85,22 @@ def claim(**changes: Any) -> dict:
 
 DELETE = object()
 
+PAYMENT = {
+    "resourceType": "PaymentReconciliation",
+    "status": "active",
+    "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/payment-type", "code": "payment"}]},
+    "created": "2026-11-01",
+    "date": "2026-11-01",
+    "amount": {"value": Decimal("10.00"), "currency": "USD"},
+}
+NOTICE = {
+    "resourceType": "PaymentNotice",
+    "status": "active",
+    "created": "2026-11-01",
+    "recipient": {"reference": "Organization/1"},
+    "amount": {"value": Decimal("10.00"), "currency": "USD"},
+}
+
 
 def nested_extension(levels: int) -> dict:
     ext: dict[str, Any] = {"url": "http://x.org/leaf", "valueString": "x"}
@@ -224,8 +240,66 @@ BAD_CASES = [
     (
         "35-digit decimal",
         "Claim",
-        claim(item__0__unitPrice={"value": Decimal("1." + "0" * 34), "currency": "USD"}),
+        claim(item__0__unitPrice={"value": Decimal("1" * 18 + "." + "1" * 17), "currency": "USD"}),
         ["Claim.item[0].unitPrice.value"],
+    ),
+    (
+        "1e400 decimal",
+        "Claim",
+        claim(item__0__unitPrice={"value": Decimal("1e400"), "currency": "USD"}),
+        ["Claim.item[0].unitPrice.value"],
+    ),
+    (
+        "19 integer digits",
+        "Claim",
+        claim(item__0__unitPrice={"value": 10**18, "currency": "USD"}),
+        ["Claim.item[0].unitPrice.value"],
+    ),
+    ("18 decimals", "Claim", claim(item__0__factor=Decimal("0." + "0" * 17 + "1")), ["Claim.item[0].factor"]),
+    ("1e-18 decimal", "Claim", claim(item__0__factor=Decimal("1e-18")), ["Claim.item[0].factor"]),
+    ("NaN decimal", "Claim", claim(item__0__factor=Decimal("NaN")), ["Claim.item[0].factor"]),
+    ("infinite decimal", "Claim", claim(item__0__factor=Decimal("-Infinity")), ["Claim.item[0].factor"]),
+    (
+        "decimal beyond range in a contained resource",
+        "Claim",
+        claim(contained=[{"resourceType": "Basic", "id": "b", "amount": Decimal("1e400")}]),
+        ["Claim.contained[0].amount"],
+    ),
+    (
+        "an integer of 1e999999 is refused at once",
+        "Claim",
+        claim(item__0__sequence=Decimal("1e999999")),
+        ["Claim.item[0].sequence"],
+    ),
+    (
+        "payment in USD with a tenth of a cent",
+        "PaymentReconciliation",
+        {**PAYMENT, "amount": {"value": Decimal("10.005"), "currency": "USD"}},
+        ["PaymentReconciliation.amount.value"],
+    ),
+    (
+        "allocation in JPY with decimals",
+        "PaymentReconciliation",
+        {**PAYMENT, "allocation": [{"amount": {"value": Decimal("100.0"), "currency": "JPY"}}]},
+        ["PaymentReconciliation.allocation[0].amount.value"],
+    ),
+    (
+        "payment notice in KWD with 4 decimals",
+        "PaymentNotice",
+        {**NOTICE, "amount": {"value": Decimal("1.2345"), "currency": "KWD"}},
+        ["PaymentNotice.amount.value"],
+    ),
+    (
+        "patient paid in USD with 3 decimals",
+        "Claim",
+        claim(patientPaid={"value": Decimal("5.000"), "currency": "USD"}),
+        ["Claim.patientPaid.value"],
+    ),
+    (
+        "payment notice contained in a claim",
+        "Claim",
+        claim(contained=[{**NOTICE, "id": "n", "amount": {"value": Decimal("0.001"), "currency": "EUR"}}]),
+        ["Claim.contained[0].amount.value"],
     ),
     (
         "contained resource checked",
@@ -266,11 +340,15 @@ def test_messages_say_how_to_fix():
         (claim(patient={"reference": "Organization/1"}), "may only reference Patient"),
         (claim(item__0__unitPirce={"value": 1}), "did you mean 'unitPrice'?"),
         (claim(created="2024-13-45"), "YYYY-MM-DD"),
-        (claim(item__0__unitPrice={"value": Decimal("1" * 1000), "currency": "USD"}), "at most 34"),
+        (claim(item__0__unitPrice={"value": Decimal("1" * 1000), "currency": "USD"}), "at most 18 digits before"),
+        (
+            {**PAYMENT, "amount": {"value": Decimal("10.005"), "currency": "USD"}},
+            "10.005 USD has 3 decimal places: an amount paid or allocated keeps to its currency's minor unit, 2 for USD",
+        ),
         (claim(**{"$where": "1"}), "may not start with '$'"),
     ]
     for doc, text in cases:
-        assert text in refusal("Claim", doc).message
+        assert text in refusal(doc["resourceType"], doc).message
 
 
 def test_several_problems_message_counts_them():
@@ -329,7 +407,36 @@ GOOD_CASES = [
         },
     ),
     ("integer decimal", "Claim", claim(item__0__unitPrice={"value": 100, "currency": "USD"})),
-    ("34-digit decimal", "Claim", claim(item__0__unitPrice={"value": Decimal("1." + "0" * 33), "currency": "USD"})),
+    (
+        "34-digit decimal",
+        "Claim",
+        claim(item__0__unitPrice={"value": Decimal("1" * 18 + "." + "1" * 16), "currency": "USD"}),
+    ),
+    ("17 decimals", "Claim", claim(item__0__factor=Decimal("0." + "0" * 16 + "1"))),
+    ("18 integer digits", "Claim", claim(item__0__unitPrice={"value": 10**18 - 1, "currency": "USD"})),
+    ("exponent within range", "Claim", claim(item__0__factor=Decimal("1.5e3"))),
+    ("unit price below a cent", "Claim", claim(item__0__unitPrice={"value": Decimal("0.125"), "currency": "USD"})),
+    (
+        "payment in USD cents",
+        "PaymentReconciliation",
+        {**PAYMENT, "amount": {"value": Decimal("10.5"), "currency": "USD"}},
+    ),
+    (
+        "payment in KWD fils",
+        "PaymentReconciliation",
+        {**PAYMENT, "amount": {"value": Decimal("10.005"), "currency": "KWD"}},
+    ),
+    ("payment without a currency", "PaymentReconciliation", {**PAYMENT, "amount": {"value": Decimal("10.005")}}),
+    (
+        "payment in gold",
+        "PaymentReconciliation",
+        {**PAYMENT, "amount": {"value": Decimal("1.00005"), "currency": "XAU"}},
+    ),
+    (
+        "payment in a withdrawn currency",
+        "PaymentReconciliation",
+        {**PAYMENT, "amount": {"value": Decimal("1.05"), "currency": "HRK"}},
+    ),
     ("nesting within limit", "Claim", claim(extension=[nested_extension(20)])),
     ("leap second", "Claim", claim(created="2016-12-31T23:59:60Z")),
     ("partial date", "Claim", claim(created="2024-05")),

@@ -15,3 +15,12 @@ def instant(when: datetime) -> str:
 
 def now_instant() -> str:
     return instant(datetime.now(UTC))
+
+
+# FHIR's code for a history entry's request method (Bundle.entry.request.method, R5 CodeSystem http-verb).
+DELETE_TAG = {"system": "http://hl7.org/fhir/http-verb", "code": "DELETE", "display": "DELETE"}
+
+
+def deletion(resource_type: str, id: str, when: datetime) -> Resource:
+    """The entry that starts a deleted resource's history: no content, no version, the delete's time and tag."""
+    return {"resourceType": resource_type, "id": id, "meta": {"lastUpdated": instant(when), "tag": [dict(DELETE_TAG)]}}

@@ -275,7 +275,7 @@ class _Builder:
                 resolvers.read(t),
                 [id_arg],
                 StrawberryOptional(out),
-                f"Read one {t} by id (NOT_FOUND error when missing).",
+                f"Read one {t} by id (NOT_FOUND error when missing or deleted).",
             ),
             _root_field(
                 f"{t}List",
@@ -296,7 +296,8 @@ class _Builder:
                 resolvers.history(t),
                 [id_arg],
                 StrawberryOptional(StrawberryList(out)),
-                f"Every version of one {t}, newest first.",
+                f"Every version of one {t}, newest first. A deleted {t}'s starts with its deletion: an entry with only"
+                " `id` and `meta` (`lastUpdated`: when; `tag`: http://hl7.org/fhir/http-verb|DELETE; no `versionId`).",
             ),
         ]
 
@@ -308,7 +309,11 @@ class _Builder:
         return [
             _root_field(f"{t}Create", resolvers.create(t), [res], out, f"Create one {t}."),
             _root_field(
-                f"{t}Update", resolvers.update(t), [id_arg, res, if_match], out, f"Replace one {t} with a new version."
+                f"{t}Update",
+                resolvers.update(t),
+                [id_arg, res, if_match],
+                out,
+                f"Replace one {t} with a new version; the current version, unchanged, when `res` says nothing new.",
             ),
             _root_field(f"{t}Delete", resolvers.delete(t), [id_arg], out, f"Delete one draft {t}."),
         ]

@@ -94,6 +94,7 @@ class Context:
         self._resources: DataLoader[tuple[str, str], Resource | None] = DataLoader(self._load_resources)
         self._found: dict[tuple[str, str], Resource | None] = {}  # every resource read, for both paths
         self._reverse: DataLoader[tuple[Any, ...], list[Resource]] = DataLoader(self._load_reverse)
+        self._deleted: DataLoader[tuple[str, str], str | None] = DataLoader(self._load_deleted)
 
     def _view(self, store: Store, action: str) -> Store:
         """`store` limited, for each type only `patient/` scopes grant `action` on, to the patient's compartment."""
@@ -152,6 +153,15 @@ class Context:
             for rtype, code, params, sort, count, target in keys
         ]
 
+    async def _load_deleted(self, keys: list[tuple[str, str]]) -> list[str | None]:
+        """When each missing (type, id) was deleted, None if never: a command per type, for a whole level."""
+        by_type: dict[str, list[str]] = defaultdict(list)
+        for rtype, id in keys:
+            by_type[rtype].append(id)
+        found = await asyncio.gather(*(self.store.deleted(rtype, ids) for rtype, ids in by_type.items()))
+        when = {(rtype, id): at for rtype, deleted in zip(by_type, found, strict=True) for id, at in deleted.items()}
+        return [when.get(key) for key in keys]
+
     # -- what resolvers call (see app/graphql/build.py) --------------------------------
 
     def _allow(self, resource_type: str, action: str) -> None:
@@ -202,6 +212,10 @@ class Context:
         self._allow(resource_type, READ)
         key = (resource_type, param, tuple(sorted(params.items())), sort, check_count(count), target)
         return await self._reverse.load(key)
+
+    async def not_found(self, resource_type: str, id: str) -> errors.FinGateError:
+        """The NOT_FOUND for a `read` that found nothing: it says so when the resource was deleted."""
+        return errors.not_found(resource_type, id, await self._deleted.load((resource_type, id)))
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
         self._allow(resource_type, READ)

@@ -33,7 +33,7 @@ def read(resource_type: str) -> Resolver:
     async def resolve(root: None, info: Any, id: str) -> Resource:
         found = await info.context.read(resource_type, id)
         if found is None:
-            raise errors.not_found(resource_type, id)
+            raise await info.context.not_found(resource_type, id)
         return found
 
     return resolve

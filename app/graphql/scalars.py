@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any, NewType
 
 import strawberry
@@ -21,13 +21,16 @@ from graphql.language import (
 )
 from strawberry.types.scalar import ScalarDefinition
 
+from app.fhir.decimals import GRAMMAR_RULE, grammatical, plain_text
+
 # Python-side names of the scalars; `scalar_map` ties them to their GraphQL definitions.
 FhirDecimal = NewType("FhirDecimal", Decimal)
 JSON = NewType("JSON", object)
 
 DECIMAL_DESCRIPTION = (
-    'FHIR decimal: serialized as a JSON string holding the exact stored digits ("100.10"); '
-    "accepts a string or a number, never rounded through a binary float."
+    'FHIR decimal: serialized as a JSON string of the exact stored digits in plain notation ("100.10", "100", '
+    'never "1E+2"); accepts a string in FHIR R5\'s decimal grammar or a number, never rounded through a binary '
+    "float, with at most 18 digits before the point and 17 after."
 )
 JSON_DESCRIPTION = "Any JSON value, used for raw FHIR resources in `contained` on input (numbers stay exact decimals)."
 
@@ -39,10 +42,12 @@ def _finite(value: Decimal, shown: object) -> Decimal:
 
 
 def _from_text(text: str) -> Decimal:
-    try:
-        return _finite(Decimal(text.strip()), text)
-    except InvalidOperation:
-        raise GraphQLError(f'Decimal cannot represent {text!r}: expected digits like "100.10".') from None
+    """The text's own digits, only in FHIR's grammar (Python's Decimal() would also read
+    " 12 ", "1_000", "+5", ".5" and other scripts' digits)."""
+    if not grammatical(text):
+        shown = repr(text) if len(text) <= 40 else repr(text[:37]) + "..."
+        raise GraphQLError(f"Decimal cannot represent {shown}: {GRAMMAR_RULE}.")
+    return Decimal(text)  # grammatical text always reads, exactly (no context applies)
 
 
 def _from_float(value: float) -> Decimal:
@@ -67,10 +72,10 @@ def _decimal_from_python(value: object) -> Decimal:
 
 
 def serialize_decimal(value: object) -> str:
-    """Output: the exact digits as a string (`Decimal('100.10')` -> `"100.10"`)."""
+    """Output: the exact digits as a string in plain notation (`Decimal('100.10')` -> `"100.10"`, `1E+2` -> `"100"`)."""
     if value.__class__ is Decimal and value.is_finite():  # type: ignore[attr-defined]  # what the store returns
-        return str(value)
-    return str(_decimal_from_python(value))
+        return plain_text(value)  # type: ignore[arg-type]
+    return plain_text(_decimal_from_python(value))
 
 
 def parse_decimal_value(value: object) -> Decimal:

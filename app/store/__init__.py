@@ -19,8 +19,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from app import errors
+from app.fhir.decimals import plain
 from app.fhir.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartment
-from app.fhir.values import Resource
+from app.fhir.values import Resource, deletion, instant
 from app.metrics import MONGO_COMMANDS
 from app.store import search
 
@@ -39,7 +40,7 @@ class _DecimalCodec(TypeEncoder, TypeDecoder):  # type: ignore[misc]
     bson_type = Decimal128
 
     def transform_python(self, value: Decimal) -> Decimal128:
-        return Decimal128(value)
+        return Decimal128(plain(value))  # stored as shown: `1E+2` is kept as `100`
 
     def transform_bson(self, value: Decimal128) -> Decimal:
         return decimal_from_bid(value)
@@ -351,12 +352,26 @@ class Store:
         return out
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
+        """Every version, newest first; a deleted resource's starts with its deletion (`values.deletion`)."""
         cursor = self.db[f"{resource_type}_history"].find(
             self._scoped(resource_type, {"id": id}),
             {"_id": 0, "id": 0, "v": 0, TENANT: 0, "_search": 0},
             sort=[("v", DESCENDING)],
         )
-        return [d["resource"] async for d in cursor]
+        entries = [d async for d in cursor]
+        versions = [d["resource"] for d in entries]
+        if entries and "deleted" in entries[0]:
+            versions.insert(0, deletion(resource_type, id, entries[0]["deleted"]))
+        return versions
+
+    async def deleted(self, resource_type: str, ids: list[str]) -> dict[str, str]:
+        """Id -> when (an instant), for those of `ids` deleted in this view: one command.
+
+        Only a deleted resource's newest history entry carries `deleted` (a deleted id is never written again).
+        """
+        query = self._scoped(resource_type, {"id": {"$in": ids}, "deleted": {"$exists": True}})
+        cursor = self.db[f"{resource_type}_history"].find(query, {"_id": 0, "id": 1, "deleted": 1})
+        return {d["id"]: instant(d["deleted"]) async for d in cursor}
 
     # -- writes: each is one conditional operation plus its history, in one transaction ----
 
