@@ -8,7 +8,7 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from app import errors
+from app import billing, errors
 from app.auth import AUDIT_TYPE, CREATE, DELETE, READ, UPDATE, Principal
 from app.fhir.references import local_reference
 from app.fhir.values import Resource, instant
@@ -17,6 +17,9 @@ from app.store import Store
 from app.writes import Writer
 
 _CONTAINED = "__contained__"  # never a GraphQL field name, so it cannot leak into a response
+_INSIDE = "__inside__"  # marks a contained resource: nothing outside its container can point at it
+# What a type's billing view reads besides the resource itself (the caller must be allowed to read it).
+_VIEW_READS = {"Claim": ("PaymentReconciliation", "ClaimResponse"), "Invoice": ("PaymentReconciliation",)}
 
 
 def check_count(count: int | None, default: int = DEFAULT_COUNT) -> int:
@@ -42,6 +45,8 @@ def _link_contained(resource: Resource) -> Resource:
     contained = {c.get("id"): c for c in resource.get("contained") or () if isinstance(c, dict)}
     if not contained:
         return resource
+    for c in contained.values():
+        c[_INSIDE] = True
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
@@ -94,6 +99,7 @@ class Context:
         self._resources: DataLoader[tuple[str, str], Resource | None] = DataLoader(self._load_resources)
         self._found: dict[tuple[str, str], Resource | None] = {}  # every resource read, for both paths
         self._reverse: DataLoader[tuple[Any, ...], list[Resource]] = DataLoader(self._load_reverse)
+        self._settlements: DataLoader[str, billing.Settlement] = DataLoader(self._load_settlements)
 
     def _view(self, store: Store, action: str) -> Store:
         """`store` limited, for each type only `patient/` scopes grant `action` on, to the patient's compartment."""
@@ -152,6 +158,12 @@ class Context:
             for rtype, code, params, sort, count, target in keys
         ]
 
+    async def _load_settlements(self, targets: list[str]) -> list[billing.Settlement]:
+        """Every settlement a level's billing views need, in one command."""
+        responses = any(t.startswith("Claim/") for t in targets)
+        found = await self.store.settlements(targets, responses)
+        return [found.get(t, billing.NO_SETTLEMENT) for t in targets]
+
     # -- what resolvers call (see app/graphql/build.py) --------------------------------
 
     def _allow(self, resource_type: str, action: str) -> None:
@@ -180,6 +192,26 @@ class Context:
         found = self._found
         # No key: a contained target (linked when the resource was read), or a reference outside this server.
         return [found[key] if key is not None else r.get(_CONTAINED) for r, key in zip(references, keys, strict=True)]
+
+    async def billing(self, resource: Resource) -> dict[str, Any]:
+        """FinGate's billing view of a resource (app.billing), its settlement batched with the level's others."""
+        return (await self.billing_many([resource]))[0]
+
+    async def billing_many(self, resources: list[Resource]) -> list[dict[str, Any]]:
+        """`billing` of each resource, in one await: what the compiled path runs for a whole level."""
+        types = [r.get("resourceType") for r in resources]
+        for needed in {n for t in types for n in _VIEW_READS.get(str(t), ())}:
+            self._allow(needed, READ)
+        targets = [
+            f"{t}/{r.get('id')}" if t in billing.SETTLED_TYPES and not r.get(_INSIDE) else None
+            for t, r in zip(types, resources, strict=True)
+        ]
+        wanted = [t for t in targets if t is not None]
+        found = dict(zip(wanted, await self._settlements.load_many(wanted), strict=True)) if wanted else {}
+        return [
+            billing.view(str(t), r, found.get(target, billing.NO_SETTLEMENT) if target else billing.NO_SETTLEMENT)
+            for t, r, target in zip(types, resources, targets, strict=True)
+        ]
 
     async def search(
         self, resource_type: str, params: dict[str, str], count: int | None, offset: int | None, sort: str | None

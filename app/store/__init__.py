@@ -22,7 +22,8 @@ from app import errors
 from app.fhir.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartment
 from app.fhir.values import Resource
 from app.metrics import MONGO_COMMANDS
-from app.store import search
+from app.store import search, settlements
+from app.store.settlements import Settlement
 
 log = logging.getLogger("fingate.store")
 
@@ -349,6 +350,19 @@ class Store:
         async for row in await coll.aggregate(pipeline, batchSize=len(targets) * count + 1):
             out.setdefault(row["_id"], []).append(_hide(row["top"]))
         return out
+
+    async def settlements(self, targets: list[str], responses: bool) -> dict[str, Settlement]:
+        """Per target (`Type/id`), the active payments allocated to it and, with `responses`, the benefit totals
+        of its active ClaimResponses: one aggregate (`$unionWith` for the responses), whatever the number of
+        targets. Each side is read within this view (tenant, compartment)."""
+        targets = list(dict.fromkeys(targets))
+        if not targets:
+            return {}
+        scope = self._scoped(settlements.PAYMENTS, {})
+        response_scope = self._scoped(settlements.RESPONSES, {}) if responses else None
+        pipeline = settlements.pipeline(scope, response_scope, targets)
+        rows = [row async for row in await self.db[settlements.PAYMENTS].aggregate(pipeline)]
+        return settlements.settlements(rows)
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
         cursor = self.db[f"{resource_type}_history"].find(

@@ -1,0 +1,110 @@
+"""What is billed, paid and outstanding, computed exactly: FinGate's billing views (README "Billing views")."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from decimal import Context, Decimal
+from typing import Any
+
+from app.store.settlements import Payment, Settlement
+
+Amounts = dict[str | None, Decimal]  # currency (None: a Money without one) -> exact value
+EXACT = Context(prec=80)  # wide enough that sums and differences of 34-digit Decimal128 values never round
+VIEW_TYPES = ("Claim", "Invoice", "PaymentReconciliation")  # the types with a `billing` view
+SETTLED_TYPES = ("Claim", "Invoice")  # the types payments settle: their views read the settlements
+PAYMENTS_SHOWN = 100  # a view lists at most this many payments (its sums count them all)
+NO_SETTLEMENT = Settlement()
+
+
+def money(value: Any) -> Amounts:
+    """A FHIR Money as Amounts (empty when it has no decimal value)."""
+    if not isinstance(value, dict) or not isinstance(value.get("value"), Decimal):
+        return {}
+    return {value.get("currency"): value["value"]}
+
+
+def add(*parts: Mapping[str | None, Decimal]) -> Amounts:
+    out: Amounts = {}
+    for part in parts:
+        for currency, value in part.items():
+            out[currency] = EXACT.add(out[currency], value) if currency in out else value
+    return out
+
+
+def subtract(left: Mapping[str | None, Decimal], right: Mapping[str | None, Decimal]) -> Amounts:
+    """`left - right` per currency: a currency only on the right comes out negative."""
+    return add(left, {currency: EXACT.minus(value) for currency, value in right.items()})
+
+
+def paid(settlement: Settlement) -> Amounts:
+    return add(*(p.amounts for p in settlement.payments))
+
+
+def listed(amounts: Mapping[str | None, Decimal]) -> list[dict[str, Any]]:
+    """Amounts as the GraphQL `BillingAmount` list: one entry per currency, by currency code."""
+    return [{"currency": c, "value": v} for c, v in sorted(amounts.items(), key=lambda item: item[0] or "")]
+
+
+def _payments(payments: Iterable[Payment]) -> list[dict[str, Any]]:
+    return [
+        {
+            "payment": {"reference": f"PaymentReconciliation/{p.id}"},
+            "date": p.date,
+            "amount": listed(p.amounts),
+        }
+        for p in list(payments)[:PAYMENTS_SHOWN]
+    ]
+
+
+def payable(invoice: Mapping[str, Any]) -> Amounts:
+    """What an Invoice asks to be paid: its gross total (taxes included), else its net total."""
+    return money(invoice.get("totalGross")) or money(invoice.get("totalNet"))
+
+
+def limit(resource_type: str, resource: Mapping[str, Any]) -> Amounts:
+    """What payments may reach on a settled target: a Claim's total, an Invoice's payable total."""
+    return money(resource.get("total")) if resource_type == "Claim" else payable(resource)
+
+
+def claim_view(claim: Mapping[str, Any], settlement: Settlement) -> dict[str, Any]:
+    billed, got = money(claim.get("total")), paid(settlement)
+    return {
+        "billed": listed(billed),
+        "adjudicated": listed(settlement.benefit),
+        "paid": listed(got),
+        "outstanding": listed(subtract(billed, got)),
+        "payments": _payments(settlement.payments),
+    }
+
+
+def invoice_view(invoice: Mapping[str, Any], settlement: Settlement) -> dict[str, Any]:
+    got = paid(settlement)
+    return {
+        "gross": listed(money(invoice.get("totalGross"))),
+        "net": listed(money(invoice.get("totalNet"))),
+        "paid": listed(got),
+        "balance": listed(subtract(payable(invoice), got)),
+        "payments": _payments(settlement.payments),
+    }
+
+
+def allocated(reconciliation: Mapping[str, Any]) -> Amounts:
+    allocations = reconciliation.get("allocation")
+    return add(*(money(a.get("amount")) for a in allocations if isinstance(a, dict))) if isinstance(allocations, list) else {}
+
+
+def reconciliation_view(reconciliation: Mapping[str, Any]) -> dict[str, Any]:
+    amount, spread = money(reconciliation.get("amount")), allocated(reconciliation)
+    return {"amount": listed(amount), "allocated": listed(spread), "unallocated": listed(subtract(amount, spread))}
+
+
+def view(resource_type: str, resource: Mapping[str, Any], settlement: Settlement = NO_SETTLEMENT) -> dict[str, Any]:
+    """The `billing` view of a resource of one of VIEW_TYPES, given its settlement (SETTLED_TYPES only)."""
+    if resource_type == "Claim":
+        return claim_view(resource, settlement)
+    if resource_type == "Invoice":
+        return invoice_view(resource, settlement)
+    return reconciliation_view(resource)
+
+
+__all__ = ["NO_SETTLEMENT", "PAYMENTS_SHOWN", "SETTLED_TYPES", "VIEW_TYPES", "Settlement", "view"]
