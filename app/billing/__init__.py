@@ -17,10 +17,11 @@ NO_SETTLEMENT = Settlement()
 
 
 def money(value: Any) -> Amounts:
-    """A FHIR Money as Amounts (empty when it has no decimal value)."""
-    if not isinstance(value, dict) or not isinstance(value.get("value"), Decimal):
-        return {}
-    return {value.get("currency"): value["value"]}
+    """A FHIR Money as Amounts (empty when it has no value; JSON `100` is stored as an integer)."""
+    amount = value.get("value") if isinstance(value, dict) else None
+    if isinstance(amount, Decimal) or (isinstance(amount, int) and not isinstance(amount, bool)):
+        return {value.get("currency"): Decimal(amount)}  # type: ignore[union-attr]
+    return {}
 
 
 def add(*parts: Mapping[str | None, Decimal]) -> Amounts:

@@ -89,8 +89,10 @@ class Context:
         principal: Principal,
         limits: Any = None,
         client_request_id: str | None = None,
+        allow_overpayment: bool = False,
     ) -> None:
         self.principal = principal
+        self.allow_overpayment = allow_overpayment  # the tenant's setting (FINGATE_ALLOW_OVERPAYMENT)
         self.request_id = request_id
         self.client_request_id = client_request_id
         self.tenant = store.for_tenant(principal.tenant)
@@ -109,7 +111,13 @@ class Context:
     def _writer(self, action: str) -> Writer:
         """The write path for `action`, audited as this caller's: its rule checks read the whole tenant,
         its writes stay in the view `action` has."""
-        return Writer(self._view(self.tenant, action), self.principal.sub, self.request_id, self.client_request_id)
+        return Writer(
+            self._view(self.tenant, action),
+            self.principal.sub,
+            self.request_id,
+            self.client_request_id,
+            allow_overpayment=self.allow_overpayment,
+        )
 
     # -- batch functions: one database command per execution level -----------------------
 

@@ -10,6 +10,7 @@ PAYMENTS = "PaymentReconciliation"
 RESPONSES = "ClaimResponse"
 ADJUDICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/adjudication"
 BENEFIT = "benefit"  # the adjudication category that is the payer's benefit amount (R5 adjudication codes)
+EXACT_TYPES = ["decimal", "int", "long"]  # amounts summed: Decimal128, and integers (FHIR JSON `100`); never a double
 COUNTED_STATUS = "active"  # draft payments pay nothing yet; cancelled and entered-in-error ones nothing any more
 
 
@@ -38,8 +39,8 @@ def _unversioned(path: str) -> dict[str, Any]:
 def pipeline(scope: dict[str, Any], response_scope: dict[str, Any] | None, targets: list[str]) -> list[dict[str, Any]]:
     """Rows `{_id: {t, c, p}, v, d}` (a payment's allocations to target `t` in currency `c`), then, with
     `response_scope`, rows `{_id: {t, c, r: true}, v}` (benefit totals of `t`'s responses): each `$match`
-    first answered by the tenant + reference index; only Decimal128 amounts are summed (a valid FHIR decimal
-    is always stored so), exactly, by the database."""
+    first answered by the tenant + reference index; only Decimal128 and integer amounts are summed (what a valid
+    FHIR decimal is stored as), exactly, by the database."""
     wanted = {"$in": targets}
     out: list[dict[str, Any]] = [
         {"$match": {**scope, "status": COUNTED_STATUS, "_search.allocation-target": wanted}},
@@ -54,7 +55,7 @@ def pipeline(scope: dict[str, Any], response_scope: dict[str, Any] | None, targe
                 "v": "$allocation.amount.value",
             }
         },
-        {"$match": {"t": wanted, "v": {"$type": "decimal"}}},
+        {"$match": {"t": wanted, "v": {"$type": EXACT_TYPES}}},
         {"$group": {"_id": {"t": "$t", "c": "$c", "p": "$p"}, "v": {"$sum": "$v"}, "d": {"$first": "$d"}}},
     ]
     if response_scope is not None:
@@ -71,7 +72,7 @@ def pipeline(scope: dict[str, Any], response_scope: dict[str, Any] | None, targe
                     "v": "$total.amount.value",
                 }
             },
-            {"$match": {"t": wanted, "v": {"$type": "decimal"}}},
+            {"$match": {"t": wanted, "v": {"$type": EXACT_TYPES}}},
             {"$group": {"_id": {"t": "$t", "c": "$c", "r": True}, "v": {"$sum": "$v"}}},
         ]
         out.append({"$unionWith": {"coll": RESPONSES, "pipeline": responses}})
