@@ -1,0 +1,304 @@
+"""Billing views (app/billing) and the balance rules: checked to the cent, against a recomputation, and per level."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from app import errors
+from app.billing import PAYMENTS_SHOWN
+from app.settings import Settings
+from app.store import Store
+from app.writes import Writer
+from tests.harness import client_for, error_codes, gql, ok
+from tests.test_read_api import _reconciliation_with
+
+D = Decimal
+AMOUNT = "{ currency value }"
+CLAIM_VIEW = f"billing {{ billed {AMOUNT} adjudicated {AMOUNT} paid {AMOUNT} outstanding {AMOUNT} payments {{ payment {{ reference }} date amount {AMOUNT} }} }}"
+INVOICE_VIEW = f"billing {{ gross {AMOUNT} net {AMOUNT} paid {AMOUNT} balance {AMOUNT} payments {{ payment {{ reference }} date amount {AMOUNT} }} }}"
+PAYMENT_VIEW = f"billing {{ amount {AMOUNT} allocated {AMOUNT} unallocated {AMOUNT} }}"
+
+
+def amounts(*pairs: tuple[str | None, str]) -> list[dict[str, Any]]:
+    return [{"currency": c, "value": v} for c, v in pairs]
+
+
+def usd(value: str) -> dict[str, Any]:
+    return {"value": D(value), "currency": "USD"}
+
+
+def money(value: str, currency: str) -> dict[str, Any]:
+    return {"value": D(value), "currency": currency}
+
+
+def claim(id: str, total: dict[str, Any] | None, status: str = "active") -> dict[str, Any]:
+    out = {
+        "resourceType": "Claim", "id": id, "status": status, "use": "claim", "created": "2026-01-01",
+        "type": {"coding": [{"code": "professional"}]}, "patient": {"reference": "Patient/p"},
+        "insurance": [{"sequence": 1, "focal": True, "coverage": {"display": "plan"}}],
+    }  # fmt: skip
+    if total is not None:
+        out["total"] = total
+    return out
+
+
+def payment(id: str, date: str, amount: dict[str, Any], *allocations: tuple[str, dict[str, Any]], status: str = "active") -> dict[str, Any]:  # fmt: skip
+    return {
+        "resourceType": "PaymentReconciliation", "id": id, "status": status, "created": date, "date": date,
+        "type": {"coding": [{"code": "payment"}]}, "amount": amount,
+        "allocation": [{"target": {"reference": target}, "amount": value} for target, value in allocations],
+    }  # fmt: skip
+
+
+def response(id: str, request: str, *totals: tuple[str, dict[str, Any]], status: str = "active") -> dict[str, Any]:
+    adjudication = "http://terminology.hl7.org/CodeSystem/adjudication"
+    return {
+        "resourceType": "ClaimResponse", "id": id, "status": status, "use": "claim", "outcome": "complete",
+        "created": "2026-01-03", "type": {"coding": [{"code": "professional"}]},
+        "patient": {"reference": "Patient/p"}, "insurer": {"reference": "Organization/o"},
+        "request": {"reference": request},
+        "total": [{"category": {"coding": [{"system": adjudication, "code": c}]}, "amount": a} for c, a in totals],
+    }  # fmt: skip
+
+
+def invoice(id: str, gross: str | None, net: str, status: str = "issued") -> dict[str, Any]:
+    out = {"resourceType": "Invoice", "id": id, "status": status, "date": "2026-01-05", "totalNet": usd(net)}
+    if gross is not None:
+        out["totalGross"] = usd(gross)
+    return out
+
+
+async def refused(write: Any) -> errors.FinGateError:
+    with pytest.raises(errors.FinGateError) as caught:
+        await write
+    return caught.value
+
+
+# ---- the demo data, to the cent -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+async def demo(demo_store: Store) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(demo_store) as client:
+        yield client
+
+
+async def test_demo_views_to_the_cent(demo: httpx.AsyncClient) -> None:
+    query = f"""{{
+      full: Claim(id: "demo-claim-01") {{ {CLAIM_VIEW} }}
+      partial: Claim(id: "demo-claim-04") {{ {CLAIM_VIEW} }}
+      PaymentReconciliation(id: "demo-payment-1") {{ {PAYMENT_VIEW} }}
+      Invoice(id: "demo-invoice-1") {{ status {INVOICE_VIEW} }}
+    }}"""
+    data = ok(await gql(demo, query))
+    one = amounts(("USD", "177.65"))
+    assert data["full"]["billing"] == {
+        "billed": one, "adjudicated": one, "paid": one, "outstanding": amounts(("USD", "0.00")),
+        "payments": [{"payment": {"reference": "PaymentReconciliation/demo-payment-1"}, "date": "2026-11-10", "amount": one}],
+    }  # fmt: skip
+    # demo-claim-04: 77.80 billed, adjudicated and paid at 90 %: 70.02, so 7.78 outstanding.
+    partial = data["partial"]["billing"]
+    assert partial["billed"] == amounts(("USD", "77.80"))
+    assert partial["adjudicated"] == partial["paid"] == amounts(("USD", "70.02"))
+    assert partial["outstanding"] == amounts(("USD", "7.78"))
+    assert data["PaymentReconciliation"]["billing"] == {
+        "amount": amounts(("USD", "2039.49")),
+        "allocated": amounts(("USD", "2039.49")),
+        "unallocated": amounts(("USD", "0.00")),
+    }
+    total = amounts(("USD", "184.60"))
+    assert data["Invoice"]["status"] == "balanced"
+    assert data["Invoice"]["billing"] == {
+        "gross": total, "net": total, "paid": total, "balance": amounts(("USD", "0.00")),
+        "payments": [{"payment": {"reference": "PaymentReconciliation/demo-payment-patient-1"}, "date": "2026-11-15", "amount": total}],
+    }  # fmt: skip
+
+
+async def test_a_second_payment_past_the_claims_total_is_refused(demo_store: Store) -> None:
+    """demo-claim-01 is paid in full (177.65): a second 100.00 used to be accepted, making 277.65 paid."""
+    writer = Writer(demo_store)
+    extra = payment("overpay-1", "2026-11-20", usd("100.00"), ("Claim/demo-claim-01", usd("100.00")))
+    err = await refused(writer.create("PaymentReconciliation", extra, keep_id=True))
+    assert err.code == errors.STATUS_RULE and err.extra["rule"] == "Claim.paid-within-total"
+    assert err.issues and err.issues[0]["expression"] == ["PaymentReconciliation.allocation[0].amount"]
+    assert "277.65 USD paid against its total of 177.65 USD" in err.message
+    assert await demo_store.get("PaymentReconciliation", "overpay-1") is None
+
+
+# ---- a hand-computed set: partial payments, refunds, drafts, cancellations, currencies ---------------------
+
+
+async def _ledger(store: Store) -> None:
+    writer, lenient = Writer(store), Writer(store, allow_overpayment=True)
+    for c in (claim("c-usd", usd("100.00")), claim("c-eur", money("50.00", "EUR")), claim("c-none", None)):
+        await writer.create("Claim", c, keep_id=True)
+    await writer.create("Invoice", invoice("i-1", "121.00", "100.00"), keep_id=True)
+    await writer.create("ClaimResponse", response("r-1", "Claim/c-usd", ("submitted", usd("100.00")), ("benefit", usd("80.00"))), keep_id=True)  # fmt: skip
+    await writer.create("ClaimResponse", response("r-2", "Claim/c-usd", ("benefit", usd("10.00"))), keep_id=True)
+    await writer.update("ClaimResponse", "r-2", {**response("r-2", "Claim/c-usd", ("benefit", usd("10.00"))), "status": "cancelled"})  # fmt: skip
+    await writer.create("ClaimResponse", response("r-3", "Claim/c-eur/_history/1", ("benefit", money("45.00", "EUR"))), keep_id=True)  # fmt: skip
+    ledger = [
+        payment("p-1", "2026-02-01", usd("50.10"), ("Claim/c-usd", usd("30.10")), ("Claim/c-eur", money("20.00", "EUR"))),  # fmt: skip
+        payment("p-2", "2026-02-02", usd("106.95"), ("Claim/c-usd", usd("45.45")), ("Invoice/i-1", usd("60.50")), ("Claim/c-usd", usd("1.00"))),  # fmt: skip
+        payment("p-3", "2026-02-03", usd("-5.00"), ("Claim/c-usd", usd("-5.00"))),  # a refund
+        payment("p-4", "2026-02-04", usd("99.00"), ("Claim/c-usd", usd("99.00")), status="draft"),  # pays nothing yet
+    ]
+    for p in ledger:
+        await writer.create("PaymentReconciliation", p, keep_id=True)
+    cancelled = payment("p-5", "2026-02-05", usd("10.00"), ("Claim/c-usd", usd("10.00")))
+    await writer.create("PaymentReconciliation", cancelled, keep_id=True)
+    await writer.update("PaymentReconciliation", "p-5", {**cancelled, "status": "cancelled"})
+    # The tenant allows overpayment for this one: 60.00 EUR paid on a 50.00 EUR claim, and 1.00 USD on it too.
+    credit = payment("p-6", "2026-02-06", money("40.00", "EUR"), ("Claim/c-eur", money("40.00", "EUR")), ("Claim/c-eur/_history/1", usd("1.00")))  # fmt: skip
+    await lenient.create("PaymentReconciliation", credit, keep_id=True)
+
+
+@pytest.fixture(scope="module")
+async def ledger(mongo_uri: str) -> AsyncIterator[Store]:
+    from tests.conftest import fresh_store
+
+    async with fresh_store(mongo_uri) as s:
+        await _ledger(s)
+        yield s
+
+
+def ref(id: str) -> dict[str, Any]:
+    return {"reference": f"PaymentReconciliation/{id}"}
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+async def test_hand_computed_ledger_to_the_cent(ledger: Store, compiled: bool) -> None:
+    query = f"""{{
+      usd: Claim(id: "c-usd") {{ {CLAIM_VIEW} }}
+      eur: Claim(id: "c-eur") {{ {CLAIM_VIEW} }}
+      none: Claim(id: "c-none") {{ {CLAIM_VIEW} }}
+      Invoice(id: "i-1") {{ {INVOICE_VIEW} }}
+      p1: PaymentReconciliation(id: "p-1") {{ {PAYMENT_VIEW} }}
+      p2: PaymentReconciliation(id: "p-2") {{ {PAYMENT_VIEW} }}
+    }}"""
+    async with client_for(ledger, settings=Settings(compiled=compiled)) as client:
+        data = ok(await gql(client, query))
+    # c-usd: 30.10 + (45.45 + 1.00) - 5.00 = 71.55 paid; p-4 is a draft and p-5 cancelled; r-2 cancelled.
+    assert data["usd"]["billing"] == {
+        "billed": amounts(("USD", "100.00")),
+        "adjudicated": amounts(("USD", "80.00")),
+        "paid": amounts(("USD", "71.55")),
+        "outstanding": amounts(("USD", "28.45")),
+        "payments": [
+            {"payment": ref("p-1"), "date": "2026-02-01", "amount": amounts(("USD", "30.10"))},
+            {"payment": ref("p-2"), "date": "2026-02-02", "amount": amounts(("USD", "46.45"))},
+            {"payment": ref("p-3"), "date": "2026-02-03", "amount": amounts(("USD", "-5.00"))},
+        ],
+    }
+    # c-eur: 20.00 + 40.00 EUR = 60.00 against 50.00 (a credit of 10.00), and 1.00 USD never added to it.
+    assert data["eur"]["billing"] == {
+        "billed": amounts(("EUR", "50.00")),
+        "adjudicated": amounts(("EUR", "45.00")),
+        "paid": amounts(("EUR", "60.00"), ("USD", "1.00")),
+        "outstanding": amounts(("EUR", "-10.00"), ("USD", "-1.00")),
+        "payments": [
+            {"payment": ref("p-1"), "date": "2026-02-01", "amount": amounts(("EUR", "20.00"))},
+            {"payment": ref("p-6"), "date": "2026-02-06", "amount": amounts(("EUR", "40.00"), ("USD", "1.00"))},
+        ],
+    }
+    assert data["none"]["billing"] == {"billed": [], "adjudicated": [], "paid": [], "outstanding": [], "payments": []}
+    # i-1: 121.00 gross (100.00 net), 60.50 paid: 60.50 to pay.
+    assert data["Invoice"]["billing"] == {
+        "gross": amounts(("USD", "121.00")),
+        "net": amounts(("USD", "100.00")),
+        "paid": amounts(("USD", "60.50")),
+        "balance": amounts(("USD", "60.50")),
+        "payments": [{"payment": ref("p-2"), "date": "2026-02-02", "amount": amounts(("USD", "60.50"))}],
+    }
+    assert data["p1"]["billing"] == {
+        "amount": amounts(("USD", "50.10")),
+        "allocated": amounts(("EUR", "20.00"), ("USD", "30.10")),
+        "unallocated": amounts(("EUR", "-20.00"), ("USD", "20.00")),
+    }
+    assert data["p2"]["billing"]["unallocated"] == amounts(("USD", "0.00"))
+
+
+# ---- the balance rules, whichever side is written last ---------------------------------------------------
+
+
+async def test_overpayment_is_refused_in_both_orders(store: Store) -> None:
+    writer = Writer(store)
+    await writer.create("Claim", claim("c", usd("100.00")), keep_id=True)
+    await writer.create("Claim", claim("d", usd("100.00"), status="draft"), keep_id=True)
+    first = payment("p1", "2026-02-01", usd("60.00"), ("Claim/c", usd("60.00")))
+    await writer.create("PaymentReconciliation", first, keep_id=True)
+    # A draft pays nothing: accepted; activating it would take c to 110.00: refused, nothing stored.
+    second = payment("p2", "2026-02-02", usd("50.00"), ("Claim/c", usd("50.00")), status="draft")
+    await writer.create("PaymentReconciliation", second, keep_id=True)
+    err = await refused(writer.update("PaymentReconciliation", "p2", {**second, "status": "active"}))
+    assert err.extra["rule"] == "Claim.paid-within-total" and "110.00 USD paid" in err.message
+    assert (await store.get("PaymentReconciliation", "p2"))["status"] == "draft"  # type: ignore[index]
+    # Fixed to fit, the draft activates: c is paid in full.
+    await writer.update("PaymentReconciliation", "p2", {**second, "allocation": [{"target": {"reference": "Claim/c"}, "amount": usd("40.00")}]})  # fmt: skip
+    await writer.update("PaymentReconciliation", "p2", {**second, "status": "active", "allocation": [{"target": {"reference": "Claim/c"}, "amount": usd("40.00")}]})  # fmt: skip
+    # The target written last: a draft Claim paid 80.00 cannot have its total edited below that.
+    await writer.create("PaymentReconciliation", payment("p3", "2026-02-03", usd("80.00"), ("Claim/d", usd("80.00"))), keep_id=True)  # fmt: skip
+    err = await refused(writer.update("Claim", "d", claim("d", usd("79.99"), status="draft")))
+    assert err.extra["rule"] == "Claim.paid-within-total"
+    assert err.issues and err.issues[0]["expression"] == ["Claim.total"]
+    await writer.update("Claim", "d", claim("d", usd("80.00"), status="draft"))
+    # A payment in another currency than the claim's total has nothing to pay there.
+    err = await refused(writer.create("PaymentReconciliation", payment("p4", "2026-02-04", money("1.00", "EUR"), ("Claim/c", money("1.00", "EUR"))), keep_id=True))  # fmt: skip
+    assert err.extra["rule"] == "Claim.paid-within-total"
+    # A refund (a negative allocation) is never refused, even past what was paid.
+    await writer.create("PaymentReconciliation", payment("p5", "2026-02-05", usd("-70.00"), ("Claim/c", usd("-70.00"))), keep_id=True)  # fmt: skip
+
+
+async def test_the_tenant_setting_allows_overpayment_and_the_view_shows_a_credit(store: Store) -> None:
+    await Writer(store).create("Claim", claim("c", usd("100.00")), keep_id=True)
+    create = """mutation($res: PaymentReconciliationInput!) { PaymentReconciliationCreate(res: $res) { id } }"""
+    over = json.loads(json.dumps(payment("x", "2026-02-01", usd("120.00"), ("Claim/c", usd("120.00"))), default=str))
+    del over["id"]
+    async with client_for(store) as strict:
+        assert error_codes(await gql(strict, create, {"res": over})) == ["STATUS_RULE"]
+    async with client_for(store, settings=Settings(allow_overpayment=["other-tenant"])) as other:
+        assert error_codes(await gql(other, create, {"res": over})) == ["STATUS_RULE"]
+    async with client_for(store, settings=Settings(allow_overpayment=[store.tenant])) as lenient:
+        ok(await gql(lenient, create, {"res": over}))
+        view = ok(await gql(lenient, '{ Claim(id: "c") { billing { outstanding { currency value } } } }'))
+    assert view["Claim"]["billing"]["outstanding"] == amounts(("USD", "-20.00"))
+
+
+async def test_an_invoice_is_balanced_only_when_settled(store: Store) -> None:
+    writer = Writer(store)
+    await writer.create("Invoice", invoice("i", "121.00", "100.00"), keep_id=True)
+    balanced = {**invoice("i", "121.00", "100.00"), "status": "balanced"}
+    err = await refused(writer.update("Invoice", "i", balanced))  # no payment at all: used to pass
+    assert err.code == errors.STATUS_RULE and err.extra["rule"] == "Invoice.balanced-when-settled"
+    assert err.issues and err.issues[0]["expression"] == ["Invoice.status"]
+    assert "balance of 121.00 USD" in err.message
+    part = payment("p1", "2026-02-01", usd("100.00"), ("Invoice/i", usd("100.00")))  # the net is not enough
+    await writer.create("PaymentReconciliation", part, keep_id=True)
+    assert "balance of 21.00 USD" in (await refused(writer.update("Invoice", "i", balanced))).message
+    rest = payment("p2", "2026-02-02", usd("21.00"), ("Invoice/i", usd("21.00")))
+    await writer.create("PaymentReconciliation", rest, keep_id=True)
+    await writer.update("Invoice", "i", balanced)
+    # The other order: a balanced Invoice's payments cannot change, by cancelling one or by adding one.
+    err = await refused(writer.update("PaymentReconciliation", "p2", {**rest, "status": "cancelled"}))
+    assert err.extra["rule"] == "Invoice.balanced-when-settled"
+    assert err.issues and err.issues[0]["expression"] == ["PaymentReconciliation.status"]
+    lenient = Writer(store, allow_overpayment=True)
+    more = payment("p3", "2026-02-03", usd("1.00"), ("Invoice/i", usd("1.00")))
+    err = await refused(lenient.create("PaymentReconciliation", more, keep_id=True))
+    assert err.extra["rule"] == "Invoice.balanced-when-settled"
+    assert (await store.get("PaymentReconciliation", "p2"))["status"] == "active"  # type: ignore[index]
+
+
+async def test_an_invoice_without_gross_is_settled_at_its_net(store: Store) -> None:
+    writer = Writer(store)
+    await writer.create("Invoice", invoice("n", None, "40.00"), keep_id=True)
+    err = await refused(writer.create("PaymentReconciliation", payment("p", "2026-02-01", usd("40.01"), ("Invoice/n", usd("40.01"))), keep_id=True))  # fmt: skip
+    assert err.extra["rule"] == "Invoice.paid-within-total"
+    await writer.create("PaymentReconciliation", payment("p", "2026-02-01", usd("40.00"), ("Invoice/n", usd("40.00"))), keep_id=True)  # fmt: skip
+    await writer.update("Invoice", "n", {**invoice("n", None, "40.00"), "status": "balanced"})
