@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app import errors
+from app.auth import anonymous
 from app.billing import PAYMENTS_SHOWN
+from app.graphql.context import Context
 from app.settings import Settings
 from app.store import Store
 from app.writes import Writer
 from tests.harness import client_for, error_codes, gql, ok
-from tests.test_read_api import _reconciliation_with
 
 D = Decimal
 AMOUNT = "{ currency value }"
@@ -144,8 +149,17 @@ async def _ledger(store: Store) -> None:
     await writer.update("ClaimResponse", "r-2", {**response("r-2", "Claim/c-usd", ("benefit", usd("10.00"))), "status": "cancelled"})  # fmt: skip
     await writer.create("ClaimResponse", response("r-3", "Claim/c-eur/_history/1", ("benefit", money("45.00", "EUR"))), keep_id=True)  # fmt: skip
     ledger = [
-        payment("p-1", "2026-02-01", usd("50.10"), ("Claim/c-usd", usd("30.10")), ("Claim/c-eur", money("20.00", "EUR"))),  # fmt: skip
-        payment("p-2", "2026-02-02", usd("106.95"), ("Claim/c-usd", usd("45.45")), ("Invoice/i-1", usd("60.50")), ("Claim/c-usd", usd("1.00"))),  # fmt: skip
+        payment(
+            "p-1", "2026-02-01", usd("50.10"), ("Claim/c-usd", usd("30.10")), ("Claim/c-eur", money("20.00", "EUR"))
+        ),  # fmt: skip
+        payment(
+            "p-2",
+            "2026-02-02",
+            usd("106.95"),
+            ("Claim/c-usd", usd("45.45")),
+            ("Invoice/i-1", usd("60.50")),
+            ("Claim/c-usd", usd("1.00")),
+        ),  # fmt: skip
         payment("p-3", "2026-02-03", usd("-5.00"), ("Claim/c-usd", usd("-5.00"))),  # a refund
         payment("p-4", "2026-02-04", usd("99.00"), ("Claim/c-usd", usd("99.00")), status="draft"),  # pays nothing yet
     ]
@@ -302,3 +316,236 @@ async def test_an_invoice_without_gross_is_settled_at_its_net(store: Store) -> N
     assert err.extra["rule"] == "Invoice.paid-within-total"
     await writer.create("PaymentReconciliation", payment("p", "2026-02-01", usd("40.00"), ("Invoice/n", usd("40.00"))), keep_id=True)  # fmt: skip
     await writer.update("Invoice", "n", {**invoice("n", None, "40.00"), "status": "balanced"})
+
+
+# ---- one command per level, on both execution paths --------------------------------------------------------
+
+
+async def _claims_paid_twice(store: Store, n: int) -> str:
+    """`n` Claims of 10.10 each, paid 10.00 by one payment and 0.10 by another: returns the first payment's id."""
+    writer, tag = Writer(store), f"lvl-{n}"
+    for i in range(n):
+        await writer.create("Claim", {**claim(f"{tag}-c{i}", usd("10.10")), "patient": {"reference": f"Patient/{tag}"}}, keep_id=True)  # fmt: skip
+    for suffix, each in (("a", "10.00"), ("b", "0.10")):
+        allocations = [(f"Claim/{tag}-c{i}", usd(each)) for i in range(n)]
+        await writer.create("PaymentReconciliation", payment(f"{tag}-{suffix}", "2026-03-01", usd(str(D(each) * n)), *allocations), keep_id=True)  # fmt: skip
+    return f"{tag}-a"
+
+
+LEVELS = f"""query($id: ID!) {{ PaymentReconciliation(id: $id) {{ {PAYMENT_VIEW} allocation {{ target {{ resource {{ ... on Claim {{
+  id billing {{ paid {AMOUNT} outstanding {AMOUNT} payments {{ amount {AMOUNT} payment {{ resource {{ ... on PaymentReconciliation {{ id {PAYMENT_VIEW} }} }} }} }} }}
+}} }} }} }} }} }}"""
+
+
+@pytest.mark.parametrize("n", [10, 50, 200])
+@pytest.mark.parametrize("compiled", [True, False])
+async def test_views_cost_one_command_per_level(store: Store, n: int, compiled: bool) -> None:
+    pid = await _claims_paid_twice(store, n)
+    async with client_for(store, settings=Settings(compiled=compiled)) as client:
+        engine = client.fingate_app.state.compiled_engine  # type: ignore[attr-defined]
+        before = store.commands.count
+        data = ok(await gql(client, LEVELS, {"id": pid}))["PaymentReconciliation"]
+        used = store.commands.count - before
+        # The payment; its Claims; their settlements (one aggregate); the second payment (the first is read already).
+        assert used == 4, used
+        listed = f'{{ ClaimList(patient: "Patient/lvl-{n}", _count: {n}) {{ id billing {{ outstanding {AMOUNT} }} }} }}'
+        before = store.commands.count
+        claims = ok(await gql(client, listed))["ClaimList"]
+        assert store.commands.count - before == 2  # the search; the settlements
+        assert engine is None or engine.stats["compiled"] == 2
+    assert data["billing"]["unallocated"] == amounts(("USD", "0.00"))
+    assert len(data["allocation"]) == len(claims) == n
+    for allocation in data["allocation"]:
+        view = allocation["target"]["resource"]["billing"]
+        assert view["paid"] == amounts(("USD", "10.10")) and view["outstanding"] == amounts(("USD", "0.00"))
+        assert [p["payment"]["resource"]["id"] for p in view["payments"]] == [pid, pid[:-1] + "b"]
+    assert all(c["billing"]["outstanding"] == amounts(("USD", "0.00")) for c in claims)
+
+
+async def test_the_two_paths_answer_views_byte_for_byte(ledger: Store) -> None:
+    query = f'{{ ClaimList(_sort: "_id") {{ id {CLAIM_VIEW} }} InvoiceList {{ {INVOICE_VIEW} }} PaymentReconciliationList(_sort: "_id") {{ id {PAYMENT_VIEW} }} }}'
+    bodies = []
+    for compiled in (True, False):
+        async with client_for(ledger, settings=Settings(compiled=compiled)) as client:
+            response = await client.post("/graphql", json={"query": query})
+            bodies.append(response.content)
+    assert bodies[0] == bodies[1] and b'"errors"' not in bodies[0]
+
+
+async def test_views_need_the_scopes_of_what_they_read(ledger: Store) -> None:
+    from tests.tokens import SECRET, post, token
+
+    query = '{ Claim(id: "c-usd") { id billing { paid { value } } } }'
+    tok = token(scope="user/Claim.r user/PaymentReconciliation.r", tenant=ledger.tenant)  # no ClaimResponse.r
+    answers = []
+    for compiled in (True, False):
+        async with client_for(ledger, settings=Settings(jwt_secret=SECRET, compiled=compiled)) as client:
+            answers.append((await post(client, query, tok)).json())
+    assert answers[0] == answers[1]
+    assert answers[0]["data"] == {"Claim": {"id": "c-usd", "billing": None}}
+    assert [e["extensions"]["code"] for e in answers[0]["errors"]] == ["FORBIDDEN"]
+
+
+async def test_a_view_lists_are_in_the_query_cost(store: Store) -> None:
+    query = "{ ClaimList(_count: 100) { billing { payments { date } } } }"
+    cost = 100 + 100 * (1 + PAYMENTS_SHOWN)  # each Claim's view, each view's payments
+    async with client_for(store, settings=Settings(max_cost=cost - 1)) as tight:
+        assert error_codes(await gql(tight, query)) == ["QUERY_TOO_COMPLEX"]
+    async with client_for(store, settings=Settings(max_cost=cost)) as enough:
+        assert ok(await gql(enough, query)) == {"ClaimList": []}
+
+
+# ---- property: the views equal a plain-Python recomputation over random data -------------------------------
+
+ADJUDICATION = "http://terminology.hl7.org/CodeSystem/adjudication"
+CURRENCIES = st.sampled_from(["USD", "EUR", None])
+VALUES = st.one_of(
+    st.decimals(min_value=-10_000, max_value=10_000, places=2, allow_nan=False, allow_infinity=False),
+    st.integers(-500, 500),
+)
+
+
+@st.composite
+def _money(draw: Any) -> dict[str, Any] | None:
+    if draw(st.integers(0, 5)) == 0:
+        return None
+    currency = draw(CURRENCIES)
+    return {"value": draw(VALUES), **({"currency": currency} if currency else {})}
+
+
+def _without_none(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if v is not None}
+
+
+@st.composite
+def _world(draw: Any) -> list[dict[str, Any]]:
+    claims = [f"Claim/c{i}" for i in range(draw(st.integers(1, 4)))]
+    invoices = [f"Invoice/i{i}" for i in range(draw(st.integers(0, 2)))]
+    targets = st.sampled_from(claims + invoices).flatmap(
+        lambda t: st.sampled_from([t, f"{t}/_history/1", "Claim/elsewhere", f"https://x.example/{t}"])
+    )
+    out: list[dict[str, Any]] = [_without_none({"resourceType": "Claim", "id": c.split("/")[1], "total": draw(_money())}) for c in claims]  # fmt: skip
+    out += [
+        _without_none(
+            {"resourceType": "Invoice", "id": i.split("/")[1], "totalGross": draw(_money()), "totalNet": draw(_money())}
+        )  # fmt: skip
+        for i in invoices
+    ]
+    statuses = st.sampled_from(["active", "active", "draft", "cancelled"])
+    for n in range(draw(st.integers(0, 5))):
+        allocations = [
+            _without_none({"target": {"reference": draw(targets)}, "amount": draw(_money())})
+            for _ in range(draw(st.integers(0, 4)))
+        ]
+        date = draw(st.sampled_from(["2026-01-01", "2026-01-02", None]))
+        out.append(_without_none({"resourceType": "PaymentReconciliation", "id": f"p{n}", "status": draw(statuses), "date": date, "amount": draw(_money()), "allocation": allocations}))  # fmt: skip
+    for n in range(draw(st.integers(0, 3))):
+        totals = [
+            {
+                "category": {
+                    "coding": [
+                        _without_none(
+                            {
+                                "system": draw(st.sampled_from([ADJUDICATION, None, "http://other"])),
+                                "code": draw(st.sampled_from(["benefit", "submitted"])),
+                            }
+                        )
+                    ]
+                },  # fmt: skip
+                "amount": draw(_money()) or {"value": D(1)},
+            }
+            for _ in range(draw(st.integers(0, 3)))
+        ]
+        out.append({"resourceType": "ClaimResponse", "id": f"r{n}", "status": draw(statuses), "request": {"reference": draw(targets)}, "total": totals})  # fmt: skip
+    return out
+
+
+def _plain(money: Any) -> dict[Any, Decimal]:
+    if not isinstance(money, dict) or "value" not in money:
+        return {}
+    return {money.get("currency"): D(money["value"])}
+
+
+def _plus(into: dict[Any, Decimal], more: dict[Any, Decimal], sign: int = 1) -> dict[Any, Decimal]:
+    for currency, value in more.items():
+        into[currency] = into[currency] + sign * value if currency in into else sign * value
+    return into
+
+
+def _expected(world: list[dict[str, Any]], rtype: str, resource: dict[str, Any]) -> dict[str, Any]:
+    """The view recomputed from the documents themselves, in plain Python."""
+    me = f"{rtype}/{resource['id']}"
+    if rtype == "PaymentReconciliation":
+        spread: dict[Any, Decimal] = {}
+        for a in resource.get("allocation", []):
+            _plus(spread, _plain(a.get("amount")))
+        amount = _plain(resource.get("amount"))
+        return {"amount": amount, "allocated": spread, "unallocated": _plus(dict(amount), spread, -1)}
+    payments: dict[str, tuple[Any, dict[Any, Decimal]]] = {}
+    for r in world:
+        if r["resourceType"] != "PaymentReconciliation" or r["status"] != "active":
+            continue
+        for a in r.get("allocation", []):
+            if a["target"]["reference"].split("/_history/")[0] == me:
+                _plus(payments.setdefault(r["id"], (r.get("date"), {}))[1], _plain(a.get("amount")))
+    payments = {k: v for k, v in payments.items() if v[1]}
+    paid: dict[Any, Decimal] = {}
+    for _, got in payments.values():
+        _plus(paid, got)
+    listed = [(id, date, got) for id, (date, got) in sorted(payments.items(), key=lambda i: (i[1][0] or "", i[0]))]
+    if rtype == "Claim":
+        billed = _plain(resource.get("total"))
+        benefit: dict[Any, Decimal] = {}
+        for r in world:
+            if r["resourceType"] == "ClaimResponse" and r["status"] == "active" and r["request"]["reference"].split("/_history/")[0] == me:  # fmt: skip
+                for t in r["total"]:
+                    coding = t["category"]["coding"][0]
+                    if coding["code"] == "benefit" and coding.get("system") in (None, ADJUDICATION):
+                        _plus(benefit, _plain(t["amount"]))
+        return {"billed": billed, "adjudicated": benefit, "paid": paid, "outstanding": _plus(dict(billed), paid, -1), "payments": listed}  # fmt: skip
+    gross, net = _plain(resource.get("totalGross")), _plain(resource.get("totalNet"))
+    return {"gross": gross, "net": net, "paid": paid, "balance": _plus(dict(gross or net), paid, -1), "payments": listed}  # fmt: skip
+
+
+def _as_plain(view: dict[str, Any]) -> dict[str, Any]:
+    """A view as `_expected` writes it: amounts as {currency: Decimal}, payments as (id, date, amounts)."""
+
+    def of(items: list[dict[str, Any]]) -> dict[Any, Decimal]:
+        return {a["currency"]: a["value"] for a in items}
+
+    return {
+        key: [(p["payment"]["reference"].split("/")[1], p["date"], of(p["amount"])) for p in value]
+        if key == "payments"
+        else of(value)
+        for key, value in view.items()
+    }
+
+
+def _strings(value: Any) -> Any:
+    """Digits and exponents must match too, not only values: compare the decimals' text."""
+    if isinstance(value, dict):
+        return {k: _strings(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strings(v) for v in value]
+    return str(value) if isinstance(value, Decimal) else value
+
+
+@settings(
+    max_examples=int(os.environ.get("FINGATE_PROPERTY_EXAMPLES", "60")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(world=_world())
+async def test_views_equal_a_plain_recomputation(store: Store, world: list[dict[str, Any]]) -> None:
+    tenant = store.for_tenant(f"prop-{uuid.uuid4().hex[:10]}")
+    for resource in world:
+        await tenant.db[resource["resourceType"]].insert_one(tenant._stored(resource["resourceType"], resource))
+    context = Context(store, "prop", anonymous(tenant.tenant))
+    viewed = [r for r in world if r["resourceType"] in ("Claim", "Invoice", "PaymentReconciliation")]
+    before = store.commands.count
+    views = await context.billing_many(viewed)
+    assert store.commands.count - before <= 1
+    for resource, view in zip(viewed, views, strict=True):
+        expected = _expected(world, resource["resourceType"], resource)
+        assert _strings(_as_plain(view)) == _strings(expected), (resource, view)

@@ -91,7 +91,11 @@ def invoice_view(invoice: Mapping[str, Any], settlement: Settlement) -> dict[str
 
 def allocated(reconciliation: Mapping[str, Any]) -> Amounts:
     allocations = reconciliation.get("allocation")
-    return add(*(money(a.get("amount")) for a in allocations if isinstance(a, dict))) if isinstance(allocations, list) else {}
+    return (
+        add(*(money(a.get("amount")) for a in allocations if isinstance(a, dict)))
+        if isinstance(allocations, list)
+        else {}
+    )
 
 
 def reconciliation_view(reconciliation: Mapping[str, Any]) -> dict[str, Any]:

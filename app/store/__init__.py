@@ -361,7 +361,9 @@ class Store:
         scope = self._scoped(settlements.PAYMENTS, {})
         response_scope = self._scoped(settlements.RESPONSES, {}) if responses else None
         pipeline = settlements.pipeline(scope, response_scope, targets)
-        rows = [row async for row in await self.db[settlements.PAYMENTS].aggregate(pipeline)]
+        # Rows are small (ids, a date, a sum): all in the first reply, however many, up to MongoDB's 16 MB.
+        cursor = await self.db[settlements.PAYMENTS].aggregate(pipeline, batchSize=settlements.ROWS_PER_REPLY)
+        rows = [row async for row in cursor]
         return settlements.settlements(rows)
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:

@@ -12,6 +12,7 @@ ADJUDICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/adjudication"
 BENEFIT = "benefit"  # the adjudication category that is the payer's benefit amount (R5 adjudication codes)
 EXACT_TYPES = ["decimal", "int", "long"]  # amounts summed: Decimal128, and integers (FHIR JSON `100`); never a double
 COUNTED_STATUS = "active"  # draft payments pay nothing yet; cancelled and entered-in-error ones nothing any more
+ROWS_PER_REPLY = 1_000_000  # the aggregate's batch size: its rows take a few dozen bytes, the reply caps at 16 MB
 
 
 @dataclass(frozen=True)
