@@ -7,6 +7,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -123,6 +124,21 @@ async def test_demo_views_to_the_cent(demo: httpx.AsyncClient) -> None:
         "gross": total, "net": total, "paid": total, "balance": amounts(("USD", "0.00")),
         "payments": [{"payment": {"reference": "PaymentReconciliation/demo-payment-patient-1"}, "date": "2026-11-15", "amount": total}],
     }  # fmt: skip
+
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+
+
+async def test_the_readme_query_runs_on_the_demo_data(demo: httpx.AsyncClient) -> None:
+    readme = README
+    section = readme[readme.index("## Billing views") :]
+    query = section[
+        section.index("```graphql") + len("```graphql") : section.index("```", section.index("```graphql") + 3)
+    ]
+    data = ok(await gql(demo, query))
+    assert data["Claim"]["billing"]["outstanding"] == amounts(("USD", "7.78"))
+    assert data["Invoice"]["billing"]["balance"] == amounts(("USD", "0.00"))
+    assert len(data["ClaimList"]) == 7 and all(c["billing"]["outstanding"] for c in data["ClaimList"])
 
 
 async def test_a_second_payment_past_the_claims_total_is_refused(demo_store: Store) -> None:
@@ -386,7 +402,7 @@ async def test_views_need_the_scopes_of_what_they_read(ledger: Store) -> None:
     assert [e["extensions"]["code"] for e in answers[0]["errors"]] == ["FORBIDDEN"]
 
 
-async def test_a_view_lists_are_in_the_query_cost(store: Store) -> None:
+async def test_view_lists_count_in_the_query_cost(store: Store) -> None:
     query = "{ ClaimList(_count: 100) { billing { payments { date } } } }"
     cost = 100 + 100 * (1 + PAYMENTS_SHOWN)  # each Claim's view, each view's payments
     async with client_for(store, settings=Settings(max_cost=cost - 1)) as tight:
