@@ -565,3 +565,16 @@ async def test_views_equal_a_plain_recomputation(store: Store, world: list[dict[
     for resource, view in zip(viewed, views, strict=True):
         expected = _expected(world, resource["resourceType"], resource)
         assert _strings(_as_plain(view)) == _strings(expected), (resource, view)
+
+
+async def test_a_contained_resource_has_no_payments_of_its_own(ledger: Store) -> None:
+    """A contained Claim `#c-usd` is not Claim/c-usd: nothing outside its container can pay it."""
+    holder = {**invoice("holder", "5.00", "5.00", status="draft"), "contained": [claim("c-usd", usd("5.00"))]}
+    await Writer(ledger).create("Invoice", holder, keep_id=True)
+    query = '{ Invoice(id: "holder") { contained { ... on Claim { id billing { paid { value } outstanding { value } } } } } }'
+    for compiled in (True, False):
+        async with client_for(ledger, settings=Settings(compiled=compiled)) as client:
+            data = ok(await gql(client, query))
+        assert data["Invoice"]["contained"] == [
+            {"id": "c-usd", "billing": {"paid": [], "outstanding": [{"value": "5.00"}]}}
+        ]
