@@ -28,6 +28,7 @@ D = Decimal
 AMOUNT = "{ currency value }"
 CLAIM_VIEW = f"billing {{ billed {AMOUNT} adjudicated {AMOUNT} paid {AMOUNT} outstanding {AMOUNT} payments {{ payment {{ reference }} date amount {AMOUNT} }} }}"
 INVOICE_VIEW = f"billing {{ gross {AMOUNT} net {AMOUNT} paid {AMOUNT} balance {AMOUNT} payments {{ payment {{ reference }} date amount {AMOUNT} }} }}"
+ACCOUNT_VIEW = f"billing {{ invoiced {AMOUNT} paid {AMOUNT} balance {AMOUNT} payments {{ payment {{ reference }} date amount {AMOUNT} }} }}"
 PAYMENT_VIEW = f"billing {{ amount {AMOUNT} allocated {AMOUNT} unallocated {AMOUNT} }}"
 
 
@@ -101,6 +102,7 @@ async def test_demo_views_to_the_cent(demo: httpx.AsyncClient) -> None:
       partial: Claim(id: "demo-claim-04") {{ {CLAIM_VIEW} }}
       PaymentReconciliation(id: "demo-payment-1") {{ {PAYMENT_VIEW} }}
       Invoice(id: "demo-invoice-1") {{ status {INVOICE_VIEW} }}
+      Account(id: "demo-account-1") {{ {ACCOUNT_VIEW} }}
     }}"""
     data = ok(await gql(demo, query))
     one = amounts(("USD", "177.65"))
@@ -122,6 +124,10 @@ async def test_demo_views_to_the_cent(demo: httpx.AsyncClient) -> None:
     assert data["Invoice"]["status"] == "balanced"
     assert data["Invoice"]["billing"] == {
         "gross": total, "net": total, "paid": total, "balance": amounts(("USD", "0.00")),
+        "payments": [{"payment": {"reference": "PaymentReconciliation/demo-payment-patient-1"}, "date": "2026-11-15", "amount": total}],
+    }  # fmt: skip
+    assert data["Account"]["billing"] == {
+        "invoiced": total, "paid": total, "balance": amounts(("USD", "0.00")),
         "payments": [{"payment": {"reference": "PaymentReconciliation/demo-payment-patient-1"}, "date": "2026-11-15", "amount": total}],
     }  # fmt: skip
 
@@ -159,7 +165,12 @@ async def _ledger(store: Store) -> None:
     writer, lenient = Writer(store), Writer(store, allow_overpayment=True)
     for c in (claim("c-usd", usd("100.00")), claim("c-eur", money("50.00", "EUR")), claim("c-none", None)):
         await writer.create("Claim", c, keep_id=True)
-    await writer.create("Invoice", invoice("i-1", "121.00", "100.00"), keep_id=True)
+    await writer.create("Account", {"resourceType": "Account", "id": "a-1", "status": "active"}, keep_id=True)
+    on_account = {"account": {"reference": "Account/a-1"}}
+    await writer.create("Invoice", {**invoice("i-1", "121.00", "100.00"), **on_account}, keep_id=True)
+    await writer.create("Invoice", {**invoice("i-2", "50.00", "50.00", status="draft"), **on_account}, keep_id=True)
+    eur_invoice = {**invoice("i-3", None, "0"), "totalNet": money("30.00", "EUR"), **on_account}
+    await writer.create("Invoice", eur_invoice, keep_id=True)
     await writer.create("ClaimResponse", response("r-1", "Claim/c-usd", ("submitted", usd("100.00")), ("benefit", usd("80.00"))), keep_id=True)  # fmt: skip
     await writer.create("ClaimResponse", response("r-2", "Claim/c-usd", ("benefit", usd("10.00"))), keep_id=True)
     await writer.update("ClaimResponse", "r-2", {**response("r-2", "Claim/c-usd", ("benefit", usd("10.00"))), "status": "cancelled"})  # fmt: skip
@@ -187,6 +198,9 @@ async def _ledger(store: Store) -> None:
     # The tenant allows overpayment for this one: 60.00 EUR paid on a 50.00 EUR claim, and 1.00 USD on it too.
     credit = payment("p-6", "2026-02-06", money("40.00", "EUR"), ("Claim/c-eur", money("40.00", "EUR")), ("Claim/c-eur/_history/1", usd("1.00")))  # fmt: skip
     await lenient.create("PaymentReconciliation", credit, keep_id=True)
+    # To the Account itself, and to its EUR Invoice.
+    await writer.create("PaymentReconciliation", payment("p-7", "2026-02-07", usd("10.00"), ("Account/a-1", usd("10.00"))), keep_id=True)  # fmt: skip
+    await writer.create("PaymentReconciliation", payment("p-8", "2026-02-08", money("30.00", "EUR"), ("Invoice/i-3", money("30.00", "EUR"))), keep_id=True)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -209,6 +223,7 @@ async def test_hand_computed_ledger_to_the_cent(ledger: Store, compiled: bool) -
       eur: Claim(id: "c-eur") {{ {CLAIM_VIEW} }}
       none: Claim(id: "c-none") {{ {CLAIM_VIEW} }}
       Invoice(id: "i-1") {{ {INVOICE_VIEW} }}
+      Account(id: "a-1") {{ {ACCOUNT_VIEW} }}
       p1: PaymentReconciliation(id: "p-1") {{ {PAYMENT_VIEW} }}
       p2: PaymentReconciliation(id: "p-2") {{ {PAYMENT_VIEW} }}
     }}"""
@@ -245,6 +260,18 @@ async def test_hand_computed_ledger_to_the_cent(ledger: Store, compiled: bool) -
         "paid": amounts(("USD", "60.50")),
         "balance": amounts(("USD", "60.50")),
         "payments": [{"payment": ref("p-2"), "date": "2026-02-02", "amount": amounts(("USD", "60.50"))}],
+    }
+    # a-1: i-1 (121.00 USD) and i-3 (30.00 EUR) billed, i-2 is a draft; paid 60.50 on i-1, 10.00 to the
+    # Account itself, 30.00 EUR on i-3.
+    assert data["Account"]["billing"] == {
+        "invoiced": amounts(("EUR", "30.00"), ("USD", "121.00")),
+        "paid": amounts(("EUR", "30.00"), ("USD", "70.50")),
+        "balance": amounts(("EUR", "0.00"), ("USD", "50.50")),
+        "payments": [
+            {"payment": ref("p-2"), "date": "2026-02-02", "amount": amounts(("USD", "60.50"))},
+            {"payment": ref("p-7"), "date": "2026-02-07", "amount": amounts(("USD", "10.00"))},
+            {"payment": ref("p-8"), "date": "2026-02-08", "amount": amounts(("EUR", "30.00"))},
+        ],
     }
     assert data["p1"]["billing"] == {
         "amount": amounts(("USD", "50.10")),
@@ -378,8 +405,28 @@ async def test_views_cost_one_command_per_level(store: Store, n: int, compiled: 
     assert all(c["billing"]["outstanding"] == amounts(("USD", "0.00")) for c in claims)
 
 
+@pytest.mark.parametrize("n", [10, 50, 200])
+@pytest.mark.parametrize("compiled", [True, False])
+async def test_account_views_cost_one_command_per_level(store: Store, n: int, compiled: bool) -> None:
+    writer, owner = Writer(store), {"reference": f"Organization/acct-{n}"}
+    for i in range(n):
+        await writer.create("Account", {"resourceType": "Account", "id": f"a{i}", "status": "active", "owner": owner}, keep_id=True)  # fmt: skip
+        await writer.create("Invoice", {**invoice(f"i{i}", "10.00", "10.00"), "account": {"reference": f"Account/a{i}"}}, keep_id=True)  # fmt: skip
+    allocations = [(f"Invoice/i{i}", usd("4.00")) for i in range(n)]
+    await writer.create("PaymentReconciliation", payment("p", "2026-03-01", usd(str(4 * n)), *allocations), keep_id=True)  # fmt: skip
+    query = f'{{ AccountList(owner: "Organization/acct-{n}", _count: {n}) {{ billing {{ balance {AMOUNT} payments {{ date }} }} }} }}'
+    async with client_for(store, settings=Settings(compiled=compiled)) as client:
+        before = store.commands.count
+        accounts = ok(await gql(client, query))["AccountList"]
+        assert store.commands.count - before == 2  # the search; the ledgers
+    assert len(accounts) == n
+    assert all(
+        a["billing"] == {"balance": amounts(("USD", "6.00")), "payments": [{"date": "2026-03-01"}]} for a in accounts
+    )
+
+
 async def test_the_two_paths_answer_views_byte_for_byte(ledger: Store) -> None:
-    query = f'{{ ClaimList(_sort: "_id") {{ id {CLAIM_VIEW} }} InvoiceList {{ {INVOICE_VIEW} }} PaymentReconciliationList(_sort: "_id") {{ id {PAYMENT_VIEW} }} }}'
+    query = f'{{ ClaimList(_sort: "_id") {{ id {CLAIM_VIEW} }} InvoiceList {{ {INVOICE_VIEW} }} AccountList {{ {ACCOUNT_VIEW} }} PaymentReconciliationList(_sort: "_id") {{ id {PAYMENT_VIEW} }} }}'
     bodies = []
     for compiled in (True, False):
         async with client_for(ledger, settings=Settings(compiled=compiled)) as client:
@@ -436,17 +483,21 @@ def _without_none(resource: dict[str, Any]) -> dict[str, Any]:
 @st.composite
 def _world(draw: Any) -> list[dict[str, Any]]:
     claims = [f"Claim/c{i}" for i in range(draw(st.integers(1, 4)))]
-    invoices = [f"Invoice/i{i}" for i in range(draw(st.integers(0, 2)))]
-    targets = st.sampled_from(claims + invoices).flatmap(
+    invoices = [f"Invoice/i{i}" for i in range(draw(st.integers(0, 3)))]
+    accounts = [f"Account/a{i}" for i in range(draw(st.integers(0, 2)))]
+    targets = st.sampled_from(claims + invoices + accounts).flatmap(
         lambda t: st.sampled_from([t, f"{t}/_history/1", "Claim/elsewhere", f"https://x.example/{t}"])
     )
     out: list[dict[str, Any]] = [_without_none({"resourceType": "Claim", "id": c.split("/")[1], "total": draw(_money())}) for c in claims]  # fmt: skip
-    out += [
-        _without_none(
-            {"resourceType": "Invoice", "id": i.split("/")[1], "totalGross": draw(_money()), "totalNet": draw(_money())}
-        )  # fmt: skip
-        for i in invoices
-    ]
+    out += [{"resourceType": "Account", "id": a.split("/")[1], "status": "active"} for a in accounts]
+    billed = st.sampled_from(["issued", "balanced", "draft", "cancelled"])
+    on = st.sampled_from([*accounts, *(f"{a}/_history/1" for a in accounts), "Account/elsewhere"])
+    for i in invoices:
+        bill = {"resourceType": "Invoice", "id": i.split("/")[1], "status": draw(billed)}
+        bill |= {"totalGross": draw(_money()), "totalNet": draw(_money())}
+        if accounts:
+            bill["account"] = {"reference": draw(on)}
+        out.append(_without_none(bill))
     statuses = st.sampled_from(["active", "active", "draft", "cancelled"])
     for n in range(draw(st.integers(0, 5))):
         allocations = [
@@ -497,18 +548,30 @@ def _expected(world: list[dict[str, Any]], rtype: str, resource: dict[str, Any])
             _plus(spread, _plain(a.get("amount")))
         amount = _plain(resource.get("amount"))
         return {"amount": amount, "allocated": spread, "unallocated": _plus(dict(amount), spread, -1)}
+    mine, bills = {me}, []
+    if rtype == "Account":  # its billed Invoices are paid on it too
+        for r in world:
+            on = r.get("account", {}).get("reference", "").split("/_history/")[0]
+            if r["resourceType"] == "Invoice" and r["status"] in ("issued", "balanced") and on == me:
+                bills.append(r)
+                mine.add(f"Invoice/{r['id']}")
     payments: dict[str, tuple[Any, dict[Any, Decimal]]] = {}
     for r in world:
         if r["resourceType"] != "PaymentReconciliation" or r["status"] != "active":
             continue
         for a in r.get("allocation", []):
-            if a["target"]["reference"].split("/_history/")[0] == me:
+            if a["target"]["reference"].split("/_history/")[0] in mine:
                 _plus(payments.setdefault(r["id"], (r.get("date"), {}))[1], _plain(a.get("amount")))
     payments = {k: v for k, v in payments.items() if v[1]}
     paid: dict[Any, Decimal] = {}
     for _, got in payments.values():
         _plus(paid, got)
     listed = [(id, date, got) for id, (date, got) in sorted(payments.items(), key=lambda i: (i[1][0] or "", i[0]))]
+    if rtype == "Account":
+        invoiced: dict[Any, Decimal] = {}
+        for bill in bills:
+            _plus(invoiced, _plain(bill.get("totalGross")) or _plain(bill.get("totalNet")))
+        return {"invoiced": invoiced, "paid": paid, "balance": _plus(dict(invoiced), paid, -1), "payments": listed}  # fmt: skip
     if rtype == "Claim":
         billed = _plain(resource.get("total"))
         benefit: dict[Any, Decimal] = {}
@@ -558,10 +621,10 @@ async def test_views_equal_a_plain_recomputation(store: Store, world: list[dict[
     for resource in world:
         await tenant.db[resource["resourceType"]].insert_one(tenant._stored(resource["resourceType"], resource))
     context = Context(store, "prop", anonymous(tenant.tenant))
-    viewed = [r for r in world if r["resourceType"] in ("Claim", "Invoice", "PaymentReconciliation")]
+    viewed = [r for r in world if r["resourceType"] in ("Account", "Claim", "Invoice", "PaymentReconciliation")]
     before = store.commands.count
     views = await context.billing_many(viewed)
-    assert store.commands.count - before <= 1
+    assert store.commands.count - before <= 2  # the settlements; the Account ledgers
     for resource, view in zip(viewed, views, strict=True):
         expected = _expected(world, resource["resourceType"], resource)
         assert _strings(_as_plain(view)) == _strings(expected), (resource, view)

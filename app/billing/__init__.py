@@ -6,14 +6,14 @@ from collections.abc import Iterable, Mapping
 from decimal import Context, Decimal
 from typing import Any
 
-from app.store.settlements import Payment, Settlement
+from app.store.settlements import AccountLedger, Payment, Settlement
 
 Amounts = dict[str | None, Decimal]  # currency (None: a Money without one) -> exact value
 EXACT = Context(prec=80)  # wide enough that sums and differences of 34-digit Decimal128 values never round
-VIEW_TYPES = ("Claim", "Invoice", "PaymentReconciliation")  # the types with a `billing` view
-SETTLED_TYPES = ("Claim", "Invoice")  # the types payments settle: their views read the settlements
+VIEW_TYPES = ("Account", "Claim", "Invoice", "PaymentReconciliation")  # the types with a `billing` view
 PAYMENTS_SHOWN = 100  # a view lists at most this many payments (its sums count them all)
 NO_SETTLEMENT = Settlement()
+NO_LEDGER = AccountLedger()
 
 
 def money(value: Any) -> Amounts:
@@ -89,6 +89,17 @@ def invoice_view(invoice: Mapping[str, Any], settlement: Settlement) -> dict[str
     }
 
 
+def account_view(ledger: AccountLedger) -> dict[str, Any]:
+    invoiced = add(*(payable({"totalGross": gross, "totalNet": net}) for gross, net in ledger.invoices))
+    got = add(*(p.amounts for p in ledger.payments))
+    return {
+        "invoiced": listed(invoiced),
+        "paid": listed(got),
+        "balance": listed(subtract(invoiced, got)),
+        "payments": _payments(ledger.payments),
+    }
+
+
 def allocated(reconciliation: Mapping[str, Any]) -> Amounts:
     allocations = reconciliation.get("allocation")
     return (
@@ -103,8 +114,14 @@ def reconciliation_view(reconciliation: Mapping[str, Any]) -> dict[str, Any]:
     return {"amount": listed(amount), "allocated": listed(spread), "unallocated": listed(subtract(amount, spread))}
 
 
-def view(resource_type: str, resource: Mapping[str, Any], settlement: Settlement = NO_SETTLEMENT) -> dict[str, Any]:
-    """The `billing` view of a resource of one of VIEW_TYPES, given its settlement (SETTLED_TYPES only)."""
+def view(
+    resource_type: str, resource: Mapping[str, Any], settlement: Settlement | AccountLedger = NO_SETTLEMENT
+) -> dict[str, Any]:
+    """The `billing` view of a resource of one of VIEW_TYPES, given its settlement (an AccountLedger for an Account)."""
+    if isinstance(settlement, AccountLedger):
+        return account_view(settlement)
+    if resource_type == "Account":
+        return account_view(NO_LEDGER)
     if resource_type == "Claim":
         return claim_view(resource, settlement)
     if resource_type == "Invoice":
@@ -112,4 +129,12 @@ def view(resource_type: str, resource: Mapping[str, Any], settlement: Settlement
     return reconciliation_view(resource)
 
 
-__all__ = ["NO_SETTLEMENT", "PAYMENTS_SHOWN", "SETTLED_TYPES", "VIEW_TYPES", "Settlement", "view"]
+__all__ = [
+    "NO_LEDGER",
+    "NO_SETTLEMENT",
+    "AccountLedger",
+    "PAYMENTS_SHOWN",
+    "VIEW_TYPES",
+    "Settlement",
+    "view",
+]

@@ -27,6 +27,22 @@ _PAYMENTS = (
 )
 # Per type: (field, description, a list of payments rather than of amounts).
 FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
+    "Account": (
+        (
+            "invoiced",
+            "Σ of the payable totals (totalGross, else totalNet) of the issued and balanced Invoices whose account "
+            "is this Account (R5 Claims do not point at an Account).",
+            False,
+        ),
+        (
+            "paid",
+            f"Σ allocation.amount of the allocations of {_ACTIVE} whose allocation.target is one of those "
+            "Invoices or this Account.",
+            False,
+        ),
+        ("balance", "invoiced − paid; negative is a credit.", False),
+        ("payments", _PAYMENTS.replace("to this resource", "to those Invoices and this Account"), True),
+    ),
     "Claim": (
         ("billed", "Claim.total.", False),
         (

@@ -19,7 +19,11 @@ from app.writes import Writer
 _CONTAINED = "__contained__"  # never a GraphQL field name, so it cannot leak into a response
 _INSIDE = "__inside__"  # marks a contained resource: nothing outside its container can point at it
 # What a type's billing view reads besides the resource itself (the caller must be allowed to read it).
-_VIEW_READS = {"Claim": ("PaymentReconciliation", "ClaimResponse"), "Invoice": ("PaymentReconciliation",)}
+_VIEW_READS = {
+    "Account": ("Invoice", "PaymentReconciliation"),
+    "Claim": ("PaymentReconciliation", "ClaimResponse"),
+    "Invoice": ("PaymentReconciliation",),
+}
 
 
 def check_count(count: int | None, default: int = DEFAULT_COUNT) -> int:
@@ -102,6 +106,7 @@ class Context:
         self._found: dict[tuple[str, str], Resource | None] = {}  # every resource read, for both paths
         self._reverse: DataLoader[tuple[Any, ...], list[Resource]] = DataLoader(self._load_reverse)
         self._settlements: DataLoader[str, billing.Settlement] = DataLoader(self._load_settlements)
+        self._ledgers: DataLoader[str, billing.AccountLedger] = DataLoader(self._load_ledgers)
 
     def _view(self, store: Store, action: str) -> Store:
         """`store` limited, for each type only `patient/` scopes grant `action` on, to the patient's compartment."""
@@ -172,6 +177,11 @@ class Context:
         found = await self.store.settlements(targets, responses)
         return [found.get(t, billing.NO_SETTLEMENT) for t in targets]
 
+    async def _load_ledgers(self, accounts: list[str]) -> list[billing.AccountLedger]:
+        """Every Account ledger a level's billing views need, in one command."""
+        found = await self.store.account_ledgers(accounts)
+        return [found.get(a, billing.NO_LEDGER) for a in accounts]
+
     # -- what resolvers call (see app/graphql/build.py) --------------------------------
 
     def _allow(self, resource_type: str, action: str) -> None:
@@ -210,12 +220,20 @@ class Context:
         types = [r.get("resourceType") for r in resources]
         for needed in {n for t in types for n in _VIEW_READS.get(str(t), ())}:
             self._allow(needed, READ)
+        # Contained resources have nothing of their own: nothing outside their container can point at them.
         targets = [
-            f"{t}/{r.get('id')}" if t in billing.SETTLED_TYPES and not r.get(_INSIDE) else None
+            f"{t}/{r.get('id')}" if t in _VIEW_READS and not r.get(_INSIDE) else None
             for t, r in zip(types, resources, strict=True)
         ]
-        wanted = [t for t in targets if t is not None]
-        found = dict(zip(wanted, await self._settlements.load_many(wanted), strict=True)) if wanted else {}
+        accounts = [t for t in targets if t is not None and t.startswith("Account/")]
+        settled = [t for t in targets if t is not None and not t.startswith("Account/")]
+        ledgers, settlements = await asyncio.gather(
+            self._ledgers.load_many(accounts), self._settlements.load_many(settled)
+        )
+        found: dict[str, Any] = {
+            **dict(zip(accounts, ledgers, strict=True)),
+            **dict(zip(settled, settlements, strict=True)),
+        }
         return [
             billing.view(str(t), r, found.get(target, billing.NO_SETTLEMENT) if target else billing.NO_SETTLEMENT)
             for t, r, target in zip(types, resources, targets, strict=True)

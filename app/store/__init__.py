@@ -23,7 +23,7 @@ from app.fhir.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartme
 from app.fhir.values import Resource
 from app.metrics import MONGO_COMMANDS
 from app.store import search, settlements
-from app.store.settlements import Settlement
+from app.store.settlements import AccountLedger, Settlement
 
 log = logging.getLogger("fingate.store")
 
@@ -365,6 +365,19 @@ class Store:
         cursor = await self.db[settlements.PAYMENTS].aggregate(pipeline, batchSize=settlements.ROWS_PER_REPLY)
         rows = [row async for row in cursor]
         return settlements.settlements(rows)
+
+    async def account_ledgers(self, accounts: list[str]) -> dict[str, AccountLedger]:
+        """Per Account (`Account/id`), its billed Invoices and the active payments to them or to it: one aggregate
+        (the Invoices, each with its payments by `$lookup` on the allocation-target index, then `$unionWith` the
+        payments to the Accounts)."""
+        accounts = list(dict.fromkeys(accounts))
+        if not accounts:
+            return {}
+        pipeline = settlements.account_pipeline(
+            self._scoped(settlements.INVOICES, {}), self._scoped(settlements.PAYMENTS, {}), accounts
+        )
+        cursor = await self.db[settlements.INVOICES].aggregate(pipeline, batchSize=settlements.ROWS_PER_REPLY)
+        return settlements.account_ledgers([row async for row in cursor])
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
         cursor = self.db[f"{resource_type}_history"].find(

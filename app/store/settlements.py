@@ -97,3 +97,87 @@ def settlements(rows: list[dict[str, Any]]) -> dict[str, Settlement]:
     for (target, id), (date, amounts) in ordered:
         out[target].payments.append(Payment(id, date if isinstance(date, str) else None, amounts))
     return out
+
+
+INVOICES = "Invoice"
+BILLED_INVOICES = ["issued", "balanced"]  # a draft is not billed yet; cancelled and entered-in-error never are
+
+
+@dataclass
+class AccountLedger:
+    """Of one Account (`Account/id`): its billed Invoices' totals, and the payments to them or to the Account."""
+
+    invoices: list[tuple[Any, Any]] = field(default_factory=list)  # (totalGross, totalNet) of each
+    payments: list[Payment] = field(default_factory=list)
+
+
+def account_pipeline(
+    invoice_scope: dict[str, Any], payment_scope: dict[str, Any], accounts: list[str]
+) -> list[dict[str, Any]]:
+    """Rows `{a, g, n, p}`: each billed Invoice of account `a` with the active allocations to it (`p`, looked up
+    by the allocation-target index); then rows `{_id: {t, c, p}, v, d}` of allocations to the Accounts
+    themselves, as `pipeline` makes them."""
+    wanted = {"$in": accounts}
+    allocations = [
+        {"$match": {**payment_scope, "status": COUNTED_STATUS}},
+        {"$unwind": "$allocation"},
+        {
+            "$project": {
+                "_id": 0,
+                "p": "$id",
+                "d": "$date",
+                "t": _unversioned("$allocation.target.reference"),
+                "c": "$allocation.amount.currency",
+                "v": "$allocation.amount.value",
+            }
+        },
+        {"$match": {"v": {"$type": EXACT_TYPES}}},
+    ]
+    return [
+        {"$match": {**invoice_scope, "status": {"$in": BILLED_INVOICES}, "_search.account": wanted}},
+        {
+            "$project": {
+                "_id": 0,
+                "a": _unversioned("$account.reference"),
+                "i": {"$concat": ["Invoice/", "$id"]},
+                "g": "$totalGross",
+                "n": "$totalNet",
+            }
+        },
+        {"$match": {"a": wanted}},
+        {
+            "$lookup": {
+                "from": PAYMENTS,
+                "localField": "i",
+                "foreignField": "_search.allocation-target",
+                "as": "p",
+                "pipeline": allocations,
+            }
+        },
+        {"$unionWith": {"coll": PAYMENTS, "pipeline": pipeline(payment_scope, None, accounts)}},
+    ]
+
+
+def account_ledgers(rows: list[dict[str, Any]]) -> dict[str, AccountLedger]:
+    """The aggregate's rows as a ledger per Account; its payments merged per PaymentReconciliation, by date then id."""
+    out: dict[str, AccountLedger] = {}
+    payments: dict[tuple[str, str], tuple[str | None, dict[str | None, Decimal]]] = {}
+
+    def paid(account: str, id: str, date: Any, currency: str | None, value: Any) -> None:
+        _, amounts = payments.setdefault((account, id), (date if isinstance(date, str) else None, {}))
+        amounts[currency] = amounts.get(currency, Decimal(0)) + Decimal(value)
+
+    for row in rows:
+        if "_id" in row:  # an allocation to the Account itself
+            key = row["_id"]
+            out.setdefault(key["t"], AccountLedger())
+            paid(key["t"], key["p"], row.get("d"), key.get("c"), row["v"])
+            continue
+        account = row["a"]
+        out.setdefault(account, AccountLedger()).invoices.append((row.get("g"), row.get("n")))
+        for allocation in row["p"]:
+            if allocation.get("t") == row["i"]:
+                paid(account, allocation["p"], allocation.get("d"), allocation.get("c"), allocation["v"])
+    for (account, id), (date, amounts) in sorted(payments.items(), key=lambda i: (i[1][0] or "", i[0][1])):
+        out[account].payments.append(Payment(id, date, amounts))
+    return out
