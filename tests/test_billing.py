@@ -144,6 +144,7 @@ async def test_the_readme_query_runs_on_the_demo_data(demo: httpx.AsyncClient) -
     data = ok(await gql(demo, query))
     assert data["Claim"]["billing"]["outstanding"] == amounts(("USD", "7.78"))
     assert data["Invoice"]["billing"]["balance"] == amounts(("USD", "0.00"))
+    assert data["Account"]["billing"]["balance"] == amounts(("USD", "0.00"))
     assert len(data["ClaimList"]) == 7 and all(c["billing"]["outstanding"] for c in data["ClaimList"])
 
 

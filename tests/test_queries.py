@@ -85,6 +85,7 @@ async def test_billing_views_on_the_demo_data(demo: httpx.AsyncClient) -> None:
     assert data["PaymentReconciliation"]["billing"]["unallocated"] == [{"currency": "USD", "value": "0.00"}]
     assert data["Invoice"]["status"] == "balanced"
     assert data["Invoice"]["billing"]["balance"] == [{"currency": "USD", "value": "0.00"}]
+    assert data["Account"]["billing"]["invoiced"] == [{"currency": "USD", "value": "184.60"}]
 
 
 def test_every_ready_query_is_covered() -> None:
