@@ -642,3 +642,89 @@ async def test_a_contained_resource_has_no_payments_of_its_own(ledger: Store) ->
         assert data["Invoice"]["contained"] == [
             {"id": "c-usd", "billing": {"paid": [], "outstanding": [{"value": "5.00"}]}}
         ]
+
+
+# ---- outstanding and aging per Patient and payer Organization ----------------------------------------------
+
+PARTY_VIEW = f'billing(asOf: "2026-03-31") {{ asOf outstanding {AMOUNT} days0to30 {AMOUNT} days31to60 {AMOUNT} days61to90 {AMOUNT} over90 {AMOUNT} undated {AMOUNT} }}'
+
+
+async def _open_items(store: Store) -> None:
+    writer = Writer(store)
+    patient, insurer = {"patient": {"reference": "Patient/pat"}}, {"insurer": {"reference": "Organization/ins"}}
+    await writer.create("Patient", {"resourceType": "Patient", "id": "pat"}, keep_id=True)
+    await writer.create("Organization", {"resourceType": "Organization", "id": "ins"}, keep_id=True)
+    claims = [
+        ("a1", "2026-03-01T23:00:00+05:00", usd("100.00"), "active", insurer),
+        ("a2", "2026-01-15", usd("50.00"), "active", insurer),
+        ("a3", "2025-12-01", money("20.00", "EUR"), "active", {}),
+        ("a4", "2026-03-10", usd("999.00"), "draft", insurer),  # not billed yet
+    ]
+    for id, created, total, status, extra in claims:
+        await writer.create("Claim", {**claim(id, total, status=status), **patient, **extra, "created": created}, keep_id=True)  # fmt: skip
+    to_pat, to_ins = {"recipient": {"reference": "Patient/pat"}}, {"recipient": {"reference": "Organization/ins"}}
+    invoices = [
+        ({**invoice("v1", "40.00", "35.00"), **to_pat, "date": "2026-02-20"}),
+        ({**invoice("v2", "60.00", "60.00", status="draft"), **to_pat}),  # not issued
+        ({k: v for k, v in {**invoice("v3", "5.00", "5.00"), **to_pat}.items() if k != "date"}),  # undated
+        ({**invoice("v4", "12.00", "12.00"), **to_ins, "date": "2026-03-31"}),
+    ]
+    for bill in invoices:
+        await writer.create("Invoice", bill, keep_id=True)
+    paying = [("Claim/a1", usd("30.00")), ("Claim/a3", money("20.00", "EUR")), ("Invoice/v1", usd("10.00"))]
+    await writer.create("PaymentReconciliation", payment("pp", "2026-03-15", usd("60.00"), *paying), keep_id=True)
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+async def test_patient_and_payer_aging_to_the_cent(store: Store, compiled: bool) -> None:
+    await _open_items(store)
+    query = f'{{ Patient(id: "pat") {{ {PARTY_VIEW} }} Organization(id: "ins") {{ {PARTY_VIEW} }} }}'
+    async with client_for(store, settings=Settings(compiled=compiled)) as client:
+        before = store.commands.count
+        data = ok(await gql(client, query))
+        assert store.commands.count - before == 3  # Patient + Organization; the Patient's items; the payer's
+    # a1 70.00 (30 days: its created is 2026-03-01 as written); v1 30.00 (39 days); a2 50.00 (75 days);
+    # a3 paid in full (120 days); v3 has no date.
+    assert data["Patient"]["billing"] == {
+        "asOf": "2026-03-31",
+        "outstanding": amounts(("EUR", "0.00"), ("USD", "155.00")),
+        "days0to30": amounts(("USD", "70.00")),
+        "days31to60": amounts(("USD", "30.00")),
+        "days61to90": amounts(("USD", "50.00")),
+        "over90": amounts(("EUR", "0.00")),
+        "undated": amounts(("USD", "5.00")),
+    }
+    # The payer: the claims it insures (a1, a2) and the invoice it receives (v4, billed today).
+    assert data["Organization"]["billing"] == {
+        "asOf": "2026-03-31",
+        "outstanding": amounts(("USD", "132.00")),
+        "days0to30": amounts(("USD", "82.00")),
+        "days31to60": [],
+        "days61to90": amounts(("USD", "50.00")),
+        "over90": [],
+        "undated": [],
+    }
+
+
+@pytest.mark.parametrize("n", [10, 50, 200])
+@pytest.mark.parametrize("compiled", [True, False])
+async def test_party_views_cost_one_command_per_level(store: Store, n: int, compiled: bool) -> None:
+    docs: dict[str, list[dict[str, Any]]] = {"Patient": [], "Claim": []}
+    for i in range(n):
+        docs["Patient"].append({"resourceType": "Patient", "id": f"pt{i}", "gender": "other"})
+        docs["Claim"].append({**claim(f"pc{i}", usd("1.00")), "patient": {"reference": f"Patient/pt{i}"}})
+    for rtype, batch in docs.items():
+        await store.db[rtype].insert_many([store._stored(rtype, r) for r in batch])
+    query = f"{{ PatientList(_count: {n}) {{ {PARTY_VIEW} }} }}"
+    async with client_for(store, settings=Settings(compiled=compiled)) as client:
+        before = store.commands.count
+        patients = ok(await gql(client, query))["PatientList"]
+        assert store.commands.count - before == 2  # the search; the open items
+    assert len(patients) == n and all(p["billing"]["days61to90"] == amounts(("USD", "1.00")) for p in patients)
+
+
+async def test_as_of_must_be_a_date(store: Store) -> None:
+    await Writer(store).create("Patient", {"resourceType": "Patient", "id": "pat"}, keep_id=True)
+    async with client_for(store) as client:
+        result = await gql(client, '{ Patient(id: "pat") { billing(asOf: "last week") { asOf } } }')
+    assert error_codes(result) == ["BAD_USER_INPUT"]

@@ -8,12 +8,12 @@ import strawberry
 from strawberry.types.base import StrawberryList, StrawberryOptional
 from strawberry.types.field import StrawberryField
 
-from app.billing import PAYMENTS_SHOWN, VIEW_TYPES
+from app.billing import AGING, PARTY_TYPES, PAYMENTS_SHOWN, UNDATED, VIEW_TYPES
 from app.graphql.scalars import FhirDecimal
 
 AMOUNT = "BillingAmount"
 PAYMENT = "BillingPayment"
-TYPE_NAMES = {t: f"{t}Billing" for t in VIEW_TYPES}
+TYPE_NAMES = {t: f"{t}Billing" for t in (*VIEW_TYPES, *PARTY_TYPES)}
 NAMES = (AMOUNT, PAYMENT, *TYPE_NAMES.values())
 
 _ACTIVE = "active PaymentReconciliations (draft, cancelled and entered-in-error ones count nothing)"
@@ -79,6 +79,29 @@ FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ("unallocated", "amount − allocated: what this payment has not yet spread over targets.", False),
     ),
 }
+_PARTY_ITEMS = {
+    "Patient": "its active Claims (Claim.patient) and issued Invoices (Invoice.recipient)",
+    "Organization": "the active Claims it insures (Claim.insurer) and its issued Invoices (Invoice.recipient)",
+}
+_AGES = {"days0to30": "0–30", "days31to60": "31–60", "days61to90": "61–90", "over90": "over 90"}
+for _party, _items in _PARTY_ITEMS.items():
+    FIELDS[_party] = (
+        (
+            "outstanding",
+            f"Σ (billed − paid) over {_items}: a Claim's total, an Invoice's payable total (totalGross, else "
+            "totalNet), less the active allocations to it. Negative is a credit.",
+            False,
+        ),
+        *(
+            (
+                name,
+                f"The part of `outstanding` billed {_AGES[name]} days before asOf (Claim.created, Invoice.date).",
+                False,
+            )
+            for name, _ in AGING
+        ),
+        (UNDATED, "The part of `outstanding` whose Claim.created or Invoice.date is missing.", False),
+    )
 _AMOUNTS_NOTE = (
     " Exact, one entry per currency (amounts in different currencies are never added); a currency is listed "
     "when some amount in it exists."
@@ -118,6 +141,7 @@ def billing_types(reference: type) -> dict[str, Any]:
         ],
     )
     out = {}
+    as_of = _field("asOf", str, "The date the ages are counted to (YYYY-MM-DD).")
     for resource_type, fields in FIELDS.items():
         out[resource_type] = _type(
             TYPE_NAMES[resource_type],
@@ -126,15 +150,20 @@ def billing_types(reference: type) -> dict[str, Any]:
             [
                 _field(name, StrawberryList(payment) if is_list else amounts, text + ("" if is_list else _AMOUNTS_NOTE))
                 for name, text, is_list in fields
-            ],
+            ]
+            + ([as_of] if resource_type in PARTY_TYPES else []),
         )
     return out
 
 
+AS_OF = "The date ages are counted to, YYYY-MM-DD (default: today, UTC)."
+
+
 def billing_field(resource_type: str, resolver: Any) -> tuple[str, object, StrawberryField]:
     """`billing` on `resource_type`: its view, resolved with one store command per level."""
+    what = "outstanding totals and their aging" if resource_type in PARTY_TYPES else "billing view"
     description = (
-        f"FinGate's billing view of this {resource_type}: computed, not a FHIR element "
+        f"FinGate's {what} of this {resource_type}: computed, not a FHIR element "
         "(exact, per currency; see the fields and README 'Billing views')."
     )
     return "billing", None, strawberry.field(resolver=resolver, name="billing", description=description)

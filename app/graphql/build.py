@@ -162,7 +162,10 @@ class _Builder:
             fields.extend(self._reverse_fields())
         if td.name in self.billing:
             view = StrawberryOptional(self.billing[td.name])
-            fields.append(billing.billing_field(td.name, _with_signature(resolvers.billing_view(), [], view)))
+            party = td.name in billing.PARTY_TYPES
+            resolver = resolvers.party_view() if party else resolvers.billing_view()
+            args: list[ArgSpec] = [("asOf", str, False, billing.AS_OF)] if party else []
+            fields.append(billing.billing_field(td.name, _with_signature(resolver, args, view)))
         name = self.names[td.name]
         cls = self.outputs[td.name]
         _define(cls, fields)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from datetime import date
 from typing import Any
 
 from strawberry.dataloader import DataLoader
@@ -107,6 +108,7 @@ class Context:
         self._reverse: DataLoader[tuple[Any, ...], list[Resource]] = DataLoader(self._load_reverse)
         self._settlements: DataLoader[str, billing.Settlement] = DataLoader(self._load_settlements)
         self._ledgers: DataLoader[str, billing.AccountLedger] = DataLoader(self._load_ledgers)
+        self._open_items: DataLoader[str, list[Any]] = DataLoader(self._load_open_items)
 
     def _view(self, store: Store, action: str) -> Store:
         """`store` limited, for each type only `patient/` scopes grant `action` on, to the patient's compartment."""
@@ -182,6 +184,16 @@ class Context:
         found = await self.store.account_ledgers(accounts)
         return [found.get(a, billing.NO_LEDGER) for a in accounts]
 
+    async def _load_open_items(self, parties: list[str]) -> list[list[Any]]:
+        """Every party's open items a level's views need: one command per party type."""
+        by_type: dict[str, list[str]] = defaultdict(list)
+        for party in parties:
+            by_type[party.split("/", 1)[0]].append(party)
+        found: dict[str, list[Any]] = {}
+        for party_type, wanted in by_type.items():
+            found.update(await self.store.open_items(party_type, wanted))
+        return [found.get(p, []) for p in parties]
+
     # -- what resolvers call (see app/graphql/build.py) --------------------------------
 
     def _allow(self, resource_type: str, action: str) -> None:
@@ -238,6 +250,15 @@ class Context:
             billing.view(str(t), r, found.get(target, billing.NO_SETTLEMENT) if target else billing.NO_SETTLEMENT)
             for t, r, target in zip(types, resources, targets, strict=True)
         ]
+
+    async def party_billing(self, resource: Resource, as_of: date) -> dict[str, Any]:
+        """A Patient's or Organization's outstanding and aging view; the level's parties read together."""
+        for needed in ("Claim", "Invoice", "PaymentReconciliation"):
+            self._allow(needed, READ)
+        if resource.get(_INSIDE):
+            return billing.party_view([], as_of)
+        items = await self._open_items.load(f"{resource.get('resourceType')}/{resource.get('id')}")
+        return billing.party_view(items, as_of)
 
     async def search(
         self, resource_type: str, params: dict[str, str], count: int | None, offset: int | None, sort: str | None

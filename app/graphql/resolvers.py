@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, date, datetime
 from types import MappingProxyType
 from typing import Any
 
@@ -108,6 +109,22 @@ def billing_view() -> Resolver:
 
     async def resolve(root: Resource, info: Any) -> dict[str, Any]:
         return await info.context.billing(root)  # type: ignore[no-any-return]
+
+    return resolve
+
+
+def party_view() -> Resolver:
+    """`billing(asOf)` on Patient and Organization: outstanding totals and their aging (app.billing)."""
+
+    async def resolve(root: Resource, info: Any, asOf: str | None = None) -> dict[str, Any]:  # noqa: N803 - GraphQL name
+        if asOf is None:
+            day = datetime.now(UTC).date()
+        else:
+            try:
+                day = date.fromisoformat(asOf)
+            except ValueError:
+                raise errors.bad_input(f"asOf must be a date, YYYY-MM-DD; got {asOf!r}", expression="asOf") from None
+        return await info.context.party_billing(root, day)  # type: ignore[no-any-return]
 
     return resolve
 

@@ -23,7 +23,7 @@ from app.fhir.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartme
 from app.fhir.values import Resource
 from app.metrics import MONGO_COMMANDS
 from app.store import search, settlements
-from app.store.settlements import AccountLedger, Settlement
+from app.store.settlements import AccountLedger, OpenItem, Settlement
 
 log = logging.getLogger("fingate.store")
 
@@ -378,6 +378,18 @@ class Store:
         )
         cursor = await self.db[settlements.INVOICES].aggregate(pipeline, batchSize=settlements.ROWS_PER_REPLY)
         return settlements.account_ledgers([row async for row in cursor])
+
+    async def open_items(self, party_type: str, parties: list[str]) -> dict[str, list[OpenItem]]:
+        """Per party (`Patient/id`, `Organization/id`), its active Claims (as patient, as insurer) and issued Invoices
+        (as recipient), each with the active payments to it: one aggregate (the Claims, `$unionWith` the Invoices,
+        each with its payments by `$lookup` on the allocation-target index)."""
+        parties = list(dict.fromkeys(parties))
+        if not parties:
+            return {}
+        scopes = {t: self._scoped(t, {}) for t in (settlements.CLAIMS, settlements.INVOICES, settlements.PAYMENTS)}
+        pipeline = settlements.party_pipeline(party_type, scopes, parties)
+        cursor = await self.db[settlements.CLAIMS].aggregate(pipeline, batchSize=settlements.ROWS_PER_REPLY)
+        return settlements.open_items([row async for row in cursor])
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
         cursor = self.db[f"{resource_type}_history"].find(

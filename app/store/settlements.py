@@ -118,21 +118,6 @@ def account_pipeline(
     by the allocation-target index); then rows `{_id: {t, c, p}, v, d}` of allocations to the Accounts
     themselves, as `pipeline` makes them."""
     wanted = {"$in": accounts}
-    allocations = [
-        {"$match": {**payment_scope, "status": COUNTED_STATUS}},
-        {"$unwind": "$allocation"},
-        {
-            "$project": {
-                "_id": 0,
-                "p": "$id",
-                "d": "$date",
-                "t": _unversioned("$allocation.target.reference"),
-                "c": "$allocation.amount.currency",
-                "v": "$allocation.amount.value",
-            }
-        },
-        {"$match": {"v": {"$type": EXACT_TYPES}}},
-    ]
     return [
         {"$match": {**invoice_scope, "status": {"$in": BILLED_INVOICES}, "_search.account": wanted}},
         {
@@ -151,7 +136,7 @@ def account_pipeline(
                 "localField": "i",
                 "foreignField": "_search.allocation-target",
                 "as": "p",
-                "pipeline": allocations,
+                "pipeline": _allocations(payment_scope),
             }
         },
         {"$unionWith": {"coll": PAYMENTS, "pipeline": pipeline(payment_scope, None, accounts)}},
@@ -180,4 +165,110 @@ def account_ledgers(rows: list[dict[str, Any]]) -> dict[str, AccountLedger]:
                 paid(account, allocation["p"], allocation.get("d"), allocation.get("c"), allocation["v"])
     for (account, id), (date, amounts) in sorted(payments.items(), key=lambda i: (i[1][0] or "", i[0][1])):
         out[account].payments.append(Payment(id, date, amounts))
+    return out
+
+
+CLAIMS = "Claim"
+# Whose open items a party's view gathers: (Claim search parameter, Invoice search parameter) per party type.
+PARTY_ITEMS = {"Patient": ("patient", "recipient"), "Organization": ("insurer", "recipient")}
+OPEN_CLAIMS = ["active"]
+OPEN_INVOICES = ["issued"]  # a balanced Invoice is settled
+
+
+@dataclass(frozen=True)
+class OpenItem:
+    """A Claim or Invoice of a party: when it was billed, what it bills, and what active payments paid on it."""
+
+    reference: str  # `Claim/id`, `Invoice/id`
+    billed_on: Any  # Claim.created, Invoice.date (FHIR dateTime text)
+    totals: tuple[Any, ...]  # Claim: (total,); Invoice: (totalGross, totalNet)
+    paid: dict[str | None, Decimal]
+
+
+def _items(
+    collection: str,
+    scope: dict[str, Any],
+    key: str,
+    statuses: list[str],
+    parties: list[str],
+    payment_scope: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Rows `{a: party, i: Type/id, d: billed on, g, n, p: [allocations to it]}` of one collection."""
+    is_claim = collection == CLAIMS
+    return [
+        {"$match": {**scope, "status": {"$in": statuses}, f"_search.{key}": {"$in": parties}}},
+        {
+            "$project": {
+                "_id": 0,
+                "id": 1,
+                "created": 1,
+                "date": 1,
+                "total": 1,
+                "totalGross": 1,
+                "totalNet": 1,
+                f"_search.{key}": 1,
+            }
+        },
+        {"$unwind": f"$_search.{key}"},
+        {"$match": {f"_search.{key}": {"$in": parties}}},
+        {
+            "$project": {
+                "a": f"$_search.{key}",
+                "i": {"$concat": [f"{collection}/", "$id"]},
+                "d": "$created" if is_claim else "$date",
+                "g": "$total" if is_claim else "$totalGross",
+                "n": "$totalNet",
+            }
+        },
+        {
+            "$lookup": {
+                "from": PAYMENTS,
+                "localField": "i",
+                "foreignField": "_search.allocation-target",
+                "as": "p",
+                "pipeline": _allocations(payment_scope),
+            }
+        },
+    ]
+
+
+def _allocations(payment_scope: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"$match": {**payment_scope, "status": COUNTED_STATUS}},
+        {"$unwind": "$allocation"},
+        {
+            "$project": {
+                "_id": 0,
+                "p": "$id",
+                "d": "$date",
+                "t": _unversioned("$allocation.target.reference"),
+                "c": "$allocation.amount.currency",
+                "v": "$allocation.amount.value",
+            }
+        },
+        {"$match": {"v": {"$type": EXACT_TYPES}}},
+    ]
+
+
+def party_pipeline(party_type: str, scopes: dict[str, dict[str, Any]], parties: list[str]) -> list[dict[str, Any]]:
+    """The open Claims of the parties, then (`$unionWith`) their open Invoices, each with its payments."""
+    claim_key, invoice_key = PARTY_ITEMS[party_type]
+    payments = scopes[PAYMENTS]
+    claims = _items(CLAIMS, scopes[CLAIMS], claim_key, OPEN_CLAIMS, parties, payments)
+    invoices = _items(INVOICES, scopes[INVOICES], invoice_key, OPEN_INVOICES, parties, payments)
+    return [*claims, {"$unionWith": {"coll": INVOICES, "pipeline": invoices}}]
+
+
+def open_items(rows: list[dict[str, Any]]) -> dict[str, list[OpenItem]]:
+    """The aggregate's rows as each party's open items, by reference."""
+    out: dict[str, list[OpenItem]] = {}
+    for row in sorted(rows, key=lambda r: (r["a"], r["i"])):
+        paid: dict[str | None, Decimal] = {}
+        for allocation in row["p"]:
+            if allocation.get("t") == row["i"]:
+                currency = allocation.get("c")
+                paid[currency] = paid.get(currency, Decimal(0)) + Decimal(allocation["v"])
+        is_claim = row["i"].startswith(f"{CLAIMS}/")
+        totals = (row.get("g"),) if is_claim else (row.get("g"), row.get("n"))
+        out.setdefault(row["a"], []).append(OpenItem(row["i"], row.get("d"), totals, paid))
     return out
