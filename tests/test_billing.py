@@ -146,6 +146,14 @@ async def test_the_readme_query_runs_on_the_demo_data(demo: httpx.AsyncClient) -
     assert data["Invoice"]["billing"]["balance"] == amounts(("USD", "0.00"))
     assert data["Account"]["billing"]["balance"] == amounts(("USD", "0.00"))
     assert len(data["ClaimList"]) == 7 and all(c["billing"]["outstanding"] for c in data["ClaimList"])
+    # demo-patient-2 has only these claims, created 2026-10-02 .. 2026-10-20: 42 to 60 days before asOf.
+    owed = sum(D(c["billing"]["outstanding"][0]["value"]) for c in data["ClaimList"])
+    aging = data["Patient"]["billing"]
+    assert aging["outstanding"] == aging["days31to60"] == [{"value": str(owed)}] and owed > 0
+    assert aging["days0to30"] == aging["days61to90"] == aging["over90"] == []
+    # The payer insures all 20 demo claims; demo-claim-01 (2026-10-01) is 61 days old.
+    assert data["Organization"]["billing"]["outstanding"][0]["currency"] == "USD"
+    assert data["Organization"]["billing"]["days31to60"] != []
 
 
 async def test_a_second_payment_past_the_claims_total_is_refused(demo_store: Store) -> None:

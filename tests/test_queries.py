@@ -86,6 +86,8 @@ async def test_billing_views_on_the_demo_data(demo: httpx.AsyncClient) -> None:
     assert data["Invoice"]["status"] == "balanced"
     assert data["Invoice"]["billing"]["balance"] == [{"currency": "USD", "value": "0.00"}]
     assert data["Account"]["billing"]["invoiced"] == [{"currency": "USD", "value": "184.60"}]
+    aging = data["Patient"]["billing"]
+    assert aging["outstanding"][0]["currency"] == "USD" and aging["days31to60"] and aging["days61to90"]
 
 
 def test_every_ready_query_is_covered() -> None:
