@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import Context, Decimal
 from typing import Any
 
 PAYMENTS = "PaymentReconciliation"
@@ -12,6 +12,7 @@ ADJUDICATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/adjudication"
 BENEFIT = "benefit"  # the adjudication category that is the payer's benefit amount (R5 adjudication codes)
 EXACT_TYPES = ["decimal", "int", "long"]  # amounts summed: Decimal128, and integers (FHIR JSON `100`); never a double
 COUNTED_STATUS = "active"  # draft payments pay nothing yet; cancelled and entered-in-error ones nothing any more
+EXACT = Context(prec=80)  # sums of 34-digit Decimal128 values, never rounded
 ROWS_PER_REPLY = 1_000_000  # the aggregate's batch size: its rows take a few dozen bytes, the reply caps at 16 MB
 
 
@@ -89,10 +90,10 @@ def settlements(rows: list[dict[str, Any]]) -> dict[str, Settlement]:
         target, currency, value = key["t"], key.get("c"), Decimal(row["v"])
         settlement = out.setdefault(target, Settlement())
         if key.get("r"):
-            settlement.benefit[currency] = settlement.benefit.get(currency, Decimal(0)) + value
+            settlement.benefit[currency] = EXACT.add(settlement.benefit.get(currency, Decimal(0)), value)
             continue
         date, amounts = payments.setdefault((target, key["p"]), (row.get("d"), {}))
-        amounts[currency] = amounts.get(currency, Decimal(0)) + value
+        amounts[currency] = EXACT.add(amounts.get(currency, Decimal(0)), value)
     ordered = sorted(payments.items(), key=lambda item: (str(item[1][0] or ""), item[0][1]))
     for (target, id), (date, amounts) in ordered:
         out[target].payments.append(Payment(id, date if isinstance(date, str) else None, amounts))
@@ -150,7 +151,7 @@ def account_ledgers(rows: list[dict[str, Any]]) -> dict[str, AccountLedger]:
 
     def paid(account: str, id: str, date: Any, currency: str | None, value: Any) -> None:
         _, amounts = payments.setdefault((account, id), (date if isinstance(date, str) else None, {}))
-        amounts[currency] = amounts.get(currency, Decimal(0)) + Decimal(value)
+        amounts[currency] = EXACT.add(amounts.get(currency, Decimal(0)), Decimal(value))
 
     for row in rows:
         if "_id" in row:  # an allocation to the Account itself
@@ -267,7 +268,7 @@ def open_items(rows: list[dict[str, Any]]) -> dict[str, list[OpenItem]]:
         for allocation in row["p"]:
             if allocation.get("t") == row["i"]:
                 currency = allocation.get("c")
-                paid[currency] = paid.get(currency, Decimal(0)) + Decimal(allocation["v"])
+                paid[currency] = EXACT.add(paid.get(currency, Decimal(0)), Decimal(allocation["v"]))
         is_claim = row["i"].startswith(f"{CLAIMS}/")
         totals = (row.get("g"),) if is_claim else (row.get("g"), row.get("n"))
         out.setdefault(row["a"], []).append(OpenItem(row["i"], row.get("d"), totals, paid))
