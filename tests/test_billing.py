@@ -737,3 +737,16 @@ async def test_as_of_must_be_a_date(store: Store) -> None:
     async with client_for(store) as client:
         result = await gql(client, '{ Patient(id: "pat") { billing(asOf: "last week") { asOf } } }')
     assert error_codes(result) == ["BAD_USER_INPUT"]
+
+
+def test_the_readme_rule_table_lists_the_balance_rules() -> None:
+    from app.rules import describe_rules
+    from app.rules.tables import BALANCE_RULES
+
+    text = describe_rules()
+    assert [r.rule for r in BALANCE_RULES] == [
+        "Claim.paid-within-total",
+        "Invoice.paid-within-total",
+        "Invoice.balanced-when-settled",
+    ]
+    assert all(f"| `{r.rule}` | {r.resource_type} | `{r.element}` |" in text for r in BALANCE_RULES)

@@ -161,9 +161,9 @@ AS_OF = "The date ages are counted to, YYYY-MM-DD (default: today, UTC)."
 
 def billing_field(resource_type: str, resolver: Any) -> tuple[str, object, StrawberryField]:
     """`billing` on `resource_type`: its view, resolved with one store command per level."""
-    what = "outstanding totals and their aging" if resource_type in PARTY_TYPES else "billing view"
+    what = "outstanding totals, by age, for" if resource_type in PARTY_TYPES else "billing view of"
     description = (
-        f"FinGate's {what} of this {resource_type}: computed, not a FHIR element "
+        f"FinGate's {what} this {resource_type}: computed, not a FHIR element "
         "(exact, per currency; see the fields and README 'Billing views')."
     )
     return "billing", None, strawberry.field(resolver=resolver, name="billing", description=description)
