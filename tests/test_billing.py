@@ -750,3 +750,25 @@ def test_the_readme_rule_table_lists_the_balance_rules() -> None:
         "Invoice.balanced-when-settled",
     ]
     assert all(f"| `{r.rule}` | {r.resource_type} | `{r.element}` |" in text for r in BALANCE_RULES)
+
+
+async def test_documents_that_are_not_valid_fhir_count_nothing_and_break_nothing(store: Store) -> None:
+    """Stored past validation: a numeric reference, a text amount, an allocation that is not an object."""
+    await Writer(store).create("Claim", claim("c", usd("10.00")), keep_id=True)
+    broken = {
+        "resourceType": "PaymentReconciliation", "id": "odd", "status": "active", "date": "2026-01-01",
+        "allocation": [
+            {"target": {"reference": 5}, "amount": usd("1.00")},
+            {"target": {"reference": "Claim/c"}, "amount": {"value": "2.00", "currency": "USD"}},
+            "not an allocation",
+            {"target": {"reference": "Claim/c"}, "amount": usd("3.00")},
+        ],
+        "_search": {"allocation-target": ["Claim/c"]},
+    }  # fmt: skip
+    await store.db["PaymentReconciliation"].insert_one(
+        {**broken, "_id": f"{store.tenant}/odd", "_tenant": store.tenant}
+    )
+    query = f'{{ Claim(id: "c") {{ billing {{ paid {AMOUNT} outstanding {AMOUNT} }} }} }}'
+    async with client_for(store) as client:
+        data = ok(await gql(client, query))
+    assert data["Claim"]["billing"] == {"paid": amounts(("USD", "3.00")), "outstanding": amounts(("USD", "7.00"))}

@@ -34,8 +34,10 @@ class Settlement:
 
 
 def _unversioned(path: str) -> dict[str, Any]:
-    """`Type/id/_history/v` as `Type/id`, as the `_search` reference values hold it."""
-    return {"$arrayElemAt": [{"$split": [path, "/_history/"]}, 0]}
+    """`Type/id/_history/v` as `Type/id`, as the `_search` reference values hold it (null unless a string:
+    `$split` would fail the whole aggregate on a stored document that is not valid FHIR)."""
+    text = {"$arrayElemAt": [{"$split": [path, "/_history/"]}, 0]}
+    return {"$cond": [{"$eq": [{"$type": path}, "string"]}, text, None]}
 
 
 def pipeline(scope: dict[str, Any], response_scope: dict[str, Any] | None, targets: list[str]) -> list[dict[str, Any]]:
