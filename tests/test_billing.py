@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from app import errors
 from app.auth import anonymous
-from app.billing import PAYMENTS_SHOWN
+from app.billing import ITEMS_SHOWN, PAYMENTS_SHOWN
 from app.graphql.context import Context
 from app.settings import Settings
 from app.store import Store
@@ -465,6 +465,12 @@ async def test_view_lists_count_in_the_query_cost(store: Store) -> None:
         assert error_codes(await gql(tight, query)) == ["QUERY_TOO_COMPLEX"]
     async with client_for(store, settings=Settings(max_cost=cost)) as enough:
         assert ok(await gql(enough, query)) == {"ClaimList": []}
+    worklist = "{ PatientList(_count: 10) { billing { items { age } } } }"
+    cost = 10 + 10 * (1 + ITEMS_SHOWN)
+    async with client_for(store, settings=Settings(max_cost=cost - 1)) as tight:
+        assert error_codes(await gql(tight, worklist)) == ["QUERY_TOO_COMPLEX"]
+    async with client_for(store, settings=Settings(max_cost=cost)) as enough:
+        assert ok(await gql(enough, worklist)) == {"PatientList": []}
 
 
 # ---- property: the views equal a plain-Python recomputation over random data -------------------------------
@@ -655,7 +661,7 @@ async def test_a_contained_resource_has_no_payments_of_its_own(ledger: Store) ->
 
 # ---- outstanding and aging per Patient and payer Organization ----------------------------------------------
 
-PARTY_VIEW = f'billing(asOf: "2026-03-31") {{ asOf outstanding {AMOUNT} days0to30 {AMOUNT} days31to60 {AMOUNT} days61to90 {AMOUNT} over90 {AMOUNT} undated {AMOUNT} }}'
+PARTY_VIEW = f'billing(asOf: "2026-03-31") {{ asOf outstanding {AMOUNT} days0to30 {AMOUNT} days31to60 {AMOUNT} days61to90 {AMOUNT} over90 {AMOUNT} undated {AMOUNT} items {{ item {{ reference }} billedOn age outstanding {AMOUNT} }} }}'
 
 
 async def _open_items(store: Store) -> None:
@@ -702,7 +708,13 @@ async def test_patient_and_payer_aging_to_the_cent(store: Store, compiled: bool)
         "days61to90": amounts(("USD", "50.00")),
         "over90": amounts(("EUR", "0.00")),
         "undated": amounts(("USD", "5.00")),
-    }
+        "items": [  # the worklist: what still owes, oldest first, a3 (settled) left out, v3 (undated) last
+            {"item": {"reference": "Claim/a2"}, "billedOn": "2026-01-15", "age": "days61to90", "outstanding": amounts(("USD", "50.00"))},
+            {"item": {"reference": "Invoice/v1"}, "billedOn": "2026-02-20", "age": "days31to60", "outstanding": amounts(("USD", "30.00"))},
+            {"item": {"reference": "Claim/a1"}, "billedOn": "2026-03-01T23:00:00+05:00", "age": "days0to30", "outstanding": amounts(("USD", "70.00"))},
+            {"item": {"reference": "Invoice/v3"}, "billedOn": None, "age": "undated", "outstanding": amounts(("USD", "5.00"))},
+        ],
+    }  # fmt: skip
     # The payer: the claims it insures (a1, a2) and the invoice it receives (v4, billed today).
     assert data["Organization"]["billing"] == {
         "asOf": "2026-03-31",
@@ -712,7 +724,22 @@ async def test_patient_and_payer_aging_to_the_cent(store: Store, compiled: bool)
         "days61to90": amounts(("USD", "50.00")),
         "over90": [],
         "undated": [],
-    }
+        "items": [
+            {"item": {"reference": "Claim/a2"}, "billedOn": "2026-01-15", "age": "days61to90", "outstanding": amounts(("USD", "50.00"))},
+            {"item": {"reference": "Claim/a1"}, "billedOn": "2026-03-01T23:00:00+05:00", "age": "days0to30", "outstanding": amounts(("USD", "70.00"))},
+            {"item": {"reference": "Invoice/v4"}, "billedOn": "2026-03-31", "age": "days0to30", "outstanding": amounts(("USD", "12.00"))},
+        ],
+    }  # fmt: skip
+    # The worklist's items resolve, batched like any reference.
+    worklist = '{ Patient(id: "pat") { billing(asOf: "2026-03-31") { items { item { resource { ... on Claim { id status } ... on Invoice { id status } } } } } } }'
+    async with client_for(store, settings=Settings(compiled=compiled)) as client:
+        before = store.commands.count
+        resolved = ok(await gql(client, worklist))["Patient"]["billing"]["items"]
+        assert store.commands.count - before == 3  # the Patient; its items; their Claims and Invoices
+    assert [i["item"]["resource"] for i in resolved] == [
+        {"id": "a2", "status": "active"}, {"id": "v1", "status": "issued"},
+        {"id": "a1", "status": "active"}, {"id": "v3", "status": "issued"},
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("n", [10, 50, 200])

@@ -18,6 +18,7 @@ AGING: tuple[tuple[str, int | None], ...] = (
     ("over90", None),
 )
 UNDATED = "undated"
+ITEMS_SHOWN = 100  # a party's view lists at most this many open items (its sums count them all)
 
 
 def billed_on(value: Any) -> date | None:
@@ -45,12 +46,30 @@ def open_amount(item: OpenItem) -> Amounts:
     return subtract(billed, item.paid)
 
 
+def _oldest_first(entry: tuple[OpenItem, str, Amounts]) -> tuple[bool, date, str]:
+    day = billed_on(entry[0].billed_on)
+    return day is None, day or date.max, entry[0].reference
+
+
 def party_view(items: Iterable[OpenItem], as_of: date) -> dict[str, Any]:
     buckets: dict[str, list[Amounts]] = {name: [] for name in (*(n for n, _ in AGING), UNDATED)}
+    owing: list[tuple[OpenItem, str, Amounts]] = []
     for item in items:
-        buckets[_bucket(item, as_of)].append(open_amount(item))
+        bucket, amount = _bucket(item, as_of), open_amount(item)
+        buckets[bucket].append(amount)
+        if any(value != 0 for value in amount.values()):
+            owing.append((item, bucket, amount))
     out: dict[str, Any] = {"asOf": as_of.isoformat()}
     out["outstanding"] = listed(add(*(a for amounts in buckets.values() for a in amounts)))
     for name, amounts in buckets.items():
         out[name] = listed(add(*amounts))
+    out["items"] = [
+        {
+            "item": {"reference": item.reference},
+            "billedOn": item.billed_on,
+            "age": bucket,
+            "outstanding": listed(amount),
+        }
+        for item, bucket, amount in sorted(owing, key=_oldest_first)[:ITEMS_SHOWN]
+    ]
     return out

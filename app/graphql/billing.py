@@ -8,13 +8,14 @@ import strawberry
 from strawberry.types.base import StrawberryList, StrawberryOptional
 from strawberry.types.field import StrawberryField
 
-from app.billing import AGING, PARTY_TYPES, PAYMENTS_SHOWN, UNDATED, VIEW_TYPES
+from app.billing import AGING, ITEMS_SHOWN, PARTY_TYPES, PAYMENTS_SHOWN, UNDATED, VIEW_TYPES
 from app.graphql.scalars import FhirDecimal
 
 AMOUNT = "BillingAmount"
 PAYMENT = "BillingPayment"
+ITEM = "BillingItem"
 TYPE_NAMES = {t: f"{t}Billing" for t in (*VIEW_TYPES, *PARTY_TYPES)}
-NAMES = (AMOUNT, PAYMENT, *TYPE_NAMES.values())
+NAMES = (AMOUNT, PAYMENT, ITEM, *TYPE_NAMES.values())
 
 _ACTIVE = "active PaymentReconciliations (draft, cancelled and entered-in-error ones count nothing)"
 _PAID = (
@@ -140,6 +141,22 @@ def billing_types(reference: type) -> dict[str, Any]:
             _field("amount", amounts, "Σ of its allocation.amount to this resource, per currency."),
         ],
     )
+    item = _type(
+        ITEM,
+        "One open Claim or Invoice of a party and what it still owes, computed by FinGate (not a FHIR element).",
+        [
+            _field("item", reference, "The Claim or Invoice (`resource` reads it)."),
+            _field("billedOn", StrawberryOptional(str), "Claim.created or Invoice.date, as written."),
+            _field("age", str, f"Its aging bucket: {', '.join(n for n, _ in AGING)} or {UNDATED}."),
+            _field("outstanding", amounts, "billed − paid of this item." + _AMOUNTS_NOTE),
+        ],
+    )
+    items = _field(
+        "items",
+        StrawberryList(item),
+        f"The open items whose outstanding amount is not zero, oldest first (undated last): a worklist, at most "
+        f"{ITEMS_SHOWN} (the sums count them all).",
+    )
     out = {}
     as_of = _field("asOf", str, "The date the ages are counted to (YYYY-MM-DD).")
     for resource_type, fields in FIELDS.items():
@@ -151,7 +168,7 @@ def billing_types(reference: type) -> dict[str, Any]:
                 _field(name, StrawberryList(payment) if is_list else amounts, text + ("" if is_list else _AMOUNTS_NOTE))
                 for name, text, is_list in fields
             ]
-            + ([as_of] if resource_type in PARTY_TYPES else []),
+            + ([items, as_of] if resource_type in PARTY_TYPES else []),
         )
     return out
 

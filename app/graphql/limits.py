@@ -39,7 +39,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
 from app import errors
-from app.billing import PAYMENTS_SHOWN
+from app.billing import ITEMS_SHOWN, PAYMENTS_SHOWN
 from app.graphql.billing import TYPE_NAMES as BILLING_TYPES
 from app.graphql.compat import graphql_schema, validate_document
 from app.settings import Settings
@@ -119,6 +119,7 @@ class TokenLimit(SchemaExtension):
 
 
 _BILLING_VIEWS = frozenset(BILLING_TYPES.values())
+_VIEW_LISTS = {"payments": PAYMENTS_SHOWN, "items": ITEMS_SHOWN}  # the lists a billing view returns, at their longest
 
 
 @dataclass(frozen=True)
@@ -167,8 +168,8 @@ class _Walker:
             return 1
         if name == "billing" and parent.name in BILLING_TYPES:  # a computed view: one settlement read
             return 1
-        if name == "payments" and parent.name in _BILLING_VIEWS:
-            return PAYMENTS_SHOWN
+        if parent.name in _BILLING_VIEWS and name in _VIEW_LISTS:
+            return _VIEW_LISTS[name]
         return 0
 
     def measure(
