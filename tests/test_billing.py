@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import uuid
 from collections.abc import AsyncIterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -495,6 +497,10 @@ def _without_none(resource: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if v is not None}
 
 
+PATIENTS, PAYERS = ["Patient/q0", "Patient/q1"], ["Organization/o0"]
+AS_OF = date(2026, 3, 31)
+
+
 @st.composite
 def _world(draw: Any) -> list[dict[str, Any]]:
     claims = [f"Claim/c{i}" for i in range(draw(st.integers(1, 4)))]
@@ -503,17 +509,25 @@ def _world(draw: Any) -> list[dict[str, Any]]:
     targets = st.sampled_from(claims + invoices + accounts).flatmap(
         lambda t: st.sampled_from([t, f"{t}/_history/1", "Claim/elsewhere", f"https://x.example/{t}"])
     )
-    out: list[dict[str, Any]] = [_without_none({"resourceType": "Claim", "id": c.split("/")[1], "total": draw(_money())}) for c in claims]  # fmt: skip
+    statuses = st.sampled_from(["active", "active", "draft", "cancelled"])
+    # Around each bucket's edge (30, 60, 90 days before AS_OF), a time zone, and a future date.
+    edges = ["2026-03-01", "2026-02-28T23:30:00-05:00", "2026-01-30", "2026-01-29", "2025-12-31", "2025-12-30"]
+    days = st.sampled_from([*edges, "2025-10-01", "2026-03-31", "2026-05-01"])
+    out: list[dict[str, Any]] = [{"resourceType": "Patient", "id": p.split("/")[1]} for p in PATIENTS]
+    out += [{"resourceType": "Organization", "id": o.split("/")[1]} for o in PAYERS]
+    for c in claims:
+        party = {"patient": {"reference": draw(st.sampled_from(PATIENTS))}, "insurer": {"reference": draw(st.sampled_from(PAYERS))}}  # fmt: skip
+        out.append(_without_none({"resourceType": "Claim", "id": c.split("/")[1], "status": draw(statuses), "created": draw(days), "total": draw(_money()), **party}))  # fmt: skip
     out += [{"resourceType": "Account", "id": a.split("/")[1], "status": "active"} for a in accounts]
     billed = st.sampled_from(["issued", "balanced", "draft", "cancelled"])
     on = st.sampled_from([*accounts, *(f"{a}/_history/1" for a in accounts), "Account/elsewhere"])
     for i in invoices:
         bill = {"resourceType": "Invoice", "id": i.split("/")[1], "status": draw(billed)}
-        bill |= {"totalGross": draw(_money()), "totalNet": draw(_money())}
+        bill |= {"totalGross": draw(_money()), "totalNet": draw(_money()), "date": draw(st.one_of(st.none(), days))}
+        bill["recipient"] = {"reference": draw(st.sampled_from(PATIENTS + PAYERS))}
         if accounts:
             bill["account"] = {"reference": draw(on)}
         out.append(_without_none(bill))
-    statuses = st.sampled_from(["active", "active", "draft", "cancelled"])
     for n in range(draw(st.integers(0, 5))):
         allocations = [
             _without_none({"target": {"reference": draw(targets)}, "amount": draw(_money())})
@@ -602,6 +616,55 @@ def _expected(world: list[dict[str, Any]], rtype: str, resource: dict[str, Any])
     return {"gross": gross, "net": net, "paid": paid, "balance": _plus(dict(gross or net), paid, -1), "payments": listed}  # fmt: skip
 
 
+def _paid_on(world: list[dict[str, Any]], ref: str) -> dict[Any, Decimal]:
+    paid: dict[Any, Decimal] = {}
+    for r in world:
+        if r["resourceType"] == "PaymentReconciliation" and r["status"] == "active":
+            for a in r.get("allocation", []):
+                if a["target"]["reference"].split("/_history/")[0] == ref:
+                    _plus(paid, _plain(a.get("amount")))
+    return paid
+
+
+def _expected_party(world: list[dict[str, Any]], me: str) -> dict[str, Any]:
+    """A Patient's or Organization's aging, recomputed in plain Python (as of AS_OF)."""
+    key = "patient" if me.startswith("Patient/") else "insurer"
+    items = []
+    for r in world:
+        if r["resourceType"] == "Claim" and r["status"] == "active" and r[key]["reference"] == me:
+            items.append((f"Claim/{r['id']}", r["created"], _plain(r.get("total"))))
+        if r["resourceType"] == "Invoice" and r["status"] == "issued" and r["recipient"]["reference"] == me:
+            items.append((f"Invoice/{r['id']}", r.get("date"), _plain(r.get("totalGross")) or _plain(r.get("totalNet"))))  # fmt: skip
+    out: dict[str, Any] = {name: {} for name in ("outstanding", "days0to30", "days31to60", "days61to90", "over90", "undated")}  # fmt: skip
+    owing = []
+    for ref, when, billed in items:
+        left = _plus(dict(billed), _paid_on(world, ref), -1)
+        if when is None:
+            bucket = "undated"
+        else:
+            age = (AS_OF - date.fromisoformat(when[:10])).days
+            bucket = (
+                "days0to30" if age <= 30 else "days31to60" if age <= 60 else "days61to90" if age <= 90 else "over90"
+            )
+        _plus(out["outstanding"], left)
+        _plus(out[bucket], left)
+        if any(v != 0 for v in left.values()):
+            owing.append(((when is None, when[:10] if when else "", ref), (ref, when, bucket, left)))
+    out["items"] = [entry for _, entry in sorted(owing)]
+    out["asOf"] = "2026-03-31"
+    return out
+
+
+def _party_as_plain(view: dict[str, Any]) -> dict[str, Any]:
+    def of(items: list[dict[str, Any]]) -> dict[Any, Decimal]:
+        return {a["currency"]: a["value"] for a in items}
+
+    out: dict[str, Any] = {k: of(v) for k, v in view.items() if k not in ("items", "asOf")}
+    out["items"] = [(i["item"]["reference"], i["billedOn"], i["age"], of(i["outstanding"])) for i in view["items"]]
+    out["asOf"] = view["asOf"]
+    return out
+
+
 def _as_plain(view: dict[str, Any]) -> dict[str, Any]:
     """A view as `_expected` writes it: amounts as {currency: Decimal}, payments as (id, date, amounts)."""
 
@@ -644,6 +707,13 @@ async def test_views_equal_a_plain_recomputation(store: Store, world: list[dict[
     for resource, view in zip(viewed, views, strict=True):
         expected = _expected(world, resource["resourceType"], resource)
         assert _strings(_as_plain(view)) == _strings(expected), (resource, view)
+    parties = [r for r in world if r["resourceType"] in ("Patient", "Organization")]
+    before = store.commands.count
+    aged = await asyncio.gather(*(context.party_billing(r, AS_OF) for r in parties))
+    assert store.commands.count - before <= 2  # one per party type
+    for resource, view in zip(parties, aged, strict=True):
+        expected = _expected_party(world, f"{resource['resourceType']}/{resource['id']}")
+        assert _strings(_party_as_plain(view)) == _strings(expected), (resource, view)
 
 
 async def test_a_contained_resource_has_no_payments_of_its_own(ledger: Store) -> None:
