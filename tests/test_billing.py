@@ -153,6 +153,8 @@ async def test_the_readme_query_runs_on_the_demo_data(demo: httpx.AsyncClient) -
     aging = data["Patient"]["billing"]
     assert aging["outstanding"] == aging["days31to60"] == [{"value": str(owed)}] and owed > 0
     assert aging["days0to30"] == aging["days61to90"] == aging["over90"] == []
+    owing = [c["id"] for c in data["ClaimList"] if D(c["billing"]["outstanding"][0]["value"]) != 0]
+    assert [i["item"]["resource"]["id"] for i in aging["items"]] == owing and owing  # created order is age order
     # The payer insures all 20 demo claims; demo-claim-01 (2026-10-01) is 61 days old.
     assert data["Organization"]["billing"]["outstanding"][0]["currency"] == "USD"
     assert data["Organization"]["billing"]["days31to60"] != []
