@@ -190,9 +190,20 @@ def demo_resources(seed: int = SEED) -> list[Resource]:
     invoice_total = Decimal("184.60")
     out.append(
         {
+            "resourceType": "Account",
+            "id": "demo-account-1",
+            "status": "active",
+            "name": "Ana Rivera, patient account",
+            "subject": [_ref("Patient", "demo-patient-1")],
+            "owner": _ref("Organization", "demo-clinic"),
+        }
+    )
+    out.append(
+        {
             "resourceType": "Invoice",
             "id": "demo-invoice-1",
             "status": "issued",
+            "account": _ref("Account", "demo-account-1"),
             "subject": _ref("Patient", "demo-patient-1"),
             "recipient": _ref("Patient", "demo-patient-1"),
             "date": "2026-11-02",

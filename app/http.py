@@ -137,6 +137,7 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         self.limits = Limits.from_settings(settings)
         self.authenticator = authenticator
         self.default_tenant = settings.default_tenant
+        self.overpayment_allowed = settings.overpayment_allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = scope.get("fingate.request_id", "-")
@@ -178,6 +179,7 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
             principal,
             limits,
             client_request_id=scope.get("fingate.client_request_id"),
+            allow_overpayment=self.overpayment_allowed(principal.tenant),
         )
 
     async def parse_http_body(self, request: Any) -> Any:

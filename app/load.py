@@ -133,15 +133,31 @@ class _PendingReads:
         self.writer = writer
         self.pending = pending
 
-    async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
+    async def _with_pending(
+        self, ids_by_type: Mapping[str, list[str]], read: Callable[[Mapping[str, list[str]]], Any]
+    ) -> dict[tuple[str, str], Resource]:
         pending = {
             (t, id): self.pending[(t, id)] for t, ids in ids_by_type.items() for id in ids if (t, id) in self.pending
         }
         rest = {t: [id for id in ids if (t, id) not in pending] for t, ids in ids_by_type.items()}
-        return {**await self.writer.reads.get_many(rest), **pending}
+        return {**await read(rest), **pending}
+
+    async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
+        return await self._with_pending(ids_by_type, self.writer.reads.get_many)
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[Resource]:
         return await self.writer.reads.search(resource_type, params)
+
+    # The balance rules read what is committed: a Bundle's own payments count once it commits.
+    @property
+    def allow_overpayment(self) -> bool:
+        return self.writer.reads.allow_overpayment
+
+    async def amounts(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
+        return await self._with_pending(ids_by_type, self.writer.reads.amounts)
+
+    async def settlements(self, targets: list[str]) -> dict[str, Any]:
+        return await self.writer.reads.settlements(targets)
 
 
 async def _load_item(writer: Writer, item: Item, report: LoadReport) -> None:

@@ -59,6 +59,15 @@ class Settings(BaseSettings):
         description="With auth on, /metrics answers only `Authorization: Bearer <this>` (unset: /metrics is closed).",
     )
     cors_origins: list[str] = Field(default=[], description="Origins allowed by CORS (none by default).")
+    # -- billing (README "Billing views") --
+    allow_overpayment: list[str] = Field(
+        default=[],
+        description='Tenants whose payments may take a Claim or Invoice past its total (a credit): a JSON list, ["*"] for all.',
+    )
+
+    def overpayment_allowed(self, tenant: str) -> bool:
+        return tenant in self.allow_overpayment or "*" in self.allow_overpayment
+
     # -- clients (README "Mobile clients") --
     apq_allowlist: bool = Field(
         default=False, description="Run only stored (persisted) queries; new query texts are refused."

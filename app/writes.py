@@ -12,10 +12,12 @@ from app import errors, rules, validation
 from app.fhir.decimals import plain
 from app.fhir.values import Resource, now_instant
 from app.store import Store
+from app.store.settlements import Settlement
 
 DEFAULT_RULE_SEARCH_COUNT = 100
 _SERVER_META = ("versionId", "lastUpdated")  # what the server sets on every version
 _NUMBERS = (int, Decimal)
+_AMOUNT_FIELDS = ("status", "total", "totalNet", "totalGross")  # what the balance rules read of a target
 
 
 def new_id() -> str:
@@ -58,16 +60,23 @@ def unchanged(old: Resource, new: Resource) -> bool:
 
 
 class _RuleReads:
-    """What the cross-resource rules may read: current resources, by ids (one command) or search."""
+    """What the cross-resource rules may read: current resources, by ids (one command) or search; settlements."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, allow_overpayment: bool = False) -> None:
         self.store = store
+        self.allow_overpayment = allow_overpayment
 
     async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
         return await self.store.get_by_type(dict(ids_by_type), fields=("status",))
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[Resource]:
         return await self.store.search(resource_type, params, count=DEFAULT_RULE_SEARCH_COUNT)
+
+    async def amounts(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
+        return await self.store.get_by_type(dict(ids_by_type), fields=_AMOUNT_FIELDS)
+
+    async def settlements(self, targets: list[str]) -> dict[str, Settlement]:
+        return await self.store.settlements(targets, responses=False)
 
 
 class Writer:
@@ -82,10 +91,11 @@ class Writer:
         actor: str = "system",
         request_id: str | None = None,
         client_request_id: str | None = None,
+        allow_overpayment: bool = False,
     ) -> None:
         self.store = store
         # The rules guard the whole tenant's integrity: they read all of it, whatever compartment `store` is.
-        self.reads = _RuleReads(store.for_tenant(store.tenant))
+        self.reads = _RuleReads(store.for_tenant(store.tenant), allow_overpayment)
         self.actor = actor
         self.request_id = request_id
         self.client_request_id = client_request_id

@@ -17,7 +17,19 @@ APP = Path(__file__).resolve().parents[1] / "app"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("app.fhir", "app.errors", "app.settings", "app.metrics")),
     ("store", ("app.store", "app.embedded")),
-    ("domain", ("app.rules", "app.invariants", "app.validation", "app.writes", "app.load", "app.demo", "app.auth")),
+    (
+        "domain",
+        (
+            "app.rules",
+            "app.invariants",
+            "app.billing",
+            "app.validation",
+            "app.writes",
+            "app.load",
+            "app.demo",
+            "app.auth",
+        ),
+    ),
     ("graphql", ("app.graphql",)),
     ("http", ("app.http", "app.caching", "app.explorer", "app.cli", "app.__main__")),
 ]

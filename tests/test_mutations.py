@@ -344,6 +344,14 @@ async def test_invoice_lifecycle(client: httpx.AsyncClient) -> None:
         {**invoice, "status": "issued", "totalNet": {"value": Decimal("11.00"), "currency": "USD"}},
     )
     assert error_codes(changed) == ["STATUS_RULE"]
+    # Balanced only once paid (README "Billing views"): refused with nothing paid, accepted after 10.00.
+    assert error_codes(await update(client, "Invoice", iid, {**invoice, "status": "balanced"})) == ["STATUS_RULE"]
+    payment = {
+        "resourceType": "PaymentReconciliation", "status": "active", "created": "2026-01-01", "date": "2026-01-01",
+        "type": {"coding": [{"code": "payment"}]}, "amount": {"value": Decimal("10.00"), "currency": "USD"},
+        "allocation": [{"target": {"reference": f"Invoice/{iid}"}, "amount": {"value": Decimal("10.00"), "currency": "USD"}}],
+    }  # fmt: skip
+    ok(await create(client, "PaymentReconciliation", payment))
     assert (
         ok(await update(client, "Invoice", iid, {**invoice, "status": "balanced"}))["InvoiceUpdate"]["status"]
         == "balanced"

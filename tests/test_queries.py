@@ -36,7 +36,8 @@ async def test_the_explorer_opens_on_the_reconciliation_query(demo: httpx.AsyncC
 
 
 async def test_tab_variables_run_on_the_demo_data(demo: httpx.AsyncClient) -> None:
-    history = ok(await gql(demo, query("history"), json.loads((ready_queries()[-1].with_suffix(".json")).read_text())))
+    variables = next(p for p in ready_queries() if p.stem.endswith("history")).with_suffix(".json")
+    history = ok(await gql(demo, query("history"), json.loads(variables.read_text())))
     assert history["ClaimHistory"][0]["id"] == "demo-claim-03"
 
 
@@ -68,7 +69,28 @@ async def test_draft_activate_history(demo: httpx.AsyncClient) -> None:
     assert [(h["status"], h["meta"]["versionId"]) for h in history] == [("active", "2"), ("draft", "1")]
 
 
+async def test_billing_views_on_the_demo_data(demo: httpx.AsyncClient) -> None:
+    data = ok(await gql(demo, query("billing")))
+    claim = data["Claim"]["billing"]
+    assert claim["billed"] == [{"currency": "USD", "value": "77.80"}]
+    assert claim["adjudicated"] == claim["paid"] == [{"currency": "USD", "value": "70.02"}]
+    assert claim["outstanding"] == [{"currency": "USD", "value": "7.78"}]
+    assert claim["payments"] == [
+        {
+            "date": "2026-11-10",
+            "amount": claim["paid"],
+            "payment": {"reference": "PaymentReconciliation/demo-payment-1"},
+        }
+    ]
+    assert data["PaymentReconciliation"]["billing"]["unallocated"] == [{"currency": "USD", "value": "0.00"}]
+    assert data["Invoice"]["status"] == "balanced"
+    assert data["Invoice"]["billing"]["balance"] == [{"currency": "USD", "value": "0.00"}]
+    assert data["Account"]["billing"]["invoiced"] == [{"currency": "USD", "value": "184.60"}]
+    aging = data["Patient"]["billing"]
+    assert aging["outstanding"][0]["currency"] == "USD" and aging["days31to60"] and aging["days61to90"]
+
+
 def test_every_ready_query_is_covered() -> None:
     assert [p.stem.split("-", 1)[1] for p in ready_queries()] == [
-        "reconciliation", "claim-responses", "search", "paging", "draft-claim", "activate-claim", "history",
+        "reconciliation", "claim-responses", "search", "paging", "draft-claim", "activate-claim", "history", "billing",
     ]  # fmt: skip

@@ -122,6 +122,16 @@ class Reads:
             out.append(r)
         return out
 
+    # The balance rules' reads (app/rules/balances.py): totals by id, and no payment stored anywhere.
+    allow_overpayment = False
+
+    async def amounts(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], dict]:
+        found = {(t, id): self.db.get(f"{t}/{id}") for t, ids in ids_by_type.items() for id in ids}
+        return {key: r for key, r in found.items() if r is not None}
+
+    async def settlements(self, targets: list[str]) -> dict:
+        return {}
+
 
 # ---- tables cover the spec
 

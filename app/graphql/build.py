@@ -18,7 +18,7 @@ from strawberry.types.fields.resolver import StrawberryResolver
 from strawberry.types.unset import UNSET
 
 from app.fhir.model import SERVED_RESOURCES, SearchParam, Spec, TypeDef, spec
-from app.graphql import resolvers
+from app.graphql import billing, resolvers
 from app.graphql.compat import FixedTypeField, QuietSchema, ResolvedUnion, convert_input_with
 from app.graphql.fields import (
     ORIGIN,
@@ -102,6 +102,7 @@ class _Builder:
         self.reverse_types = [name for name in self.served if reference_params(model, name)]
         self.enums = {name: self._reference_enum(name) for name in self.reverse_types}
         self.reverse_resolvers = {name: self._reverse_resolver(name) for name in self.reverse_types}
+        self.billing = billing.billing_types(self.outputs["Reference"])
 
     def schema(self) -> strawberry.Schema:
         self._check_names()
@@ -159,6 +160,12 @@ class _Builder:
             fields.append(self._reference_resource_field())
         if td.kind == "resource":
             fields.extend(self._reverse_fields())
+        if td.name in self.billing:
+            view = StrawberryOptional(self.billing[td.name])
+            party = td.name in billing.PARTY_TYPES
+            resolver = resolvers.party_view() if party else resolvers.billing_view()
+            args: list[ArgSpec] = [("asOf", str, False, billing.AS_OF)] if party else []
+            fields.append(billing.billing_field(td.name, _with_signature(resolver, args, view)))
         name = self.names[td.name]
         cls = self.outputs[td.name]
         _define(cls, fields)
@@ -361,6 +368,7 @@ class _Builder:
                 ("Query", "query root"),
                 ("Mutation", "mutation root"),
                 (AUDIT_RECORD, "audit log record"),
+                *((name, "billing view type") for name in billing.NAMES),
                 *((s, "scalar") for s in ("Decimal", "JSON", "String", "Int", "Float", "Boolean", "ID")),
             ]
         )

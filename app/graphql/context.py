@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from datetime import date
 from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from app import errors
+from app import billing, errors
 from app.auth import AUDIT_TYPE, CREATE, DELETE, READ, UPDATE, Principal
 from app.fhir.references import local_reference
 from app.fhir.values import Resource, instant
@@ -17,6 +18,13 @@ from app.store import Store
 from app.writes import Writer
 
 _CONTAINED = "__contained__"  # never a GraphQL field name, so it cannot leak into a response
+_INSIDE = "__inside__"  # marks a contained resource: nothing outside its container can point at it
+# What a type's billing view reads besides the resource itself (the caller must be allowed to read it).
+_VIEW_READS = {
+    "Account": ("Invoice", "PaymentReconciliation"),
+    "Claim": ("PaymentReconciliation", "ClaimResponse"),
+    "Invoice": ("PaymentReconciliation",),
+}
 
 
 def check_count(count: int | None, default: int = DEFAULT_COUNT) -> int:
@@ -42,6 +50,8 @@ def _link_contained(resource: Resource) -> Resource:
     contained = {c.get("id"): c for c in resource.get("contained") or () if isinstance(c, dict)}
     if not contained:
         return resource
+    for c in contained.values():
+        c[_INSIDE] = True
 
     def walk(node: Any) -> None:
         if isinstance(node, dict):
@@ -84,8 +94,10 @@ class Context:
         principal: Principal,
         limits: Any = None,
         client_request_id: str | None = None,
+        allow_overpayment: bool = False,
     ) -> None:
         self.principal = principal
+        self.allow_overpayment = allow_overpayment  # the tenant's setting (FINGATE_ALLOW_OVERPAYMENT)
         self.request_id = request_id
         self.client_request_id = client_request_id
         self.tenant = store.for_tenant(principal.tenant)
@@ -95,6 +107,9 @@ class Context:
         self._found: dict[tuple[str, str], Resource | None] = {}  # every resource read, for both paths
         self._reverse: DataLoader[tuple[Any, ...], list[Resource]] = DataLoader(self._load_reverse)
         self._deleted: DataLoader[tuple[str, str], str | None] = DataLoader(self._load_deleted)
+        self._settlements: DataLoader[str, billing.Settlement] = DataLoader(self._load_settlements)
+        self._ledgers: DataLoader[str, billing.AccountLedger] = DataLoader(self._load_ledgers)
+        self._open_items: DataLoader[str, list[Any]] = DataLoader(self._load_open_items)
 
     def _view(self, store: Store, action: str) -> Store:
         """`store` limited, for each type only `patient/` scopes grant `action` on, to the patient's compartment."""
@@ -104,7 +119,13 @@ class Context:
     def _writer(self, action: str) -> Writer:
         """The write path for `action`, audited as this caller's: its rule checks read the whole tenant,
         its writes stay in the view `action` has."""
-        return Writer(self._view(self.tenant, action), self.principal.sub, self.request_id, self.client_request_id)
+        return Writer(
+            self._view(self.tenant, action),
+            self.principal.sub,
+            self.request_id,
+            self.client_request_id,
+            allow_overpayment=self.allow_overpayment,
+        )
 
     # -- batch functions: one database command per execution level -----------------------
 
@@ -162,6 +183,27 @@ class Context:
         when = {(rtype, id): at for rtype, deleted in zip(by_type, found, strict=True) for id, at in deleted.items()}
         return [when.get(key) for key in keys]
 
+    async def _load_settlements(self, targets: list[str]) -> list[billing.Settlement]:
+        """Every settlement a level's billing views need, in one command."""
+        responses = any(t.startswith("Claim/") for t in targets)
+        found = await self.store.settlements(targets, responses)
+        return [found.get(t, billing.NO_SETTLEMENT) for t in targets]
+
+    async def _load_ledgers(self, accounts: list[str]) -> list[billing.AccountLedger]:
+        """Every Account ledger a level's billing views need, in one command."""
+        found = await self.store.account_ledgers(accounts)
+        return [found.get(a, billing.NO_LEDGER) for a in accounts]
+
+    async def _load_open_items(self, parties: list[str]) -> list[list[Any]]:
+        """Every party's open items a level's views need: one command per party type."""
+        by_type: dict[str, list[str]] = defaultdict(list)
+        for party in parties:
+            by_type[party.split("/", 1)[0]].append(party)
+        found: dict[str, list[Any]] = {}
+        for party_type, wanted in by_type.items():
+            found.update(await self.store.open_items(party_type, wanted))
+        return [found.get(p, []) for p in parties]
+
     # -- what resolvers call (see app/graphql/build.py) --------------------------------
 
     def _allow(self, resource_type: str, action: str) -> None:
@@ -190,6 +232,43 @@ class Context:
         found = self._found
         # No key: a contained target (linked when the resource was read), or a reference outside this server.
         return [found[key] if key is not None else r.get(_CONTAINED) for r, key in zip(references, keys, strict=True)]
+
+    async def billing(self, resource: Resource) -> dict[str, Any]:
+        """FinGate's billing view of a resource (app.billing), its settlement batched with the level's others."""
+        return (await self.billing_many([resource]))[0]
+
+    async def billing_many(self, resources: list[Resource]) -> list[dict[str, Any]]:
+        """`billing` of each resource, in one await: what the compiled path runs for a whole level."""
+        types = [r.get("resourceType") for r in resources]
+        for needed in {n for t in types for n in _VIEW_READS.get(str(t), ())}:
+            self._allow(needed, READ)
+        # Contained resources have nothing of their own: nothing outside their container can point at them.
+        targets = [
+            f"{t}/{r.get('id')}" if t in _VIEW_READS and not r.get(_INSIDE) else None
+            for t, r in zip(types, resources, strict=True)
+        ]
+        accounts = [t for t in targets if t is not None and t.startswith("Account/")]
+        settled = [t for t in targets if t is not None and not t.startswith("Account/")]
+        ledgers, settlements = await asyncio.gather(
+            self._ledgers.load_many(accounts), self._settlements.load_many(settled)
+        )
+        found: dict[str, Any] = {
+            **dict(zip(accounts, ledgers, strict=True)),
+            **dict(zip(settled, settlements, strict=True)),
+        }
+        return [
+            billing.view(str(t), r, found.get(target, billing.NO_SETTLEMENT) if target else billing.NO_SETTLEMENT)
+            for t, r, target in zip(types, resources, targets, strict=True)
+        ]
+
+    async def party_billing(self, resource: Resource, as_of: date) -> dict[str, Any]:
+        """A Patient's or Organization's outstanding and aging view; the level's parties read together."""
+        for needed in ("Claim", "Invoice", "PaymentReconciliation"):
+            self._allow(needed, READ)
+        if resource.get(_INSIDE):
+            return billing.party_view([], as_of)
+        items = await self._open_items.load(f"{resource.get('resourceType')}/{resource.get('id')}")
+        return billing.party_view(items, as_of)
 
     async def search(
         self, resource_type: str, params: dict[str, str], count: int | None, offset: int | None, sort: str | None

@@ -39,6 +39,8 @@ from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
 from app import errors
+from app.billing import ITEMS_SHOWN, PAYMENTS_SHOWN
+from app.graphql.billing import TYPE_NAMES as BILLING_TYPES
 from app.graphql.compat import graphql_schema, validate_document
 from app.settings import Settings
 
@@ -116,6 +118,10 @@ class TokenLimit(SchemaExtension):
 # -- depth, aliases and cost: one walk of each operation, as a validation rule -------------------
 
 
+_BILLING_VIEWS = frozenset(BILLING_TYPES.values())
+_VIEW_LISTS = {"payments": PAYMENTS_SHOWN, "items": ITEMS_SHOWN}  # the lists a billing view returns, at their longest
+
+
 @dataclass(frozen=True)
 class Measure:
     depth: int
@@ -160,6 +166,10 @@ class _Walker:
             return DEFAULT_COUNT if is_list_type(get_nullable_type(field.type)) else 1
         if parent.name == "Reference" and name == "resource":
             return 1
+        if name == "billing" and parent.name in BILLING_TYPES:  # a computed view: one settlement read
+            return 1
+        if parent.name in _BILLING_VIEWS and name in _VIEW_LISTS:
+            return _VIEW_LISTS[name]
         return 0
 
     def measure(

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, date, datetime
 from types import MappingProxyType
 from typing import Any
 
 from app import errors
+from app.billing import VIEW_TYPES
 from app.fhir.model import SERVED, SERVED_RESOURCES
 from app.fhir.values import Resource
 from app.graphql.naming import JSON_NAMES, UNSERVED_RESOURCE
@@ -102,8 +104,41 @@ async def reference_resources(context: Any, roots: list[Resource]) -> list[Resou
     return [_served(found) for found in await context.resolve_many(roots)]
 
 
+def billing_view() -> Resolver:
+    """`billing` on Claim, Invoice and PaymentReconciliation: FinGate's computed view (app.billing)."""
+
+    async def resolve(root: Resource, info: Any) -> dict[str, Any]:
+        return await info.context.billing(root)  # type: ignore[no-any-return]
+
+    return resolve
+
+
+def party_view() -> Resolver:
+    """`billing(asOf)` on Patient and Organization: outstanding totals and their aging (app.billing)."""
+
+    async def resolve(root: Resource, info: Any, asOf: str | None = None) -> dict[str, Any]:  # noqa: N803 - GraphQL name
+        if asOf is None:
+            day = datetime.now(UTC).date()
+        else:
+            try:
+                day = date.fromisoformat(asOf)
+            except ValueError:
+                raise errors.bad_input(f"asOf must be a date, YYYY-MM-DD; got {asOf!r}", expression="asOf") from None
+        return await info.context.party_billing(root, day)  # type: ignore[no-any-return]
+
+    return resolve
+
+
+async def billing_views(context: Any, roots: list[Resource]) -> list[dict[str, Any]]:
+    """`billing` of every root of a level at once (`Context.billing_many`: one store command)."""
+    return await context.billing_many(roots)  # type: ignore[no-any-return]
+
+
 BATCH_FORMS: Mapping[tuple[str, str], BatchResolver] = MappingProxyType(
-    {("Reference", "resource"): reference_resources}
+    {
+        ("Reference", "resource"): reference_resources,
+        **{(t, "billing"): billing_views for t in VIEW_TYPES},
+    }
 )
 """Fields (type, name) whose resolver has a batch form `(context, roots) -> results`: the compiled engine, given
 this table by `create_app`, calls it once per level with every root of the level, where the resolver itself

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from app.rules.tables import LIFECYCLES, REFERENCE_RULES, REFERRER_RULES, RESOURCE_LIFECYCLE, Lifecycle, Status
+from app.rules.tables import (
+    BALANCE_RULES,
+    LIFECYCLES,
+    REFERENCE_RULES,
+    REFERRER_RULES,
+    RESOURCE_LIFECYCLE,
+    Lifecycle,
+    Status,
+)
 
 
 def _s(status: Status) -> str:
@@ -42,6 +50,19 @@ def _lifecycle_table(lc: Lifecycle) -> list[str]:
     return rows
 
 
+# What each balance rule kind requires, and when it is checked (README; sums as in "Billing views").
+_BALANCE_KINDS = {
+    "within-total": (
+        "Σ active allocation.amount to it ≤ `{element}`, per currency, unless the tenant allows overpayment",
+        "an active PaymentReconciliation's allocations to it rise (created, changed, activated), or its `{element}` changes",
+    ),
+    "balanced-when-settled": (
+        "`balanced` only when billing.balance is zero in every currency; then its payments are fixed",
+        "it moves to balanced, or an active PaymentReconciliation's allocations to it change (cancelling included)",
+    ),
+}
+
+
 def describe_rules() -> str:
     """The lifecycle and cross-resource rules as Markdown tables (deterministic, for the README)."""
     out = ["## Status lifecycle", ""]
@@ -69,4 +90,7 @@ def describe_rules() -> str:
             f"| `{rr.rule}` | {rr.resource_type} | `status` | no {rr.search_type} with {params} | — | "
             f"the status moves to {into} |"
         )
+    for b in BALANCE_RULES:
+        requires, when = (text.format(element=b.element) for text in _BALANCE_KINDS[b.kind])
+        out.append(f"| `{b.rule}` | {b.resource_type} | `{b.element}` | {requires} | — | {when} |")
     return "\n".join(out) + "\n"

@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from app.errors import STATUS_RULE, FinGateError, outcome_issue
 from app.fhir.model import spec
 from app.fhir.references import local_reference
+from app.rules.balances import check_balances
 from app.rules.tables import (
     IGNORED_ELEMENTS,
     LIFECYCLES,
@@ -258,6 +259,7 @@ async def check_references(resource_type: str, new: dict, old: dict | None, read
     checks = [
         _check_reference_rules(resource_type, new, old, reads),
         *(_check_referrer_rule(r, new, old, reads) for r in REFERRER_RULES if r.resource_type == resource_type),
+        check_balances(resource_type, new, old, reads),
     ]
     errors = [e for found in await asyncio.gather(*checks) for e in found]
     if not errors:

@@ -329,3 +329,48 @@ REFERRER_RULES: tuple[ReferrerRule, ...] = (
         "cancel those PaymentReconciliations first (and re-issue them without this Claim)",
     ),
 )
+
+
+@dataclass(frozen=True)
+class BalanceRule:
+    """A limit on what payments may do to a settled target (a Claim, an Invoice), over the sums app.billing computes.
+
+    `kind` is `within-total` (active allocations may not take the target past its total, unless the tenant
+    allows overpayment) or `balanced-when-settled` (`balanced` only at a zero balance, and a balanced target's
+    payments may not change). Both are checked whichever side is written last: the PaymentReconciliation
+    (created, changed, activated, cancelled) or the target (its total edited, its status moved).
+    """
+
+    rule: str
+    resource_type: str
+    kind: str
+    element: str  # the target's element the rule guards
+    fix: str
+
+
+BALANCE_RULES: tuple[BalanceRule, ...] = (
+    BalanceRule(
+        "Claim.paid-within-total",
+        "Claim",
+        "within-total",
+        "total",
+        "allocate at most the Claim's outstanding amount (billing.outstanding), or allow overpayment for the tenant "
+        "(FINGATE_ALLOW_OVERPAYMENT)",
+    ),
+    BalanceRule(
+        "Invoice.paid-within-total",
+        "Invoice",
+        "within-total",
+        "totalGross",
+        "allocate at most the Invoice's balance (billing.balance), or allow overpayment for the tenant "
+        "(FINGATE_ALLOW_OVERPAYMENT)",
+    ),
+    BalanceRule(
+        "Invoice.balanced-when-settled",
+        "Invoice",
+        "balanced-when-settled",
+        "status",
+        "move the Invoice to balanced once active payments settle it exactly (billing.balance is zero in every "
+        "currency); a balanced Invoice's payments stay as they are",
+    ),
+)

@@ -23,7 +23,8 @@ from app.fhir.decimals import plain
 from app.fhir.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartment
 from app.fhir.values import Resource, deletion, instant
 from app.metrics import MONGO_COMMANDS
-from app.store import search
+from app.store import search, settlements
+from app.store.settlements import AccountLedger, OpenItem, Settlement
 
 log = logging.getLogger("fingate.store")
 
@@ -350,6 +351,46 @@ class Store:
         async for row in await coll.aggregate(pipeline, batchSize=len(targets) * count + 1):
             out.setdefault(row["_id"], []).append(_hide(row["top"]))
         return out
+
+    async def settlements(self, targets: list[str], responses: bool) -> dict[str, Settlement]:
+        """Per target (`Type/id`), the active payments allocated to it and, with `responses`, the benefit totals
+        of its active ClaimResponses: one aggregate (`$unionWith` for the responses), whatever the number of
+        targets. Each side is read within this view (tenant, compartment)."""
+        targets = list(dict.fromkeys(targets))
+        if not targets:
+            return {}
+        scope = self._scoped(settlements.PAYMENTS, {})
+        response_scope = self._scoped(settlements.RESPONSES, {}) if responses else None
+        pipeline = settlements.pipeline(scope, response_scope, targets)
+        # Rows are small (ids, a date, a sum): all in the first reply, however many, up to MongoDB's 16 MB.
+        cursor = await self.db[settlements.PAYMENTS].aggregate(pipeline, batchSize=settlements.ROWS_PER_REPLY)
+        rows = [row async for row in cursor]
+        return settlements.settlements(rows)
+
+    async def account_ledgers(self, accounts: list[str]) -> dict[str, AccountLedger]:
+        """Per Account (`Account/id`), its billed Invoices and the active payments to them or to it: one aggregate
+        (the Invoices, each with its payments by `$lookup` on the allocation-target index, then `$unionWith` the
+        payments to the Accounts)."""
+        accounts = list(dict.fromkeys(accounts))
+        if not accounts:
+            return {}
+        pipeline = settlements.account_pipeline(
+            self._scoped(settlements.INVOICES, {}), self._scoped(settlements.PAYMENTS, {}), accounts
+        )
+        cursor = await self.db[settlements.INVOICES].aggregate(pipeline, batchSize=settlements.ROWS_PER_REPLY)
+        return settlements.account_ledgers([row async for row in cursor])
+
+    async def open_items(self, party_type: str, parties: list[str]) -> dict[str, list[OpenItem]]:
+        """Per party (`Patient/id`, `Organization/id`), its active Claims (as patient, as insurer) and issued Invoices
+        (as recipient), each with the active payments to it: one aggregate (the Claims, `$unionWith` the Invoices,
+        each with its payments by `$lookup` on the allocation-target index)."""
+        parties = list(dict.fromkeys(parties))
+        if not parties:
+            return {}
+        scopes = {t: self._scoped(t, {}) for t in (settlements.CLAIMS, settlements.INVOICES, settlements.PAYMENTS)}
+        pipeline = settlements.party_pipeline(party_type, scopes, parties)
+        cursor = await self.db[settlements.CLAIMS].aggregate(pipeline, batchSize=settlements.ROWS_PER_REPLY)
+        return settlements.open_items([row async for row in cursor])
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
         """Every version, newest first; a deleted resource's starts with its deletion (`values.deletion`)."""

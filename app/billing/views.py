@@ -1,0 +1,91 @@
+"""The `billing` views of Claim, Invoice, Account and PaymentReconciliation, from their settlements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from app.billing.sums import Amounts, add, listed, money, payable, subtract
+from app.store.settlements import AccountLedger, Payment, Settlement
+
+VIEW_TYPES = ("Account", "Claim", "Invoice", "PaymentReconciliation")  # the types with a `billing` view
+PAYMENTS_SHOWN = 100  # a view lists at most this many payments (its sums count them all)
+NO_SETTLEMENT = Settlement()
+NO_LEDGER = AccountLedger()
+
+
+def paid(settlement: Settlement) -> Amounts:
+    return add(*(p.amounts for p in settlement.payments))
+
+
+def _payments(payments: Iterable[Payment]) -> list[dict[str, Any]]:
+    return [
+        {
+            "payment": {"reference": f"PaymentReconciliation/{p.id}"},
+            "date": p.date,
+            "amount": listed(p.amounts),
+        }
+        for p in list(payments)[:PAYMENTS_SHOWN]
+    ]
+
+
+def claim_view(claim: Mapping[str, Any], settlement: Settlement) -> dict[str, Any]:
+    billed, got = money(claim.get("total")), paid(settlement)
+    return {
+        "billed": listed(billed),
+        "adjudicated": listed(settlement.benefit),
+        "paid": listed(got),
+        "outstanding": listed(subtract(billed, got)),
+        "payments": _payments(settlement.payments),
+    }
+
+
+def invoice_view(invoice: Mapping[str, Any], settlement: Settlement) -> dict[str, Any]:
+    got = paid(settlement)
+    return {
+        "gross": listed(money(invoice.get("totalGross"))),
+        "net": listed(money(invoice.get("totalNet"))),
+        "paid": listed(got),
+        "balance": listed(subtract(payable(invoice), got)),
+        "payments": _payments(settlement.payments),
+    }
+
+
+def account_view(ledger: AccountLedger) -> dict[str, Any]:
+    invoiced = add(*(payable({"totalGross": gross, "totalNet": net}) for gross, net in ledger.invoices))
+    got = add(*(p.amounts for p in ledger.payments))
+    return {
+        "invoiced": listed(invoiced),
+        "paid": listed(got),
+        "balance": listed(subtract(invoiced, got)),
+        "payments": _payments(ledger.payments),
+    }
+
+
+def allocated(reconciliation: Mapping[str, Any]) -> Amounts:
+    allocations = reconciliation.get("allocation")
+    return (
+        add(*(money(a.get("amount")) for a in allocations if isinstance(a, dict)))
+        if isinstance(allocations, list)
+        else {}
+    )
+
+
+def reconciliation_view(reconciliation: Mapping[str, Any]) -> dict[str, Any]:
+    amount, spread = money(reconciliation.get("amount")), allocated(reconciliation)
+    return {"amount": listed(amount), "allocated": listed(spread), "unallocated": listed(subtract(amount, spread))}
+
+
+def view(
+    resource_type: str, resource: Mapping[str, Any], settlement: Settlement | AccountLedger = NO_SETTLEMENT
+) -> dict[str, Any]:
+    """The `billing` view of a resource of one of VIEW_TYPES, given its settlement (an AccountLedger for an Account)."""
+    if isinstance(settlement, AccountLedger):
+        return account_view(settlement)
+    if resource_type == "Account":
+        return account_view(NO_LEDGER)
+    if resource_type == "Claim":
+        return claim_view(resource, settlement)
+    if resource_type == "Invoice":
+        return invoice_view(resource, settlement)
+    return reconciliation_view(resource)
