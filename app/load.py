@@ -127,10 +127,10 @@ def read_items(paths: Iterable[Path | str]) -> tuple[list[Item], list[tuple[str,
 
 
 class _PendingReads:
-    """Rule reads inside a transaction Bundle: its own pending entries first, then the store."""
+    """Rule reads inside a transaction Bundle: its own pending entries first, then the store (in its transaction)."""
 
-    def __init__(self, writer: Writer, pending: dict[tuple[str, str], Resource]) -> None:
-        self.writer = writer
+    def __init__(self, reads: Any, pending: dict[tuple[str, str], Resource]) -> None:
+        self.reads = reads
         self.pending = pending
 
     async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
@@ -138,10 +138,15 @@ class _PendingReads:
             (t, id): self.pending[(t, id)] for t, ids in ids_by_type.items() for id in ids if (t, id) in self.pending
         }
         rest = {t: [id for id in ids if (t, id) not in pending] for t, ids in ids_by_type.items()}
-        return {**await self.writer.reads.get_many(rest), **pending}
+        return {**await self.reads.get_many(rest), **pending}
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[Resource]:
-        return await self.writer.reads.search(resource_type, params)
+        return await self.reads.search(resource_type, params)
+
+    async def referrers(
+        self, resource_type: str, codes: list[str], ref: str, statuses: tuple[str, ...]
+    ) -> list[Resource]:
+        return await self.reads.referrers(resource_type, codes, ref, statuses)
 
 
 async def _load_item(writer: Writer, item: Item, report: LoadReport) -> None:
@@ -151,10 +156,10 @@ async def _load_item(writer: Writer, item: Item, report: LoadReport) -> None:
         setattr(report, outcome, getattr(report, outcome) + 1)
         return
     pending: dict[tuple[str, str], Resource] = {}
-    reads = _PendingReads(writer, pending)
     outcomes = []
     ordered = sorted(item.resources, key=lambda r: _RANK.get(r.get("resourceType", ""), len(_RANK)))
     async with writer.store.transaction() as session:
+        reads = _PendingReads(writer.reads.within(session), pending)
         for resource in ordered:
             rtype = str(resource.get("resourceType"))
             outcome, stored = await writer.put(rtype, resource, session=session, reads=reads)
