@@ -144,9 +144,9 @@ class _PendingReads:
         return await self.reads.search(resource_type, params)
 
     async def referrers(
-        self, resource_type: str, codes: list[str], ref: str, statuses: tuple[str, ...]
+        self, resource_type: str, codes: list[str], ref: str, statuses: tuple[str, ...], count: int
     ) -> list[Resource]:
-        return await self.reads.referrers(resource_type, codes, ref, statuses)
+        return await self.reads.referrers(resource_type, codes, ref, statuses, count)
 
 
 async def _load_item(writer: Writer, item: Item, report: LoadReport) -> None:

@@ -14,7 +14,6 @@ from app.fhir.values import Resource, now_instant
 from app.store import Store
 
 DEFAULT_RULE_SEARCH_COUNT = 100
-REFERRERS_NAMED = 5  # per referring type, in a refused delete's message
 _SERVER_META = ("versionId", "lastUpdated")  # what the server sets on every version
 _NUMBERS = (int, Decimal)
 
@@ -85,9 +84,9 @@ class _RuleReads:
         return await self.store.search(resource_type, params, count=DEFAULT_RULE_SEARCH_COUNT, session=self.session)
 
     async def referrers(
-        self, resource_type: str, codes: list[str], ref: str, statuses: tuple[str, ...]
+        self, resource_type: str, codes: list[str], ref: str, statuses: tuple[str, ...], count: int
     ) -> list[Resource]:
-        return await self.store.referrers(resource_type, codes, ref, statuses, REFERRERS_NAMED, session=self.session)
+        return await self.store.referrers(resource_type, codes, ref, statuses, count, session=self.session)
 
 
 class Writer:

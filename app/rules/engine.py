@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
@@ -37,8 +36,10 @@ class Reads(Protocol):
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[dict]: ...
 
-    async def referrers(self, resource_type: str, codes: list[str], ref: str, statuses: tuple[str, ...]) -> list[dict]:
-        """A few resources of `resource_type` in `statuses` whose reference parameter, any of `codes`, is `ref`."""
+    async def referrers(
+        self, resource_type: str, codes: list[str], ref: str, statuses: tuple[str, ...], count: int
+    ) -> list[dict]:
+        """Up to `count` resources of `resource_type` in `statuses` whose reference parameter, any of `codes`, is `ref`."""
         ...
 
 
@@ -310,11 +311,11 @@ async def check_references(resource_type: str, new: dict, old: dict | None, read
     A missing or wrong-status target is STATUS_RULE, not BAD_USER_INPUT: the document is valid FHIR
     and the same request succeeds once the other resource is in place.
     """
-    checks = [
-        _check_reference_rules(resource_type, new, old, reads),
-        *(_check_referrer_rule(r, new, old, reads) for r in REFERRER_RULES if r.resource_type == resource_type),
-    ]
-    errors = [e for found in await asyncio.gather(*checks) for e in found]
+    # One after the other: the reads share the write's transaction, and a session runs one command at a time.
+    errors = await _check_reference_rules(resource_type, new, old, reads)
+    for rule in REFERRER_RULES:
+        if rule.resource_type == resource_type:
+            errors += await _check_referrer_rule(rule, new, old, reads)
     if not errors:
         return
     first = errors[0]
@@ -383,22 +384,24 @@ def _referring_params(referrer: str, target_type: str) -> list[str]:
 
 
 DELETE_RULE = "delete-referenced"
-_NAMED = 5  # referrers named in the message
+_NAMED = 3  # referrers named per referring type (one more is read, to say there are more)
 
 
 async def check_delete_references(resource_type: str, old: dict, reads: Reads) -> None:
     """Refuse deleting a resource that a financial record in force references (one query per referring type)."""
     ref = f"{resource_type}/{old['id']}"
-    searches = {t: codes for t, statuses in IN_FORCE.items() if (codes := _referring_params(t, resource_type))}
-    found = await asyncio.gather(*(reads.referrers(t, codes, ref, IN_FORCE[t]) for t, codes in searches.items()))
-    holders = [(t, r) for t, rs in zip(searches, found, strict=True) for r in rs]
-    if not holders:
+    named = []
+    for referrer, statuses in IN_FORCE.items():
+        codes = _referring_params(referrer, resource_type)
+        found = await reads.referrers(referrer, codes, ref, statuses, _NAMED + 1) if codes else []
+        if found:
+            names = ", ".join(f"{referrer}/{r.get('id')} ({r.get('status')})" for r in found[:_NAMED])
+            named.append(names + (" and more" if len(found) > _NAMED else ""))
+    if not named:
         return
-    named = ", ".join(f"{t}/{r.get('id')} ({r.get('status')})" for t, r in holders[:_NAMED])
-    more = " and more" if len(holders) > _NAMED else ""
     message = (
-        f"{ref} cannot be deleted: financial records in force reference it: {named}{more}; "
-        "cancel them (or point them elsewhere) first, or keep it"
+        f"{ref} cannot be deleted: financial records in force reference it: {'; '.join(named)}. "
+        "Cancel them (or point them elsewhere) first, or keep it"
     )
     rule = f"{resource_type}.{DELETE_RULE}"
     status = old.get("status")
