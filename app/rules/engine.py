@@ -344,34 +344,27 @@ def _amount_issues(rule: AmountRule, new: dict) -> list[dict[str, Any]]:
         if currency is not None and other is not None and other != currency:
             message = f"[{rule.rule}] {expr} is in {other}, but the payment's {rule.total} is in {currency}: {rule.fix}"
             issues.append(outcome_issue(message, f"{expr}.currency", code="business-rule"))
-        allocated[other] = allocated.get(other, 0) + money["value"]
+        key = other or currency  # an allocation without a currency is in the payment's
+        allocated[key] = allocated.get(key, 0) + money["value"]
     for other, sum_ in allocated.items():
-        if other in (currency, None) and sum_ > total["value"]:
+        if other == currency and sum_ > total["value"]:
             where = f"{rule.resource_type}.{rule.parts}"
-            message = (
-                f"[{rule.rule}] the {where} values add up to {sum_} {other or currency or ''}, more than the "
-                f"{rule.total} {total['value']}: {rule.fix}"
-            )
-            issues.append(outcome_issue(message.replace("  ", " "), where, code="business-rule"))
+            shown = f"{sum_} {currency}" if currency else str(sum_)
+            message = f"[{rule.rule}] the {where} values add up to {shown}, more than the {rule.total} {total['value']}: {rule.fix}"
+            issues.append(outcome_issue(message, where, code="business-rule"))
     return issues
 
 
-def check_document(resource_type: str, new: dict, old: dict | None) -> None:
-    """Refuse a document whose amounts contradict each other (BAD_USER_INPUT: it is wrong in itself).
+def _amounts_written(rule: AmountRule, new: dict, old: dict | None) -> bool:
+    """A stored record is never refused for its past: only written or changed amounts are judged."""
+    elements = (rule.total, rule.parts.split(".")[0])
+    return old is None or any(old.get(e) != new.get(e) for e in elements)
 
-    Checked when the amounts are written or changed: a stored record is never refused for its past.
-    """
-    issues = [
-        i
-        for r in AMOUNT_RULES
-        if r.resource_type == resource_type
-        and (
-            old is None
-            or old.get(r.total) != new.get(r.total)
-            or old.get(r.parts.split(".")[0]) != new.get(r.parts.split(".")[0])
-        )
-        for i in _amount_issues(r, new)
-    ]
+
+def check_document(resource_type: str, new: dict, old: dict | None) -> None:
+    """Refuse a document whose amounts contradict each other (BAD_USER_INPUT: it is wrong in itself)."""
+    rules = [r for r in AMOUNT_RULES if r.resource_type == resource_type and _amounts_written(r, new, old)]
+    issues = [i for r in rules for i in _amount_issues(r, new)]
     if issues:
         message = issues[0]["diagnostics"] + (f" (and {len(issues) - 1} more)" if len(issues) > 1 else "")
         raise FinGateError(BAD_USER_INPUT, message, issues=issues)
