@@ -421,3 +421,29 @@ async def test_the_readme_integrity_examples_are_refused_as_it_says(demo: httpx.
         result = await gql(demo, block)
         assert result["data"] is None or all(v is None for v in result["data"].values()), result
         assert {e["extensions"]["code"] for e in result["errors"]} <= {STATUS_RULE, "BAD_USER_INPUT"}
+
+
+async def test_an_activation_whose_claim_is_cancelled_before_it_guards_it_loses(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The activation has read the claim as active in its snapshot; the cancel commits before the guard is written.
+    writer = Writer(store)
+    cid, pid = await _claim_and_draft_payment(writer)
+    reached, go = asyncio.Event(), asyncio.Event()
+    guard = Store.guard
+
+    async def late(self: Store, *args: Any) -> None:
+        reached.set()
+        await go.wait()
+        await guard(self, *args)
+
+    monkeypatch.setattr(Store, "guard", late)
+    activation = asyncio.create_task(_activate(writer, pid, cid))
+    await reached.wait()
+    monkeypatch.setattr(Store, "guard", guard)
+    assert (await _cancel(writer, cid))["status"] == "cancelled"
+    go.set()
+    with pytest.raises(FinGateError) as lost:
+        await activation
+    assert lost.value.code == CONFLICT
+    assert await stored_status(store, "PaymentReconciliation", pid) == "draft"
