@@ -308,18 +308,22 @@ async def test_a_refused_delete_names_a_few_referrers_per_type_in_one_query_each
 # ---- races: the two writers of a cross-resource rule meet in one document, so exactly one commits
 
 
-async def _claim_and_draft_payment(writer: Writer) -> tuple[str, str]:
-    cid = (await writer.create("Claim", claim()))["id"]
-    pid = (await writer.create("PaymentReconciliation", payment(allocation(f"Claim/{cid}"), status="draft")))["id"]
+# The allocatable types with a cancel guard: (in force, cancelled).
+TARGETS = {"Claim": (claim(), claim("cancelled")), "Invoice": (INVOICE, {**INVOICE, "status": "cancelled"})}
+
+
+async def _claim_and_draft_payment(writer: Writer, kind: str = "Claim") -> tuple[str, str]:
+    cid = (await writer.create(kind, dict(TARGETS[kind][0])))["id"]
+    pid = (await writer.create("PaymentReconciliation", payment(allocation(f"{kind}/{cid}"), status="draft")))["id"]
     return cid, pid
 
 
-async def _activate(writer: Writer, pid: str, cid: str) -> Any:
-    return await writer.update("PaymentReconciliation", pid, payment(allocation(f"Claim/{cid}")))
+async def _activate(writer: Writer, pid: str, cid: str, kind: str = "Claim") -> Any:
+    return await writer.update("PaymentReconciliation", pid, payment(allocation(f"{kind}/{cid}")))
 
 
-async def _cancel(writer: Writer, cid: str) -> Any:
-    return await writer.update("Claim", cid, claim("cancelled"))
+async def _cancel(writer: Writer, cid: str, kind: str = "Claim") -> Any:
+    return await writer.update(kind, cid, dict(TARGETS[kind][1]))
 
 
 def _pause(monkeypatch: pytest.MonkeyPatch, method: str) -> tuple[asyncio.Event, asyncio.Event]:
@@ -338,38 +342,40 @@ def _pause(monkeypatch: pytest.MonkeyPatch, method: str) -> tuple[asyncio.Event,
     return reached, go
 
 
+@pytest.mark.parametrize("kind", TARGETS)
 async def test_a_cancel_racing_an_activation_that_has_read_the_claim_loses(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     writer = Writer(store)
-    cid, pid = await _claim_and_draft_payment(writer)
+    cid, pid = await _claim_and_draft_payment(writer, kind)
     reached, go = _pause(monkeypatch, "get_many")
-    activation = asyncio.create_task(_activate(writer, pid, cid))
-    await reached.wait()  # the activation read the claim as active, in its transaction, and has not committed
+    activation = asyncio.create_task(_activate(writer, pid, cid, kind))
+    await reached.wait()  # the activation read the target as in force, in its transaction, and has not committed
     with pytest.raises(FinGateError) as lost:
-        await _cancel(writer, cid)
+        await _cancel(writer, cid, kind)
     assert lost.value.code == CONFLICT
     go.set()
     assert (await activation)["status"] == "active"
-    assert await stored_status(store, "Claim", cid) == "active"
+    assert await stored_status(store, kind, cid) == TARGETS[kind][0]["status"]
 
 
+@pytest.mark.parametrize("kind", TARGETS)
 async def test_an_activation_racing_a_cancel_that_has_searched_the_payments_loses(
-    store: Store, monkeypatch: pytest.MonkeyPatch
+    store: Store, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
     writer = Writer(store)
-    cid, pid = await _claim_and_draft_payment(writer)
+    cid, pid = await _claim_and_draft_payment(writer, kind)
     reached, go = _pause(monkeypatch, "search")
-    cancel = asyncio.create_task(_cancel(writer, cid))
+    cancel = asyncio.create_task(_cancel(writer, cid, kind))
     await reached.wait()  # the cancel found no active payment, in its transaction, and has not written
-    # The activation reads the claim as still active (the cancel is not committed) and commits first...
-    assert (await _activate(writer, pid, cid))["status"] == "active"
+    # The activation reads the target as still in force (the cancel is not committed) and commits first...
+    assert (await _activate(writer, pid, cid, kind))["status"] == "active"
     go.set()
     # ... so the cancel, decided on a snapshot the activation changed, must not commit.
     with pytest.raises(FinGateError) as lost:
         await cancel
     assert lost.value.code == CONFLICT
-    assert await stored_status(store, "Claim", cid) == "active"
+    assert await stored_status(store, kind, cid) == TARGETS[kind][0]["status"]
 
 
 async def test_the_guard_leaves_the_fhir_json_as_it_was(store: Store) -> None:
