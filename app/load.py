@@ -127,10 +127,10 @@ def read_items(paths: Iterable[Path | str]) -> tuple[list[Item], list[tuple[str,
 
 
 class _PendingReads:
-    """Rule reads inside a transaction Bundle: its own pending entries first, then the store."""
+    """Rule reads inside a transaction Bundle: its own pending entries first, then the store (in its transaction)."""
 
-    def __init__(self, writer: Writer, pending: dict[tuple[str, str], Resource]) -> None:
-        self.writer = writer
+    def __init__(self, reads: Any, pending: dict[tuple[str, str], Resource]) -> None:
+        self.reads = reads
         self.pending = pending
 
     async def _with_pending(
@@ -143,21 +143,26 @@ class _PendingReads:
         return {**await read(rest), **pending}
 
     async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
-        return await self._with_pending(ids_by_type, self.writer.reads.get_many)
+        return await self._with_pending(ids_by_type, self.reads.get_many)
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[Resource]:
-        return await self.writer.reads.search(resource_type, params)
+        return await self.reads.search(resource_type, params)
+
+    async def referrers(
+        self, resource_type: str, codes: list[str], ref: str, statuses: tuple[str, ...], count: int
+    ) -> list[Resource]:
+        return await self.reads.referrers(resource_type, codes, ref, statuses, count)
 
     # The balance rules read what is committed: a Bundle's own payments count once it commits.
     @property
     def allow_overpayment(self) -> bool:
-        return self.writer.reads.allow_overpayment
+        return bool(self.reads.allow_overpayment)
 
     async def amounts(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
-        return await self._with_pending(ids_by_type, self.writer.reads.amounts)
+        return await self._with_pending(ids_by_type, self.reads.amounts)
 
     async def settlements(self, targets: list[str]) -> dict[str, Any]:
-        return await self.writer.reads.settlements(targets)
+        return await self.reads.settlements(targets)  # type: ignore[no-any-return]
 
 
 async def _load_item(writer: Writer, item: Item, report: LoadReport) -> None:
@@ -167,10 +172,10 @@ async def _load_item(writer: Writer, item: Item, report: LoadReport) -> None:
         setattr(report, outcome, getattr(report, outcome) + 1)
         return
     pending: dict[tuple[str, str], Resource] = {}
-    reads = _PendingReads(writer, pending)
     outcomes = []
     ordered = sorted(item.resources, key=lambda r: _RANK.get(r.get("resourceType", ""), len(_RANK)))
     async with writer.store.transaction() as session:
+        reads = _PendingReads(writer.reads.within(session), pending)
         for resource in ordered:
             rtype = str(resource.get("resourceType"))
             outcome, stored = await writer.put(rtype, resource, session=session, reads=reads)

@@ -60,20 +60,39 @@ def unchanged(old: Resource, new: Resource) -> bool:
 
 
 class _RuleReads:
-    """What the cross-resource rules may read: current resources, by ids (one command) or search; settlements."""
+    """What the cross-resource rules may read: current resources, by ids (one command) or search; settlements.
 
-    def __init__(self, store: Store, allow_overpayment: bool = False) -> None:
+    Bound to a write's transaction (`within`), the reads see its snapshot and every resource read by id is
+    also guarded (written): a racing writer of that resource conflicts, so a rule cannot be decided on a
+    state that another transaction is changing (a Claim cancelled while a payment allocating it activates).
+    """
+
+    FIELDS = ("status", "request")  # what the rules look at: statuses, and what a response answers
+
+    def __init__(self, store: Store, allow_overpayment: bool = False, session: Any = None) -> None:
         self.store = store
         self.allow_overpayment = allow_overpayment
+        self.session = session
+
+    def within(self, session: Any) -> _RuleReads:
+        return _RuleReads(self.store, self.allow_overpayment, session)
 
     async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
-        return await self.store.get_by_type(dict(ids_by_type), fields=("status",))
+        found = await self.store.get_by_type(dict(ids_by_type), fields=self.FIELDS, session=self.session)
+        if self.session is not None and found:
+            await self.store.guard(found, self.session)
+        return found
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[Resource]:
-        return await self.store.search(resource_type, params, count=DEFAULT_RULE_SEARCH_COUNT)
+        return await self.store.search(resource_type, params, count=DEFAULT_RULE_SEARCH_COUNT, session=self.session)
+
+    async def referrers(
+        self, resource_type: str, codes: list[str], ref: str, statuses: tuple[str, ...], count: int
+    ) -> list[Resource]:
+        return await self.store.referrers(resource_type, codes, ref, statuses, count, session=self.session)
 
     async def amounts(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
-        return await self.store.get_by_type(dict(ids_by_type), fields=_AMOUNT_FIELDS)
+        return await self.store.get_by_type(dict(ids_by_type), fields=_AMOUNT_FIELDS, session=self.session)
 
     async def settlements(self, targets: list[str]) -> dict[str, Settlement]:
         return await self.store.settlements(targets, responses=False)
@@ -123,10 +142,11 @@ class Writer:
         """
         resource = validation.validate(resource_type, resource)
         rules.check_create(resource_type, resource)
-        await rules.check_references(resource_type, resource, None, reads or self.reads)
+        rules.check_document(resource_type, resource, None)
         if not (keep_id and resource.get("id")):
             resource["id"] = new_id()
         async with self.store.joined(session) as tx:
+            await rules.check_references(resource_type, resource, None, reads or self.reads.within(tx))
             stored = await self.store.insert(resource_type, _with_meta(resource, 1), tx)
             await self._audit(tx, "create", resource_type, stored)
         return stored
@@ -163,9 +183,10 @@ class Writer:
         if unchanged(old, resource):  # nothing to version, nothing to audit: the current version stands
             return old
         rules.check_update(resource_type, old, resource)
-        await rules.check_references(resource_type, resource, old, reads or self.reads)
+        rules.check_document(resource_type, resource, old)
         new = _with_meta(resource, int(version) + 1)
         async with self.store.joined(session) as tx:
+            await rules.check_references(resource_type, resource, old, reads or self.reads.within(tx))
             stored = await self.store.replace(resource_type, new, version, old.get("status"), tx)
             await self._audit(tx, "update", resource_type, stored)
         return stored
@@ -174,6 +195,7 @@ class Writer:
         old = await self._current(resource_type, id)
         rules.check_delete(resource_type, old)
         async with self.store.joined(None) as tx:
+            await rules.check_delete_references(resource_type, old, self.reads.within(tx))
             await self.store.delete(resource_type, id, old["meta"]["versionId"], old.get("status"), tx)
             await self._audit(tx, "delete", resource_type, old)
         return old

@@ -290,7 +290,7 @@ def payment(targets: list[str], status: str = "active") -> dict[str, Any]:
         "type": {"coding": [{"code": "payment"}]},
         "created": "2026-11-03",
         "date": "2026-11-03",
-        "amount": {"value": Decimal("100.10"), "currency": "USD"},
+        "amount": {"value": Decimal("100.10") * max(len(targets), 1), "currency": "USD"},
         "allocation": [
             {"target": {"reference": t}, "amount": {"value": Decimal("100.10"), "currency": "USD"}} for t in targets
         ],

@@ -4,14 +4,31 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 import pytest
 
-from app.errors import STATUS_RULE, FinGateError
+from app.errors import BAD_USER_INPUT, STATUS_RULE, FinGateError
 from app.fhir.model import SERVED_RESOURCES, spec
-from app.rules import check_create, check_delete, check_references, check_update, describe_rules, lifecycle
-from app.rules.tables import LIFECYCLES, REFERENCE_RULES, REFERRER_RULES, RESOURCE_LIFECYCLE
+from app.rules import (
+    check_create,
+    check_delete,
+    check_document,
+    check_references,
+    check_update,
+    describe_rules,
+    lifecycle,
+)
+from app.rules.tables import (
+    AMOUNT_RULES,
+    ANSWER_RULES,
+    IN_FORCE,
+    LIFECYCLES,
+    REFERENCE_RULES,
+    REFERRER_RULES,
+    RESOURCE_LIFECYCLE,
+)
 
 # ---- expectations written from the R5 status life-cycle text and the README's "Status lifecycle", independently of app/rules/tables.py
 
@@ -374,7 +391,15 @@ def ref(r: str) -> dict:
     return {"reference": r}
 
 
-WORLD = (CLAIM_ACTIVE, CLAIM_DRAFT, CER, ER, ER_DRAFT, CR, ACCOUNT)
+CLAIM_CANCELLED = {**res("Claim", "cancelled"), "id": "x"}
+CR_FOR_1 = {**res("ClaimResponse", "active", request=ref("Claim/1")), "id": "r-1"}
+CR_FOR_X = {**res("ClaimResponse", "active", request=ref("Claim/x/_history/1")), "id": "r-x"}
+CR_CANCELLED = {**res("ClaimResponse", "cancelled", request=ref("Claim/1")), "id": "r-c"}
+INVOICES = tuple({**res("Invoice", s), "id": f"i-{s}"} for s in ("draft", "issued", "balanced", "cancelled"))
+ACCOUNTS = tuple({**res("Account", s), "id": f"a-{s}"} for s in ("on-hold", "inactive"))
+
+WORLD = (CLAIM_ACTIVE, CLAIM_DRAFT, CER, ER, ER_DRAFT, CR, ACCOUNT, CLAIM_CANCELLED, CR_FOR_1, CR_FOR_X, CR_CANCELLED)
+WORLD += INVOICES + ACCOUNTS
 
 # (name, type, new, old, extra resources in the world, refused rule or None, expression)
 REFERENCE_CASES = [
@@ -587,6 +612,174 @@ REFERENCE_CASES = [
         None,
     ),
     (
+        "allocation to a cancelled claim",
+        "PaymentReconciliation",
+        pr("active", {"target": ref("Claim/1")}, {"target": ref("Claim/x")}),
+        None,
+        (),
+        "PaymentReconciliation.allocation-target-exists",
+        "PaymentReconciliation.allocation[1].target",
+    ),
+    (
+        "draft payment to a cancelled claim",
+        "PaymentReconciliation",
+        pr("draft", {"target": ref("Claim/x")}),
+        None,
+        (),
+        "PaymentReconciliation.allocation-target-exists",
+        "PaymentReconciliation.allocation[0].target",
+    ),
+    (
+        "activating rechecks an unchanged allocation",
+        "PaymentReconciliation",
+        pr("active", {"target": ref("Claim/x")}),
+        pr("draft", {"target": ref("Claim/x")}),
+        (),
+        "PaymentReconciliation.allocation-target-exists",
+        "PaymentReconciliation.allocation[0].target",
+    ),
+    (
+        "editing a draft does not recheck an unchanged allocation",
+        "PaymentReconciliation",
+        pr("draft", {"target": ref("Claim/x")}, {"target": ref("Claim/1")}),
+        pr("draft", {"target": ref("Claim/x")}),
+        (),
+        None,
+        None,
+    ),
+    (
+        "cancelling does not recheck",
+        "PaymentReconciliation",
+        pr("cancelled", {"target": ref("Claim/x")}),
+        pr("active", {"target": ref("Claim/x")}),
+        (),
+        None,
+        None,
+    ),
+    *(
+        (
+            f"allocation to a {status} invoice",
+            "PaymentReconciliation",
+            pr("active", {"target": ref(f"Invoice/i-{status}")}),
+            None,
+            (),
+            None if status in ("issued", "balanced") else "PaymentReconciliation.allocation-target-exists",
+            None if status in ("issued", "balanced") else "PaymentReconciliation.allocation[0].target",
+        )
+        for status in ("draft", "issued", "balanced", "cancelled")
+    ),
+    *(
+        (
+            f"allocation to an {status} account",
+            "PaymentReconciliation",
+            pr("active", {"target": ref(f"Account/a-{status}")}),
+            None,
+            (),
+            None if status == "on-hold" else "PaymentReconciliation.allocation-target-exists",
+            None if status == "on-hold" else "PaymentReconciliation.allocation[0].target",
+        )
+        for status in ("on-hold", "inactive")
+    ),
+    (
+        "allocation response cancelled",
+        "PaymentReconciliation",
+        pr("active", {"target": ref("Claim/1"), "response": ref("ClaimResponse/r-c")}),
+        None,
+        (),
+        "PaymentReconciliation.allocation-response-exists",
+        "PaymentReconciliation.allocation[0].response",
+    ),
+    (
+        "response answers the target",
+        "PaymentReconciliation",
+        pr("active", {"target": ref("Claim/1"), "response": ref("ClaimResponse/r-1")}),
+        None,
+        (),
+        None,
+        None,
+    ),
+    (
+        "response answers another claim",
+        "PaymentReconciliation",
+        pr("active", {"target": ref("Claim/1")}, {"target": ref("Claim/1"), "response": ref("ClaimResponse/r-x")}),
+        None,
+        (),
+        "PaymentReconciliation.allocation-response-answers-target",
+        "PaymentReconciliation.allocation[1].response",
+    ),
+    (
+        "response to a claim, target an invoice",
+        "PaymentReconciliation",
+        pr("active", {"target": ref("Invoice/i-issued"), "response": ref("ClaimResponse/r-1")}),
+        None,
+        (),
+        "PaymentReconciliation.allocation-response-answers-target",
+        "PaymentReconciliation.allocation[0].response",
+    ),
+    (
+        "response with an external target cannot be told",
+        "PaymentReconciliation",
+        pr("active", {"target": ref("https://x.org/Claim/9"), "response": ref("ClaimResponse/r-1")}),
+        None,
+        (),
+        None,
+        None,
+    ),
+    (
+        "response without request cannot be told",
+        "PaymentReconciliation",
+        pr("active", {"target": ref("Claim/1"), "response": ref("ClaimResponse/r1")}),
+        None,
+        (),
+        None,
+        None,
+    ),
+    (
+        "activating rechecks an unchanged pair",
+        "PaymentReconciliation",
+        pr("active", {"target": ref("Claim/1"), "response": ref("ClaimResponse/r-x")}),
+        pr("draft", {"target": ref("Claim/1"), "response": ref("ClaimResponse/r-x")}),
+        (),
+        "PaymentReconciliation.allocation-response-answers-target",
+        "PaymentReconciliation.allocation[0].response",
+    ),
+    (
+        "invoice cancel with active allocation",
+        "Invoice",
+        {**res("Invoice", "cancelled"), "id": "i-issued"},
+        {**res("Invoice", "issued"), "id": "i-issued"},
+        (pr("active", {"target": ref("Invoice/i-issued")}),),
+        "Invoice.cancel-allocated",
+        "Invoice.status",
+    ),
+    (
+        "invoice balanced with active allocation",
+        "Invoice",
+        {**res("Invoice", "balanced"), "id": "i-issued"},
+        {**res("Invoice", "issued"), "id": "i-issued"},
+        (pr("active", {"target": ref("Invoice/i-issued")}),),
+        None,
+        None,
+    ),
+    (
+        "account closed after its payments",
+        "Account",
+        {**res("Account", "inactive"), "id": "acc"},
+        ACCOUNT,
+        (pr("active", {"target": ref("Account/acc")}),),
+        None,
+        None,
+    ),
+    (
+        "account in error with active allocation",
+        "Account",
+        {**res("Account", "entered-in-error"), "id": "acc"},
+        ACCOUNT,
+        (pr("active", {"target": ref("Account/acc")}),),
+        "Account.error-allocated",
+        "Account.status",
+    ),
+    (
         "claim create is not a cancel",
         "Claim",
         res("Claim", "active"),
@@ -652,11 +845,29 @@ async def test_unchanged_allocations_are_not_reread():
     )
 
 
+def _codes(resource_type: str) -> set[str]:
+    el = spec().element(f"{resource_type}.status")
+    return set(el.codes) if el.codes else {c.strip() for c in el.short.split("|")}
+
+
 def test_rule_tables_name_served_types_and_real_paths():
     for r in REFERENCE_RULES:
         el = spec().element(f"{r.resource_type}.{r.path}")
         assert el is not None and "Reference" in el.types, r.rule
         assert set(r.target_types or ()) <= set(el.targets), r.rule
+        for target, statuses in r.by_type.items():
+            assert target in SERVED_RESOURCES and set(statuses or ()) <= _codes(target), (r.rule, target)
+    # R5's allocation.target types, each with the statuses it is in force in.
+    (allocation,) = [r for r in REFERENCE_RULES if r.path == "allocation.target"]
+    assert set(allocation.by_type) == set(spec().element("PaymentReconciliation.allocation.target").targets)
+    for a in ANSWER_RULES:
+        for name in (a.response, a.target):
+            assert "Reference" in spec().element(f"{a.resource_type}.{a.path}.{name}").types, a.rule
+    for m in AMOUNT_RULES:
+        assert "Money" in spec().element(f"{m.resource_type}.{m.total}").types, m.rule
+        assert "Money" in spec().element(f"{m.resource_type}.{m.parts}").types, m.rule
+    for rtype, statuses in IN_FORCE.items():
+        assert set(statuses) <= set(lifecycle(rtype).codes) and not set(statuses) & lifecycle(rtype).deletable
     for rr in REFERRER_RULES:
         assert set(rr.search) <= set(spec().search_params[rr.search_type]), rr.rule
         assert rr.into <= set(lifecycle(rr.resource_type).codes)
@@ -670,8 +881,10 @@ def test_describe_rules_covers_every_table_and_rule():
     assert text == describe_rules()
     for name in LIFECYCLES:
         assert f"`{name}`" in text
-    for r in (*REFERENCE_RULES, *REFERRER_RULES):
+    for r in (*REFERENCE_RULES, *REFERRER_RULES, *ANSWER_RULES, *AMOUNT_RULES):
         assert f"`{r.rule}`" in text
+    for rtype in IN_FORCE:
+        assert f"| {rtype} | `" in text
     assert "| `draft` | `active`, `entered-in-error` | yes | yes | yes |" in text
     assert "| `active` | `cancelled` | no | yes | no |" in text
 
@@ -709,3 +922,71 @@ async def test_unchanged_references_are_not_in_the_batch():
     reads = Reads(*WORLD)
     await check_references("PaymentReconciliation", pr("cancelled", {"target": ref("Claim/gone")}), old, reads)
     assert reads.batches == []
+
+
+# ---- amounts: a document-level rule (BAD_USER_INPUT)
+
+
+def money(value: str, currency: str | None = "USD") -> dict:
+    return {"value": Decimal(value), **({"currency": currency} if currency else {})}
+
+
+def paid(amount: dict | None, *values: dict) -> dict:
+    doc = pr("draft", *({"target": ref("Claim/1"), "amount": v} for v in values))
+    return {**doc, **({"amount": amount} if amount else {})}
+
+
+# (name, payment, old, refused expressions)
+AMOUNT_CASES = [
+    ("within", paid(money("100.00"), money("30.00"), money("70.00")), None, []),
+    ("over", paid(money("100.00"), money("70.00"), money("70.00")), None, ["PaymentReconciliation.allocation.amount"]),
+    (
+        "another currency",
+        paid(money("100.00"), money("70.00"), money("70.00", "EUR")),
+        None,
+        ["PaymentReconciliation.allocation[1].amount.currency"],
+    ),
+    (
+        "another currency and over",
+        paid(money("10.00"), money("70.00", "EUR"), money("70.00")),
+        None,
+        ["PaymentReconciliation.allocation[0].amount.currency", "PaymentReconciliation.allocation.amount"],
+    ),
+    (
+        "an allocation without currency is in the payment's",
+        paid(money("10.00"), money("6"), money("6", None)),
+        None,
+        ["PaymentReconciliation.allocation.amount"],
+    ),
+    ("payment without amount", paid(None, money("70.00"), money("70.00")), None, []),
+    (
+        "payment without currency",
+        paid(money("10", None), money("6", None), money("6", None)),
+        None,
+        ["PaymentReconciliation.allocation.amount"],
+    ),
+    (
+        "unchanged amounts are not re-judged",
+        {**paid(money("100.00"), money("70.00"), money("70.00")), "status": "cancelled"},
+        paid(money("100.00"), money("70.00"), money("70.00")),
+        [],
+    ),
+    (
+        "a changed allocation is",
+        paid(money("100.00"), money("70.00"), money("70.00")),
+        paid(money("100.00"), money("70.00")),
+        ["PaymentReconciliation.allocation.amount"],
+    ),
+]
+
+
+@pytest.mark.parametrize("name,new,old,expressions", AMOUNT_CASES, ids=[c[0] for c in AMOUNT_CASES])
+def test_amounts(name, new, old, expressions):
+    try:
+        check_document("PaymentReconciliation", new, old)
+    except FinGateError as e:
+        assert e.code == BAD_USER_INPUT
+        assert [i["expression"][0] for i in e.issues] == expressions
+        assert all("PaymentReconciliation.allocation-within-amount" in i["diagnostics"] for i in e.issues)
+    else:
+        assert expressions == []

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from app.rules.tables import (
+    AMOUNT_RULES,
+    ANSWER_RULES,
     BALANCE_RULES,
+    IN_FORCE,
     LIFECYCLES,
     REFERENCE_RULES,
     REFERRER_RULES,
@@ -77,11 +80,20 @@ def describe_rules() -> str:
         "|---|---|---|---|---|---|",
     ]
     for r in REFERENCE_RULES:
-        targets = ", ".join(r.target_types) if r.target_types else "any served type"
-        statuses = " \\| ".join(r.statuses) if r.statuses else "any"
+        targets = ", ".join(r.target_types or r.by_type) or "any served type"
+        statuses = _statuses(r.statuses)
+        if r.by_type:
+            statuses = "; ".join(f"{t}: {_statuses(s)}" for t, s in r.by_type.items())
+        into = " \\| ".join(sorted(r.recheck_into))
         out.append(
             f"| `{r.rule}` | {r.resource_type} | `{r.path}` | an existing {targets} | {statuses} | "
-            "the reference is new or changed and is a relative `Type/id` |"
+            f"the reference is new or changed and is a relative `Type/id`, or the {r.resource_type} enters {into} |"
+        )
+    for a in ANSWER_RULES:
+        out.append(
+            f"| `{a.rule}` | {a.resource_type} | `{a.path}.{a.response}` | a resource whose `{a.via}` is the same "
+            f"{a.path}'s `{a.target}` | any | both are relative `Type/id` and the pair is new or changed, or the "
+            f"{a.resource_type} enters active |"
         )
     for rr in REFERRER_RULES:
         params = ", ".join(f"{k}={v}" for k, v in rr.search.items())
@@ -93,4 +105,24 @@ def describe_rules() -> str:
     for b in BALANCE_RULES:
         requires, when = (text.format(element=b.element) for text in _BALANCE_KINDS[b.kind])
         out.append(f"| `{b.rule}` | {b.resource_type} | `{b.element}` | {requires} | — | {when} |")
+    for m in AMOUNT_RULES:
+        out.append(
+            f"| `{m.rule}` | {m.resource_type} | `{m.parts}` | the currency of `{m.total}`, adding up to at most "
+            f"`{m.total}.value` (`BAD_USER_INPUT`) | — | `{m.total}` or `{m.parts.split('.')[0]}` is written or changed |"
+        )
+    out += [
+        "",
+        "### Deletes of referenced resources",
+        "",
+        "A delete (of any type, after its own lifecycle allows it) is refused with `<Type>.delete-referenced` while "
+        "a financial record in force references it through one of its reference search parameters:",
+        "",
+        "| referring type | in force while |",
+        "|---|---|",
+        *(f"| {t} | {_statuses(s)} |" for t, s in IN_FORCE.items()),
+    ]
     return "\n".join(out) + "\n"
+
+
+def _statuses(statuses: tuple[str, ...] | None) -> str:
+    return " \\| ".join(f"`{s}`" for s in statuses) if statuses else "any"

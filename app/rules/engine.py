@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator, Mapping
 from typing import Any, Protocol
 
-from app.errors import STATUS_RULE, FinGateError, outcome_issue
+from app.errors import BAD_USER_INPUT, STATUS_RULE, FinGateError, outcome_issue
 from app.fhir.model import spec
 from app.fhir.references import local_reference
 from app.rules.balances import check_balances
 from app.rules.tables import (
+    AMOUNT_RULES,
+    ANSWER_RULES,
     IGNORED_ELEMENTS,
+    IN_FORCE,
     LIFECYCLES,
     REFERENCE_RULES,
     REFERRER_RULES,
     RESOURCE_LIFECYCLE,
     STATUS_ELEMENTS,
+    AmountRule,
+    AnswerRule,
     Lifecycle,
     ReferenceRule,
     ReferrerRule,
@@ -32,6 +36,12 @@ class Reads(Protocol):
         ...
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[dict]: ...
+
+    async def referrers(
+        self, resource_type: str, codes: list[str], ref: str, statuses: tuple[str, ...], count: int
+    ) -> list[dict]:
+        """Up to `count` resources of `resource_type` in `statuses` whose reference parameter, any of `codes`, is `ref`."""
+        ...
 
 
 def _status_text(status: Status) -> str:
@@ -184,11 +194,16 @@ def _references_at(resource: dict, resource_type: str, path: str) -> Iterator[tu
 _Wanted = tuple[ReferenceRule, str, str, str, str]
 
 
+def _rechecked(into: frozenset[str], new: dict, old: dict | None) -> bool:
+    """Every reference is checked again when the referrer enters one of `into` (a draft payment activated)."""
+    return old is None or (old.get("status") != new.get("status") and new.get("status") in into)
+
+
 def _wanted(rule: ReferenceRule, new: dict, old: dict | None) -> Iterator[_Wanted]:
     known = (
-        {v.get("reference") for _, v in _references_at(old, rule.resource_type, rule.path) if isinstance(v, dict)}
-        if old
-        else set()
+        set()
+        if old is None or _rechecked(rule.recheck_into, new, old)
+        else {v.get("reference") for _, v in _references_at(old, rule.resource_type, rule.path) if isinstance(v, dict)}
     )
     for expr, value in _references_at(new, rule.resource_type, rule.path):
         target = local_reference(value)
@@ -202,28 +217,69 @@ def _wanted(rule: ReferenceRule, new: dict, old: dict | None) -> Iterator[_Wante
 
 
 def _reference_error(wanted: _Wanted, resource: dict | None) -> FinGateError | None:
-    rule, expr, ref, _, _ = wanted
-    statuses = rule.statuses or ()
+    rule, expr, ref, target_type, _ = wanted
+    wanted_statuses = rule.statuses_for(target_type)
+    statuses = wanted_statuses or ()
     if resource is None:
         message = f"{expr} points at {ref}, which does not exist on this server: {rule.fix}"
         return _refuse(rule.rule, message, expr, None, statuses)
-    if rule.statuses is not None and resource.get("status") not in rule.statuses:
+    if wanted_statuses is not None and resource.get("status") not in wanted_statuses:
         status = resource.get("status")
         message = f"{expr} points at {ref} whose status is {_status_text(status)}; it must be {_codes_text(statuses)}: {rule.fix}"
         return _refuse(rule.rule, message, expr, status, statuses)
     return None
 
 
+# (rule, expression of the answer, the answer's (type, id), the target's (type, id)): one pair to match.
+_Pair = tuple[AnswerRule, str, tuple[str, str], tuple[str, str]]
+
+
+def _pairs(rule: AnswerRule, new: dict, old: dict | None) -> Iterator[_Pair]:
+    """The items whose answer and target are both on this server, new or changed (or re-checked on activation)."""
+
+    def pair(item: Any) -> tuple[Any, Any]:
+        return (item.get(rule.response) or {}).get("reference"), (item.get(rule.target) or {}).get("reference")
+
+    known = (
+        set()
+        if old is None or _rechecked(frozenset({"active"}), new, old)
+        else {pair(i) for _, i in _references_at(old, rule.resource_type, rule.path) if isinstance(i, dict)}
+    )
+    for expr, item in _references_at(new, rule.resource_type, rule.path):
+        if not isinstance(item, dict) or pair(item) in known:
+            continue
+        answer, target = local_reference(item.get(rule.response)), local_reference(item.get(rule.target))
+        if answer is not None and target is not None:
+            yield rule, f"{expr}.{rule.response}", answer, target
+
+
+def _pair_error(pair: _Pair, answer: dict | None) -> FinGateError | None:
+    """Only a definite mismatch: the answer names another resource (a missing answer is the reference rules')."""
+    rule, expr, (atype, aid), (ttype, tid) = pair
+    answered = local_reference(answer.get(rule.via)) if answer else None
+    if answered is None or answered == (ttype, tid):
+        return None
+    message = (
+        f"{expr} is {atype}/{aid}, which answers {answered[0]}/{answered[1]}, not this allocation's "
+        f"{rule.target} {ttype}/{tid}: {rule.fix}"
+    )
+    return _refuse(rule.rule, message, expr, None, ())
+
+
 async def _check_reference_rules(resource_type: str, new: dict, old: dict | None, reads: Reads) -> list[FinGateError]:
-    """Every reference rule of the type, with one batched read of all the targets they name."""
+    """Every reference and answer rule of the type, with one batched read of all the resources they name."""
     wanted = [w for r in REFERENCE_RULES if r.resource_type == resource_type for w in _wanted(r, new, old)]
-    if not wanted:
+    pairs = [p for r in ANSWER_RULES if r.resource_type == resource_type for p in _pairs(r, new, old)]
+    if not wanted and not pairs:
         return []
     ids_by_type: dict[str, list[str]] = {}
-    for _, _, _, rtype, id in wanted:
+    for rtype, id in [*((w[3], w[4]) for w in wanted), *(p[2] for p in pairs)]:
         ids_by_type.setdefault(rtype, []).append(id)
     found = await reads.get_many(ids_by_type)
-    errors = (_reference_error(w, found.get((w[3], w[4]))) for w in wanted)
+    errors = [
+        *(_reference_error(w, found.get((w[3], w[4]))) for w in wanted),
+        *(_pair_error(p, found.get(p[2])) for p in pairs),
+    ]
     return [e for e in errors if e is not None]
 
 
@@ -256,12 +312,12 @@ async def check_references(resource_type: str, new: dict, old: dict | None, read
     A missing or wrong-status target is STATUS_RULE, not BAD_USER_INPUT: the document is valid FHIR
     and the same request succeeds once the other resource is in place.
     """
-    checks = [
-        _check_reference_rules(resource_type, new, old, reads),
-        *(_check_referrer_rule(r, new, old, reads) for r in REFERRER_RULES if r.resource_type == resource_type),
-        check_balances(resource_type, new, old, reads),
-    ]
-    errors = [e for found in await asyncio.gather(*checks) for e in found]
+    # One after the other: the reads share the write's transaction, and a session runs one command at a time.
+    errors = await _check_reference_rules(resource_type, new, old, reads)
+    for rule in REFERRER_RULES:
+        if rule.resource_type == resource_type:
+            errors += await _check_referrer_rule(rule, new, old, reads)
+    errors += await check_balances(resource_type, new, old, reads)
     if not errors:
         return
     first = errors[0]
@@ -274,3 +330,75 @@ async def check_references(resource_type: str, new: dict, old: dict | None, read
         issues=issues,
         extensions=first.extra,
     )
+
+
+def _amount_issues(rule: AmountRule, new: dict) -> list[dict[str, Any]]:
+    total = new.get(rule.total)
+    if not isinstance(total, dict) or total.get("value") is None:
+        return []
+    currency = total.get("currency")
+    issues = []
+    allocated: dict[str | None, Any] = {}
+    for expr, money in _references_at(new, rule.resource_type, rule.parts):
+        if not isinstance(money, dict) or money.get("value") is None:
+            continue
+        other = money.get("currency")
+        if currency is not None and other is not None and other != currency:
+            message = f"[{rule.rule}] {expr} is in {other}, but the payment's {rule.total} is in {currency}: {rule.fix}"
+            issues.append(outcome_issue(message, f"{expr}.currency", code="business-rule"))
+        key = other or currency  # an allocation without a currency is in the payment's
+        allocated[key] = allocated.get(key, 0) + money["value"]
+    for other, sum_ in allocated.items():
+        if other == currency and sum_ > total["value"]:
+            where = f"{rule.resource_type}.{rule.parts}"
+            shown = f"{sum_} {currency}" if currency else str(sum_)
+            message = f"[{rule.rule}] the {where} values add up to {shown}, more than the {rule.total} {total['value']}: {rule.fix}"
+            issues.append(outcome_issue(message, where, code="business-rule"))
+    return issues
+
+
+def _amounts_written(rule: AmountRule, new: dict, old: dict | None) -> bool:
+    """A stored record is never refused for its past: only written or changed amounts are judged."""
+    elements = (rule.total, rule.parts.split(".")[0])
+    return old is None or any(old.get(e) != new.get(e) for e in elements)
+
+
+def check_document(resource_type: str, new: dict, old: dict | None) -> None:
+    """Refuse a document whose amounts contradict each other (BAD_USER_INPUT: it is wrong in itself)."""
+    rules = [r for r in AMOUNT_RULES if r.resource_type == resource_type and _amounts_written(r, new, old)]
+    issues = [i for r in rules for i in _amount_issues(r, new)]
+    if issues:
+        message = issues[0]["diagnostics"] + (f" (and {len(issues) - 1} more)" if len(issues) > 1 else "")
+        raise FinGateError(BAD_USER_INPUT, message, issues=issues)
+
+
+def _referring_params(referrer: str, target_type: str) -> list[str]:
+    """The reference search parameters of `referrer` that can point at a `target_type` (R5's and FinGate's)."""
+    params = spec().search_params.get(referrer, {})
+    return [c for c, p in params.items() if p.type == "reference" and (not p.targets or target_type in p.targets)]
+
+
+DELETE_RULE = "delete-referenced"
+_NAMED = 3  # referrers named per referring type (one more is read, to say there are more)
+
+
+async def check_delete_references(resource_type: str, old: dict, reads: Reads) -> None:
+    """Refuse deleting a resource that a financial record in force references (one query per referring type)."""
+    ref = f"{resource_type}/{old['id']}"
+    named = []
+    for referrer, statuses in IN_FORCE.items():
+        codes = _referring_params(referrer, resource_type)
+        found = await reads.referrers(referrer, codes, ref, statuses, _NAMED + 1) if codes else []
+        if found:
+            names = ", ".join(f"{referrer}/{r.get('id')} ({r.get('status')})" for r in found[:_NAMED])
+            named.append(names + (" and more" if len(found) > _NAMED else ""))
+    if not named:
+        return
+    message = (
+        f"{ref} cannot be deleted: financial records in force reference it: {'; '.join(named)}. "
+        "Cancel them (or point them elsewhere) first, or keep it"
+    )
+    rule = f"{resource_type}.{DELETE_RULE}"
+    status = old.get("status")
+    lc = lifecycle(resource_type)
+    raise _refuse(rule, message, resource_type, status, lc.next(status) if lc else ())

@@ -258,6 +258,11 @@ class ReferenceRule:
     target_types: tuple[str, ...] | None  # None: any served type the reference names
     statuses: tuple[str, ...] | None  # None: any status
     fix: str  # how the client fixes it
+    by_type: Mapping[str, tuple[str, ...] | None] = field(default_factory=dict)  # target type -> its own statuses
+    recheck_into: frozenset[str] = frozenset({"active"})  # entering these re-checks unchanged references too
+
+    def statuses_for(self, target_type: str) -> tuple[str, ...] | None:
+        return self.by_type.get(target_type, self.statuses)
 
 
 @dataclass(frozen=True)
@@ -271,6 +276,20 @@ class ReferrerRule:
     search: Mapping[str, str]  # R5 search params; `{ref}` is this resource's `Type/id`
     fix: str
 
+
+# What a payment may be allocated to (R5 PaymentReconciliation.allocation.target's types), and in which
+# statuses each is in force. Settled-but-valid states count (a balanced Invoice, a billed ChargeItem):
+# history loads a paid invoice before the payment that paid it. Account: active and on-hold are its
+# working states; Contract: executed and its in-force successors. Encounter has no FinGate lifecycle,
+# so only the two statuses that void it are left out.
+ALLOCATABLE: Mapping[str, tuple[str, ...] | None] = {
+    "Claim": ("active",),
+    "Account": ("active", "on-hold"),
+    "Invoice": ("issued", "balanced"),
+    "ChargeItem": ("billable", "billed"),
+    "Contract": ("executed", "resolved", "amended", "appended"),
+    "Encounter": ("planned", "in-progress", "on-hold", "discharged", "completed", "discontinued", "unknown"),
+}
 
 # A response answers an exchanged request, and the life-cycle text makes a request `active` exactly
 # when it is exchanged, so all three request/response pairs require an active request.
@@ -305,15 +324,16 @@ REFERENCE_RULES: tuple[ReferenceRule, ...] = (
         "allocation.target",
         None,
         None,
-        "create the target first, or reference an external one by absolute URL or identifier",
+        "allocate only to a target in force (or reference an external one by absolute URL or identifier)",
+        by_type=ALLOCATABLE,
     ),
     ReferenceRule(
         "PaymentReconciliation.allocation-response-exists",
         "PaymentReconciliation",
         "allocation.response",
         ("ClaimResponse",),
-        None,
-        "create the ClaimResponse first, or reference an external one by absolute URL or identifier",
+        ("active",),
+        "name an active ClaimResponse (or reference an external one by absolute URL or identifier)",
     ),
 )
 
@@ -327,6 +347,31 @@ REFERRER_RULES: tuple[ReferrerRule, ...] = (
         "PaymentReconciliation",
         {"allocation-target": "{ref}", "status": "active"},
         "cancel those PaymentReconciliations first (and re-issue them without this Claim)",
+    ),
+    ReferrerRule(
+        "Invoice.cancel-allocated",
+        "Invoice",
+        frozenset({"cancelled", "entered-in-error"}),
+        "PaymentReconciliation",
+        {"allocation-target": "{ref}", "status": "active"},
+        "cancel those PaymentReconciliations first (and re-issue them without this Invoice)",
+    ),
+    ReferrerRule(
+        "ChargeItem.void-allocated",
+        "ChargeItem",
+        frozenset({"not-billable", "aborted", "entered-in-error"}),
+        "PaymentReconciliation",
+        {"allocation-target": "{ref}", "status": "active"},
+        "cancel those PaymentReconciliations first (and re-issue them without this ChargeItem)",
+    ),
+    # An Account may still close (inactive) after its payments; only calling it an error voids them.
+    ReferrerRule(
+        "Account.error-allocated",
+        "Account",
+        frozenset({"entered-in-error"}),
+        "PaymentReconciliation",
+        {"allocation-target": "{ref}", "status": "active"},
+        "cancel those PaymentReconciliations first (and re-issue them without this Account)",
     ),
 )
 
@@ -374,3 +419,74 @@ BALANCE_RULES: tuple[BalanceRule, ...] = (
         "currency); a balanced Invoice's payments stay as they are",
     ),
 )
+
+
+@dataclass(frozen=True)
+class AnswerRule:
+    """In each item at `path`, the resource `response` names must point back (by `via`) at what `target` names."""
+
+    rule: str
+    resource_type: str
+    path: str  # the list holding the pairs: `allocation`
+    response: str  # the element naming the answer: `response` (a ClaimResponse)
+    via: str  # the answer's own element naming what it answers: ClaimResponse.request
+    target: str  # the element it must match: `target`
+    fix: str
+
+
+ANSWER_RULES: tuple[AnswerRule, ...] = (
+    AnswerRule(
+        "PaymentReconciliation.allocation-response-answers-target",
+        "PaymentReconciliation",
+        "allocation",
+        "response",
+        "request",
+        "target",
+        "name the ClaimResponse whose request is this allocation's target Claim",
+    ),
+)
+
+
+@dataclass(frozen=True)
+class AmountRule:
+    """A document's parts (`parts`, Money) are in the currency of its `total` and add up to at most it."""
+
+    rule: str
+    resource_type: str
+    total: str  # a Money element: `amount`
+    parts: str  # dotted path to the Money of each part: `allocation.amount`
+    fix: str
+
+
+# A payment cannot allocate money it does not carry, nor another currency's (R5 has no exchange rate on an
+# allocation). BAD_USER_INPUT: the document is wrong in itself, whatever else is stored.
+AMOUNT_RULES: tuple[AmountRule, ...] = (
+    AmountRule(
+        "PaymentReconciliation.allocation-within-amount",
+        "PaymentReconciliation",
+        "amount",
+        "allocation.amount",
+        "allocate in the payment's currency and no more than its amount",
+    ),
+)
+
+# A financial record in one of these statuses is in force: the resources it references must not be
+# deleted under it (drafts, cancelled and erroneous records do not hold anything). The referencing
+# elements are the type's reference search parameters (R5's and FinGate's), whose indexed values are
+# queried: one query per referring type.
+IN_FORCE: Mapping[str, tuple[str, ...]] = {
+    "Account": ("active", "on-hold"),
+    "ChargeItem": ("billable", "billed"),
+    "Claim": ("active",),
+    "ClaimResponse": ("active",),
+    "Contract": ("executed", "resolved", "amended", "appended"),
+    "Coverage": ("active",),
+    "CoverageEligibilityRequest": ("active",),
+    "CoverageEligibilityResponse": ("active",),
+    "EnrollmentRequest": ("active",),
+    "EnrollmentResponse": ("active",),
+    "ExplanationOfBenefit": ("active",),
+    "Invoice": ("issued", "balanced"),
+    "PaymentNotice": ("active",),
+    "PaymentReconciliation": ("active",),
+}

@@ -13,7 +13,7 @@ from typing import Any
 
 from bson.codec_options import CodecOptions, TypeDecoder, TypeEncoder, TypeRegistry
 from bson.decimal128 import Decimal128
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, monitoring
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -29,6 +29,7 @@ from app.store.settlements import AccountLedger, OpenItem, Settlement
 log = logging.getLogger("fingate.store")
 
 TENANT = "_tenant"  # hidden like `_search`: every stored document's tenant, first in every index
+GUARD = "_guard"  # hidden: bumped by a write whose rules read this document, so racing writers conflict
 DEFAULT_TENANT = "default"
 AUDIT = "audit"  # one record per write, in the write's transaction
 FIRST_PAGE = "first"  # the cursor of a connection's first page
@@ -96,6 +97,7 @@ def _hide(doc: Resource) -> Resource:
     doc.pop("_id", None)
     doc.pop("_search", None)
     doc.pop(TENANT, None)
+    doc.pop(GUARD, None)
     return doc
 
 
@@ -213,7 +215,7 @@ class Store:
         return _public(await self.db[resource_type].find_one(self._restricted(resource_type, {"_id": self._key(id)})))
 
     async def get_by_type(
-        self, ids_by_type: dict[str, list[str]], fields: tuple[str, ...] = ()
+        self, ids_by_type: dict[str, list[str]], fields: tuple[str, ...] = (), session: AsyncClientSession | None = None
     ) -> dict[tuple[str, str], Resource]:
         """Any number of resources of any types in ONE command ({(type, id): resource} of those found).
 
@@ -236,7 +238,9 @@ class Store:
         if len(types) == 1 and len(wanted[types[0]]) <= _FIND_IDS:  # the common level: a plain find
             (t,) = types
             keys = [self._key(id) for id in wanted[t]]
-            cursor = self.db[t].find(self._restricted(t, {"_id": {"$in": keys}}), projection, batch_size=len(keys) + 1)
+            cursor = self.db[t].find(
+                self._restricted(t, {"_id": {"$in": keys}}), projection, batch_size=len(keys) + 1, session=session
+            )
             return {(t, doc["id"]): _hide(doc) async for doc in cursor}
         rows = [{f"k{n}": self._key(id)} for n, t in enumerate(types) for id in wanted[t]]
         pipeline: list[dict[str, Any]] = [{"$documents": rows}]
@@ -253,7 +257,7 @@ class Store:
             for n, t in enumerate(types)
         ]
         out = {}
-        async for row in await self.db.aggregate(pipeline, batchSize=len(rows) + 1):
+        async for row in await self.db.aggregate(pipeline, batchSize=len(rows) + 1, session=session):
             for n, t in enumerate(types):
                 for doc in row[f"r{n}"]:  # a row's own type finds its document; the others find none
                     out[(t, doc["id"])] = _hide(doc)
@@ -275,13 +279,44 @@ class Store:
         count: int,
         offset: int = 0,
         sort: str | None = None,
+        session: AsyncClientSession | None = None,
     ) -> list[Resource]:
         query = self._scoped(resource_type, search.compile_filter(resource_type, params))
         if count == 0:  # FHIR's `_count=0` asks for no entries; MongoDB's `limit=0` would mean no limit at all
             return []
         order = search.compile_sort(resource_type, sort)
-        cursor = self.db[resource_type].find(query, sort=order, skip=offset, limit=count, batch_size=count + 1)
+        cursor = self.db[resource_type].find(
+            query, sort=order, skip=offset, limit=count, batch_size=count + 1, session=session
+        )
         return [_hide(doc) async for doc in cursor]
+
+    async def referrers(
+        self,
+        resource_type: str,
+        codes: list[str],
+        ref: str,
+        statuses: tuple[str, ...],
+        count: int,
+        session: AsyncClientSession | None = None,
+    ) -> list[Resource]:
+        """Up to `count` resources (`id` and `status`) in `statuses` whose reference parameter, any of `codes`,
+        holds `ref`: one indexed query (each parameter's `_search` values are indexed after the tenant)."""
+        either = [{search.reference_key(resource_type, c): ref} for c in codes]
+        query = self._scoped(resource_type, {"$or": either, "status": {"$in": list(statuses)}})
+        cursor = self.db[resource_type].find(query, {"id": 1, "status": 1}, limit=count, session=session)
+        return [_hide(doc) async for doc in cursor]
+
+    async def guard(self, keys: Iterable[tuple[str, str]], session: AsyncClientSession) -> None:
+        """Write each (type, id) in `session`'s transaction without changing its FHIR JSON: a rule read made
+        a write, so a concurrent transaction writing one of them (a status change, a delete) conflicts with
+        this one and exactly one of the two commits. One command per type."""
+        by_type: dict[str, list[str]] = {}
+        for rtype, id in keys:
+            by_type.setdefault(rtype, []).append(self._key(id))
+        for rtype, ids in by_type.items():
+            # One statement per id (an `_id` point write): SecantusDB matches a long `$in` in time ids x ids.
+            bump = [UpdateOne({"_id": id}, {"$inc": {GUARD: 1}}) for id in ids]
+            await self.db[rtype].bulk_write(bump, ordered=False, session=session)
 
     async def page(
         self, resource_type: str, params: dict[str, str], count: int, cursor: str | None, sort: str | None
