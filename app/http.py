@@ -31,6 +31,7 @@ from app.apq import PersistedQueries
 from app.caching import ConditionalGET
 from app.compiled import with_compiled_execution
 from app.context import Context
+from app.embedded import EmbeddedMongo
 from app.explorer import STATIC_DIR, STATIC_PATH, explorer_page
 from app.limits import DEFAULT_LIMITS, BodyLimit, Limits, within
 from app.metrics import ERRORS, LATENCY, REGISTRY, REQUESTS
@@ -148,9 +149,47 @@ class FinGateGraphQL(GraphQL):  # type: ignore[type-arg]
             out["extensions"] = result.extensions
         return out
 
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        return outage_response(super().create_response(response_data, sub_response), response_data)
+
     def _handle_errors(self, errors: Any, response_data: Any) -> None:
         # Errors are logged once, in format_error: only unexpected ones carry a traceback.
         pass
+
+
+def outage_response(response: Response, body: Any) -> Response:
+    """A GraphQL answer with UNAVAILABLE errors gets Retry-After, and 503 when the outage left it no data."""
+    results = body if isinstance(body, list) else [body]
+    found = [e for r in results for e in r.get("errors") or () if e["extensions"]["code"] == errors.UNAVAILABLE]
+    if not found:
+        return response
+    response.headers["retry-after"] = str(max(e["extensions"]["retryAfter"] for e in found))
+    if all(
+        not any((r.get("data") or {}).values())
+        and all(e["extensions"]["code"] == errors.UNAVAILABLE for e in r.get("errors") or ())
+        for r in results
+    ):
+        response.status_code = 503
+    return response
+
+
+# /readyz answers within this, whatever the database does.
+READY_TIMEOUT = 1.0
+
+
+async def database_ready(store: Store, embedded: EmbeddedMongo | None) -> bool:
+    """The database answers a ping within READY_TIMEOUT (the embedded one not being restarted)."""
+    if embedded is not None and not embedded.running:
+        return False
+    return await store.ping(READY_TIMEOUT)
+
+
+def process_healthy(embedded: EmbeddedMongo | None) -> bool:
+    """False only once the embedded database's supervisor has given up: restarting FinGate is the cure.
+
+    A database that is down but coming back (or an external MongoDB that is down) is /readyz's concern.
+    """
+    return embedded is None or not embedded.gave_up
 
 
 class RequestMiddleware:
@@ -206,6 +245,7 @@ def create_app(
     schema: Any | None = None,
     on_startup: Callable[[Store], Any] | None = None,
     settings: Settings | None = None,
+    embedded: EmbeddedMongo | None = None,
 ) -> Starlette:
     """The ASGI app over an open Store; `on_startup` runs in the lifespan (indexes, demo data)."""
     if schema is None:
@@ -222,10 +262,12 @@ def create_app(
         graphql_endpoint = auth.BearerAuth(graphql_endpoint, authenticator)
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        if process_healthy(embedded):
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "embedded database gave up restarting"}, status_code=503)
 
     async def readyz(request: Request) -> Response:
-        if await store.ping():
+        if await database_ready(store, embedded):
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "database unreachable"}, status_code=503)
 

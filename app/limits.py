@@ -37,7 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
-from app import errors
+from app import errors, store
 from app.settings import Settings
 
 DEFAULT_COUNT = 20  # what a list without `_count` returns (app.context.DEFAULT_COUNT)
@@ -316,10 +316,19 @@ class QueryLimits(SchemaExtension):
 # -- per request: the timeout and the body size -------------------------------------------------------
 
 
+# The last part of a request's time that the database never gets, so that a database that is
+# down or stalled is reported (UNAVAILABLE, from the store) before the request itself is cut.
+_RESERVE = 0.5
+
+
 async def within(seconds: float, operation: Awaitable[Any]) -> Any:
-    """The operation's result, or a QUERY_TOO_COMPLEX result after `seconds` (writes roll back)."""
+    """The operation's result, or a QUERY_TOO_COMPLEX result after `seconds` (writes roll back).
+
+    Every database call in it, commits included, ends before then (`app.store.deadline`).
+    """
     try:
-        return await asyncio.wait_for(operation, seconds)
+        with store.deadline(seconds - min(_RESERVE, seconds / 4)):
+            return await asyncio.wait_for(operation, seconds)
     except TimeoutError:
         message = f"the request ran over {seconds:g} s (FINGATE_REQUEST_TIMEOUT): ask for less, or page"
         return ExecutionResult(data=None, errors=[too_complex(message)])

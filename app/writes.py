@@ -65,12 +65,21 @@ class Writer:
         return Writer(store, actor, request_id)
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, session: Any) -> AsyncIterator[Any]:
+    async def _transaction(
+        self, session: Any, operation: str, resource_type: str, resource: Resource
+    ) -> AsyncIterator[Any]:
+        """The outer transaction, or one of its own whose unconfirmed commit names what to check."""
         if session is not None:
             yield session
-        else:
-            async with self.store.transaction() as own:
-                yield own
+            return
+        written = {
+            "operation": operation,
+            "resourceType": resource_type,
+            "id": resource["id"],
+            "version": resource["meta"]["versionId"],
+        }
+        async with self.store.transaction(written) as own:
+            yield own
 
     async def _audit(self, session: Any, operation: str, resource_type: str, resource: Resource) -> None:
         record = {
@@ -96,8 +105,9 @@ class Writer:
         await rules.check_references(resource_type, resource, None, reads or self.reads)
         if not (keep_id and resource.get("id")):
             resource["id"] = new_id()
-        async with self._transaction(session) as tx:
-            stored = await self.store.insert(resource_type, _with_meta(resource, 1), tx)
+        resource = _with_meta(resource, 1)
+        async with self._transaction(session, "create", resource_type, resource) as tx:
+            stored = await self.store.insert(resource_type, resource, tx)
             await self._audit(tx, "create", resource_type, stored)
         return stored
 
@@ -133,7 +143,7 @@ class Writer:
         rules.check_update(resource_type, old, resource)
         await rules.check_references(resource_type, resource, old, reads or self.reads)
         new = _with_meta(resource, int(version) + 1)
-        async with self._transaction(session) as tx:
+        async with self._transaction(session, "update", resource_type, new) as tx:
             stored = await self.store.replace(resource_type, new, version, old.get("status"), tx)
             await self._audit(tx, "update", resource_type, stored)
         return stored
@@ -141,7 +151,7 @@ class Writer:
     async def delete(self, resource_type: str, id: str) -> Resource:
         old = await self._current(resource_type, id)
         rules.check_delete(resource_type, old)
-        async with self._transaction(None) as tx:
+        async with self._transaction(None, "delete", resource_type, old) as tx:
             await self.store.delete(resource_type, id, old["meta"]["versionId"], old.get("status"), tx)
             await self._audit(tx, "delete", resource_type, old)
         return old

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
+import functools
 import logging
 import struct
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+import pymongo
 from bson.codec_options import CodecOptions, TypeDecoder, TypeEncoder, TypeRegistry
 from bson.decimal128 import Decimal128
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, OperationFailure, PyMongoError
 
 from app import errors
 from app.fhirschema.model import SERVED_RESOURCES
@@ -30,6 +35,65 @@ TENANT = "_tenant"  # hidden like `_search`: every stored document's tenant, fir
 DEFAULT_TENANT = "default"
 AUDIT = "audit"  # one record per write, in the write's transaction
 FIRST_PAGE = "first"  # the cursor of a connection's first page
+COMMIT_RETRY_SECONDS = 10.0  # how long an unconfirmed commit is retried outside a request's deadline
+_WRITE_CONFLICT = 112
+_NO_SUCH_TRANSACTION = 251  # at commit: the server has no record of it (restarted, or the driver's own retry)
+
+_deadline: ContextVar[float | None] = ContextVar("fingate_store_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Every database operation inside the block (and in tasks it starts) ends within `seconds`:
+    the driver's client-side operation timeout, covering server selection, each command, commits
+    and aborts; what runs out of time raises UNAVAILABLE or QUERY_TOO_COMPLEX (see `_translated`)."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        with pymongo.timeout(seconds):
+            yield
+    finally:
+        _deadline.reset(token)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """PyMongo's errors as FinGate's: an outage is UNAVAILABLE, never INTERNAL or CONFLICT."""
+    try:
+        yield
+    except ConnectionFailure as exc:  # refused, reset, network timeout, no server selectable in time
+        raise errors.unavailable() from exc
+    except ExecutionTimeout as exc:  # the server answered: the request's time ran out in a live database
+        raise errors.FinGateError(
+            errors.QUERY_TOO_COMPLEX, "the request ran out of time in the database: ask for less, or page"
+        ) from exc
+    except OperationFailure as exc:
+        if exc.code == _WRITE_CONFLICT:
+            raise errors.FinGateError(
+                errors.CONFLICT, "another write to the same resource won the race: read it again and retry"
+            ) from exc
+        if exc.has_error_label("TransientTransactionError"):  # e.g. a restarted server forgot the transaction
+            raise errors.unavailable() from exc
+        raise
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _guarded(method: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    @functools.wraps(method)
+    async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with _translated():
+            return await method(*args, **kwargs)
+
+    return guarded
+
+
+def _unknown_commit(exc: PyMongoError) -> bool:
+    """Whether a failed commitTransaction may still have been applied."""
+    if exc.has_error_label("UnknownTransactionCommitResult"):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code == _NO_SUCH_TRANSACTION
 
 
 class _DecimalCodec(TypeEncoder, TypeDecoder):  # type: ignore[misc]
@@ -107,8 +171,15 @@ class Store:
 
     def __init__(self, uri: str, db_name: str, tenant: str = DEFAULT_TENANT) -> None:
         self.commands = _CommandCounter()
+        # A write is confirmed once a majority has it in its journal (on disk); for the embedded
+        # database that is its sync-on-commit. These override any w= or journal= in the URI.
         self.client: AsyncMongoClient[Resource] = AsyncMongoClient(
-            uri, event_listeners=[self.commands], tz_aware=True, serverSelectionTimeoutMS=10_000
+            uri,
+            event_listeners=[self.commands],
+            tz_aware=True,
+            serverSelectionTimeoutMS=10_000,
+            w="majority",
+            journal=True,
         )
         self.db: AsyncDatabase[Resource] = self.client.get_database(db_name, codec_options=CODEC_OPTIONS)
         self.tenant = tenant
@@ -133,13 +204,16 @@ class Store:
     async def close(self) -> None:
         await self.client.close()
 
-    async def ping(self) -> bool:
+    async def ping(self, seconds: float | None = None) -> bool:
+        """Whether the database answers (within `seconds` when given)."""
         try:
-            await self.client.admin.command("ping")
+            with pymongo.timeout(seconds):
+                await self.client.admin.command("ping")
         except PyMongoError:
             return False
         return True
 
+    @_guarded
     async def ensure_indexes(self) -> None:
         """Idempotent (creating an index that exists is a no-op): one `createIndexes` per collection."""
         wanted: dict[str, list[list[tuple[str, int]]]] = {}
@@ -154,20 +228,24 @@ class Store:
             if indexes:
                 await self.db[collection].create_indexes([IndexModel(keys) for keys in indexes])
 
+    @_guarded
     async def is_empty(self) -> bool:
         for rtype in SERVED_RESOURCES:
             if await self.db[rtype].find_one({TENANT: self.tenant}, {"_id": 1}) is not None:
                 return False
         return True
 
+    @_guarded
     async def drop_all(self) -> None:
         await self.client.drop_database(self.db.name)
 
     # -- reads ---------------------------------------------------------------------------
 
+    @_guarded
     async def get(self, resource_type: str, id: str) -> Resource | None:
         return _public(await self.db[resource_type].find_one({"_id": self._key(id)}))
 
+    @_guarded
     async def get_by_type(self, ids_by_type: dict[str, list[str]]) -> dict[tuple[str, str], Resource]:
         """Any number of resources of any types in ONE command ({(type, id): resource} of those found).
 
@@ -201,6 +279,7 @@ class Store:
                     out[(t, doc["id"])] = _hide(doc)
         return out
 
+    @_guarded
     async def search(
         self,
         resource_type: str,
@@ -214,6 +293,7 @@ class Store:
         cursor = self.db[resource_type].find(query, sort=order, skip=offset, limit=count, batch_size=count + 1)
         return [_hide(doc) async for doc in cursor]
 
+    @_guarded
     async def page(
         self, resource_type: str, params: dict[str, str], count: int, cursor: str | None, sort: str | None
     ) -> dict[str, Any]:
@@ -236,6 +316,7 @@ class Store:
             "edges": [{"resource": _hide(d)} for d in docs],
         }
 
+    @_guarded
     async def referencing(
         self,
         resource_type: str,
@@ -258,6 +339,7 @@ class Store:
             out.append((refs, _hide(doc)))
         return out
 
+    @_guarded
     async def history(self, resource_type: str, id: str) -> list[Resource]:
         cursor = self.db[f"{resource_type}_history"].find(
             {TENANT: self.tenant, "id": id}, {"_id": 0, "id": 0, "v": 0, TENANT: 0}, sort=[("v", DESCENDING)]
@@ -288,23 +370,22 @@ class Store:
         }
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncClientSession]:
+    async def transaction(self, written: dict[str, str] | None = None) -> AsyncIterator[AsyncClientSession]:
         """All writes given this session commit together or not at all.
 
         A write conflict with a concurrent transaction is the loser's CONFLICT, never a retry:
-        the caller re-reads and decides, exactly as for a stale `ifMatch`.
+        the caller re-reads and decides, exactly as for a stale `ifMatch`. A commit the database
+        neither confirms nor denies is retried, then reported as UNKNOWN_OUTCOME naming `written`.
         """
-        try:
-            async with self.client.start_session() as session, await session.start_transaction():
-                yield session
-        except PyMongoError as exc:
-            if exc.has_error_label("TransientTransactionError") or exc.has_error_label(
-                "UnknownTransactionCommitResult"
-            ):
-                raise errors.FinGateError(
-                    errors.CONFLICT, "another write to the same resource won the race: read it again and retry"
-                ) from exc
-            raise
+        with _translated():
+            async with self.client.start_session() as session:
+                await session.start_transaction()
+                try:
+                    yield session
+                except BaseException:
+                    await session.abort_transaction()  # the driver ignores an abort's errors
+                    raise
+                await _commit(session, written)
 
     @contextlib.asynccontextmanager
     async def _joined(self, session: AsyncClientSession | None) -> AsyncIterator[AsyncClientSession]:
@@ -314,6 +395,7 @@ class Store:
             async with self.transaction() as own:
                 yield own
 
+    @_guarded
     async def insert(
         self, resource_type: str, resource: Resource, session: AsyncClientSession | None = None
     ) -> Resource:
@@ -333,6 +415,7 @@ class Store:
             match["status"] = status
         return match
 
+    @_guarded
     async def replace(
         self,
         resource_type: str,
@@ -355,6 +438,7 @@ class Store:
             await self._with_history(session, resource_type, resource)
         return resource
 
+    @_guarded
     async def delete(
         self,
         resource_type: str,
@@ -379,10 +463,12 @@ class Store:
 
     # -- audit: who wrote what, one record per write, committed with it ------------------------
 
+    @_guarded
     async def audit(self, record: Resource, session: AsyncClientSession) -> None:
         """Append an audit record (sub, when, type, id, version, operation) inside the write's transaction."""
         await self.db[AUDIT].insert_one({**record, TENANT: self.tenant}, session=session)
 
+    @_guarded
     async def audit_log(self, count: int, resource_type: str | None = None, id: str | None = None) -> list[Resource]:
         """This tenant's audit records, newest first."""
         query: dict[str, Any] = {TENANT: self.tenant}
@@ -395,10 +481,12 @@ class Store:
 
     # -- persisted queries: GraphQL documents by their sha256, shared by every instance ----
 
+    @_guarded
     async def get_query(self, sha256: str) -> str | None:
         doc = await self.db[PERSISTED_QUERIES].find_one({"_id": sha256}, {"query": 1})
         return None if doc is None else doc["query"]
 
+    @_guarded
     async def put_query(self, sha256: str, query: str) -> None:
         """Idempotent: the id is the text's hash, so a stored query never changes."""
         await self.db[PERSISTED_QUERIES].update_one(
@@ -407,6 +495,31 @@ class Store:
 
 
 PERSISTED_QUERIES = "persisted_queries"
+
+
+async def _commit(session: AsyncClientSession, written: dict[str, str] | None) -> None:
+    """Commit; an unconfirmed commit is retried (commitTransaction is idempotent) until the
+    server answers or the request's time is spent, and is never reported as not written."""
+    try:
+        await session.commit_transaction()
+        return
+    except PyMongoError as exc:
+        if not _unknown_commit(exc):
+            with _translated():
+                raise
+        log.warning("commit of %s unconfirmed (%s); retrying", written, exc)
+    until = _deadline.get() or time.monotonic() + COMMIT_RETRY_SECONDS
+    while time.monotonic() < until:
+        await asyncio.sleep(0.05)
+        try:
+            with pymongo.timeout(max(until - time.monotonic(), 0.001)):
+                await session.commit_transaction()
+            return
+        except PyMongoError as exc:
+            # Only a lost connection is worth another try; any answer but ok leaves it unknown.
+            if not isinstance(exc, ConnectionFailure):
+                break
+    raise errors.unknown_outcome(written)
 
 
 def _dotted(doc: Resource, key: str) -> list[str]:
