@@ -65,6 +65,14 @@ class FinGateError(Exception):
         return ext
 
 
+class RanOutOfTime(FinGateError):
+    """The request's time ran out: QUERY_TOO_COMPLEX, unless the database then proves unresponsive
+    (app.limits.within reports that as UNAVAILABLE)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(QUERY_TOO_COMPLEX, message)
+
+
 def bad_input(message: str, expression: str | None = None, issues: list[dict[str, Any]] | None = None) -> FinGateError:
     return FinGateError(BAD_USER_INPUT, message, issues=issues or [outcome_issue(message, expression)])
 

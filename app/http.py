@@ -119,7 +119,7 @@ class FinGateGraphQL(GraphQL):  # type: ignore[type-arg]
         match = _OPERATION.match(_COMMENTS.sub("", getattr(request_data, "query", None) or ""))
         request.scope["fingate.operation"] = match.group(1) if match else "query"
         operation = super().execute_operation(request=request, request_data=request_data, **kwargs)
-        return await within(self.limits.request_timeout, operation)
+        return await within(self.limits.request_timeout, operation, self.store)
 
     def decode_json(self, data: str | bytes) -> object:
         # Strawberry answers 400 for a JSONDecodeError only: invalid UTF-8, lone surrogates (which

@@ -46,7 +46,7 @@ _deadline: ContextVar[float | None] = ContextVar("fingate_store_deadline", defau
 def deadline(seconds: float) -> Iterator[None]:
     """Every database operation inside the block (and in tasks it starts) ends within `seconds`:
     the driver's client-side operation timeout, covering server selection, each command, commits
-    and aborts; what runs out of time raises UNAVAILABLE or QUERY_TOO_COMPLEX (see `_translated`)."""
+    and aborts; what runs out of time raises UNAVAILABLE or RanOutOfTime (see `_translated`)."""
     token = _deadline.set(time.monotonic() + seconds)
     try:
         with pymongo.timeout(seconds):
@@ -62,10 +62,8 @@ def _translated() -> Iterator[None]:
         yield
     except ConnectionFailure as exc:  # refused, reset, network timeout, no server selectable in time
         raise errors.unavailable() from exc
-    except ExecutionTimeout as exc:  # the server answered: the request's time ran out in a live database
-        raise errors.FinGateError(
-            errors.QUERY_TOO_COMPLEX, "the request ran out of time in the database: ask for less, or page"
-        ) from exc
+    except ExecutionTimeout as exc:  # the server's maxTimeMS, or no time left to send the command
+        raise errors.RanOutOfTime("the request ran out of time in the database: ask for less, or page") from exc
     except OperationFailure as exc:
         if exc.code == _WRITE_CONFLICT:
             raise errors.FinGateError(
