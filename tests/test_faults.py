@@ -12,6 +12,8 @@ import gc
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -27,7 +29,8 @@ from app.embedded import EmbeddedMongo
 from app.http import loads
 from app.settings import Settings
 from app.store import Store
-from tests.harness import client_for, json_with_decimals
+from tests.harness import client_for, free_port, json_with_decimals, wait_ready
+from tests.test_embedded import secantus_pids
 
 pytestmark = [
     pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="kills the embedded database"),
@@ -327,3 +330,37 @@ async def test_healthz_turns_503_once_the_supervisor_gives_up(faulty: Faulty) ->
 
         await eventually(unhealthy, "reported by /healthz")
         assert f.db.gave_up and await ready(f.client) == 503
+
+
+def test_a_restarted_database_still_never_outlives_fingate(tmp_path: Path) -> None:
+    """The restarted child is started by the supervisor thread, which lives as long as FinGate:
+    kill -9 of `fingate serve` still takes it down (PR_SET_PDEATHSIG)."""
+    port = free_port()
+    environment = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+    environment.update(FINGATE_DATA_DIR=str(tmp_path), FINGATE_PORT=str(port), FINGATE_LOAD_DEMO="false")
+    log = tmp_path / "serve.log"
+    with open(log, "wb") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve"], env=environment, stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        wait_ready(port, server, log, timeout=GENEROUS)
+        (first,) = secantus_pids(tmp_path)
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + GENEROUS
+        while not (pids := secantus_pids(tmp_path)) or pids == [first]:
+            assert time.monotonic() < deadline, f"the database was not restarted:\n{log.read_text()}"
+            time.sleep(0.05)
+        wait_ready(port, server, log, timeout=GENEROUS)
+        server.kill()
+        server.wait(30)
+        deadline = time.monotonic() + GENEROUS
+        while secantus_pids(tmp_path):
+            assert time.monotonic() < deadline, f"the restarted database outlived FinGate:\n{log.read_text()}"
+            time.sleep(0.05)
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait()
+        for pid in secantus_pids(tmp_path):
+            os.kill(pid, signal.SIGKILL)
