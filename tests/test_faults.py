@@ -269,6 +269,20 @@ async def test_a_stalled_database_is_reported_promptly_then_recovers(faulty: Fau
     assert await f.store.db["Patient"].find_one({"name.family": "during"}) is None
 
 
+def halted(pid: int) -> None:
+    """Until every thread of `pid` is stopped (T) or gone (Z, X, or no longer listed)."""
+    deadline = time.monotonic() + GENEROUS
+    while True:
+        states = []
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                states.append((task / "stat").read_text().rsplit(")", 1)[1].split()[0])
+        if all(state in "TtZX" for state in states):
+            return
+        assert time.monotonic() < deadline, f"process {pid} did not halt: {states}"
+        time.sleep(0.001)
+
+
 @pytest.mark.parametrize("fault", [signal.SIGSTOP, signal.SIGKILL], ids=["stalled", "killed"])
 async def test_a_commit_cut_off_is_unknown_outcome_never_conflict_or_failure(
     faulty: Faulty, fault: signal.Signals, monkeypatch: pytest.MonkeyPatch
@@ -286,6 +300,7 @@ async def test_a_commit_cut_off_is_unknown_outcome_never_conflict_or_failure(
         if event.command_name == "commitTransaction":
             monkeypatch.setattr(f.store.commands, "started", counted)
             os.kill(process.pid, fault)
+            halted(process.pid)  # before the commit leaves: no thread of the server may still run it
 
     monkeypatch.setattr(f.store.commands, "started", started)
     try:

@@ -65,9 +65,10 @@ def _translated() -> Iterator[None]:
     except ExecutionTimeout as exc:  # the server's maxTimeMS, or no time left to send the command
         raise errors.RanOutOfTime("the request ran out of time in the database: ask for less, or page") from exc
     except OperationFailure as exc:
-        if exc.code == _WRITE_CONFLICT:
+        if exc.code == _WRITE_CONFLICT:  # SecantusDB also reports it for two creates in one collection
             raise errors.FinGateError(
-                errors.CONFLICT, "another write to the same resource won the race: read it again and retry"
+                errors.CONFLICT,
+                "a concurrent write conflicted with this one; nothing was written: read again and retry",
             ) from exc
         if exc.has_error_label("TransientTransactionError"):  # e.g. a restarted server forgot the transaction
             raise errors.unavailable() from exc
