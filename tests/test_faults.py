@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 import signal
 import socket
@@ -32,14 +31,7 @@ from app.store import Store
 from tests.harness import client_for, free_port, json_with_decimals, wait_ready
 from tests.test_embedded import secantus_pids
 
-pytestmark = [
-    pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="kills the embedded database"),
-    # PyMongo's async pool can drop a socket the killed server reset without closing its asyncio
-    # transport (a driver-side leak, PYTHON-3923); collected in the fixture's teardown, it is ignored.
-    pytest.mark.filterwarnings(
-        r"ignore:Exception ignored in. <function _SelectorTransport.__del__:pytest.PytestUnraisableExceptionWarning"
-    ),
-]
+pytestmark = pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="kills the embedded database")
 
 REQUEST_TIMEOUT = 3.0  # short, so outages are reported quickly; no assertion is made on seconds
 PATIENT_FIELDS = "id meta { versionId }"
@@ -65,7 +57,6 @@ async def faulty(tmp_path: Path) -> AsyncIterator[Faulty]:
     finally:
         db.stop()  # first: a stalled database would keep the client's close waiting
         await store.close()
-        gc.collect()
 
 
 async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
