@@ -320,6 +320,7 @@ class QueryLimits(SchemaExtension):
 # layer cut the request, the other half lets a probe tell a dead or stalled database (UNAVAILABLE)
 # from a request that asked too much of a live one (QUERY_TOO_COMPLEX).
 _RESERVE = 0.5
+_SHORTEST_PROBE = 0.1  # a live database answers a ping well within this, even on a busy machine
 
 
 class Database(Protocol):
@@ -341,7 +342,7 @@ async def within(seconds: float, operation: Awaitable[Any], database: Database |
                 data=None, errors=[GraphQLError(message, original_error=errors.RanOutOfTime(message))]
             )
     ran_out = [e for e in result.errors or () if isinstance(e.original_error, errors.RanOutOfTime)]
-    if ran_out and database is not None and not await database.ping(reserve / 2):
+    if ran_out and database is not None and not await database.ping(max(reserve / 2, _SHORTEST_PROBE)):
         outage = errors.unavailable()
         result.errors = [
             GraphQLError(outage.message, e.nodes, path=e.path, original_error=outage)

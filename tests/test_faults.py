@@ -241,7 +241,9 @@ async def test_kill_9_under_concurrent_writes_loses_nothing_confirmed(faulty: Fa
     assert ledger.failed_creates or ledger.failed_updates
 
 
-async def test_a_stalled_database_is_reported_promptly_then_recovers(faulty: Faulty) -> None:
+async def test_a_stalled_database_is_reported_promptly_then_recovers(
+    faulty: Faulty, monkeypatch: pytest.MonkeyPatch
+) -> None:
     f = faulty
     existing = await create(f.client, "before")
     assert existing.code is None
@@ -253,6 +255,15 @@ async def test_a_stalled_database_is_reported_promptly_then_recovers(faulty: Fau
         read = await post(f.client, "query($id: ID!) { Patient(id: $id) { id } }", {"id": "x"})
         assert_unavailable(read)
         assert_unavailable(await create(f.client, "during"))
+
+        async def slow(*args: Any, **kwargs: Any) -> list[Any]:
+            await asyncio.sleep(REQUEST_TIMEOUT * 5)
+            return []
+
+        # Cut by the GraphQL layer, not by the driver: the database's silence still makes it an outage.
+        with monkeypatch.context() as patched:
+            patched.setattr(Store, "search", slow)
+            assert_unavailable(await post(f.client, "{ PatientList { id } }", {}))
     finally:
         os.kill(process.pid, signal.SIGCONT)
     await eventually(lambda: is_ready(f), "ready again")
