@@ -146,36 +146,30 @@ class EmbeddedMongo:
     def _supervise(self) -> None:
         # PR_SET_PDEATHSIG fires when the thread that started the child ends: this thread
         # starts the restarted children and ends only after stop() has stopped them.
-        while True:
-            process = self.process
-            if process is None:
-                return
+        streak = 0  # restarts since the database last stayed up STABLE_SECONDS
+        while (process := self.process) is not None:
             started = time.monotonic()
             process.wait()
             if self._stopping.is_set():
                 return
             log.error("embedded database exited with code %s; restarting it", process.returncode)
-            spent = 0 if time.monotonic() - started >= STABLE_SECONDS else self.restarts
-            if not self._restart(spent):
-                return
-
-    def _restart(self, spent: int) -> bool:
-        for delay in self.restart_delays[spent:]:
-            if self._stopping.wait(delay):
-                return False
-            self.restarts += 1
-            try:
-                self._launch(START_TIMEOUT)
-            except EmbeddedError as exc:
-                log.error("embedded database restart %d failed: %s", self.restarts, exc)
-                continue
-            if self._stopping.is_set():
-                return False
+            if time.monotonic() - started >= STABLE_SECONDS:
+                streak = 0
+            while True:
+                if streak == len(self.restart_delays):
+                    self.gave_up = True
+                    log.critical("embedded database did not come back after %d restarts; giving up", streak)
+                    return
+                if self._stopping.wait(self.restart_delays[streak]):
+                    return
+                streak += 1
+                self.restarts += 1
+                try:
+                    self._launch(START_TIMEOUT)
+                    break
+                except EmbeddedError as exc:
+                    log.error("embedded database restart %d failed: %s", self.restarts, exc)
             log.warning("embedded database restarted (restart %d)", self.restarts)
-            return True
-        self.gave_up = True
-        log.critical("embedded database did not come back after %d restarts; giving up", len(self.restart_delays))
-        return False
 
     def _failure(self, what: str) -> str:
         installed = (

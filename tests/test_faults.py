@@ -381,3 +381,36 @@ def test_a_restarted_database_still_never_outlives_fingate(tmp_path: Path) -> No
             server.wait()
         for pid in secantus_pids(tmp_path):
             os.kill(pid, signal.SIGKILL)
+
+
+async def test_the_restart_budget_is_spent_only_by_a_database_that_does_not_stay_up(
+    faulty: Faulty, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    f = faulty
+    f.db.restart_delays = (0.0, 0.0)  # two restarts per streak of crashes
+    monkeypatch.setattr("app.embedded.STABLE_SECONDS", 3.0)
+
+    async def kill_then_wait_for_restart(restarts: int) -> None:
+        process = f.db.process
+        assert process is not None
+        os.kill(process.pid, signal.SIGKILL)
+
+        async def relaunched() -> bool:
+            return f.db.restarts == restarts and await is_ready(f)
+
+        await eventually(relaunched, f"restart {restarts}")
+
+    for restarts in (1, 2):
+        await asyncio.sleep(3.5)  # up longer than STABLE_SECONDS: each crash starts a new streak
+        await kill_then_wait_for_restart(restarts)
+    await kill_then_wait_for_restart(3)  # a streak of crashes, each well within STABLE_SECONDS of its start
+    assert not f.db.gave_up
+    process = f.db.process
+    assert process is not None
+    os.kill(process.pid, signal.SIGKILL)
+
+    async def unhealthy() -> bool:
+        return (await bounded(f.client.get("/healthz"))).status_code == 503
+
+    await eventually(unhealthy, "given up")
+    assert f.db.restarts == 3
