@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from app.embedded import EmbeddedError, database_uri
+from app.embedded import EmbeddedError, database, database_uri
 from app.settings import Settings
 
 log = logging.getLogger("fingate")
@@ -73,7 +73,7 @@ def serve(settings: Settings) -> None:
     started = time.perf_counter()
     schema = build_schema()
     log.info("schema built in %.2f s", time.perf_counter() - started)
-    with database_uri(settings.mongodb_uri, settings.data_dir) as uri:
+    with database(settings.mongodb_uri, settings.data_dir) as (uri, embedded):
         store = Store(uri, settings.db, tenant=settings.default_tenant)
 
         async def startup(store: Store) -> None:
@@ -88,7 +88,7 @@ def serve(settings: Settings) -> None:
             gc.freeze()
             log.info("ready: GraphiQL at http://%s:%d/graphql", settings.host, settings.port)
 
-        app = create_app(store, schema, on_startup=startup, settings=settings)
+        app = create_app(store, schema, on_startup=startup, settings=settings, embedded=embedded)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
 
 

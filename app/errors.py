@@ -13,6 +13,11 @@ UNAUTHENTICATED = "UNAUTHENTICATED"
 FORBIDDEN = "FORBIDDEN"
 QUERY_TOO_COMPLEX = "QUERY_TOO_COMPLEX"
 INTERNAL = "INTERNAL"
+# The database is down or stalled: nothing was done; the same request may be sent again.
+UNAVAILABLE = "UNAVAILABLE"
+# A write whose commit the database never confirmed nor denied: read the resource before retrying.
+UNKNOWN_OUTCOME = "UNKNOWN_OUTCOME"
+RETRY_AFTER_SECONDS = 2
 # Automatic persisted queries (Apollo's protocol; clients match on these exact codes).
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 PERSISTED_QUERY_NOT_ALLOWED = "PERSISTED_QUERY_NOT_ALLOWED"
@@ -63,6 +68,14 @@ class FinGateError(Exception):
         return ext
 
 
+class RanOutOfTime(FinGateError):
+    """The request's time ran out: QUERY_TOO_COMPLEX, unless the database then proves unresponsive
+    (app.graphql.limits.within reports that as UNAVAILABLE)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(QUERY_TOO_COMPLEX, message)
+
+
 def bad_input(message: str, expression: str | None = None, issues: list[dict[str, Any]] | None = None) -> FinGateError:
     return FinGateError(BAD_USER_INPUT, message, issues=issues or [outcome_issue(message, expression)])
 
@@ -82,3 +95,35 @@ def forbidden(resource_type: str, action: str) -> FinGateError:
         f"the token's scopes do not allow {action} on {resource_type}: it needs e.g. user/{resource_type}.{letter}"
     )
     return FinGateError(FORBIDDEN, message, issues=[outcome_issue(message, code="forbidden")])
+
+
+def unavailable() -> FinGateError:
+    """The database did not answer in time (down, restarting or stalled); retryable."""
+    message = f"the database is unavailable; nothing was written: retry in {RETRY_AFTER_SECONDS} s"
+    return FinGateError(
+        UNAVAILABLE,
+        message,
+        issues=[outcome_issue(message, code="transient")],
+        extensions={"retryable": True, "retryAfter": RETRY_AFTER_SECONDS},
+    )
+
+
+def unknown_outcome(written: dict[str, str] | None) -> FinGateError:
+    """A commit the database lost contact during: it may or may not have been stored.
+
+    `written` names what to check: operation, resourceType, id and the version it would have.
+    """
+    if written is None:
+        message = "the database did not confirm whether the transaction was stored: check before retrying"
+    else:
+        what = f"{written['resourceType']}/{written['id']}"
+        message = (
+            f"the database did not confirm whether the {written['operation']} of {what} (version"
+            f" {written['version']}) was stored: read {what} and check meta.versionId before retrying"
+        )
+    return FinGateError(
+        UNKNOWN_OUTCOME,
+        message,
+        issues=[outcome_issue(message, code="transient")],
+        extensions={"retryable": False, **(written or {})},
+    )

@@ -32,6 +32,7 @@ from strawberry.types import ExecutionResult
 
 from app import auth, errors
 from app.caching import ConditionalGET
+from app.embedded import EmbeddedMongo
 from app.explorer import STATIC_DIR, STATIC_PATH, explorer_page
 from app.fhir.decimals import plain_text
 from app.graphql.apq import PersistedQueries
@@ -195,15 +196,21 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         if not isinstance(context, Context):  # unreachable by construction: no operation runs without a caller
             raise unauthenticated("send Authorization: Bearer <JWT>")
         # Batched bodies are refused while parsing (Strawberry's batching is off): one operation per request.
-        try:  # automatic persisted queries (app/graphql/apq.py): the text to run, from the request or the store
-            request_data.query = await self.persisted_queries.resolve(request_data.query, request_data.extensions)
-        except errors.FinGateError as error:
-            return ExecutionResult(data=None, errors=[GraphQLError(error.message, original_error=error)])
-        # The latency histogram's label: an operation keyword, or `query` for the shorthand `{ ... }`.
-        match = _OPERATION.match(_COMMENTS.sub("", getattr(request_data, "query", None) or ""))
-        request.scope["fingate.operation"] = match.group(1) if match else "query"
-        operation = super().execute_operation(request=request, request_data=request_data, context=context, **kwargs)
-        return await within(self.limits.request_timeout, operation)
+
+        async def run() -> Any:
+            try:  # automatic persisted queries (app/graphql/apq.py): the text to run, from the request or the store
+                request_data.query = await self.persisted_queries.resolve(request_data.query, request_data.extensions)
+            except errors.FinGateError as error:
+                return ExecutionResult(data=None, errors=[GraphQLError(error.message, original_error=error)])
+            # The latency histogram's label: an operation keyword, or `query` for the shorthand `{ ... }`.
+            match = _OPERATION.match(_COMMENTS.sub("", getattr(request_data, "query", None) or ""))
+            request.scope["fingate.operation"] = match.group(1) if match else "query"
+            return await super(FinGateGraphQL, self).execute_operation(
+                request=request, request_data=request_data, context=context, **kwargs
+            )
+
+        # The whole request, the persisted-query lookup included, within the request timeout.
+        return await within(self.limits.request_timeout, run(), self.store)
 
     def parse_json(self, data: str | bytes) -> Any:
         # The body, and a GET's `variables` and `extensions`: a refusal that says what is wrong.
@@ -243,6 +250,44 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         if result.extensions:
             out["extensions"] = result.extensions
         return out
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        return outage_response(super().create_response(response_data, sub_response), response_data)
+
+
+def outage_response(response: Response, body: Any) -> Response:
+    """A GraphQL answer with UNAVAILABLE errors gets Retry-After, and 503 when the outage left it no data."""
+    results = body if isinstance(body, list) else [body]
+    found = [e for r in results for e in r.get("errors") or () if e["extensions"]["code"] == errors.UNAVAILABLE]
+    if not found:
+        return response
+    response.headers["retry-after"] = str(max(e["extensions"]["retryAfter"] for e in found))
+    if all(
+        not any((r.get("data") or {}).values())
+        and all(e["extensions"]["code"] == errors.UNAVAILABLE for e in r.get("errors") or ())
+        for r in results
+    ):
+        response.status_code = 503
+    return response
+
+
+# /readyz answers within this, whatever the database does.
+READY_TIMEOUT = 1.0
+
+
+async def database_ready(store: Store, embedded: EmbeddedMongo | None) -> bool:
+    """The database answers a ping within READY_TIMEOUT (the embedded one not being restarted)."""
+    if embedded is not None and not embedded.running:
+        return False
+    return await store.ping(READY_TIMEOUT)
+
+
+def process_healthy(embedded: EmbeddedMongo | None) -> bool:
+    """False only once the embedded database's supervisor has given up: restarting FinGate is the cure.
+
+    A database that is down but coming back (or an external MongoDB that is down) is /readyz's concern.
+    """
+    return embedded is None or not embedded.gave_up
 
 
 class RequestMiddleware:
@@ -307,6 +352,7 @@ def create_app(
     schema: Any | None = None,
     on_startup: Callable[[Store], Any] | None = None,
     settings: Settings | None = None,
+    embedded: EmbeddedMongo | None = None,
 ) -> Starlette:
     """The ASGI app over an open Store; `on_startup` runs in the lifespan (indexes, demo data)."""
     if schema is None:
@@ -323,10 +369,12 @@ def create_app(
     metrics_token = settings.metrics_token.get_secret_value().encode() if settings.metrics_token else None
 
     async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        if process_healthy(embedded):
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "embedded database gave up restarting"}, status_code=503)
 
     async def readyz(request: Request) -> Response:
-        if await store.ping():
+        if await database_ready(store, embedded):
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "database unreachable"}, status_code=503)
 

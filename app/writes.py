@@ -20,6 +20,16 @@ _NUMBERS = (int, Decimal)
 _AMOUNT_FIELDS = ("status", "total", "totalNet", "totalGross")  # what the balance rules read of a target
 
 
+def _written(operation: str, resource_type: str, resource: Resource) -> dict[str, str]:
+    """What a write would store, for an UNKNOWN_OUTCOME to name if its commit goes unconfirmed."""
+    return {
+        "operation": operation,
+        "resourceType": resource_type,
+        "id": resource["id"],
+        "version": resource["meta"]["versionId"],
+    }
+
+
 def new_id() -> str:
     return uuid.uuid4().hex
 
@@ -145,9 +155,10 @@ class Writer:
         rules.check_document(resource_type, resource, None)
         if not (keep_id and resource.get("id")):
             resource["id"] = new_id()
-        async with self.store.joined(session) as tx:
+        resource = _with_meta(resource, 1)
+        async with self.store.joined(session, _written("create", resource_type, resource)) as tx:
             await rules.check_references(resource_type, resource, None, reads or self.reads.within(tx))
-            stored = await self.store.insert(resource_type, _with_meta(resource, 1), tx)
+            stored = await self.store.insert(resource_type, resource, tx)
             await self._audit(tx, "create", resource_type, stored)
         return stored
 
@@ -185,7 +196,7 @@ class Writer:
         rules.check_update(resource_type, old, resource)
         rules.check_document(resource_type, resource, old)
         new = _with_meta(resource, int(version) + 1)
-        async with self.store.joined(session) as tx:
+        async with self.store.joined(session, _written("update", resource_type, new)) as tx:
             await rules.check_references(resource_type, resource, old, reads or self.reads.within(tx))
             stored = await self.store.replace(resource_type, new, version, old.get("status"), tx)
             await self._audit(tx, "update", resource_type, stored)
@@ -194,7 +205,7 @@ class Writer:
     async def delete(self, resource_type: str, id: str) -> Resource:
         old = await self._current(resource_type, id)
         rules.check_delete(resource_type, old)
-        async with self.store.joined(None) as tx:
+        async with self.store.joined(None, _written("delete", resource_type, old)) as tx:
             await rules.check_delete_references(resource_type, old, self.reads.within(tx))
             await self.store.delete(resource_type, id, old["meta"]["versionId"], old.get("status"), tx)
             await self._audit(tx, "delete", resource_type, old)

@@ -94,3 +94,16 @@ def test_serve_failing_at_start_up_leaves_no_database(tmp_path: Path) -> None:
     assert code != 0
     assert secantus_pids(tmp_path) == []
     assert "address already in use" in (tmp_path / "serve.log").read_text().lower()
+
+
+def test_no_discovered_secantus_config_applies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A per-user secantusd.toml that SecantusDB would refuse (or one turning sync_on_commit off)
+    # must not reach FinGate's database: it runs on the config file FinGate writes.
+    home = tmp_path / "home"
+    (home / ".secantus").mkdir(parents=True)
+    (home / ".secantus" / "secantusd.toml").write_text("[storage]\nsync_on_commit = false\n[bogus]\n")
+    monkeypatch.setenv("HOME", str(home))
+    with EmbeddedMongo(tmp_path / "data") as db:
+        assert db.process is not None and db.process.poll() is None
+        assert "sync_on_commit = true" in (tmp_path / "data" / "fingate-secantusd.toml").read_text()
+    assert secantus_pids(tmp_path / "data") == []

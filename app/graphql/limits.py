@@ -7,7 +7,7 @@ import dataclasses
 from collections.abc import Awaitable, Hashable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from graphql import (
@@ -38,7 +38,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.extensions import SchemaExtension
 from strawberry.types import ExecutionResult
 
-from app import errors
+from app import errors, store
 from app.billing import ITEMS_SHOWN, PAYMENTS_SHOWN
 from app.graphql.billing import TYPE_NAMES as BILLING_TYPES
 from app.graphql.compat import graphql_schema, validate_document
@@ -332,13 +332,41 @@ class QueryLimits(SchemaExtension):
 # -- per request: the timeout and the body size -------------------------------------------------------
 
 
-async def within(seconds: float, operation: Awaitable[Any]) -> Any:
-    """The operation's result, or a QUERY_TOO_COMPLEX result after `seconds` (writes roll back)."""
-    try:
-        return await asyncio.wait_for(operation, seconds)
-    except TimeoutError:
-        message = f"the request ran over {seconds:g} s (FINGATE_REQUEST_TIMEOUT): ask for less, or page"
-        return ExecutionResult(data=None, errors=[too_complex(message)])
+# The last part of a request's time that the database never gets: half of it lets the GraphQL
+# layer cut the request, the other half lets a probe tell a dead or stalled database (UNAVAILABLE)
+# from a request that asked too much of a live one (QUERY_TOO_COMPLEX).
+_RESERVE = 0.5
+_SHORTEST_PROBE = 0.1  # a live database answers a ping well within this, even on a busy machine
+
+
+class Database(Protocol):
+    async def ping(self, seconds: float | None = None) -> bool: ...
+
+
+async def within(seconds: float, operation: Awaitable[Any], database: Database | None = None) -> Any:
+    """The operation's result, or an error result after `seconds` (writes roll back).
+
+    Every database call in it, commits included, ends before then (`app.store.deadline`).
+    """
+    reserve = min(_RESERVE, seconds / 4)
+    with store.deadline(seconds - reserve):
+        try:
+            result = await asyncio.wait_for(operation, seconds - reserve / 2)
+        except TimeoutError:
+            message = f"the request ran over {seconds:g} s (FINGATE_REQUEST_TIMEOUT): ask for less, or page"
+            result = ExecutionResult(
+                data=None, errors=[GraphQLError(message, original_error=errors.RanOutOfTime(message))]
+            )
+    ran_out = [e for e in result.errors or () if isinstance(e.original_error, errors.RanOutOfTime)]
+    if ran_out and database is not None and not await database.ping(max(reserve / 2, _SHORTEST_PROBE)):
+        outage = errors.unavailable()
+        result.errors = [
+            GraphQLError(outage.message, e.nodes, path=e.path, original_error=outage)
+            if isinstance(e.original_error, errors.RanOutOfTime)
+            else e
+            for e in result.errors
+        ]
+    return result
 
 
 class BodyLimit:

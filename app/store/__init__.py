@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
+import functools
 import logging
 import struct
-from collections.abc import AsyncIterator, Iterable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
+import pymongo
 from bson.codec_options import CodecOptions, TypeDecoder, TypeEncoder, TypeRegistry
 from bson.decimal128 import Decimal128
 from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, OperationFailure, PyMongoError
 
 from app import errors
 from app.fhir.decimals import plain
@@ -33,6 +38,64 @@ GUARD = "_guard"  # hidden: bumped by a write whose rules read this document, so
 DEFAULT_TENANT = "default"
 AUDIT = "audit"  # one record per write, in the write's transaction
 FIRST_PAGE = "first"  # the cursor of a connection's first page
+COMMIT_RETRY_SECONDS = 10.0  # how long an unconfirmed commit is retried outside a request's deadline
+_WRITE_CONFLICT = 112
+_NO_SUCH_TRANSACTION = 251  # at commit: the server has no record of it (restarted, or the driver's own retry)
+
+_deadline: ContextVar[float | None] = ContextVar("fingate_store_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Every database operation inside the block (and in tasks it starts) ends within `seconds`:
+    the driver's client-side operation timeout, covering server selection, each command, commits
+    and aborts; what runs out of time raises UNAVAILABLE or RanOutOfTime (see `_translated`)."""
+    token = _deadline.set(time.monotonic() + seconds)
+    try:
+        with pymongo.timeout(seconds):
+            yield
+    finally:
+        _deadline.reset(token)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """PyMongo's errors as FinGate's: an outage is UNAVAILABLE, never INTERNAL or CONFLICT."""
+    try:
+        yield
+    except ConnectionFailure as exc:  # refused, reset, network timeout, no server selectable in time
+        raise errors.unavailable() from exc
+    except ExecutionTimeout as exc:  # the server's maxTimeMS, or no time left to send the command
+        raise errors.RanOutOfTime("the request ran out of time in the database: ask for less, or page") from exc
+    except OperationFailure as exc:
+        if exc.code == _WRITE_CONFLICT:  # SecantusDB also reports it for two creates in one collection
+            raise errors.FinGateError(
+                errors.CONFLICT,
+                "a concurrent write conflicted with this one; nothing was written: read again and retry",
+            ) from exc
+        if exc.has_error_label("TransientTransactionError"):  # e.g. a restarted server forgot the transaction
+            raise errors.unavailable() from exc
+        raise
+
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _guarded(method: Callable[_P, Awaitable[_T]]) -> Callable[_P, Awaitable[_T]]:
+    @functools.wraps(method)
+    async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        with _translated():
+            return await method(*args, **kwargs)
+
+    return guarded
+
+
+def _unknown_commit(exc: PyMongoError) -> bool:
+    """Whether a failed commitTransaction may still have been applied."""
+    if exc.has_error_label("UnknownTransactionCommitResult"):
+        return True
+    return isinstance(exc, OperationFailure) and exc.code == _NO_SUCH_TRANSACTION
 
 
 class _DecimalCodec(TypeEncoder, TypeDecoder):  # type: ignore[misc]
@@ -136,8 +199,15 @@ class Store:
 
     def __init__(self, uri: str, db_name: str, tenant: str = DEFAULT_TENANT) -> None:
         self.commands = _CommandCounter()
+        # A write is confirmed once a majority has it in its journal (on disk); for the embedded
+        # database that is its sync-on-commit. These override any w= or journal= in the URI.
         self.client: AsyncMongoClient[Resource] = AsyncMongoClient(
-            uri, event_listeners=[self.commands], tz_aware=True, serverSelectionTimeoutMS=10_000
+            uri,
+            event_listeners=[self.commands],
+            tz_aware=True,
+            serverSelectionTimeoutMS=10_000,
+            w="majority",
+            journal=True,
         )
         self.db: AsyncDatabase[Resource] = self.client.get_database(db_name, codec_options=CODEC_OPTIONS)
         self.tenant = tenant
@@ -179,13 +249,16 @@ class Store:
     async def close(self) -> None:
         await self.client.close()
 
-    async def ping(self) -> bool:
+    async def ping(self, seconds: float | None = None) -> bool:
+        """Whether the database answers (within `seconds` when given)."""
         try:
-            await self.client.admin.command("ping")
+            with pymongo.timeout(seconds):
+                await self.client.admin.command("ping")
         except PyMongoError:
             return False
         return True
 
+    @_guarded
     async def ensure_indexes(self) -> None:
         """Idempotent (creating an index that exists is a no-op): one `createIndexes` per collection."""
         wanted: dict[str, list[list[tuple[str, int]]]] = {}
@@ -200,20 +273,24 @@ class Store:
             if indexes:
                 await self.db[collection].create_indexes([IndexModel(keys) for keys in indexes])
 
+    @_guarded
     async def is_empty(self) -> bool:
         for rtype in SERVED_RESOURCES:
             if await self.db[rtype].find_one({TENANT: self.tenant}, {"_id": 1}) is not None:
                 return False
         return True
 
+    @_guarded
     async def drop_all(self) -> None:
         await self.client.drop_database(self.db.name)
 
     # -- reads ---------------------------------------------------------------------------
 
+    @_guarded
     async def get(self, resource_type: str, id: str) -> Resource | None:
         return _public(await self.db[resource_type].find_one(self._restricted(resource_type, {"_id": self._key(id)})))
 
+    @_guarded
     async def get_by_type(
         self, ids_by_type: dict[str, list[str]], fields: tuple[str, ...] = (), session: AsyncClientSession | None = None
     ) -> dict[tuple[str, str], Resource]:
@@ -272,6 +349,7 @@ class Store:
         ]
         return {"pipeline": stages} if stages else {}
 
+    @_guarded
     async def search(
         self,
         resource_type: str,
@@ -290,6 +368,7 @@ class Store:
         )
         return [_hide(doc) async for doc in cursor]
 
+    @_guarded
     async def referrers(
         self,
         resource_type: str,
@@ -306,6 +385,7 @@ class Store:
         cursor = self.db[resource_type].find(query, {"id": 1, "status": 1}, limit=count, session=session)
         return [_hide(doc) async for doc in cursor]
 
+    @_guarded
     async def guard(self, keys: Iterable[tuple[str, str]], session: AsyncClientSession) -> None:
         """Write each (type, id) in `session`'s transaction without changing its FHIR JSON: a rule read made
         a write, so a concurrent transaction writing one of them (a status change, a delete) conflicts with
@@ -318,6 +398,7 @@ class Store:
             bump = [UpdateOne({"_id": id}, {"$inc": {GUARD: 1}}) for id in ids]
             await self.db[rtype].bulk_write(bump, ordered=False, session=session)
 
+    @_guarded
     async def page(
         self, resource_type: str, params: dict[str, str], count: int, cursor: str | None, sort: str | None
     ) -> dict[str, Any]:
@@ -340,6 +421,7 @@ class Store:
             "edges": [{"resource": _hide(d)} for d in docs],
         }
 
+    @_guarded
     async def referencing(
         self,
         resource_type: str,
@@ -387,6 +469,7 @@ class Store:
             out.setdefault(row["_id"], []).append(_hide(row["top"]))
         return out
 
+    @_guarded
     async def settlements(self, targets: list[str], responses: bool) -> dict[str, Settlement]:
         """Per target (`Type/id`), the active payments allocated to it and, with `responses`, the benefit totals
         of its active ClaimResponses: one aggregate (`$unionWith` for the responses), whatever the number of
@@ -402,6 +485,7 @@ class Store:
         rows = [row async for row in cursor]
         return settlements.settlements(rows)
 
+    @_guarded
     async def account_ledgers(self, accounts: list[str]) -> dict[str, AccountLedger]:
         """Per Account (`Account/id`), its billed Invoices and the active payments to them or to it: one aggregate
         (the Invoices, each with its payments by `$lookup` on the allocation-target index, then `$unionWith` the
@@ -415,6 +499,7 @@ class Store:
         cursor = await self.db[settlements.INVOICES].aggregate(pipeline, batchSize=settlements.ROWS_PER_REPLY)
         return settlements.account_ledgers([row async for row in cursor])
 
+    @_guarded
     async def open_items(self, party_type: str, parties: list[str]) -> dict[str, list[OpenItem]]:
         """Per party (`Patient/id`, `Organization/id`), its active Claims (as patient, as insurer) and issued Invoices
         (as recipient), each with the active payments to it: one aggregate (the Claims, `$unionWith` the Invoices,
@@ -427,6 +512,7 @@ class Store:
         cursor = await self.db[settlements.CLAIMS].aggregate(pipeline, batchSize=settlements.ROWS_PER_REPLY)
         return settlements.open_items([row async for row in cursor])
 
+    @_guarded
     async def history(self, resource_type: str, id: str) -> list[Resource]:
         """Every version, newest first; a deleted resource's starts with its deletion (`values.deletion`)."""
         cursor = self.db[f"{resource_type}_history"].find(
@@ -440,6 +526,7 @@ class Store:
             versions.insert(0, deletion(resource_type, id, entries[0]["deleted"]))
         return versions
 
+    @_guarded
     async def deleted(self, resource_type: str, ids: list[str]) -> dict[str, str]:
         """Id -> when (an instant), for those of `ids` deleted in this view: one command.
 
@@ -488,33 +575,36 @@ class Store:
         return doc
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncClientSession]:
+    async def transaction(self, written: dict[str, str] | None = None) -> AsyncIterator[AsyncClientSession]:
         """All writes given this session commit together or not at all.
 
         A write conflict with a concurrent transaction is the loser's CONFLICT, never a retry:
-        the caller re-reads and decides, exactly as for a stale `ifMatch`.
+        the caller re-reads and decides, exactly as for a stale `ifMatch`. A commit the database
+        neither confirms nor denies is retried, then reported as UNKNOWN_OUTCOME naming `written`.
         """
-        try:
-            async with self.client.start_session() as session, await session.start_transaction():
-                yield session
-        except PyMongoError as exc:
-            if exc.has_error_label("TransientTransactionError") or exc.has_error_label(
-                "UnknownTransactionCommitResult"
-            ):
-                raise errors.FinGateError(
-                    errors.CONFLICT, "another write to the same resource won the race: read it again and retry"
-                ) from exc
-            raise
+        with _translated():
+            async with self.client.start_session() as session:
+                await session.start_transaction()
+                try:
+                    yield session
+                except BaseException:
+                    await session.abort_transaction()  # the driver ignores an abort's errors
+                    raise
+                await _commit(session, written)
 
     @contextlib.asynccontextmanager
-    async def joined(self, session: AsyncClientSession | None) -> AsyncIterator[AsyncClientSession]:
-        """`session` when a caller's transaction is under way (a transaction Bundle), else one of its own."""
+    async def joined(
+        self, session: AsyncClientSession | None, written: dict[str, str] | None = None
+    ) -> AsyncIterator[AsyncClientSession]:
+        """`session` when a caller's transaction is under way (a transaction Bundle), else one of its own
+        (whose unconfirmed commit names `written`, see `transaction`)."""
         if session is not None:
             yield session
         else:
-            async with self.transaction() as own:
+            async with self.transaction(written) as own:
                 yield own
 
+    @_guarded
     async def insert(
         self, resource_type: str, resource: Resource, session: AsyncClientSession | None = None
     ) -> Resource:
@@ -535,6 +625,7 @@ class Store:
             match["status"] = status
         return self._restricted(resource_type, match)
 
+    @_guarded
     async def replace(
         self,
         resource_type: str,
@@ -556,6 +647,7 @@ class Store:
             await self._with_history(session, resource_type, resource, doc["_search"])
         return resource
 
+    @_guarded
     async def delete(
         self,
         resource_type: str,
@@ -580,10 +672,12 @@ class Store:
 
     # -- audit: who wrote what, one record per write, committed with it ------------------------
 
+    @_guarded
     async def audit(self, record: Resource, session: AsyncClientSession) -> None:
         """Append an audit record (sub, when, type, id, version, operation) inside the write's transaction."""
         await self.db[AUDIT].insert_one({**record, TENANT: self.tenant}, session=session)
 
+    @_guarded
     async def audit_log(self, count: int, resource_type: str | None = None, id: str | None = None) -> list[Resource]:
         """This tenant's audit records, newest first."""
         if count == 0:  # not MongoDB's `limit=0`, which is no limit
@@ -598,10 +692,12 @@ class Store:
 
     # -- persisted queries: GraphQL documents by their sha256, shared by every instance ----
 
+    @_guarded
     async def get_query(self, sha256: str) -> str | None:
         doc = await self.db[PERSISTED_QUERIES].find_one({"_id": sha256}, {"query": 1})
         return None if doc is None else doc["query"]
 
+    @_guarded
     async def put_query(self, sha256: str, query: str) -> None:
         """Idempotent: the id is the text's hash, so a stored query never changes."""
         await self.db[PERSISTED_QUERIES].update_one(
@@ -610,6 +706,31 @@ class Store:
 
 
 PERSISTED_QUERIES = "persisted_queries"
+
+
+async def _commit(session: AsyncClientSession, written: dict[str, str] | None) -> None:
+    """Commit; an unconfirmed commit is retried (commitTransaction is idempotent) until the
+    server answers or the request's time is spent, and is never reported as not written."""
+    try:
+        await session.commit_transaction()
+        return
+    except PyMongoError as exc:
+        if not _unknown_commit(exc):
+            with _translated():
+                raise
+        log.warning("commit of %s unconfirmed (%s); retrying", written, exc)
+    until = _deadline.get() or time.monotonic() + COMMIT_RETRY_SECONDS
+    while time.monotonic() < until:
+        await asyncio.sleep(0.05)
+        try:
+            with pymongo.timeout(max(until - time.monotonic(), 0.001)):
+                await session.commit_transaction()
+            return
+        except PyMongoError as exc:
+            # Only a lost connection is worth another try; any answer but ok leaves it unknown.
+            if not isinstance(exc, ConnectionFailure):
+                break
+    raise errors.unknown_outcome(written)
 
 
 __all__ = ["CODEC_OPTIONS", "Store"]
