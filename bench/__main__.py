@@ -54,9 +54,9 @@ async def measure(uri: str, sizes: workloads.Sizes, tmp: Path) -> dict[str, Any]
         items = await workloads.workloads(env)
         results: dict[str, Any] = {w.name: await workloads.measure(env, w) for w in items}
         for name, counts in (await workloads.commands(env)).items():
-            results[name]["commands"] = counts
+            results.setdefault(name, {})["commands"] = counts
         for name, counts in (await workloads.commands(env, compiled=True)).items():
-            results[name]["commands_compiled"] = counts
+            results.setdefault(name, {})["commands_compiled"] = counts
         # The graphql-core path over HTTP (FINGATE_COMPILED=false), then the default, compiled, server.
         http = await _over_http(uri, env, items, tmp / "serve.log", compiled=False)
         read_items = [w for w in items if w.name in workloads.COMPILED]

@@ -63,6 +63,14 @@ def w2(payer: str, count: int) -> str:
     return f'{{ PaymentReconciliationList(payment_issuer: "{payer}", _count: {count}) {{ {_W2_FIELDS} }} }}'
 
 
+# W1's payment with each allocated Claim's billing view: one settlement aggregate per level, whatever its size.
+W1_BILLING = (
+    "id billing { allocated { currency value } unallocated { currency value } } "
+    "allocation { target { resource { ... on Claim { id billing { billed { currency value } "
+    "paid { currency value } outstanding { currency value } } } } } }"
+)
+
+
 def w3(id: str) -> str:
     return f'{{ Claim(id: "{id}") {{ id status }} }}'
 
