@@ -26,9 +26,9 @@ from graphql import (
 )
 from pymongo import AsyncMongoClient
 
+from app.fhir.values import Resource
 from app.store import search
 
-Resource = dict[str, Any]
 _BUILTIN = {"String", "Int", "Float", "Boolean", "ID"}
 
 

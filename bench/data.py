@@ -5,11 +5,10 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
 
 from app.demo import SERVICES
+from app.fhir.values import Resource
 
-Resource = dict[str, Any]
 SEED = 5_2026
 CENT = Decimal("0.01")
 SIZES = (10, 50, 200)  # allocations per reconciliation, for the database-command counts

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-Resource = dict[str, Any]
+from app.fhir.values import Resource
 
 
 def _merged(values: list[Any]) -> dict[str, list[Any]]:

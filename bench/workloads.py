@@ -13,7 +13,7 @@ from graphql import graphql, parse
 
 from app import validation
 from app.auth import anonymous
-from app.fhir.values import now_instant
+from app.fhir.values import Resource, now_instant
 from app.graphql.build import schema as fingate_schema
 from app.graphql.compat import graphql_schema
 from app.graphql.compiled import CompiledEngine, compiled_execution
@@ -24,7 +24,6 @@ from app.writes import Writer
 from bench import baseline, data, queries
 from bench.timing import interleaved, sample, sample_sync
 
-Resource = dict[str, Any]
 DB = "fingate_bench"
 SIZES_DB = "fingate_bench_sizes"  # the 10/50/200 sets live apart, so they do not weigh on the timed scans
 VIEWS = "W1 billing"  # W1's payment and its Claims' billing views: command counts only

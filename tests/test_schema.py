@@ -16,7 +16,7 @@ from graphql import GraphQLError, GraphQLSchema, parse_value
 
 from app import errors
 from app.errors import FinGateError
-from app.fhir.model import SERVED_RESOURCES
+from app.fhir.model import SERVED, SERVED_RESOURCES
 from app.graphql.build import SDL_HEADER, print_sdl, schema
 from app.graphql.compat import graphql_schema
 from app.graphql.naming import check_unique, object_type_names
@@ -24,7 +24,6 @@ from app.graphql.scalars import parse_decimal_literal, parse_decimal_value, seri
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p for p in (ROOT / "schema" / "examples").glob("*.json") if not p.name.startswith("_"))
-SERVED = frozenset(SERVED_RESOURCES)
 
 
 def read_example(path: Path) -> dict[str, Any]:
