@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -115,6 +117,14 @@ async def _bad(store: Store, rtype: str, params: dict[str, str]) -> FinGateError
     return info.value
 
 
+def _nested(levels: int) -> str:
+    """`status eq draft`, inside `levels` alternating and/or."""
+    out = "status eq draft"
+    for i in range(levels):
+        out = f"status eq draft {('or', 'and')[i % 2]} ({out})"
+    return out
+
+
 # (resource type, `_filter`, expected ids)
 CASES: list[tuple[str, str, list[str]]] = [
     # tokens, references, ids: eq ne pr
@@ -140,6 +150,9 @@ CASES: list[tuple[str, str, list[str]]] = [
     ("Claim", "status eq draft or status eq cancelled and use eq claim", ["c2"]),
     ("Claim", "(status eq draft or status eq cancelled) and use eq preauthorization", ["c3"]),
     ("Claim", "NOT (status eq active) AND use eq claim", ["c2"]),
+    ("Claim", " or ".join(["status eq draft"] * 200), ["c2"]),
+    ("Claim", "(" * 50 + "status eq draft" + ")" * 50, ["c2"]),
+    ("Claim", _nested(20), ["c2"]),
     ("Claim", "status eq active\n  and provider.name co acme", ["c1", "c4"]),
     # dates: every prefix, and pr
     ("Claim", "created eq 2024-01-15", ["c1"]),
@@ -190,7 +203,7 @@ CASES: list[tuple[str, str, list[str]]] = [
 ]
 
 
-@pytest.mark.parametrize(("rtype", "expression", "expected"), CASES, ids=[f"{t}: {e}" for t, e, _ in CASES])
+@pytest.mark.parametrize(("rtype", "expression", "expected"), CASES, ids=[f"{t}: {e[:40]}" for t, e, _ in CASES])
 async def test_filter_finds(store: Store, rtype: str, expression: str, expected: list[str]) -> None:
     assert await _ids(store, rtype, {"_filter": expression}) == expected
 
@@ -214,11 +227,15 @@ ERRORS: list[tuple[str, str, str]] = [
     ("Claim", "provider.nonsense eq x", "has a search parameter 'nonsense'"),
     ("Claim", "created eq yesterday", "created at line 1, column 1: 'yesterday' is not a date; use YYYY"),
     ("Claim", "created pr maybe", "`pr` takes true or false, not 'maybe'"),
+    ("Claim", _nested(21), "nested deeper than 20 levels"),
+    ("Claim", "not(" * 21 + "status eq active" + ")" * 21, "nested deeper than 20 levels"),
+    ("Claim", " or ".join(["provider.name co x"] * 11), "more than 10 chained parameters"),
+    ("Claim", "x" * 4097, "longer than 4096 characters"),
     ("Invoice", "totalgross eq lots", "totalgross at line 1, column 1: 'lots' is not a quantity; use a number"),
 ]
 
 
-@pytest.mark.parametrize(("rtype", "expression", "message"), ERRORS, ids=[e for _, e, _ in ERRORS])
+@pytest.mark.parametrize(("rtype", "expression", "message"), ERRORS, ids=[e[:40] for _, e, _ in ERRORS])
 async def test_filter_errors_say_where(store: Store, rtype: str, expression: str, message: str) -> None:
     error = await _bad(store, rtype, {"_filter": expression})
     assert message in error.message, error.message
@@ -340,3 +357,23 @@ async def test_both_engines_answer_alike(clients: tuple[httpx.AsyncClient, httpx
         (error,) = answer["errors"]
         assert error["extensions"]["code"] == BAD_USER_INPUT, error
         assert "Traceback" not in a.text
+
+
+# -- the README's example, on the demo data -------------------------------------------------------
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+async def test_the_readme_example_works_on_the_demo_data(demo_store: Store) -> None:
+    section = README.read_text().split("### `_filter` and search modifiers", 1)[1].split("\n### ", 1)[0]
+    (block,) = re.findall(r"```graphql\n(.*?)```", section, re.S)
+    body = json.dumps({"query": block})
+    headers = {"content-type": "application/json"}
+    answers = []
+    for compiled in (True, False):
+        async with client_for(demo_store, settings=Settings(compiled=compiled)) as client:
+            answers.append((await client.post("/graphql", content=body, headers=headers)).content)
+    assert answers[0] == answers[1]
+    data = json.loads(answers[0])["data"]
+    assert data["ClaimList"] and all(c["created"] >= "2026-10-05" or c["status"] != "active" for c in data["ClaimList"])
+    assert [a["id"] for a in data["AccountList"]] and all("Rivera" in a["name"] for a in data["AccountList"])

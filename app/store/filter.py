@@ -18,6 +18,8 @@ from app.store.search import QUERIES, Param
 
 FILTER = "_filter"
 MAX_FILTER_LENGTH = 4096
+MAX_DEPTH = 20  # nested parentheses, `not`s and alternating and/or; MongoDB limits a filter's depth
+MAX_CHAINS = 10  # chained parameters in one expression: each costs a query first
 MAX_CHAIN_MATCHES = 1000  # a chain's first query may find this many targets; more is an error, never a cut
 NEVER: dict[str, Any] = {"_id": {"$in": []}}
 
@@ -140,18 +142,33 @@ def parse(expression: str) -> Tree[Token]:
         raise _syntax_error(expression, e) from None
 
 
+def _operands(tree: Tree[Token]) -> list[Tree[Token]]:
+    """The operands of `a or b or c` as one list (the grammar nests them), so the Mongo filter stays shallow."""
+    out, stack = [], [tree]
+    while stack:
+        t = stack.pop()
+        if t is tree or (t.data == tree.data and tree.data != "negation"):
+            stack.extend(reversed(t.children))  # type: ignore[arg-type]
+        else:
+            out.append(t)
+    return out
+
+
 class _Compiler:
     """One `_filter` expression's Mongo filter; chains ask `ids_of` for their targets first."""
 
     def __init__(self, ids_of: IdsOf) -> None:
         self.ids_of = ids_of
+        self.chains = 0
 
-    async def node(self, resource_type: str, tree: Tree[Token]) -> dict[str, Any]:
+    async def node(self, resource_type: str, tree: Tree[Token], depth: int = 0) -> dict[str, Any]:
+        if depth > MAX_DEPTH:
+            raise bad_input(f"{FILTER}: nested deeper than {MAX_DEPTH} levels", expression=FILTER)
         if tree.data == "test":
             path, op, value = tree.children
             names: list[Token] = path.children  # type: ignore[union-attr,assignment]
             return await self.test(resource_type, [str(n) for n in names], str(op).lower(), _literal(value), names[0])  # type: ignore[arg-type]
-        parts = [await self.node(resource_type, child) for child in tree.children]  # type: ignore[arg-type]
+        parts = [await self.node(resource_type, child, depth + 1) for child in _operands(tree)]
         if tree.data == "negation":
             return {"$nor": parts}
         return {"$and" if tree.data == "all" else "$or": parts}
@@ -187,6 +204,9 @@ class _Compiler:
                 f"search parameter {rest[0]!r}",
                 expression=FILTER,
             )
+        self.chains += 1
+        if self.chains > MAX_CHAINS:
+            raise bad_input(f"{FILTER}: more than {MAX_CHAINS} chained parameters", expression=FILTER)
         found: list[str] = []
         for target in targets:
             query = await self.test(target, rest, op, value, at)
