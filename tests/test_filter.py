@@ -13,6 +13,8 @@ import httpx
 import pytest
 
 from app.errors import BAD_USER_INPUT, FinGateError
+from app.graphql import resolvers
+from app.graphql.build import SearchModifier
 from app.settings import Settings
 from app.store import Store, filter, search
 from tests.conftest import fresh_store
@@ -377,3 +379,20 @@ async def test_the_readme_example_works_on_the_demo_data(demo_store: Store) -> N
     data = json.loads(answers[0])["data"]
     assert data["ClaimList"] and all(c["created"] >= "2026-10-05" or c["status"] != "active" for c in data["ClaimList"])
     assert [a["id"] for a in data["AccountList"]] and all("Rivera" in a["name"] for a in data["AccountList"])
+
+
+def test_modifiers_take_argument_names_and_become_fhir_keys() -> None:
+    codes = {"payment_issuer": "payment-issuer", "status": "status"}
+    given = {
+        "status": "active",
+        "_filter": "x eq 1",
+        "_modifiers": [SearchModifier(param="payment_issuer", modifier="missing", value="true")],
+    }
+    assert resolvers.search_params(codes, given) == {
+        "status": "active",
+        "_filter": "x eq 1",
+        "payment-issuer:missing": "true",
+    }
+    twice = [SearchModifier(param="status", modifier="not", value=v) for v in "ab"]
+    with pytest.raises(FinGateError, match="status:not appears twice"):
+        resolvers.search_params(codes, {"_modifiers": twice})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -250,29 +251,30 @@ def _missing(p: Param, value: str) -> dict[str, Any]:
     return {p.key: {"$exists": value == "false"}}
 
 
-def _modified_key(modifier: str) -> Callable[[Param, str], dict[str, Any]]:
-    """A modifier answered from its own index values (search.MODIFIED)."""
-
-    def compile_(p: Param, value: str) -> dict[str, Any]:
-        key = f"{p.key}:{modifier}"
-        if modifier == "exact":
-            return {"$and": [_equal(p, value), {key: value}]}  # the indexed folded form narrows, then the exact one
-        if modifier == "text":
-            return {key: {"$elemMatch": search.QUERIES["string"](p, _escape(value))[p.key]["$elemMatch"]}}
-        return QUERIES["token"](Param(p.code, "token", key, "", (), ()), _escape(value))
-
-    return compile_
+def _exact(p: Param, value: str) -> dict[str, Any]:
+    # The indexed folded value narrows; the stored text as written decides.
+    return {"$and": [_equal(p, value), {f"{p.key}:exact": value}]}
 
 
-# Modifier -> the parameter types taking it -> (parameter, one value) -> Mongo clause.
+def _text(p: Param, value: str) -> dict[str, Any]:
+    return QUERIES["string"](replace(p, key=f"{p.key}:text"), _escape(value))
+
+
+def _identifier(p: Param, value: str) -> dict[str, Any]:
+    return QUERIES["token"](replace(p, key=f"{p.key}:identifier"), _escape(value))
+
+
+# Modifier -> the parameter types taking it -> (parameter, one value) -> Mongo clause; search.MODIFIED holds the
+# index values of exact, text and identifier.
 MODIFIERS: dict[str, dict[str, Callable[[Param, str], dict[str, Any]]]] = {
     "missing": dict.fromkeys(("token", "string", "date", "reference", "quantity", "number", "uri", "id"), _missing),
-    "not": dict.fromkeys(("token", "reference", "uri", "id"), _negated(_plain)),
-    "exact": {"string": _modified_key("exact")},
+    "not": dict.fromkeys(("token", "reference", "uri", "id"), _plain),
+    "exact": {"string": _exact},
     "contains": {"string": _contains},
-    "text": {"token": _modified_key("text")},
-    "identifier": {"reference": _modified_key("identifier")},
+    "text": {"token": _text},
+    "identifier": {"reference": _identifier},
 }
+NEGATING = {"not"}  # its values' clauses are NORed, not ORed
 
 
 def compile_modifier(resource_type: str, code: str, modifier: str, raw: str) -> dict[str, Any]:
@@ -290,9 +292,9 @@ def compile_modifier(resource_type: str, code: str, modifier: str, raw: str) -> 
     values = [search._unescape(v) for v in search._split(raw, ",")]
     if any(v == "" for v in values):
         raise bad_input(f"{code}:{modifier}: empty value in {raw!r}", expression=code)
-    if modifier == "not":
-        return {"$nor": [_plain(p, v) for v in values]}
     ors = [compile_(p, v) for v in values]
+    if modifier in NEGATING:
+        return {"$nor": ors}
     return ors[0] if len(ors) == 1 else {"$or": ors}
 
 
