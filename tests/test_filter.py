@@ -119,6 +119,30 @@ async def _bad(store: Store, rtype: str, params: dict[str, str]) -> FinGateError
     return info.value
 
 
+# `_filter` expressions and the plain arguments they say the same as: the very same Mongo filter (and so index).
+SAME_AS_PLAIN: list[tuple[str, str, dict[str, str]]] = [
+    ("Claim", "status eq active", {"status": "active"}),
+    ("Claim", 'identifier eq "http://ex/claims|A-1"', {"identifier": "http://ex/claims|A-1"}),
+    ("Claim", "created ge 2024-01-15", {"created": "ge2024-01-15"}),
+    ("Claim", "created eq 2024", {"created": "2024"}),
+    ("Claim", "patient eq Patient/p1", {"patient": "Patient/p1"}),
+    ("Claim", "patient eq p1", {"patient": "p1"}),
+    ("Claim", "_id eq c1", {"_id": "c1"}),
+    ("Invoice", "totalgross gt 100", {"totalgross": "gt100"}),
+    ("Invoice", 'totalgross eq "250||EUR"', {"totalgross": "250||EUR"}),
+    ("Account", 'name sw "Zoë"', {"name": "Zoë"}),
+]
+
+
+async def _no_chains(target: str, query: dict[str, Any], limit: int) -> list[str]:
+    raise AssertionError("no chain here")
+
+
+@pytest.mark.parametrize(("rtype", "expression", "params"), SAME_AS_PLAIN, ids=[e for _, e, _ in SAME_AS_PLAIN])
+async def test_filter_compiles_like_the_plain_argument(rtype: str, expression: str, params: dict[str, str]) -> None:
+    assert await filter.compile_expression(rtype, expression, _no_chains) == search.compile_filter(rtype, params)
+
+
 def _nested(levels: int) -> str:
     """`status eq draft`, inside `levels` alternating and/or."""
     out = "status eq draft"

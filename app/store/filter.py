@@ -44,7 +44,7 @@ def _contains(p: Param, value: str) -> dict[str, Any]:
 
 
 def _ends(p: Param, value: str) -> dict[str, Any]:
-    return {p.key: {"$elemMatch": {"$regex": re.escape(search.normalize(value)) + r"\Z"}}}
+    return {p.key: {"$elemMatch": {"$regex": re.escape(search.normalize(value)) + "$"}}}
 
 
 def _equal(p: Param, value: str) -> dict[str, Any]:
@@ -102,7 +102,7 @@ PRESENT = "pr"
 
 def _present(p: Param, value: str, where: str) -> dict[str, Any]:
     if value not in ("true", "false"):
-        raise bad_input(f"{where}: `pr` takes true or false, not {value!r}", expression=FILTER)
+        raise bad_input(f"{FILTER}: {where}: `pr` takes true or false, not {value!r}", expression=FILTER)
     if p.type == "id":
         return {} if value == "true" else NEVER
     return {p.key: {"$exists": value == "true"}}
