@@ -361,6 +361,7 @@ QUERIES = {
     "twice": '{ ClaimList(_modifiers: [{param: "status", modifier: "not", value: "a"},'
     ' {param: "status", modifier: "not", value: "b"}]) { id } }',
 }
+ERROR_AT = {"syntax-error": "_filter", "twice": "_modifiers"}
 EXPECTED = {
     "filter": {"data": {"ClaimList": [{"id": "c1", "status": "active"}]}},
     "modifiers": {"data": {"ClaimList": [{"id": "c3"}]}},
@@ -382,6 +383,8 @@ async def test_both_engines_answer_alike(clients: tuple[httpx.AsyncClient, httpx
     else:
         (error,) = answer["errors"]
         assert error["extensions"]["code"] == BAD_USER_INPUT, error
+        (issue,) = error["extensions"]["operationOutcome"]["issue"]
+        assert issue["expression"] == [ERROR_AT[name]], issue
         assert "Traceback" not in a.text
 
 
