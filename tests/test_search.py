@@ -529,7 +529,9 @@ def _example(name: str) -> dict[str, Any]:
 def test_index_values_over_examples(path: Path) -> None:
     resource = _example(path.name)
     values = search.index_values(resource["resourceType"], resource)
-    assert set(values) <= {k for c in search.indexed_params(resource["resourceType"]) for k in (c, f"{c}_sort")}
+    params = search.indexed_params(resource["resourceType"]).values()
+    modified = {f"{p.code}:{m}" for p in params for m, _ in p.modified}
+    assert set(values) <= {k for p in params for k in (p.code, f"{p.code}_sort")} | modified
 
 
 def test_example_values() -> None:

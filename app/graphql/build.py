@@ -64,6 +64,17 @@ _COUNT: ArgSpec = ("_count", int, False, "At most this many resources.")
 _SORT: ArgSpec = ("_sort", str, False, "Sort order: comma-separated search parameter codes, `-` for descending.")
 
 
+@strawberry.input(name="SearchModifier", description="One FHIR search modifier: `param:modifier=value`.")
+class SearchModifier:
+    param: str = strawberry.field(description="The search parameter (argument name or code).")
+    modifier: str = strawberry.field(description="missing, not, exact, contains, identifier or text.")
+    value: str = strawberry.field(description="As the plain argument's (commas OR); `true` or `false` for missing.")
+
+
+_FILTER: ArgSpec = ("_filter", str, False, "A FHIR _filter expression, ANDed with the other arguments.")
+_MODIFIERS: ArgSpec = ("_modifiers", list[SearchModifier], False, "Search modifiers, ANDed with the other arguments.")
+
+
 def data_field(fixed_type: object, python: str, name: str, description: str | None) -> FixedTypeField:
     """A plain data field: its type is known when it is created."""
     field = FixedTypeField(python_name=python, graphql_name=name, description=description)
@@ -287,14 +298,14 @@ class _Builder:
             _root_field(
                 f"{t}List",
                 resolvers.search(t, codes),
-                [*search, _COUNT, offset, _SORT],
+                [*search, _FILTER, _MODIFIERS, _COUNT, offset, _SORT],
                 StrawberryOptional(StrawberryList(out)),
                 f"Search {t} resources.",
             ),
             _root_field(
                 f"{t}Connection",
                 resolvers.connection(t, codes),
-                [*search, _COUNT, cursor, _SORT],
+                [*search, _FILTER, _MODIFIERS, _COUNT, cursor, _SORT],
                 StrawberryOptional(connection),
                 f"Search {t} resources a page at a time.",
             ),

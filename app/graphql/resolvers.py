@@ -19,8 +19,20 @@ BatchResolver = Callable[[Any, list[Any]], Awaitable[list[Any]]]
 
 def search_params(arg_codes: Mapping[str, str], args: Mapping[str, Any]) -> dict[str, str]:
     """The search arguments actually given, keyed by their R5 code (`payment_issuer` -> `payment-issuer`):
-    the one place argument names become codes; below this layer, only codes."""
-    return {arg_codes[name]: value for name, value in args.items() if value is not None and name in arg_codes}
+    the one place argument names become codes; below this layer, only codes. `_filter` keeps its name and
+    each of `_modifiers` becomes FHIR's `code:modifier` key (app.store.filter)."""
+    out = {arg_codes[name]: value for name, value in args.items() if value is not None and name in arg_codes}
+    if args.get("_filter") is not None:
+        out["_filter"] = args["_filter"]
+    for m in args.get("_modifiers") or ():
+        key = f"{arg_codes.get(m.param, m.param)}:{m.modifier}"
+        if key in out:
+            raise errors.bad_input(
+                f"_modifiers: {key} appears twice; give one entry and OR its values with commas",
+                expression="_modifiers",
+            )
+        out[key] = m.value
+    return out
 
 
 def sort_codes(arg_codes: Mapping[str, str], sort: str | None) -> str | None:

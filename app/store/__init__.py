@@ -29,6 +29,7 @@ from app.fhir.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartme
 from app.fhir.values import Resource, deletion, instant
 from app.metrics import MONGO_COMMANDS
 from app.store import search, settlements
+from app.store.filter import compile_query
 from app.store.settlements import AccountLedger, OpenItem, Settlement
 
 log = logging.getLogger("fingate.store")
@@ -239,6 +240,17 @@ class Store:
         """A query of `resource_type` within this view: the tenant, then the compartment (both indexed)."""
         return _all({TENANT: self.tenant}, self.compartment.get(resource_type), query)
 
+    async def _filter(
+        self, resource_type: str, params: dict[str, str], session: AsyncClientSession | None = None
+    ) -> dict[str, Any]:
+        """The filter of search params (with `_filter` and `code:modifier` keys, see app.store.filter)."""
+
+        async def ids_of(target: str, query: dict[str, Any], limit: int) -> list[str]:
+            found = self.db[target].find(self._scoped(target, query), {"id": 1}, limit=limit, session=session)
+            return [doc["id"] async for doc in found]
+
+        return await compile_query(resource_type, params, ids_of)
+
     def _restricted(self, resource_type: str, query: dict[str, Any]) -> dict[str, Any]:
         """A query by `_id` (which holds the tenant) within this view's compartment."""
         return _all(query, self.compartment.get(resource_type))
@@ -359,7 +371,7 @@ class Store:
         sort: str | None = None,
         session: AsyncClientSession | None = None,
     ) -> list[Resource]:
-        query = self._scoped(resource_type, search.compile_filter(resource_type, params))
+        query = self._scoped(resource_type, await self._filter(resource_type, params, session))
         if count == 0:  # FHIR's `_count=0` asks for no entries; MongoDB's `limit=0` would mean no limit at all
             return []
         order = search.compile_sort(resource_type, sort)
@@ -405,7 +417,7 @@ class Store:
         """A keyset page: {count (total matches), first, next, edges: [{resource}]}."""
         if cursor == FIRST_PAGE:
             cursor = None
-        query = self._scoped(resource_type, search.compile_filter(resource_type, params))
+        query = self._scoped(resource_type, await self._filter(resource_type, params))
         order = search.compile_sort(resource_type, sort)
         paged = {"$and": [query, search.cursor_filter(resource_type, sort, cursor)]} if cursor else query
         coll = self.db[resource_type]
@@ -448,7 +460,7 @@ class Store:
             return {}
         key = search.reference_key(resource_type, code)
         wanted = {key: targets[0] if len(targets) == 1 else {"$in": targets}}
-        query = search.compile_filter(resource_type, params)
+        query = await self._filter(resource_type, params)
         match = self._scoped(resource_type, _all(wanted, query))
         order = search.compile_sort(resource_type, sort)
         coll = self.db[resource_type]

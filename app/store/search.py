@@ -225,6 +225,51 @@ CONVERTERS: dict[str, dict[str, Converter]] = {
 }
 
 
+def _raw(value: Any) -> list[Entry]:
+    return [value] if isinstance(value, str) and value else []
+
+
+def _raw_parts(*names: str) -> Converter:
+    def convert(value: Any) -> list[Entry]:
+        if not isinstance(value, dict):
+            return []
+        parts = [value.get(name) for name in names]
+        return [item for part in parts for item in (part if isinstance(part, list) else [part]) if _raw(item)]
+
+    return convert
+
+
+def _display(value: Any) -> list[Entry]:
+    return _string(value.get("display")) if isinstance(value, dict) else []
+
+
+def _concept_text(value: Any) -> list[Entry]:
+    if not isinstance(value, dict):
+        return []
+    return [*_string(value.get("text")), *(e for coding in value.get("coding") or () for e in _display(coding))]
+
+
+def _identifier_text(value: Any) -> list[Entry]:
+    return _concept_text(value.get("type")) if isinstance(value, dict) else []
+
+
+def _reference_identifier(value: Any) -> list[Entry]:
+    return _identifier(value.get("identifier")) if isinstance(value, dict) else []
+
+
+# (search parameter type, modifier) -> FHIR type -> the entries of `_search.<code>:<modifier>`, for the modifiers
+# the main index cannot answer: `:exact` (the text as written), `:text` (a code's display), `:identifier`.
+MODIFIED: dict[tuple[str, str], dict[str, Converter]] = {
+    ("string", "exact"): {
+        **dict.fromkeys(_STRINGISH, _raw),
+        "HumanName": _raw_parts("text", "family", "given", "prefix", "suffix"),
+        "Address": _raw_parts("text", "line", "city", "district", "state", "postalCode", "country"),
+    },
+    ("token", "text"): {"Coding": _display, "CodeableConcept": _concept_text, "Identifier": _identifier_text},
+    ("reference", "identifier"): {"Reference": _reference_identifier},
+}
+
+
 def _min_str(entries: list[Entry]) -> Any:
     return min(entries)
 
@@ -257,6 +302,8 @@ class Param:
     sort_key: str
     targets: tuple[str, ...]
     extractors: tuple[Callable[[dict[str, Any]], list[Entry]], ...]
+    # modifier -> the extractors of its own index values (`_search.<code>:<modifier>`), see MODIFIED
+    modified: tuple[tuple[str, tuple[Callable[[dict[str, Any]], list[Entry]], ...]], ...] = ()
 
 
 def _walker(steps: list[tuple[str, ...]], convert: Converter) -> Callable[[dict[str, Any]], list[Entry]]:
@@ -292,8 +339,9 @@ def _only(target: str, convert: Converter) -> Converter:
 
 
 def _extractors(
-    resource_type: str, code: str, ptype: str, expression: str
+    resource_type: str, code: str, ptype: str, expression: str, converters: dict[str, Converter] | None = None
 ) -> list[Callable[[dict[str, Any]], list[Entry]]]:
+    """The index entries of a parameter (`converters`: a modifier's own, which skip the FHIR types they lack)."""
     out = []
     for part in expression.split("|"):
         m = _EXPRESSION.fullmatch(part.strip())
@@ -310,7 +358,9 @@ def _extractors(
             types = [(el.json_name(t), t) for t in el.types]
             steps.append(tuple(dict.fromkeys(k for k, _ in types)))
         for json_name, fhir_type in types:
-            convert = CONVERTERS[ptype].get(fhir_type)
+            convert = (converters if converters is not None else CONVERTERS[ptype]).get(fhir_type)
+            if convert is None and converters is not None:
+                continue
             if convert is None:
                 raise RuntimeError(f"{resource_type}.{code}: no {ptype} index for FHIR type {fhir_type}")
             if m["type"]:
@@ -327,6 +377,11 @@ def _param(resource_type: str, code: str, ptype: str, expression: str, targets: 
         sort_key=f"{SEARCH}.{code}_sort",
         targets=targets,
         extractors=tuple(_extractors(resource_type, code, ptype, expression)),
+        modified=tuple(
+            (modifier, tuple(_extractors(resource_type, code, ptype, expression, table)))
+            for (kind, modifier), table in MODIFIED.items()
+            if kind == ptype
+        ),
     )
 
 
@@ -381,6 +436,10 @@ def index_values(resource_type: str, resource: dict[str, Any]) -> dict[str, Any]
         if entries:
             out[p.code] = entries
             out[f"{p.code}_sort"] = SORT_VALUE[p.type](entries)
+        for modifier, extractors in p.modified:
+            more = _dedupe([e for extract in extractors for e in extract(resource)])
+            if more:
+                out[f"{p.code}:{modifier}"] = more
     return out
 
 
