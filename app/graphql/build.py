@@ -42,6 +42,7 @@ from app.graphql.naming import (
     reference_enum_name,
 )
 from app.graphql.scalars import JSON, FhirDecimal, scalar_map
+from app.graphql.truncation import Truncation
 
 SDL_HEADER = (
     f"# FinGate GraphQL schema, generated from the HL7 {ORIGIN} StructureDefinitions and search parameters\n"
@@ -123,8 +124,9 @@ class _Builder:
                 scalar_map=scalar_map(),
             ),
             # Classes: Strawberry makes one per request, and their caches are module-wide.
-            # TokenLimit before the parser; QueryLimits validates (cached per query text), then checks limits.
-            extensions=[TokenLimit, ParserCache, QueryLimits],
+            # TokenLimit before the parser; QueryLimits validates (cached per query text), then checks limits;
+            # Truncation reports the lists the Context noted as cut.
+            extensions=[TokenLimit, ParserCache, QueryLimits, Truncation],
         )
 
     # --- object and input types ------------------------------------------------------------

@@ -45,7 +45,12 @@ def search(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
     async def resolve(root: None, info: Any, **args: Any) -> list[Resource]:
         params = search_params(arg_codes, args)
         return await info.context.search(
-            resource_type, params, args.get("_count"), args.get("_offset"), sort_codes(arg_codes, args.get("_sort"))
+            resource_type,
+            params,
+            args.get("_count"),
+            args.get("_offset"),
+            sort_codes(arg_codes, args.get("_sort")),
+            info.path,
         )
 
     return resolve
@@ -81,6 +86,7 @@ def reverse(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
             params,
             args.get("_count"),
             sort_codes(arg_codes, args.get("_sort")),
+            info.path,
         )
 
     return resolve
