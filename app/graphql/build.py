@@ -219,7 +219,7 @@ class _Builder:
         # Undescribed: Query.<X>List describes them once, where 23 copies would double the SDL.
         args: list[ArgSpec] = [
             ("_reference", self.enums[x], True, None),
-            *((p.arg_name, str, False, None) for p in params),
+            *((p.arg_name, list[str], False, None) for p in params),
             ("_count", int, False, None),
             ("_sort", str, False, None),
         ]
@@ -390,7 +390,8 @@ def _define(cls: type, fields: Iterable[Field]) -> None:
 
 
 def _search_arg_specs(params: list[SearchParam]) -> list[ArgSpec]:
-    return [(p.arg_name, str, False, search_description(p)) for p in params]
+    # `[String!]`: a list ANDs its values; a single value is coerced to a one-item list, so `status: "active"` stays valid.
+    return [(p.arg_name, list[str], False, search_description(p)) for p in params]
 
 
 def _with_signature(fn: Callable[..., Any], args: list[ArgSpec], returns: object) -> Callable[..., Any]:

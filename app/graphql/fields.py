@@ -103,7 +103,8 @@ def type_description(td: TypeDef, graphql_name: str) -> str:
 def search_description(param: SearchParam) -> str:
     hint = SEARCH_TYPE_HINTS.get(param.type, param.type)
     return (
-        f"{param.description} ({param.type} search parameter `{param.code}`: {hint}; comma-separated values mean OR.)"
+        f"{param.description} ({param.type} search parameter `{param.code}`: {hint}; "
+        "commas inside a value mean OR, a list of values means AND.)"
     )
 
 

@@ -17,9 +17,9 @@ Resolver = Callable[..., Any]
 BatchResolver = Callable[[Any, list[Any]], Awaitable[list[Any]]]
 
 
-def search_params(arg_codes: Mapping[str, str], args: Mapping[str, Any]) -> dict[str, str]:
+def search_params(arg_codes: Mapping[str, str], args: Mapping[str, Any]) -> dict[str, Any]:
     """The search arguments actually given, keyed by their R5 code (`payment_issuer` -> `payment-issuer`):
-    the one place argument names become codes; below this layer, only codes."""
+    the one place argument names become codes; below this layer, only codes. Each is a list of values (AND)."""
     return {arg_codes[name]: value for name, value in args.items() if value is not None and name in arg_codes}
 
 
@@ -50,7 +50,7 @@ def search(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
             args.get("_count"),
             args.get("_offset"),
             sort_codes(arg_codes, args.get("_sort")),
-            info.path,
+            path=info.path,
         )
 
     return resolve
@@ -86,7 +86,7 @@ def reverse(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
             params,
             args.get("_count"),
             sort_codes(arg_codes, args.get("_sort")),
-            info.path,
+            path=info.path,
         )
 
     return resolve

@@ -7,7 +7,7 @@ import binascii
 import json
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, DecimalException, localcontext
@@ -257,6 +257,9 @@ class Param:
     sort_key: str
     targets: tuple[str, ...]
     extractors: tuple[Callable[[dict[str, Any]], list[Entry]], ...]
+    # (code, code system) a `code` element implies (its required binding's): indexed without a system,
+    # matched by `system|code` all the same
+    implicit: frozenset[tuple[str, str]] = frozenset()
 
 
 def _walker(steps: list[tuple[str, ...]], convert: Converter) -> Callable[[dict[str, Any]], list[Entry]]:
@@ -293,8 +296,10 @@ def _only(target: str, convert: Converter) -> Converter:
 
 def _extractors(
     resource_type: str, code: str, ptype: str, expression: str
-) -> list[Callable[[dict[str, Any]], list[Entry]]]:
+) -> tuple[list[Callable[[dict[str, Any]], list[Entry]]], set[tuple[str, str]]]:
+    """The functions reading a parameter's index entries, and the (code, system) pairs its `code` elements imply."""
     out = []
+    implicit: set[tuple[str, str]] = set()
     for part in expression.split("|"):
         m = _EXPRESSION.fullmatch(part.strip())
         if m is None or m["root"] not in (resource_type, "Resource"):
@@ -302,6 +307,7 @@ def _extractors(
         path = m["root"].replace("Resource", resource_type)
         steps: list[tuple[str, ...]] = []
         types: list[tuple[str, str]] = []  # (JSON name, FHIR type) of the last step
+        systems: tuple[tuple[str, str], ...] = ()
         for name in m["path"].lstrip(".").split("."):
             path += "." + name
             el = spec().element(path)
@@ -309,6 +315,9 @@ def _extractors(
                 raise RuntimeError(f"{resource_type}.{code}: no element {path}")
             types = [(el.json_name(t), t) for t in el.types]
             steps.append(tuple(dict.fromkeys(k for k, _ in types)))
+            systems = el.systems if "code" in el.types else ()  # the last step's count
+        if ptype == "token":
+            implicit.update(systems)
         for json_name, fhir_type in types:
             convert = CONVERTERS[ptype].get(fhir_type)
             if convert is None:
@@ -316,17 +325,19 @@ def _extractors(
             if m["type"]:
                 convert = _only(m["type"], convert)
             out.append(_walker([*steps[:-1], (json_name,)], convert))
-    return out
+    return out, implicit
 
 
 def _param(resource_type: str, code: str, ptype: str, expression: str, targets: tuple[str, ...] = ()) -> Param:
+    extractors, implicit = _extractors(resource_type, code, ptype, expression)
     return Param(
         code=code,
         type=ptype,
         key=f"{SEARCH}.{code}",
         sort_key=f"{SEARCH}.{code}_sort",
         targets=targets,
-        extractors=tuple(_extractors(resource_type, code, ptype, expression)),
+        extractors=tuple(extractors),
+        implicit=frozenset(implicit),
     )
 
 
@@ -431,7 +442,13 @@ def _token_query(p: Param, value: str) -> dict[str, Any]:
         )
     system, code = parts
     if not code:
-        return {f"{p.key}.s": system}
+        implied = sorted(c for c, s in p.implicit if s == system)
+        explicit = {f"{p.key}.s": system}
+        if not implied:
+            return explicit
+        return {"$or": [explicit, {p.key: {"$elemMatch": {"s": None, "c": {"$in": implied}}}}]}
+    if (code, system) in p.implicit:  # a `code` element's value is stored without its (implied) system
+        return {p.key: {"$elemMatch": {"s": {"$in": [system, None]}, "c": code}}}
     return {p.key: {"$elemMatch": {"s": system or None, "c": code}}}
 
 
@@ -597,16 +614,30 @@ def _checked(p: Param, value: Any) -> str:
     return value
 
 
-def compile_filter(resource_type: str, params: dict[str, str]) -> dict[str, Any]:
-    """The Mongo filter for search params (code -> value): commas are OR, several params AND."""
+Values = str | list[str]  # one value, or several that must all hold (FHIR's repeated parameter: AND)
+Params = Mapping[str, Values]  # search parameter code -> its value(s)
+
+
+def _values(p: Param, given: Any) -> list[str]:
+    if isinstance(given, list | tuple):
+        if not given:
+            raise bad_input(f"{p.code}: an empty list of values", expression=p.code)
+        return [_checked(p, v) for v in given]
+    return [_checked(p, given)]
+
+
+def compile_filter(resource_type: str, params: Params) -> dict[str, Any]:
+    """The Mongo filter for search params (code -> a value, or a list of values): commas inside a value are OR,
+    the values of a list AND (`created: ["ge2026-11-01", "lt2026-12-01"]`), several params AND."""
     clauses = []
-    for code, raw in params.items():
+    for code, given in params.items():
         p = _lookup(resource_type, code)
-        values = _split(_checked(p, raw), ",")
-        if any(v == "" for v in values):
-            raise bad_input(f"{p.code}: empty value in {raw!r}", expression=p.code)
-        ors = [QUERIES[p.type](p, v) for v in values]
-        clauses.append(ors[0] if len(ors) == 1 else {"$or": ors})
+        for raw in _values(p, given):
+            values = _split(raw, ",")
+            if any(v == "" for v in values):
+                raise bad_input(f"{p.code}: empty value in {raw!r}", expression=p.code)
+            ors = [QUERIES[p.type](p, v) for v in values]
+            clauses.append(ors[0] if len(ors) == 1 else {"$or": ors})
     if not clauses:
         return {}
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
@@ -836,6 +867,8 @@ def compartment_values(resource_type: str, values: dict[str, Any]) -> dict[str, 
 
 
 __all__ = [
+    "Params",
+    "Values",
     "compartment_filter",
     "compartment_keys",
     "compartment_values",
