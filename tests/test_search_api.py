@@ -74,3 +74,19 @@ async def test_a_status_token_with_its_system_matches(
     plain = await _ids(demo, field, 'status: "active"')
     with_system = await _ids(demo, field, f'status: "{token}"')
     assert plain and with_system == (plain if expected else [])
+
+
+async def test_the_non_financial_types_have_their_r5_parameters(demo: httpx.AsyncClient) -> None:
+    unknown = await _ids(demo, "PatientList", 'gender: "unknown"')
+    system = await _ids(demo, "PatientList", 'gender: "http://hl7.org/fhir/administrative-gender|unknown"')
+    assert unknown and system == unknown
+    result = await gql(demo, '{ EncounterList(class: "AMB") { id } PatientList(name: "zz-nobody") { id } }')
+    assert ok(result) == {"EncounterList": [], "PatientList": []}
+
+
+async def test_indexes_stay_one_command_per_collection(store: Store) -> None:
+    from app.fhir.model import SERVED_RESOURCES
+
+    before = store.commands.count
+    await store.ensure_indexes()  # again: creating what exists is a no-op
+    assert store.commands.count - before == 2 * len(SERVED_RESOURCES) + 1  # each type, its history, the audit log

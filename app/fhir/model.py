@@ -85,6 +85,14 @@ EXTRA_SEARCH_PARAMETERS: dict[str, list[dict]] = {
 }
 
 
+# R5 search parameters FinGate does not serve, and why (README, Search). `special` and `composite` ones are left out
+# by type: their values are not a path's (Location `near` is a distance, Encounter `location-period` a pair).
+UNSERVED_SEARCH_PARAMETERS: dict[tuple[str, str], str] = {
+    ("Patient", "part-agree"): "it reads an example extension (http://example.org/...), not an R5 element",
+}
+_UNSERVED_TYPES = ("special", "composite")
+
+
 @dataclass(frozen=True)
 class Constraint:
     """One invariant of the R5 definitions: `per-1` on Period."""
@@ -305,7 +313,9 @@ class Spec:
                     description=p.get("description", ""),
                 )
                 for p in params
-                if p["type"] != "special" and p.get("expression")
+                if p["type"] not in _UNSERVED_TYPES
+                and p.get("expression")
+                and (rtype, p["code"]) not in UNSERVED_SEARCH_PARAMETERS
             }
         return out
 

@@ -39,6 +39,7 @@ from app.graphql.naming import (
     connection_names,
     input_name,
     object_type_names,
+    python_name,
     reference_enum_name,
 )
 from app.graphql.scalars import JSON, FhirDecimal, scalar_map
@@ -403,9 +404,13 @@ def _with_signature(fn: Callable[..., Any], args: list[ArgSpec], returns: object
     ]
     for name, python_type, required, description in args:
         kind: Any = python_type if required else python_type | None  # type: ignore[operator]
-        annotation = Annotated[kind, strawberry.argument(description=description)]  # type: ignore[valid-type]
+        # A keyword (Encounter's `class` parameter) is `class_` in Python, `class` in GraphQL.
+        renamed = name if python_name(name) != name else None
+        annotation = Annotated[kind, strawberry.argument(name=renamed, description=description)]  # type: ignore[valid-type]
         parameters.append(
-            param(name, param.KEYWORD_ONLY, annotation=annotation, default=param.empty if required else UNSET)
+            param(
+                python_name(name), param.KEYWORD_ONLY, annotation=annotation, default=param.empty if required else UNSET
+            )
         )
     fn.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
     return fn

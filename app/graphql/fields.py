@@ -120,5 +120,6 @@ def reference_params(model: Spec, resource_type: str) -> list[SearchParam]:
 
 
 def arg_codes(params: list[SearchParam]) -> dict[str, str]:
-    """Argument name -> search parameter code (`payment_issuer` -> `payment-issuer`)."""
-    return {p.arg_name: p.code for p in params}
+    """Argument name, as the resolver receives it -> search parameter code (`payment_issuer` -> `payment-issuer`,
+    `class_` -> `class`)."""
+    return {python_name(p.arg_name): p.code for p in params}

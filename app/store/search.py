@@ -191,6 +191,15 @@ def _number(value: Any) -> list[Entry]:
     return _amount(value, None, None)
 
 
+def _timing(value: Any) -> list[Entry]:
+    """A Timing's dates: each `event`, and `repeat.boundsPeriod`."""
+    if not isinstance(value, dict):
+        return []
+    events = [e for when in value.get("event") or () for e in _date_range(when)]
+    repeat = value.get("repeat")
+    return events + (_period(repeat.get("boundsPeriod")) if isinstance(repeat, dict) else [])
+
+
 _STRINGISH: dict[str, Converter] = dict.fromkeys(
     ("string", "markdown", "code", "id", "uri", "url", "canonical"), _string
 )
@@ -217,9 +226,19 @@ CONVERTERS: dict[str, dict[str, Converter]] = {
         "HumanName": _parts("text", "family", "given", "prefix", "suffix"),
         "Address": _parts("text", "line", "city", "district", "state", "postalCode", "country"),
     },
-    "date": {"date": _date_range, "dateTime": _date_range, "instant": _date_range, "Period": _period},
+    "date": {
+        "date": _date_range,
+        "dateTime": _date_range,
+        "instant": _date_range,
+        "Period": _period,
+        "Timing": _timing,
+    },
     "reference": {"Reference": _reference, "canonical": _uri, "uri": _uri},
-    "quantity": {"Money": _money, "Quantity": _quantity, **_NUMBERS},
+    "quantity": {
+        "Money": _money,
+        **dict.fromkeys(("Quantity", "Duration", "Age", "Distance", "Count", "SimpleQuantity"), _quantity),
+        **_NUMBERS,
+    },
     "number": _NUMBERS,
     "uri": _URIS,
 }
@@ -243,8 +262,11 @@ SORT_VALUE: dict[str, Callable[[list[Entry]], Any]] = {
 # -- parameters, compiled once per resource type ---------------------------------------------
 
 _EXPRESSION = re.compile(
-    r"(?P<root>[A-Za-z]+)(?P<path>(?:\.[A-Za-z]+)*)(?:\.where\(resolve\(\) is (?P<type>[A-Za-z]+)\))?"
+    r"(?P<root>[A-Za-z]+)(?P<path>(?:\.[A-Za-z]+)*)(?:\.ofType\((?P<of>[A-Za-z]+)\))?"
+    r"(?:\.where\(resolve\(\) is (?P<type>[A-Za-z]+)\)|\.where\((?P<field>[a-z]+)='(?P<literal>[^']*)'\))?"
 )
+# `Patient.deceased.exists() and Patient.deceased != false`: a token `true` or `false` for every resource
+_EXISTS = re.compile(r"(?P<path>[A-Za-z]+(?:\.[A-Za-z]+)+)\.exists\(\) and (?P=path) != false")
 
 
 @dataclass(frozen=True)
@@ -294,37 +316,70 @@ def _only(target: str, convert: Converter) -> Converter:
     return lambda value: convert(value) if _reference_type(value) == target else []
 
 
+def _where(field: str, literal: str, convert: Converter) -> Converter:
+    """`.where(system='email')`: the values whose `field` is `literal`."""
+    return lambda value: convert(value) if isinstance(value, dict) and value.get(field) == literal else []
+
+
+Extractor = Callable[[dict[str, Any]], list[Entry]]
+
+
+def _steps(resource_type: str, code: str, root: str, dotted: str) -> tuple[list[tuple[str, ...]], Any]:
+    """The JSON keys of each step of `root.dotted` (a choice step has one per type), and the last element."""
+    path = root.replace("Resource", resource_type)
+    steps: list[tuple[str, ...]] = []
+    el = None
+    for name in dotted.split("."):
+        path += "." + name
+        el = spec().element(path)
+        if el is None:
+            raise RuntimeError(f"{resource_type}.{code}: no element {path}")
+        steps.append(tuple(dict.fromkeys(el.json_name(t) for t in el.types)))
+    return steps, el
+
+
+def _exists_not_false(walk: Extractor) -> Extractor:
+    return lambda resource: _boolean(any(walk(resource)))
+
+
 def _extractors(
     resource_type: str, code: str, ptype: str, expression: str
-) -> tuple[list[Callable[[dict[str, Any]], list[Entry]]], set[tuple[str, str]]]:
-    """The functions reading a parameter's index entries, and the (code, system) pairs its `code` elements imply."""
-    out = []
+) -> tuple[list[Extractor], set[tuple[str, str]]]:
+    """The functions reading a parameter's index entries, and the (code, system) pairs its `code` elements imply.
+
+    FHIRPath forms: `T.a.b`, a `|` union of them, `.ofType(X)` of a choice, `.where(resolve() is X)` of a
+    reference, `.where(field='literal')`, optionally in parentheses; and `T.a.exists() and T.a != false`.
+    """
+    out: list[Extractor] = []
     implicit: set[tuple[str, str]] = set()
     for part in expression.split("|"):
-        m = _EXPRESSION.fullmatch(part.strip())
+        part = part.strip()
+        if part.startswith("(") and part.endswith(")"):
+            part = part[1:-1].strip()
+        exists = _EXISTS.fullmatch(part)
+        if exists is not None and ptype == "token":
+            root, _, dotted = exists["path"].partition(".")
+            steps, _ = _steps(resource_type, code, root, dotted)
+            out.append(_exists_not_false(_walker(steps, lambda v: [v is not False])))
+            continue
+        m = _EXPRESSION.fullmatch(part)
         if m is None or m["root"] not in (resource_type, "Resource"):
             raise RuntimeError(f"{resource_type}.{code}: unsupported FHIRPath {part!r}")
-        path = m["root"].replace("Resource", resource_type)
-        steps: list[tuple[str, ...]] = []
-        types: list[tuple[str, str]] = []  # (JSON name, FHIR type) of the last step
-        systems: tuple[tuple[str, str], ...] = ()
-        for name in m["path"].lstrip(".").split("."):
-            path += "." + name
-            el = spec().element(path)
-            if el is None:
-                raise RuntimeError(f"{resource_type}.{code}: no element {path}")
-            types = [(el.json_name(t), t) for t in el.types]
-            steps.append(tuple(dict.fromkeys(k for k, _ in types)))
-            systems = el.systems if "code" in el.types else ()  # the last step's count
-        if ptype == "token":
-            implicit.update(systems)
-        for json_name, fhir_type in types:
+        steps, el = _steps(resource_type, code, m["root"], m["path"].lstrip("."))
+        types = [t for t in el.types if m["of"] in (None, t)]
+        if not types:
+            raise RuntimeError(f"{resource_type}.{code}: {el.path} has no type {m['of']}")
+        if ptype == "token" and "code" in types:
+            implicit.update(el.systems)
+        for fhir_type in types:
             convert = CONVERTERS[ptype].get(fhir_type)
             if convert is None:
                 raise RuntimeError(f"{resource_type}.{code}: no {ptype} index for FHIR type {fhir_type}")
             if m["type"]:
                 convert = _only(m["type"], convert)
-            out.append(_walker([*steps[:-1], (json_name,)], convert))
+            if m["field"]:
+                convert = _where(m["field"], m["literal"], convert)
+            out.append(_walker([*steps[:-1], (el.json_name(fhir_type),)], convert))
     return out, implicit
 
 
