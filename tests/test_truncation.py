@@ -111,3 +111,51 @@ async def test_the_look_ahead_row_costs_no_extra_command(client: httpx.AsyncClie
     before = world.commands.count
     ok(await gql(client, "{ OrganizationList { ClaimList(_reference: insurer, _count: 2) { id } } }"))
     assert world.commands.count - before == 2
+
+
+async def test_the_audit_log_is_a_list_that_says_when_it_stops(client: httpx.AsyncClient, world: Store) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    records = [
+        {
+            "_tenant": world.tenant,
+            "when": start + timedelta(minutes=i),
+            "operation": "create",
+            "type": "Claim",
+            "id": f"c{i:02}",
+        }
+        for i in range(3)
+    ]
+    await world.db["audit"].insert_many(records)
+    result = await gql(
+        client, "{ AuditLog(_count: 2) { id } all: AuditLog(_count: 3) { id } n: AuditLog(_count: 0) { id } }"
+    )
+    assert [r["id"] for r in ok(result)["AuditLog"]] == ["c02", "c01"]
+    assert result["extensions"]["truncated"] == [
+        {"path": ["AuditLog"], "returned": 2, "more": True},
+        {"path": ["n"], "returned": 0, "total": 3},
+    ]
+
+
+async def test_a_fallback_to_the_reference_path_notes_each_list_once(client: httpx.AsyncClient) -> None:
+    """An error makes the compiled path run the operation again on graphql-core's: its own notes are dropped."""
+    result = await gql(
+        client, '{ ClaimList(insurer: "Organization/payer", _count: 1) { id } Claim(id: "nope") { id } }'
+    )
+    assert error_codes(result) == ["NOT_FOUND"]
+    assert result["extensions"]["truncated"] == [{"path": ["ClaimList"], "returned": 1, "more": True}]
+
+
+async def test_the_compiled_path_answers_truncated_lists_itself(world: Store) -> None:
+    async with client_for(world, settings=Settings(compiled=True)) as c:
+        engine = c.fingate_app.state.compiled_engine  # type: ignore[attr-defined]
+        before = engine.stats["compiled"]
+        result = await gql(
+            c, '{ OrganizationList(_sort: "name") { ClaimList(_reference: insurer, _count: 1) { id } } }'
+        )
+        assert engine.stats["compiled"] == before + 1
+        assert [n["path"] for n in result["extensions"]["truncated"]] == [
+            ["OrganizationList", 0, "ClaimList"],
+            ["OrganizationList", 1, "ClaimList"],
+        ]

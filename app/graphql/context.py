@@ -367,15 +367,25 @@ class Context:
         self._allow(resource_type, DELETE)
         return _link_contained(await self._writer(DELETE).delete(resource_type, id))
 
-    async def audit_log(self, count: int | None, resource_type: str | None, id: str | None) -> list[dict[str, Any]]:
-        """The tenant's audit records, newest first; needs a `system/AuditEvent.r` (or `system/*.r`) scope."""
+    async def audit_log(
+        self, count: int | None, resource_type: str | None, id: str | None, path: Any = None
+    ) -> list[dict[str, Any]]:
+        """The tenant's audit records, newest first; needs a `system/AuditEvent.r` (or `system/*.r`) scope.
+        Cut and noted as `search` is."""
         if not self.principal.audit:
             raise errors.FinGateError(
                 errors.FORBIDDEN,
                 f"the audit log needs a system/{AUDIT_TYPE}.r (or .read) scope",
                 issues=[errors.outcome_issue(f"the audit log needs a system/{AUDIT_TYPE}.r scope", code="forbidden")],
             )
-        records = await self.store.audit_log(check_count(count, paging="narrow it by type and id"), resource_type, id)
+        n = check_count(count, paging="narrow it by type and id")
+        if n == 0:
+            self._note(path, 0, await self.store.audit_count(resource_type, id))
+            return []
+        records = await self.store.audit_log(n + 1, resource_type, id)
+        if len(records) > n:
+            records = records[:n]
+            self._note(path, n, -1)
         for record in records:
             record["when"] = instant(record["when"])
         return records

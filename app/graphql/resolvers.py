@@ -213,7 +213,7 @@ def audit_log() -> Resolver:
     async def resolve(
         root: None, info: Any, _count: int | None = None, type: str | None = None, id: str | None = None
     ) -> list[dict[str, Any]]:
-        return await info.context.audit_log(_count, type, id)  # type: ignore[no-any-return]
+        return await info.context.audit_log(_count, type, id, path=info.path)  # type: ignore[no-any-return]
 
     return resolve
 

@@ -707,16 +707,25 @@ class Store:
         """Append an audit record (sub, when, type, id, version, operation) inside the write's transaction."""
         await self.db[AUDIT].insert_one({**record, TENANT: self.tenant}, session=session)
 
-    @_guarded
-    async def audit_log(self, count: int, resource_type: str | None = None, id: str | None = None) -> list[Resource]:
-        """This tenant's audit records, newest first."""
-        if count == 0:  # not MongoDB's `limit=0`, which is no limit
-            return []
+    def _audit_query(self, resource_type: str | None, id: str | None) -> dict[str, Any]:
         query: dict[str, Any] = {TENANT: self.tenant}
         if resource_type is not None:
             query["type"] = resource_type
         if id is not None:
             query["id"] = id
+        return query
+
+    @_guarded
+    async def audit_count(self, resource_type: str | None = None, id: str | None = None) -> int:
+        """How many audit records `audit_log` would list without a limit."""
+        return await self.db[AUDIT].count_documents(self._audit_query(resource_type, id))
+
+    @_guarded
+    async def audit_log(self, count: int, resource_type: str | None = None, id: str | None = None) -> list[Resource]:
+        """This tenant's audit records, newest first."""
+        if count == 0:  # not MongoDB's `limit=0`, which is no limit
+            return []
+        query = self._audit_query(resource_type, id)
         cursor = self.db[AUDIT].find(query, {"_id": 0}, sort=[("when", DESCENDING)], limit=count)
         return [{**doc, "tenant": doc.pop(TENANT)} async for doc in cursor]
 
