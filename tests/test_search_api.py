@@ -90,3 +90,25 @@ async def test_indexes_stay_one_command_per_collection(store: Store) -> None:
     before = store.commands.count
     await store.ensure_indexes()  # again: creating what exists is a no-op
     assert store.commands.count - before == 2 * len(SERVED_RESOURCES) + 1  # each type, its history, the audit log
+
+
+async def test_the_readme_search_examples_answer_as_shown(demo: httpx.AsyncClient) -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Lists that stop early") :]
+    query, shown = (
+        re.findall(r"```graphql\n(.*?)```", section, re.S)[0],
+        re.findall(r"```json\n(.*?)```", section, re.S)[0],
+    )
+    result = await gql(demo, query)
+    assert "errors" not in result and {"extensions": result["extensions"]} == json.loads("{" + shown + "}")
+    search = readme[readme.index("**a list of values means AND**") :]
+    november = ok(await gql(demo, re.findall(r"```graphql\n(.*?)```", search, re.S)[0]))
+    assert [p["id"] for p in november["PaymentReconciliationList"]] == [
+        "demo-payment-1",
+        "demo-payment-2",
+        "demo-payment-3",
+    ]
