@@ -62,7 +62,14 @@ Field = tuple[str, object, StrawberryField]  # Python attribute, annotation (Non
 ArgSpec = tuple[str, object, bool, str | None]  # name, Python type, required, description
 
 AUDIT_RECORD = "AuditRecord"
-_COUNT: ArgSpec = ("_count", int, False, "At most this many resources.")
+_COUNT: ArgSpec = (
+    "_count",
+    int,
+    False,
+    "At most this many resources (20); a list stopping before all matches says so in `extensions.truncated`, "
+    "and 0 returns none but how many match there.",
+)
+_PAGE_COUNT: ArgSpec = ("_count", int, False, "At most this many resources a page (20); `count` is how many match.")
 _SORT: ArgSpec = ("_sort", str, False, "Sort order: comma-separated search parameter codes, `-` for descending.")
 
 
@@ -297,7 +304,7 @@ class _Builder:
             _root_field(
                 f"{t}Connection",
                 resolvers.connection(t, codes),
-                [*search, _COUNT, cursor, _SORT],
+                [*search, _PAGE_COUNT, cursor, _SORT],
                 StrawberryOptional(connection),
                 f"Search {t} resources a page at a time.",
             ),
