@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +15,7 @@ from app.store import Store
 from tests.harness import client_for, error_codes, gql, ok
 
 PAYER = 'payment_issuer: "Organization/demo-payer"'
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 @pytest.fixture(scope="module", params=[True, False], ids=["compiled", "reference"])
@@ -93,11 +97,7 @@ async def test_indexes_stay_one_command_per_collection(store: Store) -> None:
 
 
 async def test_the_readme_search_examples_answer_as_shown(demo: httpx.AsyncClient) -> None:
-    import json
-    import re
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = README
     section = readme[readme.index("### Lists that stop early") :]
     query, shown = (
         re.findall(r"```graphql\n(.*?)```", section, re.S)[0],
