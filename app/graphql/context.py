@@ -39,9 +39,9 @@ def check_count(count: int | None, default: int = DEFAULT_COUNT, paging: str = P
     return count
 
 
-_HOW_MANY: Any = (
-    object()
-)  # in place of the sort: a reverse-list shape that counts (`_count: 0`) instead of reading rows
+_MORE = -1  # a noted list's total when more match than it returned, uncounted
+# In place of a reverse-list shape's sort: the shape counts its matches (`_count: 0`) instead of reading rows.
+_HOW_MANY: Any = object()
 
 
 def _params(frozen: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
@@ -168,7 +168,7 @@ class Context:
     async def _load_reverse(self, keys: list[tuple[Any, ...]]) -> list[tuple[list[Resource], int | None]]:
         """One `referencing` command per list shape, at its largest `_count` plus one (the row that tells more
         exist); each list is then cut to its own. `_count: 0` lists are counted instead, one command per shape.
-        Each key gets (its resources, None), or (the first `_count`, -1) when more match, or ([], the total)."""
+        Each key gets (its resources, None), or (the first `_count`, _MORE) when more match, or ([], the total)."""
         targets: dict[tuple[Any, ...], list[str]] = defaultdict(list)
         limits: dict[tuple[Any, ...], int] = defaultdict(int)
         for rtype, code, params, sort, count, target in keys:
@@ -192,7 +192,7 @@ class Context:
                 out.append(([], results[(rtype, code, params, _HOW_MANY)].get(target, 0)))
                 continue
             found = results[(rtype, code, params, sort)].get(target, [])
-            out.append((found[:count], -1 if len(found) > count else None))
+            out.append((found[:count], _MORE if len(found) > count else None))
         return out
 
     async def _load_deleted(self, keys: list[tuple[str, str]]) -> list[str | None]:
@@ -292,8 +292,10 @@ class Context:
         return billing.party_view(items, as_of)
 
     def _note(self, path: Any, returned: int, total: int | None) -> None:
-        """Record a list that stopped before all its matches (`total` -1: more exist, uncounted)."""
-        self.truncated.append((path, {"returned": returned, **({"more": True} if total == -1 else {"total": total})}))
+        """Record a list that stopped before all its matches (or answered `_count: 0`) for `extensions.truncated`."""
+        self.truncated.append(
+            (path, {"returned": returned, **({"more": True} if total == _MORE else {"total": total})})
+        )
 
     async def search(
         self,
@@ -314,7 +316,7 @@ class Context:
         found = await self.store.search(resource_type, params, n + 1, skip, sort)
         if len(found) > n:
             found = found[:n]
-            self._note(path, n, -1)
+            self._note(path, n, _MORE)
         return _link_all(found)
 
     async def connection(
@@ -385,7 +387,7 @@ class Context:
         records = await self.store.audit_log(n + 1, resource_type, id)
         if len(records) > n:
             records = records[:n]
-            self._note(path, n, -1)
+            self._note(path, n, _MORE)
         for record in records:
             record["when"] = instant(record["when"])
         return records

@@ -357,7 +357,7 @@ def _extractors(
         if part.startswith("(") and part.endswith(")"):
             part = part[1:-1].strip()
         exists = _EXISTS.fullmatch(part)
-        if exists is not None and ptype == "token":
+        if exists is not None and ptype == "token" and exists["path"].startswith(resource_type + "."):
             root, _, dotted = exists["path"].partition(".")
             steps, _ = _steps(resource_type, code, root, dotted)
             out.append(_exists_not_false(_walker(steps, lambda v: [v is not False])))
