@@ -140,14 +140,14 @@ async def _gql(client: httpx.AsyncClient, query: str, variables: dict[str, Any] 
 async def test_search_values_are_literals(client: httpx.AsyncClient, value: str) -> None:
     assert (await _gql(client, "{ ClaimList(_count: 1) { id } }"))["data"]["ClaimList"]  # there are claims to leak
     for param in ("status", "identifier", "patient", "_id", "created"):
-        result = await _gql(client, f"query($v: String) {{ ClaimList({param}: $v) {{ id }} }}", {"v": value})
+        result = await _gql(client, f"query($v: [String!]) {{ ClaimList({param}: $v) {{ id }} }}", {"v": value})
         assert result["data"] in ({"ClaimList": []}, {"ClaimList": None}), (param, result)
-    names = await _gql(client, "query($v: String) { OrganizationList(name: $v) { id } }", {"v": value})
+    names = await _gql(client, "query($v: [String!]) { OrganizationList(name: $v) { id } }", {"v": value})
     assert names["data"] == {"OrganizationList": []}
 
 
 async def test_an_operator_object_as_a_search_value_is_refused(client: httpx.AsyncClient) -> None:
-    result = await _gql(client, "query($v: String) { ClaimList(status: $v) { id } }", {"v": {"$ne": None}})
+    result = await _gql(client, "query($v: [String!]) { ClaimList(status: $v) { id } }", {"v": {"$ne": None}})
     assert error_codes(result) == ["BAD_USER_INPUT"] and result["data"] is None
 
 
@@ -176,13 +176,14 @@ async def test_a_1_mb_string(client: httpx.AsyncClient, demo_store: Store) -> No
     big = "x" * (1 << 20)
     response = await client.post(
         "/graphql",
-        content=json.dumps({"query": "query($v: String) { ClaimList(status: $v) { id } }", "variables": {"v": big}}),
+        content=json.dumps({"query": "query($v: [String!]) { ClaimList(status: $v) { id } }", "variables": {"v": big}}),
     )
     assert response.status_code == 413 and response.json()["errors"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"
     # Just under the body limit: answered, not stored, no error beyond the client's.
     almost = "x" * 1_000_000
     assert (
-        error_codes(await _gql(client, "query($v: String) { OrganizationList(name: $v) { id } }", {"v": almost})) == []
+        error_codes(await _gql(client, "query($v: [String!]) { OrganizationList(name: $v) { id } }", {"v": almost}))
+        == []
     )
     res = _input(claim("demo-patient-1"), item=[{"sequence": 1, "productOrService": {"text": almost}}])
     result = await _gql(client, "mutation($res: ClaimInput!) { ClaimCreate(res: $res) { id } }", {"res": res})
@@ -248,7 +249,7 @@ async def test_invalid_utf8(client: httpx.AsyncClient) -> None:
         assert response.status_code == 400, response.text
         assert "Traceback" not in response.text
     # A lone surrogate escaped in otherwise valid JSON is not Unicode text either.
-    body = json.dumps({"query": "query($v: String) { ClaimList(status: $v) { id } }", "variables": {"v": "\ud800"}})
+    body = json.dumps({"query": "query($v: [String!]) { ClaimList(status: $v) { id } }", "variables": {"v": "\ud800"}})
     assert (
         await client.post("/graphql", content=body, headers={"content-type": "application/json"})
     ).status_code == 400

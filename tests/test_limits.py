@@ -96,6 +96,13 @@ CASES: list[tuple[str, str, dict[str, Any], list[str]]] = [
         ["QUERY_TOO_COMPLEX"],
     ),
     ("_count over 1000", "{ ClaimList(_count: 1001) { id } }", {}, ["BAD_USER_INPUT"]),
+    (
+        "_count 0 costs one count and nothing nested, not what is nested once",
+        "{ ClaimList(_count: 0) { PaymentReconciliationList(_reference: allocation_target, _count: 1000) { "
+        "paymentIssuer { resource { ... on Organization { ClaimList(_reference: insurer, _count: 1000) { id } } } } } } }",
+        {},
+        [],
+    ),
 ]
 
 

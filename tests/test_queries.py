@@ -93,4 +93,14 @@ async def test_billing_views_on_the_demo_data(demo: httpx.AsyncClient) -> None:
 def test_every_ready_query_is_covered() -> None:
     assert [p.stem.split("-", 1)[1] for p in ready_queries()] == [
         "reconciliation", "claim-responses", "search", "paging", "draft-claim", "activate-claim", "history", "billing",
+        "remittances-in-november",
     ]  # fmt: skip
+
+
+async def test_remittances_in_november_say_what_they_left_out(demo: httpx.AsyncClient) -> None:
+    result = await gql(demo, query("remittances-in-november"))
+    assert [p["id"] for p in ok(result)["PaymentReconciliationList"]] == ["demo-payment-1", "demo-payment-2"]
+    assert result["extensions"]["truncated"] == [
+        {"path": ["PaymentReconciliationList"], "returned": 2, "more": True},
+        {"path": ["howMany"], "returned": 0, "total": 3},
+    ]

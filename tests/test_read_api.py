@@ -272,13 +272,14 @@ async def test_reverse_lists_are_cut_to_count_in_the_database(store: Store) -> N
         batched = "{ ClaimList { id " + REVERSE.format(count=2, sort="-created") + " } }"
         data, commands, documents = await run(batched)
         assert _payments_of(data) == {"a": ["pab", "pa5"], "b": ["pab", "pb2"], "c": []}
-        # One command per level, and no more than targets x _count documents cross the wire for the lists.
-        assert (commands, documents) == (2, 3 + 2 + 2)
+        # One command per level, and no more than targets x (_count + 1) documents cross the wire for the lists:
+        # the one past `_count` tells that more exist (`extensions.truncated`).
+        assert (commands, documents) == (2, 3 + 3 + 3)
 
         single = '{ Claim(id: "b") { id ' + REVERSE.format(count=2, sort="created") + " } }"
         data, commands, documents = await run(single)
         assert [p["id"] for p in data["Claim"]["PaymentReconciliationList"]] == ["pb1", "pb2"]
-        assert (commands, documents) == (2, 1 + 2)
+        assert (commands, documents) == (2, 1 + 3)  # b has 3: the third only tells that more exist
 
         everything = "{ ClaimList { id " + REVERSE.format(count=10, sort="-created") + " } }"
         data, _, _ = await run(everything)
@@ -291,12 +292,12 @@ async def test_reverse_lists_are_cut_to_count_in_the_database(store: Store) -> N
         data, commands, documents = await run(two_counts)
         assert _payments_of(data, "one") == {"a": ["pab"], "b": ["pab"], "c": []}
         assert _payments_of(data, "three") == {"a": ["pab", "pa5", "pa4"], "b": ["pab", "pb2", "pb1"], "c": []}
-        assert (commands, documents) == (2, 3 + 3 + 3)
+        assert (commands, documents) == (2, 3 + 4 + 3)
 
         none = "{ ClaimList { id " + REVERSE.format(count=0, sort="-created") + " } }"
         data, commands, documents = await run(none)
         assert _payments_of(data) == {"a": [], "b": [], "c": []}
-        assert (commands, documents) == (1, 3)
+        assert (commands, documents) == (2, 3 + 2)  # `_count: 0` counts: one row per target with matches
 
 
 @pytest.mark.parametrize("sort", ["created", "-created", "disposition,-created", None])

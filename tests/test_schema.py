@@ -50,7 +50,7 @@ class RecordingContext:
         self.calls.append(("resolve", reference.get("reference")))
         return self.target
 
-    async def search(self, *args: Any) -> list[dict[str, Any]]:
+    async def search(self, *args: Any, path: Any = None) -> list[dict[str, Any]]:
         self.calls.append(("search", *args))
         return [self.resource] if self.resource else []
 
@@ -58,7 +58,7 @@ class RecordingContext:
         self.calls.append(("connection", *args))
         return {"count": 1, "first": "a", "next": None, "edges": [{"resource": self.resource}]}
 
-    async def reverse(self, *args: Any) -> list[dict[str, Any]]:
+    async def reverse(self, *args: Any, path: Any = None) -> list[dict[str, Any]]:
         self.calls.append(("reverse", *args))
         return []
 
@@ -157,11 +157,11 @@ def test_field_is_absent(type_name: str, field: str) -> None:
 ROOT_FIELDS = [
     ("query", "Claim", {"id": "ID!"}, "Claim"),
     ("query", "ClaimHistory", {"id": "ID!"}, "[Claim!]"),  # nullable: a NOT_FOUND/FORBIDDEN spares its siblings
-    ("query", "ClaimConnection", {"_cursor": "String", "_count": "Int", "status": "String"}, "ClaimConnection"),
+    ("query", "ClaimConnection", {"_cursor": "String", "_count": "Int", "status": "[String!]"}, "ClaimConnection"),
     (
         "query",
         "PaymentReconciliationList",
-        {"payment_issuer": "String", "allocation_target": "String", "_id": "String", "_lastUpdated": "String",
+        {"payment_issuer": "[String!]", "allocation_target": "[String!]", "_id": "[String!]", "_lastUpdated": "[String!]",
          "_count": "Int", "_offset": "Int", "_sort": "String"},
         "[PaymentReconciliation!]",
     ),
@@ -408,7 +408,7 @@ async def test_read_of_a_missing_resource_is_not_found() -> None:
 SEARCHES = [
     (
         '{ PaymentReconciliationList(payment_issuer: "Organization/2", _lastUpdated: "ge2024", _count: 5, _offset: 10, _sort: "-created") { id } }',
-        ("search", "PaymentReconciliation", {"payment-issuer": "Organization/2", "_lastUpdated": "ge2024"}, 5, 10, "-created"),
+        ("search", "PaymentReconciliation", {"payment-issuer": ["Organization/2"], "_lastUpdated": ["ge2024"]}, 5, 10, "-created"),
     ),
     (
         '{ ClaimList(status: null) { id } }',
@@ -416,7 +416,11 @@ SEARCHES = [
     ),
     (
         '{ InvoiceConnection(_id: "a,b", _count: 2, _cursor: "c1") { count edges { resource { id } } } }',
-        ("connection", "Invoice", {"_id": "a,b"}, 2, "c1", None),
+        ("connection", "Invoice", {"_id": ["a,b"]}, 2, "c1", None),
+    ),
+    (  # a list is AND: the values stay apart
+        '{ ClaimList(created: ["ge2026-11-01", "lt2026-12-01"], status: ["active"]) { id } }',
+        ("search", "Claim", {"created": ["ge2026-11-01", "lt2026-12-01"], "status": ["active"]}, None, None, None),
     ),
     ('{ AccountHistory(id: "7") { id } }', ("history", "Account", "7")),
 ]  # fmt: skip
@@ -437,7 +441,7 @@ async def test_reverse_list_passes_parameter_code_and_target() -> None:
     result = await run(query, ctx)
     assert result.errors is None
     assert ctx.calls[1:] == [
-        ("reverse", "ClaimResponse", "request", "Claim/x", {"outcome": "complete"}, 2, None),
+        ("reverse", "ClaimResponse", "request", "Claim/x", {"outcome": ["complete"]}, 2, None),
         ("reverse", "PaymentReconciliation", "allocation-target", "Claim/x", {}, None, None),
     ]
 

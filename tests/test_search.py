@@ -203,6 +203,15 @@ CASES: list[tuple[str, dict[str, str], list[str]]] = [
     ("Claim", {"identifier": r"x\,y\|z"}, ["c4"]),
     ("Claim", {"priority": "http://terminology.hl7.org/CodeSystem/processpriority|normal"}, ["c1"]),
     ("Claim", {"priority": "|stat"}, ["c2"]),
+    # a `code` element's required binding gives its system: `system|code` and `system|` match it
+    ("Claim", {"status": "http://hl7.org/fhir/fm-status|active"}, ["c1", "c4"]),
+    ("Claim", {"status": "http://hl7.org/fhir/fm-status|active,draft"}, ["c1", "c2", "c4"]),
+    ("Claim", {"status": "http://hl7.org/fhir/other|active"}, []),
+    ("Claim", {"status": "http://hl7.org/fhir/claim-use|claim"}, []),
+    ("Claim", {"status": "http://hl7.org/fhir/fm-status|"}, ["c1", "c2", "c3", "c4", "c5"]),
+    ("Claim", {"use": "http://hl7.org/fhir/claim-use|claim"}, ["c1"]),
+    ("Claim", {"use": "http://hl7.org/fhir/claim-use|"}, ["c1"]),
+    ("Claim", {"use": "http://hl7.org/fhir/fm-status|"}, []),
     ("Organization", {"active": "true"}, ["o1"]),
     ("Organization", {"active": "false"}, ["o2"]),
     ("Organization", {"identifier": "urn:q|Q1"}, ["o1"]),  # the second branch of a `|` union
@@ -304,6 +313,14 @@ CASES: list[tuple[str, dict[str, str], list[str]]] = [
     ("Claim", {"status": "active", "patient": "p1"}, ["c1", "c4"]),
     ("Claim", {"status": "active", "created": "2024-01"}, ["c1"]),
     ("Claim", {"status": "active,draft", "_lastUpdated": "lt2024-03-02"}, ["c1", "c2"]),
+    # a list of values is AND (a date range), a comma inside one stays OR
+    ("Claim", {"created": ["ge2024-01-15", "lt2024-01-16"]}, ["c1", "c4"]),
+    ("Claim", {"created": ["ge2024-01-15", "le2024-01-15"]}, ["c1", "c4"]),
+    ("Claim", {"created": ["gt2023", "lt2024-02"]}, ["c1", "c2", "c4"]),
+    ("Claim", {"created": ["2024-01-15,2023", "lt2024"]}, ["c3"]),
+    ("Claim", {"status": ["active"]}, ["c1", "c4"]),
+    ("Claim", {"status": ["active", "draft"]}, []),
+    ("Account", {"period": ["ge2024-03", "le2024-04"]}, ["a1", "a2"]),
     ("Claim", {}, ["c1", "c2", "c3", "c4", "c5"]),
     # injection: user values are literals, never operators or patterns
     ("Claim", {"identifier": '{"$ne": null}'}, ["c3"]),
@@ -327,11 +344,13 @@ async def test_search(
 BAD = [
     ("Claim", {"foo": "1"}, "known: _id, _lastUpdated, care-team"),
     ("Claim", {"name": "x"}, "Unknown search parameter 'name'"),
-    ("Patient", {"name": "x"}, "known: _id, _lastUpdated"),
+    ("Patient", {"nickname": "x"}, "known: _id, _lastUpdated"),
     ("Claim", {"status:missing": "true"}, "Unknown"),
     ("Claim", {"status": 5}, "expected a string"),
     ("Claim", {"status": None}, "expected a string"),
-    ("Claim", {"status": ["active"]}, "expected a string"),
+    ("Claim", {"status": ["active", 5]}, "expected a string"),
+    ("Claim", {"status": []}, "an empty list of values"),
+    ("Claim", {"created": ["ge2024", ""]}, "empty value"),
     ("Claim", {"status": ""}, "empty value"),
     ("Claim", {"status": "active,"}, "empty value"),
     ("Claim", {"identifier": "a|b|c"}, "use code, system|code"),
@@ -500,7 +519,7 @@ def test_reference_keys() -> None:
         search.reference_params("PaymentReconciliation")
     )
     assert "use one of" in _bad(search.reference_key, "Claim", "status").message
-    assert search.reference_params("Patient") == []
+    assert search.reference_params("Patient") == ["general-practitioner", "link", "organization"]
 
 
 def test_where_resolve_keeps_only_that_type() -> None:
@@ -558,3 +577,54 @@ async def test_reverse_reference_over_examples(db: AsyncDatabase[dict[str, Any]]
     key = search.reference_key("PaymentReconciliation", "payment-issuer")
     assert [d["_id"] async for d in coll.find({key: {"$in": ["Organization/2", "Organization/9"]}})] == ["ER2500"]
     assert await _ids(db, "PaymentReconciliation", {"payment-issuer": "2", "created": "2014-08-16"}) == ["ER2500"]
+
+
+# -- every served type's R5 parameters ------------------------------------------------------------
+
+
+def test_every_served_type_serves_its_r5_parameters() -> None:
+    """All of `search-parameters.json` but the types that are not a path's values and the listed exceptions."""
+    from app.fhir.model import SCHEMA_DIR, UNSERVED_SEARCH_PARAMETERS, spec
+
+    vendored = json.loads((SCHEMA_DIR / "search-parameters.json").read_text())
+    for rtype in SERVED_RESOURCES:
+        assert vendored[rtype], rtype
+        wanted = {
+            p["code"]
+            for p in vendored[rtype]
+            if p["type"] not in ("special", "composite") and (rtype, p["code"]) not in UNSERVED_SEARCH_PARAMETERS
+        }
+        served = set(search.search_params(rtype)) - {"_id", "_lastUpdated"}
+        assert served - set(spec().search_params[rtype]) == set()
+        assert wanted <= served, (rtype, wanted - served)
+
+
+def test_the_fhirpath_forms_of_the_non_financial_types() -> None:
+    patient = {
+        "resourceType": "Patient", "id": "p", "deceasedDateTime": "2026-01-02",
+        "telecom": [{"system": "email", "value": "a@b.org"}, {"system": "phone", "value": "555"}],
+    }  # fmt: skip
+    values = search.index_values("Patient", patient)
+    assert values["email"] == [{"s": None, "c": "a@b.org"}] and values["phone"] == [{"s": None, "c": "555"}]
+    assert values["deceased"] == [{"s": None, "c": "true"}] and values["death-date"][0]["lo"].day == 2
+    assert search.index_values("Patient", {"id": "q"})["deceased"] == [{"s": None, "c": "false"}]
+    assert search.index_values("Patient", {"id": "r", "deceasedBoolean": False})["deceased"][0]["c"] == "false"
+    assert search.index_values("Practitioner", {"id": "s", "deceasedBoolean": True})["deceased"][0]["c"] == "true"
+    charge = {
+        "id": "c",
+        "occurrenceTiming": {"event": ["2026-03-01"], "repeat": {"boundsPeriod": {"start": "2026-04-01"}}},
+    }
+    assert len(search.index_values("ChargeItem", charge)["occurrence"]) == 2
+    task = {"id": "t", "output": [{"valueReference": {"reference": "Claim/1"}}, {"valueString": "x"}]}
+    assert search.index_values("Task", task)["output"] == ["Claim/1"]
+    encounter = {"id": "e", "length": {"value": 30, "unit": "min"}, "class": [{"coding": [{"code": "AMB"}]}]}
+    values = search.index_values("Encounter", encounter)
+    assert values["length"][0]["c"] == "min" and values["class"] == [{"s": None, "c": "AMB"}]
+
+
+def test_a_keyword_parameter_is_an_argument_named_as_its_code() -> None:
+    from app.graphql.compat import graphql_schema
+    from tests.harness import schema
+
+    assert "class" in graphql_schema(schema()).query_type.fields["EncounterList"].args  # type: ignore[union-attr]
+    assert search.compile_filter("Encounter", {"class": ["AMB"]}) == {"_search.class.c": "AMB"}

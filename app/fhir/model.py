@@ -85,6 +85,14 @@ EXTRA_SEARCH_PARAMETERS: dict[str, list[dict]] = {
 }
 
 
+# R5 search parameters FinGate does not serve, and why (README, Search). `special` and `composite` ones are left out
+# by type: their values are not a path's (Location `near` is a distance, Encounter `location-period` a pair).
+UNSERVED_SEARCH_PARAMETERS: dict[tuple[str, str], str] = {
+    ("Patient", "part-agree"): "it reads an example extension (http://example.org/...), not an R5 element",
+}
+_UNSERVED_TYPES = ("special", "composite")
+
+
 @dataclass(frozen=True)
 class Constraint:
     """One invariant of the R5 definitions: `per-1` on Period."""
@@ -114,6 +122,9 @@ class Element:
     short: str
     targets: tuple[str, ...] = ()  # Reference / canonical target resource types
     codes: tuple[str, ...] | None = None  # required binding codes, when enumerable
+    systems: tuple[
+        tuple[str, str], ...
+    ] = ()  # (code, its code system) of a required binding: a `code`'s implicit system
     constraints: tuple[Constraint, ...] = ()  # its own, when it is not a backbone (a backbone's are its type's)
 
     @property
@@ -171,6 +182,24 @@ def _type_code(t: dict) -> str:
     return _FHIRPATH_TYPES.get(code, code)
 
 
+def _code_systems() -> dict[str, dict[str, str]]:
+    """Element path -> code -> code system, for the required bindings: the financial types' per code from
+    `required-bindings-detail.json`, the others' per value set from the supplement's `_meta.codeSystems`."""
+    detail = json.loads((SCHEMA_DIR / "required-bindings-detail.json").read_text())
+    out = {
+        path: {c["code"]: c["system"] for c in entry.get("codes", ()) if c.get("system")}
+        for path, entry in detail.items()
+        if not path.startswith("_") and isinstance(entry, dict)
+    }
+    supplement = json.loads((SCHEMA_DIR / "required-bindings-supplement.json").read_text())
+    meta = supplement["_meta"]
+    for path, value_set in meta["valueSets"].items():
+        system = meta["codeSystems"][value_set]
+        by_code = system if isinstance(system, dict) else {}
+        out[path] = {code: by_code.get(code, by_code.get("*", system)) for code in supplement[path]}
+    return out
+
+
 class Spec:
     """Every type reachable from the served resources, with bindings and search parameters."""
 
@@ -181,6 +210,7 @@ class Spec:
             for k, v in json.loads((SCHEMA_DIR / name).read_text()).items()
             if not k.startswith("_")
         }
+        self.systems = _code_systems()
         self.types: dict[str, TypeDef] = {}
         pending = list(SERVED_RESOURCES)
         while pending:
@@ -249,10 +279,13 @@ class Spec:
             for prof in t.get("targetProfile", []):
                 targets.append(prof.rsplit("/", 1)[1])
         codes: tuple[str, ...] | None = None
+        systems: tuple[tuple[str, str], ...] = ()
         binding = e.get("binding") or {}
         if binding.get("strength") == "required":
-            listed = self.bindings.get(path) or self.bindings.get(e.get("base") or "")
+            key = path if path in self.bindings else e.get("base") or ""
+            listed = self.bindings.get(key)
             codes = tuple(listed) if listed is not None else None
+            systems = tuple(self.systems.get(key, {}).items())
         return Element(
             path=path,
             name=name,
@@ -262,6 +295,7 @@ class Spec:
             short=e.get("short", ""),
             targets=tuple(dict.fromkeys(targets)),
             codes=codes,
+            systems=systems,
             constraints=own,
         )
 
@@ -279,7 +313,9 @@ class Spec:
                     description=p.get("description", ""),
                 )
                 for p in params
-                if p["type"] != "special" and p.get("expression")
+                if p["type"] not in _UNSERVED_TYPES
+                and p.get("expression")
+                and (rtype, p["code"]) not in UNSERVED_SEARCH_PARAMETERS
             }
         return out
 

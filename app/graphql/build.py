@@ -39,9 +39,11 @@ from app.graphql.naming import (
     connection_names,
     input_name,
     object_type_names,
+    python_name,
     reference_enum_name,
 )
 from app.graphql.scalars import JSON, FhirDecimal, scalar_map
+from app.graphql.truncation import Truncation
 
 SDL_HEADER = (
     f"# FinGate GraphQL schema, generated from the HL7 {ORIGIN} StructureDefinitions and search parameters\n"
@@ -60,7 +62,14 @@ Field = tuple[str, object, StrawberryField]  # Python attribute, annotation (Non
 ArgSpec = tuple[str, object, bool, str | None]  # name, Python type, required, description
 
 AUDIT_RECORD = "AuditRecord"
-_COUNT: ArgSpec = ("_count", int, False, "At most this many resources.")
+_COUNT: ArgSpec = (
+    "_count",
+    int,
+    False,
+    "At most this many resources (20); a list stopping before all matches says so in `extensions.truncated`, "
+    "and 0 returns none but how many match there.",
+)
+_PAGE_COUNT: ArgSpec = ("_count", int, False, "At most this many resources a page (20); `count` is how many match.")
 _SORT: ArgSpec = ("_sort", str, False, "Sort order: comma-separated search parameter codes, `-` for descending.")
 
 
@@ -134,8 +143,9 @@ class _Builder:
                 scalar_map=scalar_map(),
             ),
             # Classes: Strawberry makes one per request, and their caches are module-wide.
-            # TokenLimit before the parser; QueryLimits validates (cached per query text), then checks limits.
-            extensions=[TokenLimit, ParserCache, QueryLimits],
+            # TokenLimit before the parser; QueryLimits validates (cached per query text), then checks limits;
+            # Truncation reports the lists the Context noted as cut.
+            extensions=[TokenLimit, ParserCache, QueryLimits, Truncation],
         )
 
     # --- object and input types ------------------------------------------------------------
@@ -228,7 +238,7 @@ class _Builder:
         # Undescribed: Query.<X>List describes them once, where 23 copies would double the SDL.
         args: list[ArgSpec] = [
             ("_reference", self.enums[x], True, None),
-            *((p.arg_name, str, False, None) for p in params),
+            *((p.arg_name, list[str], False, None) for p in params),
             ("_count", int, False, None),
             ("_sort", str, False, None),
         ]
@@ -305,7 +315,7 @@ class _Builder:
             _root_field(
                 f"{t}Connection",
                 resolvers.connection(t, codes),
-                [*search, _FILTER, _MODIFIERS, _COUNT, cursor, _SORT],
+                [*search, _FILTER, _MODIFIERS, _PAGE_COUNT, cursor, _SORT],
                 StrawberryOptional(connection),
                 f"Search {t} resources a page at a time.",
             ),
@@ -399,7 +409,8 @@ def _define(cls: type, fields: Iterable[Field]) -> None:
 
 
 def _search_arg_specs(params: list[SearchParam]) -> list[ArgSpec]:
-    return [(p.arg_name, str, False, search_description(p)) for p in params]
+    # `[String!]`: a list ANDs its values; a single value is coerced to a one-item list, so `status: "active"` stays valid.
+    return [(p.arg_name, list[str], False, search_description(p)) for p in params]
 
 
 def _with_signature(fn: Callable[..., Any], args: list[ArgSpec], returns: object) -> Callable[..., Any]:
@@ -411,9 +422,13 @@ def _with_signature(fn: Callable[..., Any], args: list[ArgSpec], returns: object
     ]
     for name, python_type, required, description in args:
         kind: Any = python_type if required else python_type | None  # type: ignore[operator]
-        annotation = Annotated[kind, strawberry.argument(description=description)]  # type: ignore[valid-type]
+        # A keyword (Encounter's `class` parameter) is `class_` in Python, `class` in GraphQL.
+        renamed = name if python_name(name) != name else None
+        annotation = Annotated[kind, strawberry.argument(name=renamed, description=description)]  # type: ignore[valid-type]
         parameters.append(
-            param(name, param.KEYWORD_ONLY, annotation=annotation, default=param.empty if required else UNSET)
+            param(
+                python_name(name), param.KEYWORD_ONLY, annotation=annotation, default=param.empty if required else UNSET
+            )
         )
     fn.__signature__ = inspect.Signature(parameters, return_annotation=returns)  # type: ignore[attr-defined]
     return fn

@@ -27,14 +27,25 @@ _VIEW_READS = {
 }
 
 
-def check_count(count: int | None, default: int = DEFAULT_COUNT) -> int:
+PAGE_A_SEARCH = "page with _offset or a Connection's _cursor"
+PAGE_A_REVERSE = "page the same search as a Connection, its `_reference` parameter given this resource's `Type/id`"
+
+
+def check_count(count: int | None, default: int = DEFAULT_COUNT, paging: str = PAGE_A_SEARCH) -> int:
     if count is None:
         return default
     if count < 0 or count > MAX_COUNT:
-        raise errors.bad_input(
-            f"_count must be between 0 and {MAX_COUNT}, got {count}: page with _offset or a Connection's _cursor"
-        )
+        raise errors.bad_input(f"_count must be between 0 and {MAX_COUNT}, got {count}: {paging}", expression="_count")
     return count
+
+
+_MORE = -1  # a noted list's total when more match than it returned, uncounted
+# In place of a reverse-list shape's sort: the shape counts its matches (`_count: 0`) instead of reading rows.
+_HOW_MANY: Any = object()
+
+
+def _params(frozen: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    return {code: v if isinstance(v, str) else list(v) for code, v in frozen}
 
 
 def check_offset(offset: int | None) -> int:
@@ -105,7 +116,9 @@ class Context:
         self.limits = limits  # app.graphql.limits.Limits, read by the QueryLimits extension
         self._resources: DataLoader[tuple[str, str], Resource | None] = DataLoader(self._load_resources)
         self._found: dict[tuple[str, str], Resource | None] = {}  # every resource read, for both paths
-        self._reverse: DataLoader[tuple[Any, ...], list[Resource]] = DataLoader(self._load_reverse)
+        self._reverse: DataLoader[tuple[Any, ...], tuple[list[Resource], int | None]] = DataLoader(self._load_reverse)
+        # Lists that stopped before all their matches: (the field's `info.path`, its note), for `extensions.truncated`.
+        self.truncated: list[tuple[Any, dict[str, Any]]] = []
         self._deleted: DataLoader[tuple[str, str], str | None] = DataLoader(self._load_deleted)
         self._settlements: DataLoader[str, billing.Settlement] = DataLoader(self._load_settlements)
         self._ledgers: DataLoader[str, billing.AccountLedger] = DataLoader(self._load_ledgers)
@@ -152,27 +165,35 @@ class Context:
             for id in ids:
                 found.setdefault((rtype, id), None)
 
-    async def _load_reverse(self, keys: list[tuple[Any, ...]]) -> list[list[Resource]]:
-        """One `referencing` command per list shape, at its largest `_count`; each list is then cut to its own."""
+    async def _load_reverse(self, keys: list[tuple[Any, ...]]) -> list[tuple[list[Resource], int | None]]:
+        """One `referencing` command per list shape, at its largest `_count` plus one (the row that tells more
+        exist); each list is then cut to its own. `_count: 0` lists are counted instead, one command per shape.
+        Each key gets (its resources, None), or (the first `_count`, _MORE) when more match, or ([], the total)."""
         targets: dict[tuple[Any, ...], list[str]] = defaultdict(list)
         limits: dict[tuple[Any, ...], int] = defaultdict(int)
         for rtype, code, params, sort, count, target in keys:
-            shape = (rtype, code, params, sort)
+            shape = (rtype, code, params, sort if count else _HOW_MANY)
             targets[shape].append(target)
-            limits[shape] = max(limits[shape], count)
+            limits[shape] = max(limits[shape], count + 1)
 
-        async def run(shape: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, list[Resource]]]:
+        async def run(shape: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
             rtype, code, params, sort = shape
-            found = await self.store.referencing(rtype, code, targets[shape], dict(params), sort, limits[shape])
+            if sort is _HOW_MANY:
+                return shape, await self.store.referencing_counts(rtype, code, targets[shape], _params(params))
+            found = await self.store.referencing(rtype, code, targets[shape], _params(params), sort, limits[shape])
             for resources in found.values():
                 _link_all(resources)
             return shape, found
 
         results = dict(await asyncio.gather(*(run(shape) for shape in targets)))
-        return [
-            results[(rtype, code, params, sort)].get(target, [])[:count]
-            for rtype, code, params, sort, count, target in keys
-        ]
+        out: list[tuple[list[Resource], int | None]] = []
+        for rtype, code, params, sort, count, target in keys:
+            if not count:
+                out.append(([], results[(rtype, code, params, _HOW_MANY)].get(target, 0)))
+                continue
+            found = results[(rtype, code, params, sort)].get(target, [])
+            out.append((found[:count], _MORE if len(found) > count else None))
+        return out
 
     async def _load_deleted(self, keys: list[tuple[str, str]]) -> list[str | None]:
         """When each missing (type, id) was deleted, None if never: a command per type, for a whole level."""
@@ -270,27 +291,60 @@ class Context:
         items = await self._open_items.load(f"{resource.get('resourceType')}/{resource.get('id')}")
         return billing.party_view(items, as_of)
 
+    def _note(self, path: Any, returned: int, total: int | None) -> None:
+        """Record a list that stopped before all its matches (or answered `_count: 0`) for `extensions.truncated`."""
+        self.truncated.append(
+            (path, {"returned": returned, **({"more": True} if total == _MORE else {"total": total})})
+        )
+
     async def search(
-        self, resource_type: str, params: dict[str, str], count: int | None, offset: int | None, sort: str | None
+        self,
+        resource_type: str,
+        params: dict[str, Any],
+        count: int | None,
+        offset: int | None,
+        sort: str | None,
+        path: Any = None,
     ) -> list[Resource]:
+        """A List: one row past `_count` is read to tell whether more match (noted for `extensions.truncated`);
+        `_count: 0` reads no rows and counts the matches instead (FHIR's "how many")."""
         self._allow(resource_type, READ)
-        found = await self.store.search(resource_type, params, check_count(count), check_offset(offset), sort)
+        n, skip = check_count(count, paging=PAGE_A_SEARCH), check_offset(offset)
+        if n == 0:
+            self._note(path, 0, await self.store.count(resource_type, params))
+            return []
+        found = await self.store.search(resource_type, params, n + 1, skip, sort)
+        if len(found) > n:
+            found = found[:n]
+            self._note(path, n, _MORE)
         return _link_all(found)
 
     async def connection(
-        self, resource_type: str, params: dict[str, str], count: int | None, cursor: str | None, sort: str | None
+        self, resource_type: str, params: dict[str, Any], count: int | None, cursor: str | None, sort: str | None
     ) -> dict[str, Any]:
         self._allow(resource_type, READ)
-        page = await self.store.page(resource_type, params, check_count(count), cursor, sort)
+        page = await self.store.page(resource_type, params, check_count(count, paging=PAGE_A_SEARCH), cursor, sort)
         _link_all([edge["resource"] for edge in page["edges"]])
         return page
 
     async def reverse(
-        self, resource_type: str, param: str, target: str, params: dict[str, str], count: int | None, sort: str | None
+        self,
+        resource_type: str,
+        param: str,
+        target: str,
+        params: dict[str, Any],
+        count: int | None,
+        sort: str | None,
+        path: Any = None,
     ) -> list[Resource]:
+        """A reverse list: cut and noted as `search` is, its rows read with the level's other lists."""
         self._allow(resource_type, READ)
-        key = (resource_type, param, tuple(sorted(params.items())), sort, check_count(count), target)
-        return await self._reverse.load(key)
+        frozen = tuple(sorted((code, v if isinstance(v, str) else tuple(v)) for code, v in params.items()))
+        key = (resource_type, param, frozen, sort, check_count(count, paging=PAGE_A_REVERSE), target)
+        found, total = await self._reverse.load(key)
+        if total is not None:
+            self._note(path, len(found), total)
+        return found
 
     async def not_found(self, resource_type: str, id: str) -> errors.FinGateError:
         """The NOT_FOUND for a `read` that found nothing: it says so when the resource was deleted."""
@@ -315,15 +369,25 @@ class Context:
         self._allow(resource_type, DELETE)
         return _link_contained(await self._writer(DELETE).delete(resource_type, id))
 
-    async def audit_log(self, count: int | None, resource_type: str | None, id: str | None) -> list[dict[str, Any]]:
-        """The tenant's audit records, newest first; needs a `system/AuditEvent.r` (or `system/*.r`) scope."""
+    async def audit_log(
+        self, count: int | None, resource_type: str | None, id: str | None, path: Any = None
+    ) -> list[dict[str, Any]]:
+        """The tenant's audit records, newest first; needs a `system/AuditEvent.r` (or `system/*.r`) scope.
+        Cut and noted as `search` is."""
         if not self.principal.audit:
             raise errors.FinGateError(
                 errors.FORBIDDEN,
                 f"the audit log needs a system/{AUDIT_TYPE}.r (or .read) scope",
                 issues=[errors.outcome_issue(f"the audit log needs a system/{AUDIT_TYPE}.r scope", code="forbidden")],
             )
-        records = await self.store.audit_log(check_count(count), resource_type, id)
+        n = check_count(count, paging="narrow it by type and id")
+        if n == 0:
+            self._note(path, 0, await self.store.audit_count(resource_type, id))
+            return []
+        records = await self.store.audit_log(n + 1, resource_type, id)
+        if len(records) > n:
+            records = records[:n]
+            self._note(path, n, _MORE)
         for record in records:
             record["when"] = instant(record["when"])
         return records

@@ -103,7 +103,8 @@ def type_description(td: TypeDef, graphql_name: str) -> str:
 def search_description(param: SearchParam) -> str:
     hint = SEARCH_TYPE_HINTS.get(param.type, param.type)
     return (
-        f"{param.description} ({param.type} search parameter `{param.code}`: {hint}; comma-separated values mean OR.)"
+        f"{param.description} ({param.type} search parameter `{param.code}`: {hint}; "
+        "commas inside a value mean OR, a list of values means AND.)"
     )
 
 
@@ -119,5 +120,6 @@ def reference_params(model: Spec, resource_type: str) -> list[SearchParam]:
 
 
 def arg_codes(params: list[SearchParam]) -> dict[str, str]:
-    """Argument name -> search parameter code (`payment_issuer` -> `payment-issuer`)."""
-    return {p.arg_name: p.code for p in params}
+    """Argument name, as the resolver receives it -> search parameter code (`payment_issuer` -> `payment-issuer`,
+    `class_` -> `class`)."""
+    return {python_name(p.arg_name): p.code for p in params}

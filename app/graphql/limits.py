@@ -158,8 +158,8 @@ class _Walker:
                 return max(0, min(value, MAX_COUNT))  # above MAX_COUNT the resolver answers BAD_USER_INPUT
         return DEFAULT_COUNT
 
-    def _fetches(self, parent: GraphQLNamedType, name: str, field: Any, node: FieldNode) -> int:
-        """How many resources one instance of this field fetches (0 for plain data)."""
+    def _fetches(self, parent: GraphQLNamedType, name: str, field: Any, node: FieldNode) -> int | None:
+        """How many resources one instance of this field returns (None for plain data); `_count: 0` returns none."""
         if "_count" in field.args:
             return self._count(node)
         if parent in self.roots:
@@ -170,7 +170,7 @@ class _Walker:
             return 1
         if parent.name in _BILLING_VIEWS and name in _VIEW_LISTS:
             return _VIEW_LISTS[name]
-        return 0
+        return None
 
     def measure(
         self, node: SelectionSetNode, parent: GraphQLNamedType, active: frozenset[str] = frozenset()
@@ -194,7 +194,8 @@ class _Walker:
                 n = self._fetches(parent, name, field, sel)
                 depth = max(depth, inner.depth + 1)
                 aliases += inner.aliases
-                cost += n + n * inner.cost if n else inner.cost
+                # A list's rows, each with what is nested in it; `_count: 0` is one count and nothing nested.
+                cost += inner.cost if n is None else n + n * inner.cost if n else 1
                 continue
             if isinstance(sel, InlineFragmentNode):
                 target = self.schema.get_type(sel.type_condition.name.value) if sel.type_condition else parent

@@ -17,10 +17,11 @@ Resolver = Callable[..., Any]
 BatchResolver = Callable[[Any, list[Any]], Awaitable[list[Any]]]
 
 
-def search_params(arg_codes: Mapping[str, str], args: Mapping[str, Any]) -> dict[str, str]:
+def search_params(arg_codes: Mapping[str, str], args: Mapping[str, Any]) -> dict[str, Any]:
     """The search arguments actually given, keyed by their R5 code (`payment_issuer` -> `payment-issuer`):
-    the one place argument names become codes; below this layer, only codes. `_filter` keeps its name and
-    each of `_modifiers` becomes FHIR's `code:modifier` key (app.store.filter)."""
+    the one place argument names become codes; below this layer, only codes. Each plain argument is a list of
+    values (AND); `_filter` keeps its name and each of `_modifiers` becomes FHIR's `code:modifier` key
+    (app.store.filter)."""
     out = {arg_codes[name]: value for name, value in args.items() if value is not None and name in arg_codes}
     if args.get("_filter") is not None:
         out["_filter"] = args["_filter"]
@@ -57,7 +58,12 @@ def search(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
     async def resolve(root: None, info: Any, **args: Any) -> list[Resource]:
         params = search_params(arg_codes, args)
         return await info.context.search(
-            resource_type, params, args.get("_count"), args.get("_offset"), sort_codes(arg_codes, args.get("_sort"))
+            resource_type,
+            params,
+            args.get("_count"),
+            args.get("_offset"),
+            sort_codes(arg_codes, args.get("_sort")),
+            path=info.path,
         )
 
     return resolve
@@ -93,6 +99,7 @@ def reverse(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
             params,
             args.get("_count"),
             sort_codes(arg_codes, args.get("_sort")),
+            path=info.path,
         )
 
     return resolve
@@ -219,7 +226,7 @@ def audit_log() -> Resolver:
     async def resolve(
         root: None, info: Any, _count: int | None = None, type: str | None = None, id: str | None = None
     ) -> list[dict[str, Any]]:
-        return await info.context.audit_log(_count, type, id)  # type: ignore[no-any-return]
+        return await info.context.audit_log(_count, type, id, path=info.path)  # type: ignore[no-any-return]
 
     return resolve
 

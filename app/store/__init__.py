@@ -381,6 +381,36 @@ class Store:
         return [_hide(doc) async for doc in cursor]
 
     @_guarded
+    async def count(self, resource_type: str, params: dict[str, Any]) -> int:
+        """How many resources match: FHIR's `_count=0` ("how many"), one `count` command."""
+        query = self._scoped(resource_type, search.compile_filter(resource_type, params))
+        return await self.db[resource_type].count_documents(query)
+
+    @_guarded
+    async def referencing_counts(
+        self, resource_type: str, code: str, targets: list[str], params: dict[str, Any]
+    ) -> dict[str, int]:
+        """Per target, how many resources `referencing` would list without a limit: one command (absent: none)."""
+        targets = list(dict.fromkeys(targets))
+        if not targets:
+            return {}
+        key = search.reference_key(resource_type, code)
+        wanted = {key: targets[0] if len(targets) == 1 else {"$in": targets}}
+        match = self._scoped(resource_type, _all(wanted, search.compile_filter(resource_type, params)))
+        coll = self.db[resource_type]
+        if len(targets) == 1:
+            found = await coll.count_documents(match)
+            return {targets[0]: found} if found else {}
+        pipeline: list[dict[str, Any]] = [
+            {"$match": match},
+            {"$project": {"_id": 0, "ref": f"${key}"}},
+            {"$unwind": "$ref"},
+            {"$match": {"ref": {"$in": targets}}},
+            {"$group": {"_id": "$ref", "n": {"$sum": 1}}},
+        ]
+        return {row["_id"]: row["n"] async for row in await coll.aggregate(pipeline, batchSize=len(targets) + 1)}
+
+    @_guarded
     async def referrers(
         self,
         resource_type: str,
@@ -689,16 +719,25 @@ class Store:
         """Append an audit record (sub, when, type, id, version, operation) inside the write's transaction."""
         await self.db[AUDIT].insert_one({**record, TENANT: self.tenant}, session=session)
 
-    @_guarded
-    async def audit_log(self, count: int, resource_type: str | None = None, id: str | None = None) -> list[Resource]:
-        """This tenant's audit records, newest first."""
-        if count == 0:  # not MongoDB's `limit=0`, which is no limit
-            return []
+    def _audit_query(self, resource_type: str | None, id: str | None) -> dict[str, Any]:
         query: dict[str, Any] = {TENANT: self.tenant}
         if resource_type is not None:
             query["type"] = resource_type
         if id is not None:
             query["id"] = id
+        return query
+
+    @_guarded
+    async def audit_count(self, resource_type: str | None = None, id: str | None = None) -> int:
+        """How many audit records `audit_log` would list without a limit."""
+        return await self.db[AUDIT].count_documents(self._audit_query(resource_type, id))
+
+    @_guarded
+    async def audit_log(self, count: int, resource_type: str | None = None, id: str | None = None) -> list[Resource]:
+        """This tenant's audit records, newest first."""
+        if count == 0:  # not MongoDB's `limit=0`, which is no limit
+            return []
+        query = self._audit_query(resource_type, id)
         cursor = self.db[AUDIT].find(query, {"_id": 0}, sort=[("when", DESCENDING)], limit=count)
         return [{**doc, "tenant": doc.pop(TENANT)} async for doc in cursor]
 

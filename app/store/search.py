@@ -7,7 +7,7 @@ import binascii
 import json
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, DecimalException, localcontext
@@ -191,6 +191,15 @@ def _number(value: Any) -> list[Entry]:
     return _amount(value, None, None)
 
 
+def _timing(value: Any) -> list[Entry]:
+    """A Timing's dates: each `event`, and `repeat.boundsPeriod`."""
+    if not isinstance(value, dict):
+        return []
+    events = [e for when in value.get("event") or () for e in _date_range(when)]
+    repeat = value.get("repeat")
+    return events + (_period(repeat.get("boundsPeriod")) if isinstance(repeat, dict) else [])
+
+
 _STRINGISH: dict[str, Converter] = dict.fromkeys(
     ("string", "markdown", "code", "id", "uri", "url", "canonical"), _string
 )
@@ -217,9 +226,19 @@ CONVERTERS: dict[str, dict[str, Converter]] = {
         "HumanName": _parts("text", "family", "given", "prefix", "suffix"),
         "Address": _parts("text", "line", "city", "district", "state", "postalCode", "country"),
     },
-    "date": {"date": _date_range, "dateTime": _date_range, "instant": _date_range, "Period": _period},
+    "date": {
+        "date": _date_range,
+        "dateTime": _date_range,
+        "instant": _date_range,
+        "Period": _period,
+        "Timing": _timing,
+    },
     "reference": {"Reference": _reference, "canonical": _uri, "uri": _uri},
-    "quantity": {"Money": _money, "Quantity": _quantity, **_NUMBERS},
+    "quantity": {
+        "Money": _money,
+        **dict.fromkeys(("Quantity", "Duration", "Age", "Distance", "Count", "SimpleQuantity"), _quantity),
+        **_NUMBERS,
+    },
     "number": _NUMBERS,
     "uri": _URIS,
 }
@@ -288,8 +307,11 @@ SORT_VALUE: dict[str, Callable[[list[Entry]], Any]] = {
 # -- parameters, compiled once per resource type ---------------------------------------------
 
 _EXPRESSION = re.compile(
-    r"(?P<root>[A-Za-z]+)(?P<path>(?:\.[A-Za-z]+)*)(?:\.where\(resolve\(\) is (?P<type>[A-Za-z]+)\))?"
+    r"(?P<root>[A-Za-z]+)(?P<path>(?:\.[A-Za-z]+)*)(?:\.ofType\((?P<of>[A-Za-z]+)\))?"
+    r"(?:\.where\(resolve\(\) is (?P<type>[A-Za-z]+)\)|\.where\((?P<field>[a-z]+)='(?P<literal>[^']*)'\))?"
 )
+# `Patient.deceased.exists() and Patient.deceased != false`: a token `true` or `false` for every resource
+_EXISTS = re.compile(r"(?P<path>[A-Za-z]+(?:\.[A-Za-z]+)+)\.exists\(\) and (?P=path) != false")
 
 
 @dataclass(frozen=True)
@@ -304,6 +326,9 @@ class Param:
     extractors: tuple[Callable[[dict[str, Any]], list[Entry]], ...]
     # modifier -> the extractors of its own index values (`_search.<code>:<modifier>`), see MODIFIED
     modified: tuple[tuple[str, tuple[Callable[[dict[str, Any]], list[Entry]], ...]], ...] = ()
+    # (code, code system) a `code` element implies (its required binding's): indexed without a system,
+    # matched by `system|code` all the same
+    implicit: frozenset[tuple[str, str]] = frozenset()
 
 
 def _walker(steps: list[tuple[str, ...]], convert: Converter) -> Callable[[dict[str, Any]], list[Entry]]:
@@ -338,26 +363,65 @@ def _only(target: str, convert: Converter) -> Converter:
     return lambda value: convert(value) if _reference_type(value) == target else []
 
 
+def _where(field: str, literal: str, convert: Converter) -> Converter:
+    """`.where(system='email')`: the values whose `field` is `literal`."""
+    return lambda value: convert(value) if isinstance(value, dict) and value.get(field) == literal else []
+
+
+Extractor = Callable[[dict[str, Any]], list[Entry]]
+
+
+def _steps(resource_type: str, code: str, root: str, dotted: str) -> tuple[list[tuple[str, ...]], Any]:
+    """The JSON keys of each step of `root.dotted` (a choice step has one per type), and the last element."""
+    path = root.replace("Resource", resource_type)
+    steps: list[tuple[str, ...]] = []
+    el = None
+    for name in dotted.split("."):
+        path += "." + name
+        el = spec().element(path)
+        if el is None:
+            raise RuntimeError(f"{resource_type}.{code}: no element {path}")
+        steps.append(tuple(dict.fromkeys(el.json_name(t) for t in el.types)))
+    return steps, el
+
+
+def _exists_not_false(walk: Extractor) -> Extractor:
+    return lambda resource: _boolean(any(walk(resource)))
+
+
 def _extractors(
     resource_type: str, code: str, ptype: str, expression: str, converters: dict[str, Converter] | None = None
-) -> list[Callable[[dict[str, Any]], list[Entry]]]:
-    """The index entries of a parameter (`converters`: a modifier's own, which skip the FHIR types they lack)."""
-    out = []
+) -> tuple[list[Extractor], set[tuple[str, str]]]:
+    """The functions reading a parameter's index entries, and the (code, system) pairs its `code` elements imply
+    (`converters`: a modifier's own, which skip the FHIR types they lack).
+
+    FHIRPath forms: `T.a.b`, a `|` union of them, `.ofType(X)` of a choice, `.where(resolve() is X)` of a
+    reference, `.where(field='literal')`, optionally in parentheses; and `T.a.exists() and T.a != false`.
+    """
+    out: list[Extractor] = []
+    implicit: set[tuple[str, str]] = set()
     for part in expression.split("|"):
-        m = _EXPRESSION.fullmatch(part.strip())
+        part = part.strip()
+        if part.startswith("(") and part.endswith(")"):
+            part = part[1:-1].strip()
+        exists = _EXISTS.fullmatch(part)
+        if exists is not None and ptype == "token" and exists["path"].startswith(resource_type + "."):
+            if converters is not None:  # a modifier's own values come from elements, not from this test
+                continue
+            root, _, dotted = exists["path"].partition(".")
+            steps, _ = _steps(resource_type, code, root, dotted)
+            out.append(_exists_not_false(_walker(steps, lambda v: [v is not False])))
+            continue
+        m = _EXPRESSION.fullmatch(part)
         if m is None or m["root"] not in (resource_type, "Resource"):
             raise RuntimeError(f"{resource_type}.{code}: unsupported FHIRPath {part!r}")
-        path = m["root"].replace("Resource", resource_type)
-        steps: list[tuple[str, ...]] = []
-        types: list[tuple[str, str]] = []  # (JSON name, FHIR type) of the last step
-        for name in m["path"].lstrip(".").split("."):
-            path += "." + name
-            el = spec().element(path)
-            if el is None:
-                raise RuntimeError(f"{resource_type}.{code}: no element {path}")
-            types = [(el.json_name(t), t) for t in el.types]
-            steps.append(tuple(dict.fromkeys(k for k, _ in types)))
-        for json_name, fhir_type in types:
+        steps, el = _steps(resource_type, code, m["root"], m["path"].lstrip("."))
+        types = [t for t in el.types if m["of"] in (None, t)]
+        if not types:
+            raise RuntimeError(f"{resource_type}.{code}: {el.path} has no type {m['of']}")
+        if ptype == "token" and "code" in types:
+            implicit.update(el.systems)
+        for fhir_type in types:
             convert = (converters if converters is not None else CONVERTERS[ptype]).get(fhir_type)
             if convert is None and converters is not None:
                 continue
@@ -365,20 +429,24 @@ def _extractors(
                 raise RuntimeError(f"{resource_type}.{code}: no {ptype} index for FHIR type {fhir_type}")
             if m["type"]:
                 convert = _only(m["type"], convert)
-            out.append(_walker([*steps[:-1], (json_name,)], convert))
-    return out
+            if m["field"]:
+                convert = _where(m["field"], m["literal"], convert)
+            out.append(_walker([*steps[:-1], (el.json_name(fhir_type),)], convert))
+    return out, implicit
 
 
 def _param(resource_type: str, code: str, ptype: str, expression: str, targets: tuple[str, ...] = ()) -> Param:
+    extractors, implicit = _extractors(resource_type, code, ptype, expression)
     return Param(
         code=code,
         type=ptype,
         key=f"{SEARCH}.{code}",
         sort_key=f"{SEARCH}.{code}_sort",
         targets=targets,
-        extractors=tuple(_extractors(resource_type, code, ptype, expression)),
+        extractors=tuple(extractors),
+        implicit=frozenset(implicit),
         modified=tuple(
-            (modifier, tuple(_extractors(resource_type, code, ptype, expression, table)))
+            (modifier, tuple(_extractors(resource_type, code, ptype, expression, table)[0]))
             for (kind, modifier), table in MODIFIED.items()
             if kind == ptype
         ),
@@ -490,7 +558,13 @@ def _token_query(p: Param, value: str) -> dict[str, Any]:
         )
     system, code = parts
     if not code:
-        return {f"{p.key}.s": system}
+        implied = sorted(c for c, s in p.implicit if s == system)
+        explicit = {f"{p.key}.s": system}
+        if not implied:
+            return explicit
+        return {"$or": [explicit, {p.key: {"$elemMatch": {"s": None, "c": {"$in": implied}}}}]}
+    if (code, system) in p.implicit:  # a `code` element's value is stored without its (implied) system
+        return {p.key: {"$elemMatch": {"s": {"$in": [system, None]}, "c": code}}}
     return {p.key: {"$elemMatch": {"s": system or None, "c": code}}}
 
 
@@ -656,16 +730,30 @@ def _checked(p: Param, value: Any) -> str:
     return value
 
 
-def compile_filter(resource_type: str, params: dict[str, str]) -> dict[str, Any]:
-    """The Mongo filter for search params (code -> value): commas are OR, several params AND."""
+Values = str | list[str]  # one value, or several that must all hold (FHIR's repeated parameter: AND)
+Params = Mapping[str, Values]  # search parameter code -> its value(s)
+
+
+def _values(p: Param, given: Any) -> list[str]:
+    if isinstance(given, list | tuple):
+        if not given:
+            raise bad_input(f"{p.code}: an empty list of values", expression=p.code)
+        return [_checked(p, v) for v in given]
+    return [_checked(p, given)]
+
+
+def compile_filter(resource_type: str, params: Params) -> dict[str, Any]:
+    """The Mongo filter for search params (code -> a value, or a list of values): commas inside a value are OR,
+    the values of a list AND (`created: ["ge2026-11-01", "lt2026-12-01"]`), several params AND."""
     clauses = []
-    for code, raw in params.items():
+    for code, given in params.items():
         p = _lookup(resource_type, code)
-        values = _split(_checked(p, raw), ",")
-        if any(v == "" for v in values):
-            raise bad_input(f"{p.code}: empty value in {raw!r}", expression=p.code)
-        ors = [QUERIES[p.type](p, v) for v in values]
-        clauses.append(ors[0] if len(ors) == 1 else {"$or": ors})
+        for raw in _values(p, given):
+            values = _split(raw, ",")
+            if any(v == "" for v in values):
+                raise bad_input(f"{p.code}: empty value in {raw!r}", expression=p.code)
+            ors = [QUERIES[p.type](p, v) for v in values]
+            clauses.append(ors[0] if len(ors) == 1 else {"$or": ors})
     if not clauses:
         return {}
     return clauses[0] if len(clauses) == 1 else {"$and": clauses}
@@ -895,6 +983,8 @@ def compartment_values(resource_type: str, values: dict[str, Any]) -> dict[str, 
 
 
 __all__ = [
+    "Params",
+    "Values",
     "compartment_filter",
     "compartment_keys",
     "compartment_values",

@@ -18,14 +18,63 @@ class _ResolveInfo:
     read more are not compiled.
     """
 
-    __slots__ = ("context", "root_value", "operation", "variable_values", "schema")
+    __slots__ = ("context", "root_value", "operation", "variable_values", "schema", "path")
 
-    def __init__(self, executor: Any, context: Any, root_value: Any) -> None:
+    def __init__(self, executor: Any, context: Any, root_value: Any, path: Any = None) -> None:
         self.context = context
         self.root_value = root_value
         self.operation = executor.operation
         self.variable_values = executor.variable_values
         self.schema = executor.schema
+        self.path = path
+
+    def at(self, path: Any) -> _ResolveInfo:
+        info = _ResolveInfo.__new__(_ResolveInfo)
+        info.context, info.root_value, info.operation = self.context, self.root_value, self.operation
+        info.variable_values, info.schema, info.path = self.variable_values, self.schema, path
+        return info
+
+
+class _Places:
+    """Where each object of one compiled run's data sits, found only when a path is asked for (a truncated
+    list's, after the run): the generated code builds objects without tracking their place."""
+
+    def __init__(self, data: Any) -> None:
+        self.data = data
+        self.index: dict[int, list[Any]] | None = None
+        self.abandoned = False  # the run fell back: graphql-core answers, and records its own paths
+
+    def path(self, target: dict[str, Any], key: str) -> list[Any] | None:
+        if self.abandoned:
+            return None
+        if self.index is None:
+            self.index = {}
+            _walk(self.data, [], self.index)
+        return [*self.index[id(target)], key]
+
+
+def _walk(value: Any, path: list[Any], index: dict[int, list[Any]]) -> None:
+    if isinstance(value, dict):
+        index[id(value)] = path
+        for key, child in value.items():
+            if isinstance(child, dict | list):
+                _walk(child, [*path, key], index)
+    elif isinstance(value, list):
+        for i, child in enumerate(value):
+            if isinstance(child, dict | list):
+                _walk(child, [*path, i], index)
+
+
+class _Path:
+    """`info.path` of a resolver field on the compiled path: its response path, via `_Places`."""
+
+    __slots__ = ("places", "target", "key")
+
+    def __init__(self, places: _Places, target: dict[str, Any], key: str) -> None:
+        self.places, self.target, self.key = places, target, key
+
+    def as_list(self) -> list[Any] | None:
+        return self.places.path(self.target, self.key)
 
 
 def _arguments(field: ResolverField, executor: Any) -> dict[str, Any]:
@@ -54,9 +103,19 @@ Item = tuple[ResolverField, dict[str, Any], Any]  # a queued field: (field, the 
 async def execute(plan: Plan, executor: Any, context: Any, root_value: Any) -> dict[str, Any]:
     """The operation's `data`; raises `Fallback` when only the reference path can answer exactly."""
     info = _ResolveInfo(executor, context, root_value)
-    arguments: dict[int, dict[str, Any]] = {}
     queue: list[Item] = []
     data = plan.root(root_value, queue)
+    places = _Places(data)
+    try:
+        await _levels(queue, info, places, executor, context)
+    except Fallback:
+        places.abandoned = True
+        raise
+    return data
+
+
+async def _levels(queue: list[Item], info: _ResolveInfo, places: _Places, executor: Any, context: Any) -> None:
+    arguments: dict[int, dict[str, Any]] = {}
     while queue:
         level, queue = queue, []
         done: list[tuple[Item, Any]] = []  # items whose resolver answered at once
@@ -72,7 +131,7 @@ async def execute(plan: Plan, executor: Any, context: Any, root_value: Any) -> d
                 kwargs = arguments.get(field.index)
                 if kwargs is None:
                     kwargs = arguments[field.index] = _arguments(field, executor)
-                result = field.resolve(item[2], info, **kwargs)
+                result = field.resolve(item[2], info.at(_Path(places, item[1], field.key)), **kwargs)
                 if isawaitable(result):
                     awaiting.append((item, result))
                 else:
@@ -95,7 +154,6 @@ async def execute(plan: Plan, executor: Any, context: Any, root_value: Any) -> d
                     target[field.key] = field.complete(value, queue)
         except Exception:
             raise Fallback from None
-    return data
 
 
 async def _settle(awaiting: list[tuple[Any, Any]]) -> list[Any]:
