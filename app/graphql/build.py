@@ -244,28 +244,18 @@ class _Builder:
     # --- root types ------------------------------------------------------------------------
 
     def _connection(self, t: str) -> type:
+        """FHIR GraphQL's Connection: the page, where it is in the results, cursors to its neighbours."""
         page_name, edge_name = connection_names(t)
         edge = _empty(edge_name)
-        _define(edge, [("resource", self.outputs[t], strawberry.field(name="resource"))])
+        _define(edge, [*_plain(_EDGE_FIELDS), ("resource", self.outputs[t], strawberry.field(name="resource"))])
         strawberry.type(edge, name=edge_name, description=f"One {t} of a page.")
         page = _empty(page_name)
-        _define(
-            page,
-            [
-                ("count", int | None, strawberry.field(name="count", description="Total number of matches.")),
-                ("first", str | None, strawberry.field(name="first", description="Cursor of the first page.")),
-                (
-                    "next",
-                    str | None,
-                    strawberry.field(name="next", description="Cursor of the next page; null on the last."),
-                ),
-                (
-                    "edges",
-                    StrawberryList(edge),
-                    strawberry.field(name="edges", description="The resources of this page."),
-                ),
-            ],
+        edges = (
+            "edges",
+            StrawberryList(edge),
+            strawberry.field(name="edges", description="The resources of this page."),
         )
+        _define(page, [*_plain(_CONNECTION_FIELDS), edges])
         return strawberry.type(page, name=page_name, description=f"A page of {t} search results.")
 
     def _query_fields(self, t: str, connection: type) -> list[Field]:
@@ -275,7 +265,12 @@ class _Builder:
         search = _search_arg_specs(params)
         id_arg: ArgSpec = ("id", strawberry.ID, True, f"The {t} id.")
         offset: ArgSpec = ("_offset", int, False, "Skip this many matches.")
-        cursor: ArgSpec = ("_cursor", str, False, "The page to return: `next` of the previous page.")
+        cursor: ArgSpec = (
+            "_cursor",
+            str,
+            False,
+            "The page to return: a `first`, `previous`, `next` or `last` cursor, alone (it carries its search).",
+        )
         return [
             _root_field(
                 t,
@@ -372,6 +367,25 @@ class _Builder:
                 *((s, "scalar") for s in ("Decimal", "JSON", "String", "Int", "Float", "Boolean", "ID")),
             ]
         )
+
+
+_CONNECTION_FIELDS: list[tuple[str, object, str]] = [
+    ("count", int | None, "Total number of matches."),
+    ("offset", int | None, "How many matches come before this page."),
+    ("pagesize", int | None, "The page size asked for (`_count`)."),
+    ("first", str | None, "Cursor of the first page."),
+    ("previous", str | None, "Cursor of the previous page; null on the first."),
+    ("next", str | None, "Cursor of the next page; null on the last."),
+    ("last", str | None, "Cursor of the last page."),
+]
+_EDGE_FIELDS: list[tuple[str, object, str]] = [
+    ("mode", str | None, "`match`: a search match."),
+    ("score", FhirDecimal | None, "Search relevance; null (no scoring)."),
+]
+
+
+def _plain(fields: list[tuple[str, object, str]]) -> list[Field]:
+    return [(name, kind, strawberry.field(name=name, description=text)) for name, kind, text in fields]
 
 
 def _empty(name: str) -> type:

@@ -281,7 +281,8 @@ class Context:
         self, resource_type: str, params: dict[str, str], count: int | None, cursor: str | None, sort: str | None
     ) -> dict[str, Any]:
         self._allow(resource_type, READ)
-        page = await self.store.page(resource_type, params, check_count(count), cursor, sort)
+        size = None if count is None else check_count(count)  # with a cursor alone, the cursor's page size
+        page = await self.store.page(resource_type, params, size, cursor, sort, DEFAULT_COUNT)
         _link_all([edge["resource"] for edge in page["edges"]])
         return page
 

@@ -7,6 +7,7 @@ import contextlib
 import copy
 import functools
 import logging
+import secrets
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
@@ -28,7 +29,7 @@ from app.fhir.decimals import plain
 from app.fhir.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartment
 from app.fhir.values import Resource, deletion, instant
 from app.metrics import MONGO_COMMANDS
-from app.store import search, settlements
+from app.store import cursors, search, settlements
 from app.store.settlements import AccountLedger, OpenItem, Settlement
 
 log = logging.getLogger("fingate.store")
@@ -37,7 +38,7 @@ TENANT = "_tenant"  # hidden like `_search`: every stored document's tenant, fir
 GUARD = "_guard"  # hidden: bumped by a write whose rules read this document, so racing writers conflict
 DEFAULT_TENANT = "default"
 AUDIT = "audit"  # one record per write, in the write's transaction
-FIRST_PAGE = "first"  # the cursor of a connection's first page
+DEFAULT_PAGE = 20  # a Connection's page size when neither `_count` nor a cursor gives one
 COMMIT_RETRY_SECONDS = 10.0  # how long an unconfirmed commit is retried outside a request's deadline
 _WRITE_CONFLICT = 112
 _NO_SUCH_TRANSACTION = 251  # at commit: the server has no record of it (restarted, or the driver's own retry)
@@ -213,6 +214,7 @@ class Store:
         self.tenant = tenant
         self.patient: str | None = None  # set by `in_compartment`
         self.compartment: dict[str, dict[str, Any]] = {}  # resource type -> the filter of the patient's compartment
+        self._signing: dict[str, cursors.Signer] = {}  # shared by every view: the cursor signer, made once
 
     def for_tenant(self, tenant: str) -> Store:
         """The same connection, scoped to all of `tenant` (cheap: one per request)."""
@@ -398,28 +400,115 @@ class Store:
             bump = [UpdateOne({"_id": id}, {"$inc": {GUARD: 1}}) for id in ids]
             await self.db[rtype].bulk_write(bump, ordered=False, session=session)
 
+    def use_cursor_keys(self, keys: list[str]) -> None:
+        """Sign Connection cursors with `keys`, newest first (FINGATE_CURSOR_KEYS); without, the database's key."""
+        if keys:
+            self._signing["signer"] = cursors.Signer(keys)
+
+    async def _signer(self) -> cursors.Signer:
+        """The cursor signer: the configured keys, else one random key made once and kept in the database
+        (`server_keys`), so every instance and every restart signs and verifies alike."""
+        if "signer" not in self._signing:
+            made = {"key": secrets.token_urlsafe(32), "created": datetime.now(UTC)}
+            keys = self.db[SERVER_KEYS]
+            try:
+                await keys.update_one({"_id": CURSOR_KEY}, {"$setOnInsert": made}, upsert=True)
+            except DuplicateKeyError:
+                pass  # another instance made it first: read theirs
+            doc = await keys.find_one({"_id": CURSOR_KEY})
+            if doc is None:
+                raise errors.unavailable()
+            self._signing.setdefault("signer", cursors.Signer([doc["key"]]))
+        return self._signing["signer"]
+
+    def _cursor_scope(self, resource_type: str) -> tuple[str, str | None]:
+        """What a cursor must have been made in: this tenant and, for a type confined to one, the compartment."""
+        return self.tenant, self.patient if resource_type in self.compartment else None
+
     @_guarded
     async def page(
-        self, resource_type: str, params: dict[str, str], count: int, cursor: str | None, sort: str | None
+        self,
+        resource_type: str,
+        params: dict[str, str],
+        count: int | None,
+        cursor: str | None,
+        sort: str | None,
+        default_count: int = DEFAULT_PAGE,
     ) -> dict[str, Any]:
-        """A keyset page: {count (total matches), first, next, edges: [{resource}]}."""
-        if cursor == FIRST_PAGE:
-            cursor = None
-        query = self._scoped(resource_type, search.compile_filter(resource_type, params))
-        order = search.compile_sort(resource_type, sort)
-        paged = {"$and": [query, search.cursor_filter(resource_type, sort, cursor)]} if cursor else query
-        coll = self.db[resource_type]
-        docs = [d async for d in coll.find(paged, sort=order, limit=count + 1, batch_size=count + 2)]
+        """A keyset page: {count, offset, pagesize, first, previous, next, last, edges: [{mode, score, resource}]}.
+
+        A cursor carries its whole search: arguments given with it must be its own (or be left out)."""
+        signer = await self._signer()
+        tenant, patient = self._cursor_scope(resource_type)
+        if cursor is None:
+            at = cursors.Cursor(
+                resource_type, params, sort or None, default_count if count is None else count, tenant, patient
+            )
+        else:
+            at = signer.loads(cursor)
+            if (at.type, at.tenant, at.patient) != (resource_type, tenant, patient):
+                raise search.bad_cursor(
+                    f"it pages a search of another type, tenant or compartment than this {resource_type}Connection"
+                )
+            for name, given, own in (
+                ("search arguments", params or None, at.params),
+                ("_sort", sort, at.sort),
+                ("_count", count, at.count),
+            ):
+                if given is not None and given != own:
+                    raise search.bad_cursor(
+                        f"its {name} differ from the ones given with it (leave them out: the cursor carries its search)"
+                    )
+        return await self._page(resource_type, at, signer)
+
+    async def _page(self, resource_type: str, at: cursors.Cursor, signer: cursors.Signer) -> dict[str, Any]:
+        query = self._scoped(resource_type, search.compile_filter(resource_type, at.params))
+        order = search.compile_sort(resource_type, at.sort)
+        coll, n = self.db[resource_type], at.count
         total = await coll.count_documents(query)
-        more = len(docs) > count
-        docs = docs[:count]
-        next_cursor = search.cursor_for(resource_type, sort, docs[-1]) if more and docs else None
-        return {
-            "count": total,
-            "first": None if cursor is None else FIRST_PAGE,
-            "next": next_cursor,
-            "edges": [{"resource": _hide(d)} for d in docs],
+        if n == 0:
+            return _page_of([], total, 0, n, {})
+        if at.position is None and at.backward:  # `last`: the page an offset walk would end on
+            take = total - (total - 1) // n * n if total else 0
+            found = (
+                [
+                    d
+                    async for d in coll.find(
+                        query, sort=search.reversed_sort(order), limit=take, batch_size=take + 1
+                    )
+                ]
+                if take
+                else []
+            )
+            docs, offset = found[::-1], total - len(found)
+            before, after = offset > 0, False
+        else:
+            paged = (
+                _all(query, search.keyset_filter(resource_type, at.sort, at.position, at.backward))
+                if at.position is not None
+                else query
+            )
+            found = [
+                d
+                async for d in coll.find(
+                    paged, sort=search.reversed_sort(order) if at.backward else order, limit=n + 1, batch_size=n + 2
+                )
+            ]
+            more, found = len(found) > n, found[:n]
+            if at.backward:
+                docs, offset = found[::-1], max(at.offset - len(found), 0) if more else 0
+                before, after = more, bool(docs)
+            else:
+                docs, offset = found, at.offset
+                before, after = at.position is not None, more
+        place = functools.partial(search.keyset_position, resource_type, at.sort)
+        links = {
+            "first": signer.dumps(at.at(None, False, 0)),
+            "last": signer.dumps(at.at(None, True, 0)),
+            "previous": signer.dumps(at.at(place(docs[0]), True, offset)) if before and docs else None,
+            "next": signer.dumps(at.at(place(docs[-1]), False, offset + len(docs))) if after and docs else None,
         }
+        return _page_of(docs, total, offset, n, links)
 
     @_guarded
     async def referencing(
@@ -706,6 +795,17 @@ class Store:
 
 
 PERSISTED_QUERIES = "persisted_queries"
+SERVER_KEYS = "server_keys"  # keys this server made for itself, shared by every instance
+CURSOR_KEY = "cursor"
+
+
+def _page_of(docs: list[Resource], total: int, offset: int, size: int, links: dict[str, str | None]) -> dict[str, Any]:
+    """A Connection as FHIR GraphQL shapes it; every match is a `match` without a score."""
+    edges = [{"mode": "match", "score": None, "resource": _hide(d)} for d in docs]
+    return {"count": total, "offset": offset, "pagesize": size, **dict.fromkeys(PAGE_LINKS), **links, "edges": edges}
+
+
+PAGE_LINKS = ("first", "previous", "next", "last")
 
 
 async def _commit(session: AsyncClientSession, written: dict[str, str] | None) -> None:
