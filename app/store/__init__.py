@@ -38,6 +38,7 @@ TENANT = "_tenant"  # hidden like `_search`: every stored document's tenant, fir
 GUARD = "_guard"  # hidden: bumped by a write whose rules read this document, so racing writers conflict
 DEFAULT_TENANT = "default"
 AUDIT = "audit"  # one record per write, in the write's transaction
+HISTORY_PATH = "/_history/"  # an id holding it asks `get_by_type` for that version (FHIR's vread path)
 DEFAULT_PAGE = 20  # a Connection's page size when neither `_count` nor a cursor gives one
 COMMIT_RETRY_SECONDS = 10.0  # how long an unconfirmed commit is retried outside a request's deadline
 _WRITE_CONFLICT = 112
@@ -298,6 +299,8 @@ class Store:
     ) -> dict[tuple[str, str], Resource]:
         """Any number of resources of any types in ONE command ({(type, id): resource} of those found).
 
+        An id `x/_history/2` asks for version 2 of `x`: its history entry, whose `_id` is `<tenant>/x/_history/2`.
+
         With `fields`, only those elements (and `id`) of each resource: the status rules read just
         the status of what a write references (8,000 Claims of 3 KB: 0.8 s instead of 4.9 s).
 
@@ -309,37 +312,52 @@ class Store:
         big (MongoDB's 16 MB limit); the hidden fields are dropped here, not by a `$project`, which
         SecantusDB runs as a deep copy of each document (a third of this read's time there).
         """
-        wanted = {t: list(dict.fromkeys(ids)) for t, ids in ids_by_type.items() if ids}
+        wanted: dict[tuple[str, bool], list[str]] = {}
+        for t, ids in ids_by_type.items():
+            for id in dict.fromkeys(ids):
+                wanted.setdefault((t, HISTORY_PATH in id), []).append(id)
         if not wanted:
             return {}
         projection = dict.fromkeys(("id", *fields), 1) if fields else None
-        types = sorted(wanted)
-        if len(types) == 1 and len(wanted[types[0]]) <= _FIND_IDS:  # the common level: a plain find
-            (t,) = types
-            keys = [self._key(id) for id in wanted[t]]
-            cursor = self.db[t].find(
-                self._restricted(t, {"_id": {"$in": keys}}), projection, batch_size=len(keys) + 1, session=session
+        groups = sorted(wanted)
+        skip = len(self.tenant) + 1  # `_id` is `<tenant>/<id>`, a version's `<tenant>/<id>/_history/<v>`
+
+        def found(t: str, versioned: bool, doc: Resource) -> tuple[tuple[str, str], Resource]:
+            return (t, doc["_id"][skip:]), doc["resource"] if versioned else _hide(doc)
+
+        def source(t: str, versioned: bool) -> str:
+            return f"{t}_history" if versioned else t
+
+        if len(groups) == 1 and len(wanted[groups[0]]) <= _FIND_IDS:  # the common level: a plain find
+            ((t, versioned),) = groups
+            keys = [self._key(id) for id in wanted[groups[0]]]
+            cursor = self.db[source(t, versioned)].find(
+                self._restricted(t, {"_id": {"$in": keys}}),
+                None if versioned else projection,
+                batch_size=len(keys) + 1,
+                session=session,
             )
-            return {(t, doc["id"]): _hide(doc) async for doc in cursor}
-        rows = [{f"k{n}": self._key(id)} for n, t in enumerate(types) for id in wanted[t]]
+            return dict([found(t, versioned, doc) async for doc in cursor])
+        rows = [{f"k{n}": self._key(id)} for n, group in enumerate(groups) for id in wanted[group]]
         pipeline: list[dict[str, Any]] = [{"$documents": rows}]
         pipeline += [
             {
                 "$lookup": {
-                    "from": t,
+                    "from": source(t, versioned),
                     "localField": f"k{n}",
                     "foreignField": "_id",
                     "as": f"r{n}",
-                    **self._within(t, projection),
+                    **self._within(t, None if versioned else projection),
                 }
             }
-            for n, t in enumerate(types)
+            for n, (t, versioned) in enumerate(groups)
         ]
         out = {}
         async for row in await self.db.aggregate(pipeline, batchSize=len(rows) + 1, session=session):
-            for n, t in enumerate(types):
-                for doc in row[f"r{n}"]:  # a row's own type finds its document; the others find none
-                    out[(t, doc["id"])] = _hide(doc)
+            for n, (t, versioned) in enumerate(groups):
+                for doc in row[f"r{n}"]:  # a row's own group finds its document; the others find none
+                    key, resource = found(t, versioned, doc)
+                    out[key] = resource
         return out
 
     def _within(self, resource_type: str, projection: dict[str, int] | None) -> dict[str, Any]:
@@ -471,12 +489,7 @@ class Store:
         if at.position is None and at.backward:  # `last`: the page an offset walk would end on
             take = total - (total - 1) // n * n if total else 0
             found = (
-                [
-                    d
-                    async for d in coll.find(
-                        query, sort=search.reversed_sort(order), limit=take, batch_size=take + 1
-                    )
-                ]
+                [d async for d in coll.find(query, sort=search.reversed_sort(order), limit=take, batch_size=take + 1)]
                 if take
                 else []
             )
