@@ -101,7 +101,9 @@ class _Builder:
         )
         self.reverse_types = [name for name in self.served if reference_params(model, name)]
         self.enums = {name: self._reference_enum(name) for name in self.reverse_types}
+        self.connections = {name: self._connection(name) for name in self.served}
         self.reverse_resolvers = {name: self._reverse_resolver(name) for name in self.reverse_types}
+        self.reverse_connections = {name: self._reverse_connection(name) for name in self.reverse_types}
         self.billing = billing.billing_types(self.outputs["Reference"])
 
     def schema(self) -> strawberry.Schema:
@@ -109,9 +111,9 @@ class _Builder:
         for td in self.type_defs:
             self._define_output(td)
             self._define_input(td)
-        connections = {name: self._connection(name) for name in self.served}
         query = _empty("Query")
-        _define(query, [*(f for t in self.served for f in self._query_fields(t, connections[t])), self._audit_field()])
+        fields = (f for t in self.served for f in self._query_fields(t, self.connections[t]))
+        _define(query, [*fields, self._audit_field()])
         mutation = _empty("Mutation")
         _define(mutation, [f for t in self.served for f in self._mutation_fields(t)])
         return QuietSchema(
@@ -219,13 +221,26 @@ class _Builder:
             ("_reference", self.enums[x], True, None),
             *((p.arg_name, str, False, None) for p in params),
             ("_count", int, False, None),
+            ("_offset", int, False, None),
             ("_sort", str, False, None),
         ]
         resolver = resolvers.reverse(x, arg_codes(params))
         return StrawberryResolver(_with_signature(resolver, args, StrawberryOptional(StrawberryList(self.outputs[x]))))
 
+    def _reverse_connection(self, x: str) -> StrawberryResolver:
+        """`XConnection(_reference:)`: Query.XConnection with the reference parameter set to this resource.
+        No other search arguments: the SDL prints a field's arguments on every type that has it."""
+        args: list[ArgSpec] = [
+            ("_reference", self.enums[x], True, None),
+            ("_count", int, False, None),
+            ("_cursor", str, False, None),
+            ("_sort", str, False, None),
+        ]
+        resolver = resolvers.reverse_connection(x, arg_codes(search_args(self.model, x)))
+        return StrawberryResolver(_with_signature(resolver, args, StrawberryOptional(self.connections[x])))
+
     def _reverse_fields(self) -> list[Field]:
-        return [
+        lists = [
             (
                 f"{x}List",
                 None,
@@ -240,6 +255,19 @@ class _Builder:
             )
             for x, resolver in self.reverse_resolvers.items()
         ]
+        connections = [
+            (
+                f"{x}Connection",
+                None,
+                strawberry.field(
+                    resolver=resolver,
+                    name=f"{x}Connection",
+                    description=f"Query.{x}Connection of those whose `_reference` points at this resource.",
+                ),
+            )
+            for x, resolver in self.reverse_connections.items()
+        ]
+        return [*lists, *connections]
 
     # --- root types ------------------------------------------------------------------------
 

@@ -106,6 +106,9 @@ class Context:
         self._resources: DataLoader[tuple[str, str], Resource | None] = DataLoader(self._load_resources)
         self._found: dict[tuple[str, str], Resource | None] = {}  # every resource read, for both paths
         self._reverse: DataLoader[tuple[Any, ...], list[Resource]] = DataLoader(self._load_reverse)
+        self._reverse_pages: DataLoader[tuple[str, str, str | None, int, str], dict[str, Any]] = DataLoader(
+            self._load_reverse_pages
+        )
         self._deleted: DataLoader[tuple[str, str], str | None] = DataLoader(self._load_deleted)
         self._settlements: DataLoader[str, billing.Settlement] = DataLoader(self._load_settlements)
         self._ledgers: DataLoader[str, billing.AccountLedger] = DataLoader(self._load_ledgers)
@@ -153,13 +156,13 @@ class Context:
                 found.setdefault((rtype, id), None)
 
     async def _load_reverse(self, keys: list[tuple[Any, ...]]) -> list[list[Resource]]:
-        """One `referencing` command per list shape, at its largest `_count`; each list is then cut to its own."""
+        """One `referencing` command per list shape, at its deepest `_offset + _count`; each list is then cut to its own."""
         targets: dict[tuple[Any, ...], list[str]] = defaultdict(list)
         limits: dict[tuple[Any, ...], int] = defaultdict(int)
-        for rtype, code, params, sort, count, target in keys:
+        for rtype, code, params, sort, offset, count, target in keys:
             shape = (rtype, code, params, sort)
             targets[shape].append(target)
-            limits[shape] = max(limits[shape], count)
+            limits[shape] = max(limits[shape], offset + count)
 
         async def run(shape: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, list[Resource]]]:
             rtype, code, params, sort = shape
@@ -170,9 +173,26 @@ class Context:
 
         results = dict(await asyncio.gather(*(run(shape) for shape in targets)))
         return [
-            results[(rtype, code, params, sort)].get(target, [])[:count]
-            for rtype, code, params, sort, count, target in keys
+            results[(rtype, code, params, sort)].get(target, [])[offset : offset + count]
+            for rtype, code, params, sort, offset, count, target in keys
         ]
+
+    async def _load_reverse_pages(self, keys: list[tuple[str, str, str | None, int, str]]) -> list[dict[str, Any]]:
+        """The first page of each reverse Connection of a level: one command per (type, parameter, sort, size)."""
+        targets: dict[tuple[str, str, str | None, int], list[str]] = defaultdict(list)
+        for rtype, code, sort, count, target in keys:
+            targets[(rtype, code, sort, count)].append(target)
+
+        async def run(shape: tuple[str, str, str | None, int]) -> dict[tuple[Any, ...], dict[str, Any]]:
+            pages = await self.store.reverse_pages(*shape[:2], targets[shape], *shape[2:])
+            for page in pages.values():
+                _link_all([edge["resource"] for edge in page["edges"]])
+            return {(*shape, target): page for target, page in pages.items()}
+
+        found: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for pages in await asyncio.gather(*(run(shape) for shape in targets)):
+            found.update(pages)
+        return [found[key] for key in keys]
 
     async def _load_deleted(self, keys: list[tuple[str, str]]) -> list[str | None]:
         """When each missing (type, id) was deleted, None if never: a command per type, for a whole level."""
@@ -289,11 +309,35 @@ class Context:
         return page
 
     async def reverse(
-        self, resource_type: str, param: str, target: str, params: dict[str, str], count: int | None, sort: str | None
+        self,
+        resource_type: str,
+        param: str,
+        target: str,
+        params: dict[str, str],
+        count: int | None,
+        offset: int | None,
+        sort: str | None,
     ) -> list[Resource]:
         self._allow(resource_type, READ)
-        key = (resource_type, param, tuple(sorted(params.items())), sort, check_count(count), target)
+        count, offset = check_count(count), check_offset(offset)
+        if offset + count > MAX_COUNT:
+            raise errors.bad_input(
+                f"_offset + _count must be at most {MAX_COUNT} on a reverse list, got {offset + count}: "
+                f"page deeper with {resource_type}Connection(_reference: ...)",
+                expression="_offset",
+            )
+        key = (resource_type, param, tuple(sorted(params.items())), sort, offset, count, target)
         return await self._reverse.load(key)
+
+    async def reverse_connection(
+        self, resource_type: str, param: str, target: str, count: int | None, cursor: str | None, sort: str | None
+    ) -> dict[str, Any]:
+        """The Connection of the `resource_type`s whose `param` points at `target`: the search `{param: target}`.
+        Its first page is read with the level's others; a cursor pages that one search (and is checked to be it)."""
+        self._allow(resource_type, READ)
+        if cursor is not None:
+            return await self.connection(resource_type, {param: target}, count, cursor, sort)
+        return await self._reverse_pages.load((resource_type, param, sort or None, check_count(count), target))
 
     async def not_found(self, resource_type: str, id: str) -> errors.FinGateError:
         """The NOT_FOUND for a `read` that found nothing: it says so when the resource was deleted."""

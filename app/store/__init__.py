@@ -514,14 +514,7 @@ class Store:
             else:
                 docs, offset = found, at.offset
                 before, after = at.position is not None, more
-        place = functools.partial(search.keyset_position, resource_type, at.sort)
-        links = {
-            "first": signer.dumps(at.at(None, False, 0)),
-            "last": signer.dumps(at.at(None, True, 0)),
-            "previous": signer.dumps(at.at(place(docs[0]), True, offset)) if before and docs else None,
-            "next": signer.dumps(at.at(place(docs[-1]), False, offset + len(docs))) if after and docs else None,
-        }
-        return _page_of(docs, total, offset, n, links)
+        return _page_of(docs, total, offset, n, _links(resource_type, at, docs, offset, before, after, signer))
 
     @_guarded
     async def referencing(
@@ -569,6 +562,35 @@ class Store:
         out: dict[str, list[Resource]] = {}
         async for row in await coll.aggregate(pipeline, batchSize=len(targets) * count + 1):
             out.setdefault(row["_id"], []).append(_hide(row["top"]))
+        return out
+
+    @_guarded
+    async def reverse_pages(
+        self, resource_type: str, code: str, targets: list[str], sort: str | None, count: int
+    ) -> dict[str, dict[str, Any]]:
+        """Per target, the first page of the `resource_type` Connection of those whose reference parameter `code`
+        points at it (the search `{code: target}`), with its total: one aggregate, as `referencing`'s."""
+        signer = await self._signer()
+        tenant, patient = self._cursor_scope(resource_type)
+        targets = list(dict.fromkeys(targets))
+        key = search.reference_key(resource_type, code)
+        order = search.compile_sort(resource_type, sort)
+        top = {"n": count + 1, "sortBy": {f"doc.{field}": direction for field, direction in order}, "output": "$doc"}
+        pipeline: list[dict[str, Any]] = [
+            {"$match": self._scoped(resource_type, {key: targets[0] if len(targets) == 1 else {"$in": targets}})},
+            {"$project": {"_id": 0, "ref": f"${key}", "doc": "$$ROOT"}},
+            {"$unwind": "$ref"},
+            {"$match": {"ref": {"$in": targets}}},
+            {"$group": {"_id": "$ref", "top": {"$topN": top}, "total": {"$sum": 1}}},
+        ]
+        rows = {row["_id"]: row async for row in await self.db[resource_type].aggregate(pipeline)}
+        out = {}
+        for target in targets:
+            at = cursors.Cursor(resource_type, {code: target}, sort or None, count, tenant, patient)
+            row = rows.get(target, {"top": [], "total": 0})
+            docs = row["top"][:count]
+            links = _links(resource_type, at, docs, 0, False, len(row["top"]) > count, signer) if count else {}
+            out[target] = _page_of(docs, row["total"], 0, count, links)
         return out
 
     @_guarded
@@ -819,6 +841,25 @@ def _page_of(docs: list[Resource], total: int, offset: int, size: int, links: di
 
 
 PAGE_LINKS = ("first", "previous", "next", "last")
+
+
+def _links(
+    resource_type: str,
+    at: cursors.Cursor,
+    docs: list[Resource],
+    offset: int,
+    before: bool,
+    after: bool,
+    signer: cursors.Signer,
+) -> dict[str, str | None]:
+    """The cursors of a page of `at`'s search at `offset`: its ends always, its neighbours when there are any."""
+    place = functools.partial(search.keyset_position, resource_type, at.sort)
+    return {
+        "first": signer.dumps(at.at(None, False, 0)),
+        "last": signer.dumps(at.at(None, True, 0)),
+        "previous": signer.dumps(at.at(place(docs[0]), True, offset)) if before and docs else None,
+        "next": signer.dumps(at.at(place(docs[-1]), False, offset + len(docs))) if after and docs else None,
+    }
 
 
 async def _commit(session: AsyncClientSession, written: dict[str, str] | None) -> None:
