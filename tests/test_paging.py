@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.errors import FinGateError
 from app.settings import Settings
-from app.store import Store
+from app.store import Store, search
 from app.store.cursors import MAX_LENGTH, Signer
 from app.writes import Writer
 from tests.harness import client_for, error_codes
@@ -246,3 +249,97 @@ async def test_a_versioned_reference_reads_that_version(both: Both, demo_store: 
     await demo_store.db["Patient_history"].delete_one({"_id": f"{demo_store.tenant}/vref-patient/_history/1"})
     assert (await run(both, missing))["data"]["Account"]["subject"][0]["resource"] is None
     assert error_codes(await run(both, '{ Patient(id: "vref-patient/_history/2") { id } }')) == ["NOT_FOUND"]
+
+
+# -- the property: a walk by cursors is one unpaged query ------------------------------------------
+
+PROPERTY_TENANT = "paging-property"
+STATUSES = ["active", "cancelled", "draft", "entered-in-error"]
+DAYS = [None, "2026-01-01", "2026-01-02", "2026-01-02T10:00:00Z", "2026-02"]
+SEARCHES = [{}, {"status": "active"}, {"status": "active,draft"}, {"created": "ge2026-01-02"}]
+SORTS = [None, "created", "-created", "status,-created", "-payment-status,created", "-_id", "-status,-_lastUpdated"]
+
+
+def _notice(n: int, rnd: Any) -> dict[str, Any]:
+    notice: dict[str, Any] = {
+        "resourceType": "PaymentNotice",
+        "id": f"pn-{n:04d}",
+        "status": rnd.choice(STATUSES),
+        "meta": {"versionId": "1", "lastUpdated": rnd.choice(["2026-03-01T00:00:00Z", "2026-03-02T00:00:00Z"])},
+        "paymentStatus": {"coding": [{"code": rnd.choice(["paid", "cleared"])}]},
+    }
+    if (day := rnd.choice(DAYS)) is not None:
+        notice["created"] = day
+    return notice
+
+
+async def _put(view: Store, resources: list[dict[str, Any]]) -> None:
+    """As the store keeps them (hidden `_id`, tenant and search values), without the write path's cost."""
+    await view.db["PaymentNotice"].insert_many(
+        [
+            {
+                **r,
+                "_id": f"{view.tenant}/{r['id']}",
+                "_tenant": view.tenant,
+                "_search": search.index_values("PaymentNotice", r),
+            }
+            for r in resources
+        ]
+    )
+
+
+@pytest.fixture(scope="module")
+async def notices(demo_store: Store) -> Store:
+    view = demo_store.for_tenant(PROPERTY_TENANT)
+    rnd = random.Random(7)
+    await _put(view, [_notice(n, rnd) for n in range(300)])
+    return view
+
+
+async def _walk(view: Store, params: dict[str, str], size: int, sort: str | None, during: Any = None) -> list[str]:
+    conn = await view.page("PaymentNotice", params, size, None, sort)
+    walked = [e["resource"]["id"] for e in conn["edges"]]
+    while conn["next"]:
+        if during is not None:
+            await during()
+        conn = await view.page("PaymentNotice", {}, None, conn["next"], None)
+        assert len(conn["edges"]) <= size
+        walked += [e["resource"]["id"] for e in conn["edges"]]
+    return walked
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    params=st.sampled_from(SEARCHES),
+    sort=st.sampled_from(SORTS),
+    size=st.integers(6, 60),
+    inserts=st.integers(0, 3),
+    seed=st.integers(0, 2**16),
+)
+async def test_walking_by_cursor_alone_is_one_unpaged_query(
+    notices: Store, params: dict[str, str], sort: str | None, size: int, inserts: int, seed: int
+) -> None:
+    whole = [r["id"] for r in await notices.search("PaymentNotice", params, 1000, 0, sort)]
+    assert await _walk(notices, params, size, sort) == whole
+    conn = await notices.page("PaymentNotice", params, size, None, sort)
+    conn = await notices.page("PaymentNotice", {}, None, conn["last"], None)
+    back = [e["resource"]["id"] for e in conn["edges"]][::-1]
+    while conn["previous"]:
+        conn = await notices.page("PaymentNotice", {}, None, conn["previous"], None)
+        back += [e["resource"]["id"] for e in conn["edges"]][::-1]
+    assert back == whole[::-1]
+    if not inserts:
+        return
+    rnd, made = random.Random(seed), []
+
+    async def insert() -> None:
+        new = [_notice(1000 + len(made) + i, rnd) | {"id": f"new-{seed}-{len(made) + i}"} for i in range(inserts)]
+        made.extend(r["id"] for r in new)
+        await _put(notices, new)
+
+    try:
+        walked = await _walk(notices, params, size, sort, during=insert)
+        assert len(walked) == len(set(walked))  # nothing twice, whatever was inserted meanwhile
+        assert [i for i in walked if i in set(whole)] == whole  # and every match, in order
+    finally:
+        await notices.db["PaymentNotice"].delete_many({"_tenant": notices.tenant, "id": {"$in": made}})
