@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -39,7 +40,8 @@ class Signer:
     def __init__(self, keys: list[str]) -> None:
         if not keys:
             raise ValueError("a cursor signer needs a key")
-        self._serializer = URLSafeSerializer(list(reversed(keys)), salt=SALT)  # itsdangerous: newest last
+        newest_last = list(reversed(keys))  # itsdangerous's order
+        self._serializer = URLSafeSerializer(newest_last, salt=SALT, signer_kwargs={"digest_method": hashlib.sha256})
 
     def dumps(self, cursor: Cursor) -> str:
         payload = {_FIELDS[name]: value for name, value in asdict(cursor).items()}
