@@ -396,7 +396,8 @@ def _expected(sort: str) -> list[str]:
         value = doc.get(code)
         return search.parse_date(value)[0] if code == "created" and value else value
 
-    fields = [(f.lstrip("-"), -1 if f.startswith("-") else 1) for f in sort.split(",") if f] + [("_id", 1)]
+    fields = [(f.lstrip("-"), -1 if f.startswith("-") else 1) for f in sort.split(",") if f]
+    fields += [("_id", fields[-1][1] if fields else 1)]  # ties: in the last key's direction
 
     def compare(a: dict[str, Any], b: dict[str, Any]) -> int:
         for code, direction in fields:
@@ -463,7 +464,7 @@ def test_compile_sort() -> None:
     assert search.compile_sort("Claim", "status,-created") == [
         ("_search.status_sort", 1),
         ("_search.created_sort", -1),
-        ("_id", 1),
+        ("_id", -1),
     ]
     assert search.compile_sort("Claim", "-_id") == [("_id", -1)]
     assert search.compile_sort("PaymentReconciliation", "payment-issuer") == [

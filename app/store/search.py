@@ -613,7 +613,7 @@ def compile_filter(resource_type: str, params: dict[str, str]) -> dict[str, Any]
 
 
 def _sort_fields(resource_type: str, sort: str | None) -> list[tuple[str, int, str]]:
-    """(field, direction, param type) for each sort key, ending with `_id`."""
+    """(field, direction, param type) for each sort key, ending with `_id` (ties broken in the last key's direction)."""
     out: list[tuple[str, int, str]] = []
     for item in (sort or "").split(","):
         item = item.strip()
@@ -625,12 +625,13 @@ def _sort_fields(resource_type: str, sort: str | None) -> list[tuple[str, int, s
             raise bad_input(f"_sort: {p.code} appears twice in {sort!r}", expression="_sort")
         out.append((p.sort_key, direction, p.type))
     if not any(f == "_id" for f, _, _ in out):
-        out.append(("_id", 1, "id"))
+        # In the last key's direction: a one-key sort is then the `(key, _id)` index read either way.
+        out.append(("_id", out[-1][1] if out else 1, "id"))
     return out
 
 
 def compile_sort(resource_type: str, sort: str | None) -> list[tuple[str, int]]:
-    """`_sort` (`status,-created`) as a Mongo sort on single-valued keys, `_id` breaking ties."""
+    """`_sort` (`status,-created`) as a Mongo sort on single-valued keys, `_id` breaking ties (the last key's way)."""
     return [(f, d) for f, d, _ in _sort_fields(resource_type, sort)]
 
 
