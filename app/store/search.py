@@ -691,12 +691,12 @@ def bad_cursor(why: str = "not a cursor of this server") -> FinGateError:
 
 
 def _after(field: str, direction: int, value: Any) -> dict[str, Any] | None:
-    """Documents strictly after `value` on one key, in MongoDB's order (null and missing first)."""
+    """Documents strictly after `value` on one key, in MongoDB's order (null and missing first; `_id` is never null)."""
     if direction == 1:
         return {field: {"$gt": value}} if value is not None else {field: {"$ne": None}}
     if value is None:
         return None
-    return {"$or": [{field: {"$lt": value}}, {field: None}]}
+    return {field: {"$lt": value}} if field == "_id" else {"$or": [{field: {"$lt": value}}, {field: None}]}
 
 
 def keyset_filter(resource_type: str, sort: str | None, position: list[Any], backward: bool = False) -> dict[str, Any]:
@@ -713,7 +713,13 @@ def keyset_filter(resource_type: str, sort: str | None, position: list[Any], bac
         after = _after(field, -direction if backward else direction, values[i])
         if after is not None:
             ors.append({**{f: values[j] for j, (f, _, _) in enumerate(fields[:i])}, **after})
-    return {"$or": ors} if ors else {"_id": {"$in": []}}
+    if not ors:
+        return {"_id": {"$in": []}}
+    (first, direction, _), value = fields[0], values[0]
+    if (-direction if backward else direction) == 1 and value is not None and len(fields) > 1:
+        # The same set, with a range on the leading key: index bounds starting at the position, not at the start.
+        return {"$and": [{first: {"$gte": value}}, {"$or": ors}]}
+    return {"$or": ors}
 
 
 def reversed_sort(order: list[tuple[str, int]]) -> list[tuple[str, int]]:
