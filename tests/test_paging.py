@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import random
 from collections.abc import AsyncIterator
@@ -343,3 +344,27 @@ async def test_walking_by_cursor_alone_is_one_unpaged_query(
         assert [i for i in walked if i in set(whole)] == whole  # and every match, in order
     finally:
         await notices.db["PaymentNotice"].delete_many({"_tenant": notices.tenant, "id": {"$in": made}})
+
+
+async def test_a_cursor_alone_costs_its_page_size(demo_store: Store) -> None:
+    """The query limits charge a Connection given only `_cursor` the page size it carries, not the default 20."""
+    deep = "ClaimConnection(_cursor: $c) { edges { resource { ... on Claim { patient { resource { ... on Patient { id } } } } } } }"
+    for compiled in (True, False):
+        async with client_for(demo_store, settings=Settings(compiled=compiled, max_cost=100)) as client:
+            made = await client.post("/graphql", json={"query": "{ ClaimConnection(_count: 60) { first } }"})
+            cursor = made.json()["data"]["ClaimConnection"]["first"]
+            answer = await client.post(
+                "/graphql", json={"query": f"query($c: String) {{ {deep} }}", "variables": {"c": cursor}}
+            )
+            assert error_codes(answer.json()) == ["QUERY_TOO_COMPLEX"]  # 60 claims + 60 patients
+            literal = await client.post(
+                "/graphql", json={"query": "{ " + deep.replace("$c", json.dumps(cursor)) + " }"}
+            )
+            assert error_codes(literal.json()) == ["QUERY_TOO_COMPLEX"]
+
+
+async def test_a_search_too_long_for_a_cursor_is_refused(both: Both) -> None:
+    noise = base64.b64encode(random.Random(1).randbytes(MAX_LENGTH)).decode()  # cursors are compressed: no repeats
+    result = await run(both, f'{{ ClaimConnection(identifier: "{noise}") {{ count }} }}')
+    assert error_codes(result) == ["BAD_USER_INPUT"]
+    assert "too long to page by cursor" in result["errors"][0]["message"]
