@@ -262,7 +262,7 @@ class _Builder:
                 strawberry.field(
                     resolver=resolver,
                     name=f"{x}Connection",
-                    description=f"Query.{x}Connection of those whose `_reference` points at this resource.",
+                    description=f"Query.{x}Connection of those whose `_reference` points here.",
                 ),
             )
             for x, resolver in self.reverse_connections.items()
