@@ -470,12 +470,12 @@ class Store:
                 )
             for name, given, own in (
                 ("search arguments", params or None, at.params),
-                ("_sort", sort, at.sort),
+                ("_sort", sort or None, at.sort),
                 ("_count", count, at.count),
             ):
                 if given is not None and given != own:
                     raise search.bad_cursor(
-                        f"its {name} differ from the ones given with it (leave them out: the cursor carries its search)"
+                        f"the {name} given with it are not its own (leave them out: a cursor carries its search)"
                     )
         return await self._page(resource_type, at, signer)
 
