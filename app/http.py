@@ -360,6 +360,7 @@ def create_app(
 
         schema = build_schema()
     settings = settings or Settings()
+    store.use_cursor_keys([key.get_secret_value() for key in settings.cursor_keys])
     persisted_queries = PersistedQueries(store, graphql_schema(schema), allowlist=settings.apq_allowlist)
     authenticator = auth.authenticator(settings)
     # With compiled execution on, the engine answers plain-data queries' execute step (app/graphql/compiled).

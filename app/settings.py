@@ -59,6 +59,11 @@ class Settings(BaseSettings):
         description="With auth on, /metrics answers only `Authorization: Bearer <this>` (unset: /metrics is closed).",
     )
     cors_origins: list[str] = Field(default=[], description="Origins allowed by CORS (none by default).")
+    cursor_keys: list[SecretStr] = Field(
+        default=[],
+        description="Keys signing Connection cursors, newest first (a JSON list): the first signs, all verify."
+        " None: a random key made once and kept in the database.",
+    )
     # -- billing (README "Billing views") --
     allow_overpayment: list[str] = Field(
         default=[],

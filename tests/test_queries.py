@@ -58,6 +58,13 @@ async def test_claim_responses_search_and_paging(demo: httpx.AsyncClient) -> Non
     second = ok(await gql(demo, query("paging"), {"cursor": first["next"]}))["ClaimConnection"]
     assert len(first["edges"]) == len(second["edges"]) == 5
     assert {e["resource"]["id"] for e in first["edges"]}.isdisjoint(e["resource"]["id"] for e in second["edges"])
+    walk = [first, second]
+    while walk[-1]["next"]:
+        walk.append(ok(await gql(demo, query("paging"), {"cursor": walk[-1]["next"]}))["ClaimConnection"])
+    assert [p["offset"] for p in walk] == [0, 5, 10, 15] and walk[-1]["last"] and walk[0]["previous"] is None
+    alone = "query($c: String) { ClaimConnection(_cursor: $c) { offset edges { resource { id } } } }"
+    back = ok(await gql(demo, alone, {"c": walk[-1]["previous"]}))["ClaimConnection"]
+    assert back == {"offset": 10, "edges": [{"resource": {"id": e["resource"]["id"]}} for e in walk[2]["edges"]]}
 
 
 async def test_draft_activate_history(demo: httpx.AsyncClient) -> None:

@@ -62,6 +62,10 @@ class RecordingContext:
         self.calls.append(("reverse", *args))
         return []
 
+    async def reverse_connection(self, *args: Any) -> dict[str, Any]:
+        self.calls.append(("reverse_connection", *args))
+        return {"count": 0, "edges": []}
+
     async def not_found(self, resource_type: str, id: str) -> FinGateError:
         return errors.not_found(resource_type, id)
 
@@ -441,8 +445,22 @@ async def test_reverse_list_passes_parameter_code_and_target() -> None:
     result = await run(query, ctx)
     assert result.errors is None
     assert ctx.calls[1:] == [
-        ("reverse", "ClaimResponse", "request", "Claim/x", {"outcome": ["complete"]}, 2, None),
-        ("reverse", "PaymentReconciliation", "allocation-target", "Claim/x", {}, None, None),
+        ("reverse", "ClaimResponse", "request", "Claim/x", {"outcome": ["complete"]}, 2, None, None),
+        ("reverse", "PaymentReconciliation", "allocation-target", "Claim/x", {}, None, None, None),
+    ]
+
+
+async def test_reverse_list_passes_its_offset_and_a_reverse_connection_its_cursor() -> None:
+    ctx = RecordingContext({"resourceType": "Claim", "id": "x"})
+    query = '{ Claim(id: "x") { ClaimResponseList(_reference: request, _offset: 3, _sort: "-payment_date") { id } '
+    query += (
+        'ClaimResponseConnection(_reference: request, _count: 2, _cursor: "c1", _sort: "-payment_date") { count } } }'
+    )
+    result = await run(query, ctx)
+    assert result.errors is None
+    assert ctx.calls[1:] == [
+        ("reverse", "ClaimResponse", "request", "Claim/x", {}, None, 3, "-payment-date"),
+        ("reverse_connection", "ClaimResponse", "request", "Claim/x", 2, "c1", "-payment-date"),
     ]
 
 

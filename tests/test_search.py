@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import functools
 import json
 import uuid
@@ -416,7 +415,8 @@ def _expected(sort: str) -> list[str]:
         value = doc.get(code)
         return search.parse_date(value)[0] if code == "created" and value else value
 
-    fields = [(f.lstrip("-"), -1 if f.startswith("-") else 1) for f in sort.split(",") if f] + [("_id", 1)]
+    fields = [(f.lstrip("-"), -1 if f.startswith("-") else 1) for f in sort.split(",") if f]
+    fields += [("_id", fields[-1][1] if fields else 1)]  # ties: in the last key's direction
 
     def compare(a: dict[str, Any], b: dict[str, Any]) -> int:
         for code, direction in fields:
@@ -443,13 +443,23 @@ async def test_keyset_paging(db: AsyncDatabase[dict[str, Any]], sort: str, size:
     walked: list[str] = []
     cursor = None
     while True:
-        query = search.cursor_filter("PaymentNotice", sort, cursor) if cursor else {}
+        query = search.keyset_filter("PaymentNotice", sort, cursor) if cursor else {}
         page = [d async for d in coll.find(query, sort=order, limit=size)]
         walked += [d["_id"] for d in page]
         if len(page) < size:
             break
-        cursor = search.cursor_for("PaymentNotice", sort, page[-1])
+        cursor = search.keyset_position("PaymentNotice", sort, page[-1])
     assert walked == full
+    position = search.keyset_position("PaymentNotice", sort, (await coll.find_one({"_id": full[-1]})) or {})
+    back = [full[-1]]  # then walked backwards from the last
+    while True:
+        query = search.keyset_filter("PaymentNotice", sort, position, backward=True)
+        page = [d async for d in coll.find(query, sort=search.reversed_sort(order), limit=size)]
+        back += [d["_id"] for d in page]
+        if len(page) < size:
+            break
+        position = search.keyset_position("PaymentNotice", sort, page[-1])
+    assert back == full[::-1]
 
 
 async def test_paging_with_a_filter(db: AsyncDatabase[dict[str, Any]]) -> None:
@@ -459,12 +469,12 @@ async def test_paging_with_a_filter(db: AsyncDatabase[dict[str, Any]]) -> None:
     full = [d["_id"] async for d in coll.find(query, sort=order)]
     walked, cursor = [], None
     while True:
-        paged = {"$and": [query, search.cursor_filter("PaymentNotice", sort, cursor)]} if cursor else query
+        paged = {"$and": [query, search.keyset_filter("PaymentNotice", sort, cursor)]} if cursor else query
         page = [d async for d in coll.find(paged, sort=order, limit=2)]
         walked += [d["_id"] for d in page]
         if not page:
             break
-        cursor = search.cursor_for("PaymentNotice", sort, page[-1])
+        cursor = search.keyset_position("PaymentNotice", sort, page[-1])
     assert walked == full and len(full) == 10
 
 
@@ -473,7 +483,7 @@ def test_compile_sort() -> None:
     assert search.compile_sort("Claim", "status,-created") == [
         ("_search.status_sort", 1),
         ("_search.created_sort", -1),
-        ("_id", 1),
+        ("_id", -1),
     ]
     assert search.compile_sort("Claim", "-_id") == [("_id", -1)]
     assert search.compile_sort("PaymentReconciliation", "payment-issuer") == [
@@ -484,29 +494,26 @@ def test_compile_sort() -> None:
     assert "twice" in _bad(search.compile_sort, "Claim", "created,-created").message
 
 
-def _tampered(payload: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
-
-
-def test_cursors_are_checked() -> None:
+def test_keyset_positions_are_checked() -> None:
     doc = {"_id": "n1", "_search": search.index_values("PaymentNotice", NOTICES[0])}
-    cursor = search.cursor_for("PaymentNotice", "created", doc)
-    decoded = json.loads(base64.urlsafe_b64decode(cursor + "=="))
-    assert search.cursor_filter("PaymentNotice", "created", cursor)["$or"]
+    position = search.keyset_position("PaymentNotice", "created", doc)
+    bounded = search.keyset_filter("PaymentNotice", "created", position)
+    assert list(bounded["$and"][0]["_search.created_sort"]) == ["$gte"]  # a range the index bounds can start at
     for bad in [
-        "not a cursor!",
-        "e30",  # {}
-        search.cursor_for("PaymentNotice", "-created", doc),  # another sort
-        search.cursor_for("Claim", "created", {"_id": "x"}),  # another type
-        _tampered({**decoded, "k": [{"$gt": ""}, "n1"]}),
-        _tampered({**decoded, "k": [{"d": "1"}, "n1"]}),
-        _tampered({**decoded, "k": [{"d": 1}, None]}),
-        _tampered({**decoded, "k": [{"d": 1}]}),
+        [],
+        "not a position",
+        search.keyset_position("PaymentNotice", "status,-created", doc),  # another sort
+        [{"$gt": ""}, "n1"],
+        [{"d": "1"}, "n1"],
+        [{"d": 1}, None],
+        [{"d": 1}],
     ]:
-        _bad(search.cursor_filter, "PaymentNotice", "created", bad)
+        _bad(search.keyset_filter, "PaymentNotice", "created", bad)
     amount = {"_id": "i1", "_search": search.index_values("Invoice", INVOICES[0])}
-    after = search.cursor_filter("Invoice", "totalgross", search.cursor_for("Invoice", "totalgross", amount))
-    assert str(after["$or"][0]["_search.totalgross_sort"]["$gt"]) == "100.10"  # digits survive the round trip
+    after = search.keyset_filter("Invoice", "totalgross", search.keyset_position("Invoice", "totalgross", amount))
+    assert (
+        str(after["$and"][1]["$or"][0]["_search.totalgross_sort"]["$gt"]) == "100.10"
+    )  # digits survive the round trip
 
 
 # -- references and indexes ------------------------------------------------------------------------

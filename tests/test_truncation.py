@@ -101,10 +101,11 @@ async def test_count_zero_answers_how_many(client: httpx.AsyncClient, world: Sto
     ]
 
 
-async def test_a_reverse_list_count_error_does_not_suggest_offset(client: httpx.AsyncClient) -> None:
+async def test_a_reverse_list_count_error_names_the_reverse_ways_to_page(client: httpx.AsyncClient) -> None:
+    """A reverse list pages with its own `_offset`, or with the parent's `XConnection` and its cursor."""
     result = await gql(client, '{ Organization(id: "payer") { ClaimList(_reference: insurer, _count: 1001) { id } } }')
     assert error_codes(result) == ["BAD_USER_INPUT"]
-    assert "_offset" not in result["errors"][0]["message"] and "Connection" in result["errors"][0]["message"]
+    assert "_offset" in result["errors"][0]["message"] and "XConnection" in result["errors"][0]["message"]
 
 
 async def test_the_look_ahead_row_costs_no_extra_command(client: httpx.AsyncClient, world: Store) -> None:

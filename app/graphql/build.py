@@ -121,7 +121,9 @@ class _Builder:
         )
         self.reverse_types = [name for name in self.served if reference_params(model, name)]
         self.enums = {name: self._reference_enum(name) for name in self.reverse_types}
+        self.connections = {name: self._connection(name) for name in self.served}
         self.reverse_resolvers = {name: self._reverse_resolver(name) for name in self.reverse_types}
+        self.reverse_connections = {name: self._reverse_connection(name) for name in self.reverse_types}
         self.billing = billing.billing_types(self.outputs["Reference"])
 
     def schema(self) -> strawberry.Schema:
@@ -129,9 +131,9 @@ class _Builder:
         for td in self.type_defs:
             self._define_output(td)
             self._define_input(td)
-        connections = {name: self._connection(name) for name in self.served}
         query = _empty("Query")
-        _define(query, [*(f for t in self.served for f in self._query_fields(t, connections[t])), self._audit_field()])
+        fields = (f for t in self.served for f in self._query_fields(t, self.connections[t]))
+        _define(query, [*fields, self._audit_field()])
         mutation = _empty("Mutation")
         _define(mutation, [f for t in self.served for f in self._mutation_fields(t)])
         return QuietSchema(
@@ -240,13 +242,26 @@ class _Builder:
             ("_reference", self.enums[x], True, None),
             *((p.arg_name, list[str], False, None) for p in params),
             ("_count", int, False, None),
+            ("_offset", int, False, None),
             ("_sort", str, False, None),
         ]
         resolver = resolvers.reverse(x, arg_codes(params))
         return StrawberryResolver(_with_signature(resolver, args, StrawberryOptional(StrawberryList(self.outputs[x]))))
 
+    def _reverse_connection(self, x: str) -> StrawberryResolver:
+        """`XConnection(_reference:)`: Query.XConnection with the reference parameter set to this resource.
+        No other search arguments: the SDL prints a field's arguments on every type that has it."""
+        args: list[ArgSpec] = [
+            ("_reference", self.enums[x], True, None),
+            ("_count", int, False, None),
+            ("_cursor", str, False, None),
+            ("_sort", str, False, None),
+        ]
+        resolver = resolvers.reverse_connection(x, arg_codes(search_args(self.model, x)))
+        return StrawberryResolver(_with_signature(resolver, args, StrawberryOptional(self.connections[x])))
+
     def _reverse_fields(self) -> list[Field]:
-        return [
+        lists = [
             (
                 f"{x}List",
                 None,
@@ -261,32 +276,35 @@ class _Builder:
             )
             for x, resolver in self.reverse_resolvers.items()
         ]
+        connections = [
+            (
+                f"{x}Connection",
+                None,
+                strawberry.field(
+                    resolver=resolver,
+                    name=f"{x}Connection",
+                    description=f"Query.{x}Connection of those whose `_reference` points here.",
+                ),
+            )
+            for x, resolver in self.reverse_connections.items()
+        ]
+        return [*lists, *connections]
 
     # --- root types ------------------------------------------------------------------------
 
     def _connection(self, t: str) -> type:
+        """FHIR GraphQL's Connection: the page, where it is in the results, cursors to its neighbours."""
         page_name, edge_name = connection_names(t)
         edge = _empty(edge_name)
-        _define(edge, [("resource", self.outputs[t], strawberry.field(name="resource"))])
+        _define(edge, [*_plain(_EDGE_FIELDS), ("resource", self.outputs[t], strawberry.field(name="resource"))])
         strawberry.type(edge, name=edge_name, description=f"One {t} of a page.")
         page = _empty(page_name)
-        _define(
-            page,
-            [
-                ("count", int | None, strawberry.field(name="count", description="Total number of matches.")),
-                ("first", str | None, strawberry.field(name="first", description="Cursor of the first page.")),
-                (
-                    "next",
-                    str | None,
-                    strawberry.field(name="next", description="Cursor of the next page; null on the last."),
-                ),
-                (
-                    "edges",
-                    StrawberryList(edge),
-                    strawberry.field(name="edges", description="The resources of this page."),
-                ),
-            ],
+        edges = (
+            "edges",
+            StrawberryList(edge),
+            strawberry.field(name="edges", description="The resources of this page."),
         )
+        _define(page, [*_plain(_CONNECTION_FIELDS), edges])
         return strawberry.type(page, name=page_name, description=f"A page of {t} search results.")
 
     def _query_fields(self, t: str, connection: type) -> list[Field]:
@@ -296,7 +314,12 @@ class _Builder:
         search = _search_arg_specs(params)
         id_arg: ArgSpec = ("id", strawberry.ID, True, f"The {t} id.")
         offset: ArgSpec = ("_offset", int, False, "Skip this many matches.")
-        cursor: ArgSpec = ("_cursor", str, False, "The page to return: `next` of the previous page.")
+        cursor: ArgSpec = (
+            "_cursor",
+            str,
+            False,
+            "The page to return: a `first`, `previous`, `next` or `last` cursor, alone (it carries its search).",
+        )
         return [
             _root_field(
                 t,
@@ -393,6 +416,25 @@ class _Builder:
                 *((s, "scalar") for s in ("Decimal", "JSON", "String", "Int", "Float", "Boolean", "ID")),
             ]
         )
+
+
+_CONNECTION_FIELDS: list[tuple[str, object, str]] = [
+    ("count", int | None, "Total number of matches."),
+    ("offset", int | None, "How many matches come before this page."),
+    ("pagesize", int | None, "The page size asked for (`_count`)."),
+    ("first", str | None, "Cursor of the first page."),
+    ("previous", str | None, "Cursor of the previous page; null on the first."),
+    ("next", str | None, "Cursor of the next page; null on the last."),
+    ("last", str | None, "Cursor of the last page."),
+]
+_EDGE_FIELDS: list[tuple[str, object, str]] = [
+    ("mode", str | None, "`match`: a search match."),
+    ("score", FhirDecimal | None, "Search relevance; null (no scoring)."),
+]
+
+
+def _plain(fields: list[tuple[str, object, str]]) -> list[Field]:
+    return [(name, kind, strawberry.field(name=name, description=text)) for name, kind, text in fields]
 
 
 def _empty(name: str) -> type:

@@ -11,7 +11,7 @@ from strawberry.dataloader import DataLoader
 
 from app import billing, errors
 from app.auth import AUDIT_TYPE, CREATE, DELETE, READ, UPDATE, Principal
-from app.fhir.references import local_reference
+from app.fhir.references import local_version
 from app.fhir.values import Resource, instant
 from app.graphql.limits import DEFAULT_COUNT, MAX_COUNT
 from app.store import Store
@@ -28,7 +28,7 @@ _VIEW_READS = {
 
 
 PAGE_A_SEARCH = "page with _offset or a Connection's _cursor"
-PAGE_A_REVERSE = "page the same search as a Connection, its `_reference` parameter given this resource's `Type/id`"
+PAGE_A_REVERSE = "page with _offset, or with this resource's XConnection(_reference: ...) and its _cursor"
 
 
 def check_count(count: int | None, default: int = DEFAULT_COUNT, paging: str = PAGE_A_SEARCH) -> int:
@@ -117,6 +117,9 @@ class Context:
         self._resources: DataLoader[tuple[str, str], Resource | None] = DataLoader(self._load_resources)
         self._found: dict[tuple[str, str], Resource | None] = {}  # every resource read, for both paths
         self._reverse: DataLoader[tuple[Any, ...], tuple[list[Resource], int | None]] = DataLoader(self._load_reverse)
+        self._reverse_pages: DataLoader[tuple[str, str, str | None, int, str], dict[str, Any]] = DataLoader(
+            self._load_reverse_pages
+        )
         # Lists that stopped before all their matches: (the field's `info.path`, its note), for `extensions.truncated`.
         self.truncated: list[tuple[Any, dict[str, Any]]] = []
         self._deleted: DataLoader[tuple[str, str], str | None] = DataLoader(self._load_deleted)
@@ -166,15 +169,15 @@ class Context:
                 found.setdefault((rtype, id), None)
 
     async def _load_reverse(self, keys: list[tuple[Any, ...]]) -> list[tuple[list[Resource], int | None]]:
-        """One `referencing` command per list shape, at its largest `_count` plus one (the row that tells more
-        exist); each list is then cut to its own. `_count: 0` lists are counted instead, one command per shape.
-        Each key gets (its resources, None), or (the first `_count`, _MORE) when more match, or ([], the total)."""
+        """One `referencing` command per list shape, at its deepest `_offset + _count` plus one (the row that tells
+        more exist); each list is then cut to its own. `_count: 0` lists are counted instead, one command per shape.
+        Each key gets (its resources, None), or (its page, _MORE) when more match, or ([], the total)."""
         targets: dict[tuple[Any, ...], list[str]] = defaultdict(list)
         limits: dict[tuple[Any, ...], int] = defaultdict(int)
-        for rtype, code, params, sort, count, target in keys:
+        for rtype, code, params, sort, offset, count, target in keys:
             shape = (rtype, code, params, sort if count else _HOW_MANY)
             targets[shape].append(target)
-            limits[shape] = max(limits[shape], count + 1)
+            limits[shape] = max(limits[shape], offset + count + 1)
 
         async def run(shape: tuple[Any, ...]) -> tuple[tuple[Any, ...], dict[str, Any]]:
             rtype, code, params, sort = shape
@@ -187,13 +190,30 @@ class Context:
 
         results = dict(await asyncio.gather(*(run(shape) for shape in targets)))
         out: list[tuple[list[Resource], int | None]] = []
-        for rtype, code, params, sort, count, target in keys:
+        for rtype, code, params, sort, offset, count, target in keys:
             if not count:
                 out.append(([], results[(rtype, code, params, _HOW_MANY)].get(target, 0)))
                 continue
             found = results[(rtype, code, params, sort)].get(target, [])
-            out.append((found[:count], _MORE if len(found) > count else None))
+            out.append((found[offset : offset + count], _MORE if len(found) > offset + count else None))
         return out
+
+    async def _load_reverse_pages(self, keys: list[tuple[str, str, str | None, int, str]]) -> list[dict[str, Any]]:
+        """The first page of each reverse Connection of a level: one command per (type, parameter, sort, size)."""
+        targets: dict[tuple[str, str, str | None, int], list[str]] = defaultdict(list)
+        for rtype, code, sort, count, target in keys:
+            targets[(rtype, code, sort, count)].append(target)
+
+        async def run(shape: tuple[str, str, str | None, int]) -> dict[tuple[Any, ...], dict[str, Any]]:
+            pages = await self.store.reverse_pages(*shape[:2], targets[shape], *shape[2:])
+            for page in pages.values():
+                _link_all([edge["resource"] for edge in page["edges"]])
+            return {(*shape, target): page for target, page in pages.items()}
+
+        found: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for pages in await asyncio.gather(*(run(shape) for shape in targets)):
+            found.update(pages)
+        return [found[key] for key in keys]
 
     async def _load_deleted(self, keys: list[tuple[str, str]]) -> list[str | None]:
         """When each missing (type, id) was deleted, None if never: a command per type, for a whole level."""
@@ -233,12 +253,14 @@ class Context:
 
     async def read(self, resource_type: str, id: str) -> Resource | None:
         self._allow(resource_type, READ)
+        if "/" in id:  # FHIR ids hold none; `x/_history/v` is how the reads below ask for a version
+            return None
         return await self._resources.load((resource_type, id))
 
     async def resolve(self, reference: Resource) -> Resource | None:
         if _CONTAINED in reference:
             return reference[_CONTAINED]  # type: ignore[no-any-return]
-        parsed = local_reference(reference)
+        parsed = local_version(reference)
         if parsed is None:
             return None
         self._allow(parsed[0], READ)
@@ -246,7 +268,7 @@ class Context:
 
     async def resolve_many(self, references: list[Resource]) -> list[Resource | None]:
         """`resolve` of each reference, in one await: what the compiled path runs for a whole level."""
-        keys = [None if _CONTAINED in r else local_reference(r) for r in references]
+        keys = [None if _CONTAINED in r else local_version(r) for r in references]
         for resource_type in {key[0] for key in keys if key is not None}:
             self._allow(resource_type, READ)
         await self._fetch([key for key in keys if key is not None])
@@ -323,7 +345,8 @@ class Context:
         self, resource_type: str, params: dict[str, Any], count: int | None, cursor: str | None, sort: str | None
     ) -> dict[str, Any]:
         self._allow(resource_type, READ)
-        page = await self.store.page(resource_type, params, check_count(count, paging=PAGE_A_SEARCH), cursor, sort)
+        size = None if count is None else check_count(count, paging=PAGE_A_SEARCH)  # alone, the cursor's page size
+        page = await self.store.page(resource_type, params, size, cursor, sort, DEFAULT_COUNT)
         _link_all([edge["resource"] for edge in page["edges"]])
         return page
 
@@ -334,17 +357,34 @@ class Context:
         target: str,
         params: dict[str, Any],
         count: int | None,
+        offset: int | None,
         sort: str | None,
         path: Any = None,
     ) -> list[Resource]:
         """A reverse list: cut and noted as `search` is, its rows read with the level's other lists."""
         self._allow(resource_type, READ)
+        count, offset = check_count(count, paging=PAGE_A_REVERSE), check_offset(offset)
+        if offset + count > MAX_COUNT:
+            raise errors.bad_input(
+                f"_offset + _count must be at most {MAX_COUNT} on a reverse list, got {offset + count}: "
+                f"page deeper with {resource_type}Connection(_reference: ...)",
+                expression="_offset",
+            )
         frozen = tuple(sorted((code, v if isinstance(v, str) else tuple(v)) for code, v in params.items()))
-        key = (resource_type, param, frozen, sort, check_count(count, paging=PAGE_A_REVERSE), target)
-        found, total = await self._reverse.load(key)
+        found, total = await self._reverse.load((resource_type, param, frozen, sort, offset, count, target))
         if total is not None:
             self._note(path, len(found), total)
         return found
+
+    async def reverse_connection(
+        self, resource_type: str, param: str, target: str, count: int | None, cursor: str | None, sort: str | None
+    ) -> dict[str, Any]:
+        """The Connection of the `resource_type`s whose `param` points at `target`: the search `{param: target}`.
+        Its first page is read with the level's others; a cursor pages that one search (and is checked to be it)."""
+        self._allow(resource_type, READ)
+        if cursor is not None:
+            return await self.connection(resource_type, {param: target}, count, cursor, sort)
+        return await self._reverse_pages.load((resource_type, param, sort or None, check_count(count), target))
 
     async def not_found(self, resource_type: str, id: str) -> errors.FinGateError:
         """The NOT_FOUND for a `read` that found nothing: it says so when the resource was deleted."""

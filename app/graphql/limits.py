@@ -23,6 +23,7 @@ from graphql import (
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
+    StringValueNode,
     ValidationContext,
     ValidationRule,
     VariableNode,
@@ -146,17 +147,22 @@ class _Walker:
         self.memo: dict[tuple[int, str], Measure] = {}
 
     def _count(self, node: FieldNode) -> int:
+        """The `_count` given, else the page size of the `_cursor` given alone (it carries its search), else 20."""
+        given: dict[str, Any] = {}
         for arg in node.arguments or ():
-            if arg.name.value != "_count":
-                continue
             value: Any = None
             if isinstance(arg.value, IntValueNode):
                 value = int(arg.value.value)
+            elif isinstance(arg.value, StringValueNode):
+                value = arg.value.value
             elif isinstance(arg.value, VariableNode):
                 value = self.variables.get(arg.value.name.value)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return max(0, min(value, MAX_COUNT))  # above MAX_COUNT the resolver answers BAD_USER_INPUT
-        return DEFAULT_COUNT
+            given[arg.name.value] = value
+        value = _page_size(given.get("_count"))
+        if value is None:
+            value = _page_size(given.get("_cursor"))
+        # Above MAX_COUNT the resolver answers BAD_USER_INPUT.
+        return DEFAULT_COUNT if value is None else max(0, min(value, MAX_COUNT))
 
     def _fetches(self, parent: GraphQLNamedType, name: str, field: Any, node: FieldNode) -> int | None:
         """How many resources one instance of this field returns (None for plain data); `_count: 0` returns none."""
@@ -252,12 +258,21 @@ class _Checked:
     repeated query is not walked again: each walk of a billing screen's query costs milliseconds."""
 
     errors: list[GraphQLError]  # the standard validation's
-    count_variables: tuple[str, ...]  # the variables given as `_count`: the only ones the cost reads
-    within: set[Hashable] = field(default_factory=set)  # (limits, `_count` values) found within limits
+    count_variables: tuple[str, ...]  # the variables given as `_count` or `_cursor`: the only ones the cost reads
+    within: set[Hashable] = field(default_factory=set)  # (limits, page sizes) found within limits
 
     def verdict_key(self, limits: Limits, variables: dict[str, Any] | None) -> Hashable:
         given = variables or {}
-        return (limits, tuple(v if type(v) is int else None for v in map(given.get, self.count_variables)))
+        return (limits, tuple(map(_page_size, map(given.get, self.count_variables))))
+
+
+def _page_size(value: Any) -> int | None:
+    """A page size from a `_count` (an int) or a `_cursor` (a string: the size it carries)."""
+    if type(value) is int:
+        return value
+    if isinstance(value, str):
+        return store.cursors.page_size(value)
+    return None
 
 
 def _count_variables(document: DocumentNode) -> tuple[str, ...]:
@@ -265,7 +280,7 @@ def _count_variables(document: DocumentNode) -> tuple[str, ...]:
 
     class _Counts(Visitor):
         def enter_argument(self, node: ArgumentNode, *_: Any) -> None:
-            if node.name.value == "_count" and isinstance(node.value, VariableNode):
+            if node.name.value in ("_count", "_cursor") and isinstance(node.value, VariableNode):
                 names.add(node.value.name.value)
 
     visit(document, _Counts())

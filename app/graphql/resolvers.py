@@ -98,8 +98,25 @@ def reverse(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
             target,
             params,
             args.get("_count"),
+            args.get("_offset"),
             sort_codes(arg_codes, args.get("_sort")),
             path=info.path,
+        )
+
+    return resolve
+
+
+def reverse_connection(resource_type: str, arg_codes: Mapping[str, str]) -> Resolver:
+    """`<resource_type>Connection(_reference: ...)` on any resource: one resolver shared by every parent type."""
+
+    async def resolve(root: Resource, info: Any, **args: Any) -> dict[str, Any]:
+        return await info.context.reverse_connection(  # type: ignore[no-any-return]
+            resource_type,
+            args["_reference"].value,
+            f"{root['resourceType']}/{root['id']}",
+            args.get("_count"),
+            args.get("_cursor"),
+            sort_codes(arg_codes, args.get("_sort")),
         )
 
     return resolve

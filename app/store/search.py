@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -763,7 +760,7 @@ def compile_filter(resource_type: str, params: Params) -> dict[str, Any]:
 
 
 def _sort_fields(resource_type: str, sort: str | None) -> list[tuple[str, int, str]]:
-    """(field, direction, param type) for each sort key, ending with `_id`."""
+    """(field, direction, param type) for each sort key, ending with `_id` (ties broken in the last key's direction)."""
     out: list[tuple[str, int, str]] = []
     for item in (sort or "").split(","):
         item = item.strip()
@@ -775,12 +772,13 @@ def _sort_fields(resource_type: str, sort: str | None) -> list[tuple[str, int, s
             raise bad_input(f"_sort: {p.code} appears twice in {sort!r}", expression="_sort")
         out.append((p.sort_key, direction, p.type))
     if not any(f == "_id" for f, _, _ in out):
-        out.append(("_id", 1, "id"))
+        # In the last key's direction: a one-key sort is then the `(key, _id)` index read either way.
+        out.append(("_id", out[-1][1] if out else 1, "id"))
     return out
 
 
 def compile_sort(resource_type: str, sort: str | None) -> list[tuple[str, int]]:
-    """`_sort` (`status,-created`) as a Mongo sort on single-valued keys, `_id` breaking ties."""
+    """`_sort` (`status,-created`) as a Mongo sort on single-valued keys, `_id` breaking ties (the last key's way)."""
     return [(f, d) for f, d, _ in _sort_fields(resource_type, sort)]
 
 
@@ -828,68 +826,52 @@ def _decode(ptype: str, value: Any) -> Any:
     return value
 
 
-def cursor_for(resource_type: str, sort: str | None, doc: dict[str, Any]) -> str:
-    """An opaque cursor for the page after `doc` (a stored document with `_id` and `_search`)."""
-    fields = _sort_fields(resource_type, sort)
-    payload = {
-        "t": resource_type,
-        "o": [[f, d] for f, d, _ in fields],
-        "k": [_encode(_dotted(doc, f)) for f, _, _ in fields],
-    }
-    raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+def keyset_position(resource_type: str, sort: str | None, doc: dict[str, Any]) -> list[Any]:
+    """A stored document's place in `sort` order (its sort keys, ending with `_id`), as JSON values."""
+    return [_encode(_dotted(doc, f)) for f, _, _ in _sort_fields(resource_type, sort)]
 
 
-def _bad_cursor() -> FinGateError:
+def bad_cursor(why: str = "not a cursor of this server") -> FinGateError:
     return bad_input(
-        "_cursor: not a cursor of this search; use the `next` value of the previous page", expression="_cursor"
+        f"_cursor: {why}; use a `first`, `previous`, `next` or `last` this server returned", expression="_cursor"
     )
 
 
 def _after(field: str, direction: int, value: Any) -> dict[str, Any] | None:
-    """Documents strictly after `value` on one key, in MongoDB's order (null and missing first)."""
+    """Documents strictly after `value` on one key, in MongoDB's order (null and missing first; `_id` is never null)."""
     if direction == 1:
         return {field: {"$gt": value}} if value is not None else {field: {"$ne": None}}
     if value is None:
         return None
-    return {"$or": [{field: {"$lt": value}}, {field: None}]}
+    return {field: {"$lt": value}} if field == "_id" else {"$or": [{field: {"$lt": value}}, {field: None}]}
 
 
-MAX_CURSOR_LENGTH = 4096  # far above any cursor this server makes (a type, the sort fields and their values)
-
-
-def cursor_filter(resource_type: str, sort: str | None, cursor: str) -> dict[str, Any]:
-    """The keyset filter selecting the documents strictly after `cursor` in `sort` order."""
+def keyset_filter(resource_type: str, sort: str | None, position: list[Any], backward: bool = False) -> dict[str, Any]:
+    """The documents strictly after `position` in `sort` order (strictly before it with `backward`)."""
     fields = _sort_fields(resource_type, sort)
     try:
-        if len(cursor) > MAX_CURSOR_LENGTH:
-            raise ValueError(cursor)
-        payload = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if (
-            payload["t"] != resource_type
-            or payload["o"] != [[f, d] for f, d, _ in fields]
-            or len(payload["k"]) != len(fields)
-        ):
-            raise ValueError(cursor)
-        values = [_decode(t, v) for (_, _, t), v in zip(fields, payload["k"], strict=True)]
-    except (
-        ValueError,
-        TypeError,
-        KeyError,
-        IndexError,
-        AttributeError,
-        DecimalException,
-        OverflowError,
-        RecursionError,  # `[[[[...` nested deeper than the JSON decoder recurses
-        binascii.Error,
-    ):
-        raise _bad_cursor() from None
+        if not isinstance(position, list) or len(position) != len(fields):
+            raise ValueError(position)
+        values = [_decode(t, v) for (_, _, t), v in zip(fields, position, strict=True)]
+    except (ValueError, TypeError, KeyError, AttributeError, DecimalException, OverflowError):
+        raise bad_cursor("its position does not fit its sort") from None
     ors = []
     for i, (field, direction, _) in enumerate(fields):
-        after = _after(field, direction, values[i])
+        after = _after(field, -direction if backward else direction, values[i])
         if after is not None:
             ors.append({**{f: values[j] for j, (f, _, _) in enumerate(fields[:i])}, **after})
-    return {"$or": ors} if ors else {"_id": {"$in": []}}
+    if not ors:
+        return {"_id": {"$in": []}}
+    (first, direction, _), value = fields[0], values[0]
+    if (-direction if backward else direction) == 1 and value is not None and len(fields) > 1:
+        # The same set, with a range on the leading key: index bounds starting at the position, not at the start.
+        return {"$and": [{first: {"$gte": value}}, {"$or": ors}]}
+    return {"$or": ors}
+
+
+def reversed_sort(order: list[tuple[str, int]]) -> list[tuple[str, int]]:
+    """`order` read from the other end (a `previous` or `last` page is fetched backwards, then turned)."""
+    return [(f, -d) for f, d in order]
 
 
 # -- references and indexes ------------------------------------------------------------------------
@@ -990,14 +972,15 @@ __all__ = [
     "compartment_values",
     "compile_filter",
     "compile_sort",
-    "cursor_filter",
-    "cursor_for",
+    "keyset_filter",
+    "keyset_position",
     "in_compartment",
     "index_keys",
     "index_values",
     "indexed_params",
     "normalize",
     "parse_date",
+    "reversed_sort",
     "reference_key",
     "reference_params",
     "search_params",
