@@ -115,3 +115,14 @@ async def test_the_docs_show_fhir_descriptions_and_codes(fingate: str, page: Pag
     await docs.get_by_role("link", name="PaymentReconciliation").first.click()
     await expect(docs).to_contain_text("Allowed codes: active | cancelled | draft | entered-in-error")
     await page.screenshot(path=ARTIFACTS / "e2e-docs.png")
+
+
+async def test_the_explorer_shows_when_a_list_stops_early(fingate: str, page: Page) -> None:
+    """A list cut at its `_count` says so in the response's `extensions.truncated`, and GraphiQL shows it."""
+    await page.goto(f"{fingate}/graphql")
+    await page.locator(".graphiql-tab", has_text="RemittancesInNovember").click()
+    await page.locator(".graphiql-execute-button").click()
+    await expect(page.locator(".result-window")).to_contain_text('"truncated"', timeout=15_000)
+    truncated = json.loads(await result_text(page))["extensions"]["truncated"]
+    assert {"path": ["PaymentReconciliationList"], "returned": 2, "more": True} in truncated
+    await page.screenshot(path=ARTIFACTS / "e2e-truncated.png")
