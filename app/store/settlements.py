@@ -47,19 +47,8 @@ def pipeline(scope: dict[str, Any], response_scope: dict[str, Any] | None, targe
     FHIR decimal is stored as), exactly, by the database."""
     wanted = {"$in": targets}
     out: list[dict[str, Any]] = [
-        {"$match": {**scope, "status": COUNTED_STATUS, "_search.allocation-target": wanted}},
-        {"$unwind": "$allocation"},
-        {
-            "$project": {
-                "_id": 0,
-                "p": "$id",
-                "d": "$date",
-                "t": _unversioned("$allocation.target.reference"),
-                "c": "$allocation.amount.currency",
-                "v": "$allocation.amount.value",
-            }
-        },
-        {"$match": {"t": wanted, "v": {"$type": EXACT_TYPES}}},
+        *_allocations({**scope, "_search.allocation-target": wanted}),
+        {"$match": {"t": wanted}},
         {"$group": {"_id": {"t": "$t", "c": "$c", "p": "$p"}, "v": {"$sum": "$v"}, "d": {"$first": "$d"}}},
     ]
     if response_scope is not None:
@@ -236,6 +225,7 @@ def _items(
 
 
 def _allocations(payment_scope: dict[str, Any]) -> list[dict[str, Any]]:
+    """Rows `{p, d, t, c, v}`: each summable allocation of the counted payments `payment_scope` matches."""
     return [
         {"$match": {**payment_scope, "status": COUNTED_STATUS}},
         {"$unwind": "$allocation"},
