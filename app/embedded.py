@@ -45,10 +45,12 @@ def _free_port() -> int:
 
 
 def _die_with_parent() -> None:
-    # Runs in the child before exec: if FinGate is killed outright (SIGKILL, a crash), the
-    # kernel sends the database SIGTERM, so it never outlives us as an orphan.
+    # Runs in the child before exec: if FinGate is killed outright (SIGKILL, a crash), the kernel
+    # kills the database too, so it never outlives us as an orphan. SIGKILL, not SIGTERM: SecantusDB
+    # can hang on a SIGTERM that arrives while it is starting (seen right after a restart), and with
+    # sync on commit an abrupt end loses nothing that was confirmed. `stop()` still asks politely first.
     with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _toml(config: dict[str, dict[str, bool]]) -> str:
