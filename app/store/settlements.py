@@ -122,15 +122,7 @@ def account_pipeline(
             }
         },
         {"$match": {"a": wanted}},
-        {
-            "$lookup": {
-                "from": PAYMENTS,
-                "localField": "i",
-                "foreignField": "_search.allocation-target",
-                "as": "p",
-                "pipeline": _allocations(payment_scope),
-            }
-        },
+        _payments_of_items(payment_scope),
         {"$unionWith": {"coll": PAYMENTS, "pipeline": pipeline(payment_scope, None, accounts)}},
     ]
 
@@ -212,16 +204,22 @@ def _items(
                 "n": "$totalNet",
             }
         },
-        {
-            "$lookup": {
-                "from": PAYMENTS,
-                "localField": "i",
-                "foreignField": "_search.allocation-target",
-                "as": "p",
-                "pipeline": _allocations(payment_scope),
-            }
-        },
+        _payments_of_items(payment_scope),
     ]
+
+
+def _payments_of_items(payment_scope: dict[str, Any]) -> dict[str, Any]:
+    """The stage joining each item row (`i`: its `Type/id`) to its payments' allocation rows, as `p`,
+    by the allocation-target index."""
+    return {
+        "$lookup": {
+            "from": PAYMENTS,
+            "localField": "i",
+            "foreignField": "_search.allocation-target",
+            "as": "p",
+            "pipeline": _allocations(payment_scope),
+        }
+    }
 
 
 def _allocations(payment_scope: dict[str, Any]) -> list[dict[str, Any]]:
