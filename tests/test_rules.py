@@ -966,6 +966,17 @@ AMOUNT_CASES = [
         ["PaymentReconciliation.allocation.amount"],
     ),
     (
+        # 34 digits: Python's default decimal context (28 digits) would round the sum down to the amount
+        "summed exactly",
+        paid(
+            money("100000000000000000.0000000000000001", None),
+            money("50000000000000000.0000000000000001", None),
+            money("50000000000000000.0000000000000001", None),
+        ),
+        None,
+        ["PaymentReconciliation.allocation.amount"],
+    ),
+    (
         "unchanged amounts are not re-judged",
         {**paid(money("100.00"), money("70.00"), money("70.00")), "status": "cancelled"},
         paid(money("100.00"), money("70.00"), money("70.00")),

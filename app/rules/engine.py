@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from decimal import Decimal
 from typing import Any, Protocol
 
+from app.billing import Amounts, add
 from app.errors import BAD_USER_INPUT, STATUS_RULE, FinGateError, outcome_issue
 from app.fhir.model import spec
 from app.fhir.references import local_reference
@@ -338,7 +340,7 @@ def _amount_issues(rule: AmountRule, new: dict) -> list[dict[str, Any]]:
         return []
     currency = total.get("currency")
     issues = []
-    allocated: dict[str | None, Any] = {}
+    allocated: Amounts = {}
     for expr, money in _references_at(new, rule.resource_type, rule.parts):
         if not isinstance(money, dict) or money.get("value") is None:
             continue
@@ -347,7 +349,9 @@ def _amount_issues(rule: AmountRule, new: dict) -> list[dict[str, Any]]:
             message = f"[{rule.rule}] {expr} is in {other}, but the payment's {rule.total} is in {currency}: {rule.fix}"
             issues.append(outcome_issue(message, f"{expr}.currency", code="business-rule"))
         key = other or currency  # an allocation without a currency is in the payment's
-        allocated[key] = allocated.get(key, 0) + money["value"]
+        allocated = add(
+            allocated, {key: Decimal(money["value"])}
+        )  # exact: Python's default context rounds at 28 digits
     for other, sum_ in allocated.items():
         if other == currency and sum_ > total["value"]:
             where = f"{rule.resource_type}.{rule.parts}"
