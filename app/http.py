@@ -128,6 +128,22 @@ def unauthenticated(message: str) -> HTTPError:
     return HTTPError(401, errors.UNAUTHENTICATED, message, {"www-authenticate": 'Bearer realm="fingate"'})
 
 
+class _FormRequestData(GraphQLRequestData):
+    """A request whose body came form-encoded: queries only."""
+
+
+class _AsGet:
+    """A request adapter that answers `method` with GET (what Strawberry's operation-type check reads)."""
+
+    def __init__(self, adapter: Any) -> None:
+        self._adapter = adapter
+
+    method = "GET"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._adapter, name)
+
+
 class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
     """Strawberry's ASGI view with FinGate's caller, context, JSON and error format.
 
@@ -209,6 +225,8 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
             media_type, _ = parse_content_type(request.content_type or "")
             if media_type.lower() == "application/graphql":
                 return await self._graphql_body(request)
+            if media_type.lower() == "application/x-www-form-urlencoded":
+                return await self._form_body(request)
             if media_type.lower() != "application/json":
                 raise HTTPError(
                     415,
@@ -216,6 +234,22 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
                     f"send Content-Type: application/json (or application/graphql), not {media_type or 'none'!r}",
                 )
         return await super().parse_http_body(request)
+
+    async def _form_body(self, request: Any) -> GraphQLRequestData:
+        """curl's `-d` default: a JSON body sent as a form. A cross-site HTML form can send this type without
+        a CORS preflight, so such a body runs queries only, as a GET does (no write by a forged form)."""
+        data = self.parse_json(await request.get_body())
+        if not isinstance(data, dict):
+            raise HTTPError(400, errors.BAD_USER_INPUT, "the request body must be one JSON object (no batches)")
+        for name, kind in (("query", str), ("variables", dict), ("extensions", dict), ("operationName", str)):
+            if not isinstance(data.get(name), kind | None):
+                raise HTTPError(400, errors.BAD_USER_INPUT, f"the body's {name!r} must be a {kind.__name__} or null")
+        return _FormRequestData(
+            query=data.get("query"),
+            variables=data.get("variables"),
+            operation_name=data.get("operationName"),
+            extensions=data.get("extensions"),
+        )
 
     async def _graphql_body(self, request: Any) -> GraphQLRequestData:
         """GraphQL over HTTP's `application/graphql`: the body is the query text; variables, operationName
@@ -240,32 +274,43 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
             raise unauthenticated("send Authorization: Bearer <JWT>")
         # Batched bodies are refused while parsing (Strawberry's batching is off): one operation per request.
 
+        instance = request.path_params  # [base]/{Type}/{id}/$graphql: {type, id}; else empty
+
+        def runs_as(text: str) -> str:
+            rewritten = instance_query(text, instance["type"], instance["id"], None)
+            return rewritten.text if rewritten is not None else text
+
         async def run() -> Any:
             try:  # automatic persisted queries (app/graphql/apq.py): the text to run, from the request or the store
-                request_data.query = await self.persisted_queries.resolve(request_data.query, request_data.extensions)
+                request_data.query = await self.persisted_queries.resolve(
+                    request_data.query, request_data.extensions, runs_as if instance else None
+                )
             except errors.FinGateError as error:
                 return ExecutionResult(data=None, errors=[GraphQLError(error.message, original_error=error)])
             # The latency histogram's label: an operation keyword, or `query` for the shorthand `{ ... }`.
             match = _OPERATION.match(_COMMENTS.sub("", getattr(request_data, "query", None) or ""))
             request.scope["fingate.operation"] = match.group(1) if match else "query"
-            if request.path_params and request_data.query:  # [base]/{Type}/{id}/$graphql
+            if instance and request_data.query:
                 try:
                     rewritten = instance_query(
-                        request_data.query,
-                        request.path_params["type"],
-                        request.path_params["id"],
-                        request_data.variables,
+                        request_data.query, instance["type"], instance["id"], request_data.variables
                     )
                 except errors.FinGateError as error:
                     return ExecutionResult(data=None, errors=[GraphQLError(error.message, original_error=error)])
                 if rewritten is not None:
                     request.scope["fingate.instance"] = rewritten
                     request_data.query, request_data.variables = rewritten.text, rewritten.variables
+            form = isinstance(request_data, _FormRequestData)
+            if form:  # queries only: Strawberry's operation-type check as for a GET
+                kwargs["request_adapter"] = _AsGet(kwargs["request_adapter"])
             try:
                 return await super(FinGateGraphQL, self).execute_operation(
                     request=request, request_data=request_data, context=context, **kwargs
                 )
             except HTTPException as exc:
+                if isinstance(exc.__cause__, InvalidOperationTypeError) and form:
+                    message = "a form-encoded body (curl -d's default) runs queries only: send this as application/json"
+                    raise HTTPError(415, errors.BAD_USER_INPUT, message) from None
                 if isinstance(exc.__cause__, InvalidOperationTypeError) and request.method == "GET":
                     # GraphQL over HTTP: the method is wrong, not the request (HTTP 405 and the method that works).
                     raise HTTPError(
