@@ -381,6 +381,19 @@ def outage_response(response: Response, body: Any) -> Response:
     return response
 
 
+class JSONCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered as JSON with a code (its own answer is text/plain)."""
+
+    def preflight_response(self, request_headers: Any) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        message = f"{bytes(response.body).decode()}: not allowed by FINGATE_CORS_ORIGINS"
+        body = {"errors": [{"message": message, "extensions": {"code": errors.FORBIDDEN}}]}
+        headers = {k: v for k, v in response.headers.items() if k.startswith("access-control-")}
+        return Response(dumps(body), status_code=400, media_type="application/json", headers=headers)
+
+
 # /readyz answers within this, whatever the database does.
 READY_TIMEOUT = 1.0
 
@@ -548,7 +561,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,  # type: ignore[arg-type]
+            JSONCORSMiddleware,  # type: ignore[arg-type]
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", "x-request-id"],

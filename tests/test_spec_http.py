@@ -393,3 +393,29 @@ async def test_every_answer_is_graphql_json_with_auth_on(
     _graphql_shaped(response)
     if not with_token:
         assert response.status_code == 401, response.text
+
+
+async def test_a_refused_cors_preflight_is_json(demo_store: Store) -> None:
+    from app.settings import Settings
+
+    preflight = {"origin": "https://evil.example", "access-control-request-method": "POST"}
+    async with client_for(demo_store, settings=Settings(cors_origins=["https://billing.example"])) as c:
+        for path in ("/graphql", "/$graphql", f"/Claim/{CLAIM}/$graphql"):
+            response = await c.options(path, headers=preflight)
+            assert response.status_code == 400 and response.headers["content-type"] == "application/json"
+            assert error_codes(response.json()) == ["FORBIDDEN"] and "origin" in response.text
+
+
+async def test_the_instance_level_is_compiled_and_counted_under_one_metrics_label(demo_store: Store) -> None:
+    from app.settings import Settings
+
+    async with client_for(demo_store, settings=Settings(compiled=True)) as c:
+        engine = c.fingate_app.state.compiled_engine  # type: ignore[attr-defined]
+        before = engine.stats["compiled"]
+        for claim in ("demo-claim-01", "demo-claim-02"):
+            result = (await c.post(f"/Claim/{claim}/$graphql", json={"query": "{ id status }"})).json()
+            assert result["data"]["id"] == claim, result
+        assert engine.stats["compiled"] == before + 2  # the compiled path answered, not the fallback
+        assert len(engine.plans) == 1  # one text for every id: one plan
+        metrics = (await c.get("/metrics")).text
+    assert 'path="/{type}/{id}/$graphql"' in metrics and 'path="/Claim' not in metrics
