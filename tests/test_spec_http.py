@@ -4,8 +4,11 @@ whatever the request looks like (tests/test_default_deny.py holds the same endpo
 from __future__ import annotations
 
 import json
+import re
+import shlex
 import urllib.parse
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -419,3 +422,61 @@ async def test_the_instance_level_is_compiled_and_counted_under_one_metrics_labe
         assert len(engine.plans) == 1  # one text for every id: one plan
         metrics = (await c.get("/metrics")).text
     assert 'path="/{type}/{id}/$graphql"' in metrics and 'path="/Claim' not in metrics
+
+
+# -- the README's curl examples, on the demo data -------------------------------------------------------------
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+SECTION = README.split("## FHIR GraphQL endpoints and `/metadata`", 1)[1].split("\n## ", 1)[0]
+
+
+def _curl_examples() -> list[tuple[list[str], dict[str, Any]]]:
+    """Each `curl` command of the section followed by a `# {...}` line: (its arguments, the answer it shows)."""
+    out = []
+    for block in re.findall(r"```sh\n(.*?)```", SECTION, re.S):
+        lines = block.replace("\\\n", " ").splitlines()
+        for i, command in enumerate(lines[:-1]):
+            if command.startswith("curl ") and lines[i + 1].startswith("# {"):
+                shown = lines[i + 1][2:]
+                for more in lines[i + 2 :]:  # an answer wrapped onto `#  ` lines
+                    if not more.startswith("#  "):
+                        break
+                    shown += more[3:]
+                out.append((shlex.split(command)[1:], json.loads(shown)))
+    return out
+
+
+async def _curl(client: httpx.AsyncClient, args: list[str]) -> httpx.Response:
+    """The few curl options the README uses, sent through the test client."""
+    method, url, headers, data, get = None, "", {}, None, False
+    params: list[tuple[str, str]] = []
+    it = iter(args)
+    for arg in it:
+        if arg == "-X":
+            method = next(it)
+        elif arg == "-H":
+            name, _, value = next(it).partition(":")
+            headers[name.strip().lower()] = value.strip()
+        elif arg in ("-d", "--data-binary"):
+            data = next(it).encode()
+            headers.setdefault("content-type", "application/x-www-form-urlencoded")  # curl's default for -d
+        elif arg == "--data-urlencode":
+            params.append(tuple(next(it).split("=", 1)))  # type: ignore[arg-type]
+        elif arg == "-G":
+            get = True
+        elif arg.startswith("http"):
+            url = urllib.parse.urlsplit(arg).path
+    if get:
+        return await client.get(url, params=params, headers=headers)
+    return await client.request(method or "POST", url, content=data, headers=headers)
+
+
+async def test_the_readme_curl_examples_answer_as_shown(client: httpx.AsyncClient) -> None:
+    examples = _curl_examples()
+    assert len(examples) >= 4, examples
+    for args, shown in examples:
+        response = await _curl(client, args)
+        got = response.json()
+        for error in got.get("errors", ()):
+            error["extensions"].pop("requestId", None)
+        assert got == shown, (args, response.text)
