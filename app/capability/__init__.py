@@ -41,8 +41,7 @@ def _search_param(param: SearchParam) -> dict[str, Any]:
     if param.url:
         out["definition"] = param.url
     out["type"] = param.type
-    argument = param.code.replace("-", "_")
-    out["documentation"] = f"{param.description} (GraphQL argument `{argument}`)".lstrip()
+    out["documentation"] = f"{param.description} (GraphQL argument `{param.arg_name}`)".lstrip()
     return out
 
 
