@@ -1,4 +1,5 @@
-"""The HTTP face of FinGate: Starlette routes for GraphQL, health, readiness and metrics."""
+"""The HTTP face of FinGate: Starlette routes for GraphQL (`/graphql`, `/$graphql`, `/{Type}/{id}/$graphql`),
+the CapabilityStatement (`/metadata`), health, readiness and metrics."""
 
 from __future__ import annotations
 
@@ -27,18 +28,23 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLRequestData
 from strawberry.http.parse_content_type import parse_content_type
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 
 from app import auth, errors
 from app.caching import ConditionalGET
+from app.capability import capability_statement
 from app.embedded import EmbeddedMongo
 from app.explorer import STATIC_DIR, STATIC_PATH, explorer_page
 from app.fhir.decimals import plain_text
+from app.fhir.model import SERVED
 from app.graphql.apq import PersistedQueries
 from app.graphql.compat import QuietView, graphql_schema
 from app.graphql.compiled import compiled_execution
 from app.graphql.context import Context
+from app.graphql.instance import InstanceQuery, instance_query
 from app.graphql.limits import BodyLimit, Limits, within
 from app.graphql.resolvers import BATCH_FORMS
 from app.metrics import ERRORS, LATENCY, REGISTRY, REQUESTS
@@ -88,6 +94,12 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
         log.error("request %s: unexpected error at %s", request_id, error.path, exc_info=original)
         out["message"] = f"Internal error; quote request id {request_id} to find it in the server log"
         out["extensions"] = {"code": errors.INTERNAL, "requestId": request_id}
+        return out
+    if "operationOutcome" not in out["extensions"] and error.locations:
+        # Something to point at (a parse or validation error, a limit): where in the query text.
+        issue = errors.outcome_issue(out["message"])
+        issue["location"] = [f"line {loc.line}, column {loc.column}" for loc in error.locations]
+        out["extensions"]["operationOutcome"] = errors.operation_outcome([issue])
     return out
 
 
@@ -114,6 +126,22 @@ def error_response(
 
 def unauthenticated(message: str) -> HTTPError:
     return HTTPError(401, errors.UNAUTHENTICATED, message, {"www-authenticate": 'Bearer realm="fingate"'})
+
+
+class _FormRequestData(GraphQLRequestData):
+    """A request whose body came form-encoded: queries only."""
+
+
+class _AsGet:
+    """A request adapter that answers `method` with GET (what Strawberry's operation-type check reads)."""
+
+    def __init__(self, adapter: Any) -> None:
+        self._adapter = adapter
+
+    method = "GET"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._adapter, name)
 
 
 class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
@@ -148,12 +176,18 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
             response = await self.run(Request(scope, receive))
         except HTTPException as exc:
             code = getattr(exc, "code", None) or _CODE_OF_STATUS.get(exc.status_code, errors.BAD_USER_INPUT)
-            response = error_response(exc.status_code, code, exc.reason, request_id, getattr(exc, "headers", None))
+            headers = getattr(exc, "headers", None) or ({"allow": "GET, POST"} if exc.status_code == 405 else None)
+            response = error_response(exc.status_code, code, exc.reason, request_id, headers)
         await response(scope, receive, send)
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # A persisted query's GET has no `query` either; curl's `*/*` must get JSON, not the page.
-        return "extensions" not in request.query_params and super().should_render_graphql_ide(request)
+        # An instance-level `$graphql` is an API answer only (the explorer talks to /graphql).
+        return (
+            "extensions" not in request.query_params
+            and not request.path_params
+            and super().should_render_graphql_ide(request)
+        )
 
     async def render_graphql_ide(self, request: Any) -> Response:
         return HTMLResponse(self.explorer_html)
@@ -184,30 +218,105 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         )
 
     async def parse_http_body(self, request: Any) -> Any:
+        resource_type = request.path_params.get("type")
+        if resource_type is not None and resource_type not in SERVED:
+            raise HTTPError(404, errors.NOT_FOUND, f"{resource_type!r} is not a resource type this server serves")
         if request.method == "POST":
             media_type, _ = parse_content_type(request.content_type or "")
+            if media_type.lower() == "application/graphql":
+                return await self._graphql_body(request)
+            if media_type.lower() == "application/x-www-form-urlencoded":
+                return await self._form_body(request)
             if media_type.lower() != "application/json":
                 raise HTTPError(
-                    415, errors.BAD_USER_INPUT, f"send Content-Type: application/json, not {media_type or 'none'!r}"
+                    415,
+                    errors.BAD_USER_INPUT,
+                    f"send Content-Type: application/json (or application/graphql), not {media_type or 'none'!r}",
                 )
         return await super().parse_http_body(request)
+
+    async def _form_body(self, request: Any) -> GraphQLRequestData:
+        """curl's `-d` default: a JSON body sent as a form. A cross-site HTML form can send this type without
+        a CORS preflight, so such a body runs queries only, as a GET does (no write by a forged form)."""
+        data = self.parse_json(await request.get_body())
+        if not isinstance(data, dict):
+            raise HTTPError(400, errors.BAD_USER_INPUT, "the request body must be one JSON object (no batches)")
+        for name, kind in (("query", str), ("variables", dict), ("extensions", dict), ("operationName", str)):
+            if not isinstance(data.get(name), kind | None):
+                raise HTTPError(400, errors.BAD_USER_INPUT, f"the body's {name!r} must be a {kind.__name__} or null")
+        return _FormRequestData(
+            query=data.get("query"),
+            variables=data.get("variables"),
+            operation_name=data.get("operationName"),
+            extensions=data.get("extensions"),
+        )
+
+    async def _graphql_body(self, request: Any) -> GraphQLRequestData:
+        """GraphQL over HTTP's `application/graphql`: the body is the query text; variables, operationName
+        and extensions may come in the URL, as for a GET."""
+        try:
+            query = (await request.get_body()).decode()
+        except UnicodeDecodeError:
+            raise HTTPError(400, errors.BAD_USER_INPUT, "the request body is not UTF-8") from None
+        params = self.parse_query_params(request.query_params)
+        for name in ("variables", "extensions"):
+            if not isinstance(params.get(name), dict | None):
+                raise HTTPError(400, errors.BAD_USER_INPUT, f"the URL's {name!r} must be a JSON object")
+        return GraphQLRequestData(
+            query=query,
+            variables=params.get("variables"),
+            operation_name=params.get("operationName"),
+            extensions=params.get("extensions"),
+        )
 
     async def execute_operation(self, request: Any, request_data: Any, context: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         if not isinstance(context, Context):  # unreachable by construction: no operation runs without a caller
             raise unauthenticated("send Authorization: Bearer <JWT>")
         # Batched bodies are refused while parsing (Strawberry's batching is off): one operation per request.
 
+        instance = request.path_params  # [base]/{Type}/{id}/$graphql: {type, id}; else empty
+
+        def runs_as(text: str) -> str:
+            rewritten = instance_query(text, instance["type"], instance["id"], None)
+            return rewritten.text if rewritten is not None else text
+
         async def run() -> Any:
             try:  # automatic persisted queries (app/graphql/apq.py): the text to run, from the request or the store
-                request_data.query = await self.persisted_queries.resolve(request_data.query, request_data.extensions)
+                request_data.query = await self.persisted_queries.resolve(
+                    request_data.query, request_data.extensions, runs_as if instance else None
+                )
             except errors.FinGateError as error:
                 return ExecutionResult(data=None, errors=[GraphQLError(error.message, original_error=error)])
             # The latency histogram's label: an operation keyword, or `query` for the shorthand `{ ... }`.
             match = _OPERATION.match(_COMMENTS.sub("", getattr(request_data, "query", None) or ""))
             request.scope["fingate.operation"] = match.group(1) if match else "query"
-            return await super(FinGateGraphQL, self).execute_operation(
-                request=request, request_data=request_data, context=context, **kwargs
-            )
+            if instance and request_data.query:
+                try:
+                    rewritten = instance_query(
+                        request_data.query, instance["type"], instance["id"], request_data.variables
+                    )
+                except errors.FinGateError as error:
+                    return ExecutionResult(data=None, errors=[GraphQLError(error.message, original_error=error)])
+                if rewritten is not None:
+                    request.scope["fingate.instance"] = rewritten
+                    request_data.query, request_data.variables = rewritten.text, rewritten.variables
+            form = isinstance(request_data, _FormRequestData)
+            if form:  # queries only: Strawberry's operation-type check as for a GET
+                kwargs["request_adapter"] = _AsGet(kwargs["request_adapter"])
+            try:
+                return await super(FinGateGraphQL, self).execute_operation(
+                    request=request, request_data=request_data, context=context, **kwargs
+                )
+            except HTTPException as exc:
+                if isinstance(exc.__cause__, InvalidOperationTypeError) and form:
+                    message = "a form-encoded body (curl -d's default) runs queries only: send this as application/json"
+                    raise HTTPError(415, errors.BAD_USER_INPUT, message) from None
+                if isinstance(exc.__cause__, InvalidOperationTypeError) and request.method == "GET":
+                    # GraphQL over HTTP: the method is wrong, not the request (HTTP 405 and the method that works).
+                    raise HTTPError(
+                        405, errors.BAD_USER_INPUT, f"{exc.reason}: send it with POST", {"allow": "POST"}
+                    ) from None
+                raise
 
         # The whole request, the persisted-query lookup included, within the request timeout.
         return await within(self.limits.request_timeout, run(), self.store)
@@ -249,7 +358,8 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
                 ERRORS.labels(e["extensions"]["code"]).inc()
         if result.extensions:
             out["extensions"] = result.extensions
-        return out
+        instance: InstanceQuery | None = request.scope.get("fingate.instance")
+        return instance.unwrap(out) if instance is not None else out
 
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         return outage_response(super().create_response(response_data, sub_response), response_data)
@@ -269,6 +379,19 @@ def outage_response(response: Response, body: Any) -> Response:
     ):
         response.status_code = 503
     return response
+
+
+class JSONCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with a refused preflight answered as JSON with a code (its own answer is text/plain)."""
+
+    def preflight_response(self, request_headers: Any) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        message = f"{bytes(response.body).decode()}: not allowed by FINGATE_CORS_ORIGINS"
+        body = {"errors": [{"message": message, "extensions": {"code": errors.FORBIDDEN}}]}
+        headers = {k: v for k, v in response.headers.items() if k.startswith("access-control-")}
+        return Response(dumps(body), status_code=400, media_type="application/json", headers=headers)
 
 
 # /readyz answers within this, whatever the database does.
@@ -329,8 +452,9 @@ class RequestMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             path = scope["path"]
-            REQUESTS.labels(path if path in _KNOWN_PATHS else "other", scope["method"], str(status)).inc()
-            if path == "/graphql":
+            label = _INSTANCE_LABEL if _INSTANCE_PATH.match(path) else path if path in _KNOWN_PATHS else "other"
+            REQUESTS.labels(label, scope["method"], str(status)).inc()
+            if label in _GRAPHQL_PATHS:
                 LATENCY.labels(scope.get("fingate.operation", "query")).observe(elapsed)
             line = {
                 "request_id": request_id,
@@ -344,7 +468,11 @@ class RequestMiddleware:
             access_log.info(json.dumps(line))
 
 
-_KNOWN_PATHS = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
+_INSTANCE_LABEL = "/{type}/{id}/$graphql"
+_INSTANCE_PATH = re.compile(r"^/[^/]+/[^/]+/\$graphql$")
+_GRAPHQL_PATHS = frozenset({"/graphql", "/$graphql", _INSTANCE_LABEL})
+_KNOWN_PATHS = frozenset({*_GRAPHQL_PATHS, "/metadata", "/healthz", "/readyz", "/metrics"})
+FHIR_JSON = "application/fhir+json"
 
 
 def create_app(
@@ -368,6 +496,11 @@ def create_app(
     graphql_app = FinGateGraphQL(executable, store, persisted_queries, settings, authenticator)
     graphql_endpoint = ConditionalGET(graphql_app, settings.cache_control)
     metrics_token = settings.metrics_token.get_secret_value().encode() if settings.metrics_token else None
+    # Public, as FHIR's `metadata` is: it describes what is served and reveals no data. Built once.
+    capabilities = dumps(capability_statement(settings, secured=authenticator is not None))
+
+    async def metadata(request: Request) -> Response:
+        return Response(capabilities, media_type=FHIR_JSON)
 
     async def healthz(request: Request) -> Response:
         if process_healthy(embedded):
@@ -412,6 +545,10 @@ def create_app(
     app = Starlette(
         routes=[
             Route("/graphql", graphql_endpoint),  # the view answers other methods with a JSON 405
+            Route("/$graphql", graphql_endpoint),  # FHIR GraphQL's system level: the same endpoint
+            # The instance level: the view runs the query with that resource as its root (app/graphql/instance.py).
+            Route("/{type}/{id}/$graphql", graphql_endpoint),
+            Route("/metadata", metadata, methods=["GET"]),
             Mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="graphiql"),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
@@ -424,7 +561,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,  # type: ignore[arg-type]
+            JSONCORSMiddleware,  # type: ignore[arg-type]
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type", "x-request-id"],

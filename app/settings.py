@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     jwt_issuer: str | None = Field(default=None, description="Required `iss` claim, when set.")
     jwt_audience: str | None = Field(default=None, description="Required `aud` claim, when set.")
     tenant_claim: str = Field(default="tenant", description="The JWT claim naming the caller's tenant.")
+    smart_authorize_url: str | None = Field(
+        default=None, description="The authorization server's authorize endpoint, advertised in /metadata (SMART)."
+    )
+    smart_token_url: str | None = Field(
+        default=None, description="The authorization server's token endpoint, advertised in /metadata (SMART)."
+    )
     default_tenant: str = Field(default="default", description="The tenant without auth, and of `fingate load`.")
     max_depth: int = Field(default=12, description="Deepest field nesting a query may have.")
     max_aliases: int = Field(default=30, description="Most aliased fields in one document.")

@@ -1,4 +1,5 @@
-"""Default deny with auth on: whatever a request looks like, without a valid token it gets a 401 or the explorer page."""
+"""Default deny with auth on: whatever a request looks like, without a valid token it gets a 401, the explorer page,
+or the CapabilityStatement (`/metadata`: public, as FHIR's is, and it holds no data)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from app.capability import capability_statement
 from app.explorer import explorer_page
 from app.graphql.apq import sha256
+from app.http import dumps
+from app.settings import Settings
 from app.store import Store
 from tests.harness import error_codes
 from tests.test_mutations import PATIENT
@@ -21,13 +25,17 @@ from tests.tokens import authed_client, bearer, post, token
 
 PROBE = "{ AuditLog(_count: 2) { sub type id } PatientList(_count: 2) { id } }"
 PAGE = explorer_page().encode()
+# What /metadata says with auth on; no tenant's data is in it (it is built before any request).
+METADATA = dumps(capability_statement(Settings(), secured=True))
+INSTANCE = "/Patient/probe/$graphql"  # the instance level, for a Patient that may or may not exist
+CREATED: dict[str, str] = {}  # the fixture's Patient id, for the control
 
 REQUESTS = settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 
 @pytest.fixture(scope="module")
 async def store(mongo_uri: str) -> AsyncIterator[Store]:
-    """A tenant with data and the probe stored as a persisted query, so a leak would show."""
+    """A tenant with data and the probes stored as persisted queries, so a leak would show."""
     from tests.conftest import fresh_store
 
     async with fresh_store(mongo_uri) as s:
@@ -37,7 +45,9 @@ async def store(mongo_uri: str) -> AsyncIterator[Store]:
                 c, "mutation($r: PatientInput!) { PatientCreate(res: $r) { id } }", token(), {"r": PATIENT}
             )
             assert not created.json().get("errors"), created.text
+        CREATED["patient"] = created.json()["data"]["PatientCreate"]["id"]
         await s.put_query(sha256(PROBE), PROBE)
+        await s.put_query(sha256(INSTANCE_PROBE), INSTANCE_PROBE)
         yield s
 
 
@@ -48,7 +58,10 @@ async def client(store: Store) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def _refused_or_page(response: httpx.Response) -> None:
-    """The only two answers an unauthenticated caller may get from a server with auth on."""
+    """The only answers an unauthenticated caller may get from a server with auth on."""
+    if response.status_code == 200 and response.url.path == "/metadata":
+        assert response.headers["content-type"] == "application/fhir+json" and response.content == METADATA
+        return
     if response.status_code == 200:
         assert response.headers["content-type"].startswith("text/html") and response.content == PAGE, response.text
         return
@@ -87,8 +100,30 @@ async def test_with_a_token_the_same_requests_run(client: httpx.AsyncClient) -> 
     """The control: the requests above are refused for want of a token, not because they cannot run."""
     tok = bearer(token(scope="user/*.rs system/AuditEvent.r"))
     raw = "%71uery=" + urllib.parse.quote(PROBE)
-    response = await client.get(f"/graphql?{raw}", headers={"accept": "application/json", **tok})
-    assert response.status_code == 200 and response.json()["data"]["PatientList"], response.text
+    for path in ("/graphql", "/$graphql"):
+        response = await client.get(f"{path}?{raw}", headers={"accept": "application/json", **tok})
+        assert response.status_code == 200 and response.json()["data"]["PatientList"], response.text
+    raw = "%71uery=" + urllib.parse.quote(INSTANCE_PROBE)
+    path = f"/Patient/{CREATED['patient']}/$graphql"
+    response = await client.get(f"{path}?{raw}", headers={"accept": "application/json", **tok})
+    assert response.status_code == 200 and response.json()["data"]["id"] == CREATED["patient"], response.text
+
+
+async def test_graphql_endpoints_refuse_without_a_token(client: httpx.AsyncClient) -> None:
+    for path in ("/$graphql", INSTANCE, f"/Patient/{CREATED['patient']}/$graphql", "/Nonsense/x/$graphql"):
+        for headers in ({"accept": "text/html"}, {"accept": "application/json"}):
+            response = await client.get(f"{path}?query={urllib.parse.quote(INSTANCE_PROBE)}", headers=headers)
+            assert response.status_code == 401, (path, response.text)
+            _refused_or_page(response)
+        _refused_or_page(response := await client.post(path, json={"query": INSTANCE_PROBE}))
+        assert response.status_code == 401
+
+
+async def test_metadata_needs_no_token_and_reads_nothing(client: httpx.AsyncClient, store: Store) -> None:
+    before = store.commands.count
+    response = await client.get("/metadata", headers={"authorization": "Bearer nonsense"})
+    assert response.status_code == 200 and response.content == METADATA
+    assert store.commands.count == before
 
 
 async def test_metrics_need_their_own_token(store: Store) -> None:
@@ -121,10 +156,18 @@ def _encoded(text: str, draw: Any) -> str:
     )
 
 
+INSTANCE_PROBE = "{ id name { family } }"
 PARAMS = {
-    "query": st.sampled_from([PROBE, "{ __typename }", 'mutation { PatientDelete(id: "x") { id } }', ""]),
+    "query": st.sampled_from(
+        [PROBE, INSTANCE_PROBE, "{ __typename }", 'mutation { PatientDelete(id: "x") { id } }', ""]
+    ),
     "extensions": st.sampled_from(
-        [json.dumps({"persistedQuery": {"version": 1, "sha256Hash": sha256(PROBE)}}), "{}", "not json"]
+        [
+            json.dumps({"persistedQuery": {"version": 1, "sha256Hash": sha256(PROBE)}}),
+            json.dumps({"persistedQuery": {"version": 1, "sha256Hash": sha256(INSTANCE_PROBE)}}),
+            "{}",
+            "not json",
+        ]
     ),
     "variables": st.sampled_from(["{}", '{"n": 1}', "[1]", "1" * 5000]),
     "operationName": st.sampled_from(["A", ""]),
@@ -164,9 +207,18 @@ def requests(draw: Any) -> dict[str, Any]:
         body: Any = [single, single] if draw(st.booleans()) else single  # batched bodies too
         content = json.dumps(body).encode()
         headers["content-type"] = draw(
-            st.sampled_from(["application/json", "application/json; charset=utf-8", "application/jsonp", "text/plain"])
+            st.sampled_from(
+                [
+                    "application/json",
+                    "application/json; charset=utf-8",
+                    "application/jsonp",
+                    "text/plain",
+                    "application/graphql",
+                    "application/x-www-form-urlencoded",
+                ]
+            )
         )
-    path = draw(st.sampled_from(["/graphql", "/metrics"]))
+    path = draw(st.sampled_from(["/graphql", "/metrics", "/$graphql", INSTANCE, "/Nonsense/x/$graphql", "/metadata"]))
     return {
         "method": method,
         "url": f"{path}?{query_string}" if query_string else path,
@@ -179,7 +231,7 @@ def requests(draw: Any) -> dict[str, Any]:
 @given(request=requests())
 async def test_no_token_no_data_whatever_the_request(client: httpx.AsyncClient, request: dict[str, Any]) -> None:
     response = await client.request(**request)
-    if request["url"].startswith("/metrics") and request["method"] not in ("GET", "HEAD"):
+    if request["url"].startswith(("/metrics", "/metadata")) and request["method"] not in ("GET", "HEAD"):
         assert response.status_code == 405 and error_codes(response.json()) == ["BAD_USER_INPUT"]
         return
     if request["method"] == "HEAD":

@@ -160,11 +160,26 @@ class SearchParam:
     expression: str
     targets: tuple[str, ...]
     description: str
+    url: str = ""  # its SearchParameter's canonical URL; "" for FinGate's own
 
     @property
     def arg_name(self) -> str:
         """GraphQL argument name: `-` written `_`."""
         return self.code.replace("-", "_")
+
+
+# The common parameters every served type has beside its own (R5's Resource-id and Resource-lastUpdated).
+COMMON_SEARCH = (
+    SearchParam("_id", "token", "", (), "The resource id", "http://hl7.org/fhir/SearchParameter/Resource-id"),
+    SearchParam(
+        "_lastUpdated",
+        "date",
+        "",
+        (),
+        "When the resource's current version was written",
+        "http://hl7.org/fhir/SearchParameter/Resource-lastUpdated",
+    ),
+)
 
 
 def _load_definition(name: str) -> dict:
@@ -224,6 +239,10 @@ class Spec:
                         if t not in PRIMITIVE_SCALARS and t not in self.types and t not in pending and t != "Resource":
                             pending.append(t)
         self.search_params = self._read_search_params()
+
+    def served_search_params(self, resource_type: str) -> list[SearchParam]:
+        """Every search parameter a served type answers: its own (R5's and FinGate's) and the common ones."""
+        return [*self.search_params[resource_type].values(), *COMMON_SEARCH]
 
     def reference_params(self, resource_type: str) -> list[SearchParam]:
         """The reference search parameters of a served type, by code (what a reverse reference can follow)."""
@@ -311,6 +330,7 @@ class Spec:
                     expression=p.get("expression") or "",
                     targets=tuple(p.get("target") or ()),
                     description=p.get("description", ""),
+                    url=p.get("url", ""),
                 )
                 for p in params
                 if p["type"] not in _UNSERVED_TYPES

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,11 @@ class PersistedQueries:
         self.allowlist = allowlist
         self._known: dict[str, str] = {}
 
-    async def resolve(self, query: str | None, extensions: dict[str, Any] | None) -> str | None:
+    async def resolve(
+        self, query: str | None, extensions: dict[str, Any] | None, runs_as: Callable[[str], str] | None = None
+    ) -> str | None:
+        """`runs_as`: the text that actually runs for a query text (an instance-level `$graphql` query's rewrite),
+        which is what must validate for the query to be stored."""
         wanted = _wanted_hash(extensions)
         if query is None:
             return None if wanted is None else await self._stored_or_not_found(wanted)
@@ -69,7 +73,7 @@ class PersistedQueries:
                     "only stored queries run on this server (allowlist mode): store it with `fingate persist FILE`",
                 )
         elif wanted is not None:
-            await self._register(digest, query)
+            await self._register(digest, query, runs_as)
         return query
 
     async def _stored_or_not_found(self, wanted: str) -> str:
@@ -87,9 +91,15 @@ class PersistedQueries:
                 self._remember(digest, query)
         return query
 
-    async def _register(self, digest: str, query: str) -> None:
+    async def _register(self, digest: str, query: str, runs_as: Callable[[str], str] | None) -> None:
         # Only valid documents are stored: anyone may register, garbage must not pile up.
-        if digest in self._known or validation_errors(self.schema, query):
+        if digest in self._known:
+            return
+        try:
+            runnable = runs_as(query) if runs_as is not None else query
+        except errors.FinGateError:
+            return
+        if validation_errors(self.schema, runnable):
             return
         await self.store.put_query(digest, query)
         self._remember(digest, query)

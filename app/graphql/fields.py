@@ -26,11 +26,6 @@ SEARCH_TYPE_HINTS = {
     "uri": "exact URI",
 }
 
-COMMON_SEARCH = (
-    SearchParam("_id", "token", "", (), "The resource id"),
-    SearchParam("_lastUpdated", "date", "", (), "When the resource's current version was written"),
-)
-
 
 @dataclass(frozen=True)
 class FieldSpec:
@@ -110,8 +105,7 @@ def search_description(param: SearchParam) -> str:
 
 def search_args(model: Spec, resource_type: str) -> list[SearchParam]:
     """The search parameters of a type plus `_id` and `_lastUpdated`, sorted by argument name."""
-    params = [*model.search_params[resource_type].values(), *COMMON_SEARCH]
-    return sorted(params, key=lambda p: p.arg_name)
+    return sorted(model.served_search_params(resource_type), key=lambda p: p.arg_name)
 
 
 def reference_params(model: Spec, resource_type: str) -> list[SearchParam]:
