@@ -42,6 +42,7 @@ from app.graphql.context import Context
 from app.graphql.limits import BodyLimit, Limits, within
 from app.graphql.resolvers import BATCH_FORMS
 from app.metrics import ERRORS, LATENCY, REGISTRY, REQUESTS
+from app.payments import Payments, WebhookRefused
 from app.settings import Settings
 from app.store import Store
 
@@ -344,7 +345,7 @@ class RequestMiddleware:
             access_log.info(json.dumps(line))
 
 
-_KNOWN_PATHS = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
+_KNOWN_PATHS = frozenset({"/graphql", "/healthz", "/readyz", "/metrics", "/webhooks/stripe"})
 
 
 def create_app(
@@ -368,6 +369,17 @@ def create_app(
     graphql_app = FinGateGraphQL(executable, store, persisted_queries, settings, authenticator)
     graphql_endpoint = ConditionalGET(graphql_app, settings.cache_control)
     metrics_token = settings.metrics_token.get_secret_value().encode() if settings.metrics_token else None
+    payments = Payments(store, settings)
+
+    async def stripe_webhook(request: Request) -> Response:
+        # Authenticated by the Stripe-Signature alone (no JWT): it posts payments and answers only an outcome,
+        # never stored data (README "Patient pay").
+        request_id = request.scope.get("fingate.request_id", "-")
+        try:
+            reply = await payments.receive(await request.body(), request.headers.get("stripe-signature"), request_id)
+        except WebhookRefused as refused:
+            return error_response(refused.status, refused.code, refused.message, request_id)
+        return JSONResponse(reply.body, status_code=reply.status)
 
     async def healthz(request: Request) -> Response:
         if process_healthy(embedded):
@@ -416,6 +428,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
         ],
         lifespan=lifespan,
         exception_handlers={StarletteHTTPException: http_error},
