@@ -494,3 +494,72 @@ async def test_a_failure_mid_posting_leaves_nothing_half_done(
     accepted(await deliver(client, event))  # Stripe's retry of the same event
     assert len(await payments_of(store, invoice)) == 1
     assert await invoice_status(store, invoice) == "balanced"
+
+
+# -- GraphQL: PaymentEvents for an admin scope ---------------------------------------------------------------------
+
+EVENTS_QUERY = """
+query($id: String, $outcome: String, $n: Int) {
+  PaymentEvents(eventId: $id, outcome: $outcome, _count: $n) {
+    eventId type outcome reason deliveries duplicateOf paymentIntent receivedAt
+    amount { value currency }
+    invoice { reference resource { ... on Invoice { id status billing { paid { value currency } balance { value } } } } }
+    produced { reference resource { ... on PaymentReconciliation { id amount { value currency } cardBrand accountNumber } } }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+async def test_payment_events_show_outcomes_and_traverse_what_they_produced(store: Store, compiled: bool) -> None:
+    async with authed_client(store, stripe_webhook_secrets=SECRETS, compiled=compiled) as c:
+        invoice = await new_invoice(store, "90.00")
+        event = intent_succeeded(invoice, 4000, last4="1881")
+        accepted(await deliver(c, event))
+        accepted(await deliver(c, event), "duplicate")
+        result = (await post(c, EVENTS_QUERY, token(scope=ADMIN), {"id": event["id"]})).json()
+        assert "errors" not in result, result
+        duplicate, first = result["data"]["PaymentEvents"]  # newest first
+        assert first["outcome"] == "accepted" and first["deliveries"] == 2 and first["reason"] is None
+        assert first["amount"] == {"value": "40.00", "currency": "USD"}
+        assert first["paymentIntent"] == event["data"]["object"]["id"]
+        # A partial payment: the Invoice stays issued, and its billing view shows what was paid.
+        assert first["invoice"]["resource"] == {
+            "id": invoice,
+            "status": "issued",
+            "billing": {"paid": [{"value": "40.00", "currency": "USD"}], "balance": [{"value": "50.00"}]},
+        }
+        [made] = first["produced"]
+        assert made["resource"]["amount"] == {"value": "40.00", "currency": "USD"}
+        assert made["resource"]["accountNumber"] == "1881" and made["resource"]["cardBrand"] == "visa"
+        assert duplicate["outcome"] == "duplicate" and duplicate["duplicateOf"] == event["id"]
+        assert duplicate["produced"] == [] and duplicate["amount"] is None
+
+
+async def test_payment_events_filter_page_and_note_truncation(client: httpx.AsyncClient, store: Store) -> None:
+    invoice = await new_invoice(store, "10.00")
+    event = intent_succeeded(invoice, 1000)
+    for _ in range(3):
+        await deliver(client, event)
+    result = (await post(client, EVENTS_QUERY, token(scope=ADMIN), {"id": event["id"], "n": 2})).json()
+    assert [e["outcome"] for e in result["data"]["PaymentEvents"]] == ["duplicate", "duplicate"]
+    assert result["extensions"]["truncated"] == [{"path": ["PaymentEvents"], "returned": 2, "more": True}]
+    only = (await post(client, EVENTS_QUERY, token(scope=ADMIN), {"id": event["id"], "outcome": "accepted"})).json()
+    assert [e["outcome"] for e in only["data"]["PaymentEvents"]] == ["accepted"]
+    bad = (await post(client, EVENTS_QUERY, token(scope=ADMIN), {"outcome": "paid"})).json()
+    assert error_codes(bad) == ["BAD_USER_INPUT"]
+
+
+async def test_payment_events_need_the_admin_scope_and_stay_in_their_tenant(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    for scope in ("user/*.cruds", "patient/*.rs", "system/Invoice.rs"):
+        refused = (await post(client, EVENTS_QUERY, token(scope=scope), {})).json()
+        assert refused["data"] == {"PaymentEvents": None} and error_codes(refused) == ["FORBIDDEN"], (scope, refused)
+    invoice = await new_invoice(store, "10.00", tenant=OTHER)
+    theirs = intent_succeeded(invoice, 1000)
+    accepted(await deliver(client, theirs, secret=OTHER_SECRET))
+    in_other = (await post(client, EVENTS_QUERY, token(scope=ADMIN, tenant=OTHER), {"id": theirs["id"]})).json()
+    assert [e["outcome"] for e in in_other["data"]["PaymentEvents"]] == ["accepted"]
+    in_ours = (await post(client, EVENTS_QUERY, token(scope=ADMIN), {"id": theirs["id"]})).json()
+    assert in_ours["data"]["PaymentEvents"] == []
