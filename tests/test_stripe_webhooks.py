@@ -8,16 +8,22 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
 from app.fhir.values import Resource
+from app.payments import Payments
+from app.payments.posting import ABANDONED_AFTER
+from app.settings import Settings
 from app.store import Store
 from app.writes import Writer
 from tests.harness import error_codes
@@ -28,6 +34,7 @@ NEW_SECRET = "whsec_" + "n" * 32
 OLD_SECRET = "whsec_" + "o" * 32
 OTHER_SECRET = "whsec_" + "b" * 32
 SECRETS = {TENANT: [NEW_SECRET, OLD_SECRET], OTHER: [OTHER_SECRET]}
+README = Path(__file__).resolve().parents[1] / "README.md"
 ADMIN = "system/*.rs"  # the admin scope that reads PaymentEvents (as the audit log)
 
 
@@ -563,3 +570,41 @@ async def test_payment_events_need_the_admin_scope_and_stay_in_their_tenant(
     assert [e["outcome"] for e in in_other["data"]["PaymentEvents"]] == ["accepted"]
     in_ours = (await post(client, EVENTS_QUERY, token(scope=ADMIN), {"id": theirs["id"]})).json()
     assert in_ours["data"]["PaymentEvents"] == []
+
+
+async def test_an_abandoned_claim_is_taken_over_by_the_next_delivery(store: Store) -> None:
+    """A process that died mid-posting leaves the event `processing` (nothing committed): a delivery while the
+    claim is fresh is a duplicate; one after ABANDONED_AFTER posts it. The clock is injected."""
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    clock = {"now": now}
+    invoice = await new_invoice(store, "15.00")
+    event = intent_succeeded(invoice, 1500)
+    events = store.for_tenant(TENANT).received_events()
+    assert await events.claim(event["id"], {"type": event["type"]}, now, now - ABANDONED_AFTER) is not None
+    app_payments = Payments(store, Settings(stripe_webhook_secrets=SECRETS), clock=lambda: clock["now"])
+    payload = json.dumps(event).encode()
+    fresh = await app_payments.receive(payload, signature(payload, NEW_SECRET))
+    assert fresh.body["outcome"] == "duplicate" and await payments_of(store, invoice) == []
+    clock["now"] = now + ABANDONED_AFTER + timedelta(seconds=1)
+    later = await app_payments.receive(payload, signature(payload, NEW_SECRET))
+    assert later.body["outcome"] == "accepted"
+    assert len(await payments_of(store, invoice)) == 1 and await invoice_status(store, invoice) == "balanced"
+
+
+async def test_the_readme_walk_through(store: Store) -> None:
+    """The README's event, signed as its curl step signs it, then its GraphQL step: a balanced Invoice."""
+    section = README.read_text().split("## Patient pay: Stripe webhooks", 1)[1].split("\n## ", 1)[0]
+    (example,) = re.findall(r"```json\n(.*?)```", section, re.S)
+    query = re.findall(r"```graphql\n(.*?)```", section, re.S)[-1]
+    invoice = await new_invoice(store, "120.00")
+    event = json.loads(example.replace("<the Invoice id>", invoice))
+    event["id"] = _id("evt")  # the module's other tests share the tenant
+    event["data"]["object"]["id"] = _id("pi")
+    async with authed_client(store, stripe_webhook_secrets=SECRETS) as c:
+        accepted(await deliver(c, event))
+        result = (await post(c, query.replace("<the Invoice id>", invoice), token(scope=ADMIN))).json()
+    assert "errors" not in result, result
+    shown = result["data"]["Invoice"]
+    assert shown["status"] == "balanced" and shown["billing"]["paid"] == [{"value": "120.00", "currency": "USD"}]
+    [pr] = shown["PaymentReconciliationList"]
+    assert (pr["processor"], pr["cardBrand"], pr["accountNumber"]) == ("Stripe", "visa", "4242")

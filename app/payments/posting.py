@@ -7,7 +7,7 @@ import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -30,6 +30,9 @@ ACCEPTED, REJECTED, WAITING, DUPLICATE, IGNORED = "accepted", "rejected", "waiti
 OUTCOMES = (ACCEPTED, REJECTED, WAITING, DUPLICATE, IGNORED, FAILED, "processing")
 ACTOR = "stripe-webhook"  # the audit log's `sub` of what a webhook posts
 PROCESSOR = "Stripe"
+# A claim this old that never finished was abandoned (its process died mid-posting; a posting takes seconds, bounded
+# by the database's timeouts): the next delivery of the event takes it over.
+ABANDONED_AFTER = timedelta(minutes=10)
 CONFLICT_ATTEMPTS = 5  # a posting that loses a race to a concurrent one re-reads and tries again this often
 # The refusals that are the event's own (its invoice, its amount, the rules): recorded as rejected, answered 2xx.
 _REFUSALS = (errors.BAD_USER_INPUT, errors.STATUS_RULE, errors.NOT_FOUND, errors.FORBIDDEN)
@@ -179,7 +182,7 @@ class Payments:
         fields = {"type": event["type"], "livemode": bool(event.get("livemode"))}
         now = self.clock()
         try:
-            if await events.claim(event_id, fields, now) is None:
+            if await events.claim(event_id, fields, now, now - ABANDONED_AFTER) is None:
                 await events.record_duplicate(event_id, fields, now)
                 return Reply(200, {"received": True, "eventId": event_id, "outcome": DUPLICATE})
         except errors.FinGateError as exc:

@@ -49,19 +49,25 @@ class PaymentEvents:
     def _id(self, key: str) -> str:
         return f"{self.tenant}/{key}"
 
-    async def claim(self, event_id: str, fields: dict[str, Any], now: datetime) -> dict[str, Any] | None:
+    async def claim(
+        self, event_id: str, fields: dict[str, Any], now: datetime, abandoned_before: datetime
+    ) -> dict[str, Any] | None:
         """Record the event as being posted by this delivery; None when it was received before (the unique
-        key), unless that earlier posting failed, which this delivery then takes over."""
+        key), unless that earlier posting failed, or was claimed before `abandoned_before` and never finished
+        (its process died: its transaction never committed), which this delivery then takes over."""
         doc = {"_id": self._id(event_id), TENANT: self.tenant, "key": event_id, "eventId": event_id, **fields}
-        doc.update(outcome=PROCESSING, receivedAt=now, deliveries=1)
+        doc.update(outcome=PROCESSING, receivedAt=now, claimedAt=now, deliveries=1)
         try:
             await self.events.insert_one(doc)
             return _public(doc)
         except DuplicateKeyError:
             pass
         retaken = await self.events.find_one_and_update(
-            {"_id": self._id(event_id), "outcome": FAILED},
-            {"$set": {"outcome": PROCESSING, "reason": None}, "$inc": {"deliveries": 1}},
+            {
+                "_id": self._id(event_id),
+                "$or": [{"outcome": FAILED}, {"outcome": PROCESSING, "claimedAt": {"$lt": abandoned_before}}],
+            },
+            {"$set": {"outcome": PROCESSING, "reason": None, "claimedAt": now}, "$inc": {"deliveries": 1}},
             return_document=ReturnDocument.AFTER,
         )
         return _public(retaken)
@@ -79,6 +85,7 @@ class PaymentEvents:
             "key": key,
             "eventId": event_id,
             **fields,
+            **{k: first[k] for k in ("paymentIntent", "invoice") if first and first.get(k)},
             "outcome": DUPLICATE,
             "reason": f"event {event_id} was received before (its outcome: {state}); nothing posted again",
             "duplicateOf": event_id,
