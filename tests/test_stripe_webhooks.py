@@ -452,8 +452,12 @@ async def test_the_webhook_reads_nothing(client: httpx.AsyncClient) -> None:
         "/webhooks/stripe", content=probe, headers={"stripe-signature": signature(probe, NEW_SECRET)}
     )
     assert signed.status_code == 400 and error_codes(signed.json()) == ["BAD_USER_INPUT"]
-    got = await client.get("/webhooks/stripe")
-    assert got.status_code == 405 and got.headers["content-type"] == "application/json"
+    for method in ("GET", "PUT", "DELETE", "PATCH"):
+        other = await client.request(
+            method, "/webhooks/stripe", headers={"stripe-signature": signature(b"", NEW_SECRET)}
+        )
+        assert other.status_code == 405 and other.headers["content-type"] == "application/json"
+        assert "data" not in other.json()
 
 
 # -- money ------------------------------------------------------------------------------------------------------
@@ -608,3 +612,29 @@ async def test_the_readme_walk_through(store: Store) -> None:
     assert shown["status"] == "balanced" and shown["billing"]["paid"] == [{"value": "120.00", "currency": "USD"}]
     [pr] = shown["PaymentReconciliationList"]
     assert (pr["processor"], pr["cardBrand"], pr["accountNumber"]) == ("Stripe", "visa", "4242")
+
+
+async def test_concurrent_payments_of_one_invoice_all_post(client: httpx.AsyncClient, store: Store) -> None:
+    """Three payments (three intents) of one Invoice at once: the losers of a write conflict retry, all post,
+    and the Invoice is balanced exactly once, by whichever posted last."""
+    invoice = await new_invoice(store, "30.00")
+    events = [intent_succeeded(invoice, 1000) for _ in range(3)]
+    responses = await asyncio.gather(*(deliver(client, e) for e in events))
+    assert [r.json()["outcome"] for r in responses] == ["accepted"] * 3, [r.text for r in responses]
+    assert sum(p["amount"]["value"] for p in await payments_of(store, invoice)) == Decimal("30.00")
+    assert await invoice_status(store, invoice) == "balanced"
+
+
+async def test_an_unpaid_checkout_session_is_rejected(client: httpx.AsyncClient, store: Store) -> None:
+    invoice = await new_invoice(store, "10.00")
+    event = checkout_completed(invoice, 1000)
+    event["data"]["object"]["payment_status"] = "unpaid"  # a delayed payment method: Stripe reports success later
+    accepted(await deliver(client, event), "rejected")
+    assert await payments_of(store, invoice) == []
+
+
+def test_a_secret_listed_for_two_tenants_is_refused_at_start_up() -> None:
+    from app.payments.signatures import Signatures
+
+    with pytest.raises(ValueError, match="both"):
+        Signatures({"a": [NEW_SECRET], "b": [NEW_SECRET]}, 300)

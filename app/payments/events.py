@@ -41,8 +41,6 @@ class Received:
     tenant: str | None  # the tenant the metadata names
     created: int | None  # the event's `created` (Unix seconds)
     card: dict[str, Any] = field(default_factory=dict)  # brand, last4, funding, exp_month, exp_year
-    charge: str | None = None
-    refunds: list[str] = field(default_factory=list)
 
 
 def amount(minor: int, currency: str) -> Decimal:
@@ -56,6 +54,10 @@ def amount(minor: int, currency: str) -> Decimal:
     if exact != value:
         raise Unreadable(f"{minor} in Stripe's {currency} minor units is not a whole ISO 4217 amount")
     return exact
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _id(value: Any) -> str | None:
@@ -97,10 +99,10 @@ def _minor(obj: dict[str, Any], *names: str) -> int:
 def read(event: dict[str, Any]) -> Received:
     """The handled event `event` (a verified Stripe Event object) as a Received; Unreadable when it cannot be posted."""
     event_type = event["type"]
-    obj = (event.get("data") or {}).get("object")
+    obj = _dict(event.get("data")).get("object")
     if not isinstance(obj, dict):
         raise Unreadable("the event has no data.object")
-    metadata = obj.get("metadata") if isinstance(obj.get("metadata"), dict) else {}
+    metadata = _dict(obj.get("metadata"))
     currency = obj.get("currency")
     if not isinstance(currency, str) or len(currency) != 3:
         raise Unreadable("the event's object has no three-letter currency")
@@ -108,7 +110,7 @@ def read(event: dict[str, Any]) -> Received:
     if event_type == "payment_intent.succeeded":
         intent, minor, charge = obj.get("id"), _minor(obj, "amount_received", "amount"), _intent_charge(obj)
     elif event_type == "checkout.session.completed":
-        if obj.get("payment_status") not in ("paid", "no_payment_required"):
+        if obj.get("payment_status") != "paid":
             raise Unreadable(f"the Checkout Session's payment_status is {obj.get('payment_status')!r}, not 'paid'")
         intent, minor = _id(obj.get("payment_intent")), _minor(obj, "amount_total")
         charge = _intent_charge(obj["payment_intent"]) if isinstance(obj.get("payment_intent"), dict) else None
@@ -117,7 +119,6 @@ def read(event: dict[str, Any]) -> Received:
     invoice = metadata.get(INVOICE_KEY)
     if isinstance(invoice, str) and invoice.startswith("Invoice/"):
         invoice = invoice.removeprefix("Invoice/")
-    refunds = (obj.get("refunds") or {}).get("data") if event_type == "charge.refunded" else None
     return Received(
         event_id=event["id"],
         event_type=event_type,
@@ -129,6 +130,4 @@ def read(event: dict[str, Any]) -> Received:
         tenant=metadata.get(TENANT_KEY) if isinstance(metadata.get(TENANT_KEY), str) else None,
         created=event.get("created") if isinstance(event.get("created"), int) else None,
         card=_card(charge),
-        charge=_id(charge) if charge is not None else None,
-        refunds=[r["id"] for r in refunds or () if isinstance(r, dict) and isinstance(r.get("id"), str)],
     )

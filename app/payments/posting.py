@@ -33,7 +33,7 @@ PROCESSOR = "Stripe"
 # A claim this old that never finished was abandoned (its process died mid-posting; a posting takes seconds, bounded
 # by the database's timeouts): the next delivery of the event takes it over.
 ABANDONED_AFTER = timedelta(minutes=10)
-CONFLICT_ATTEMPTS = 5  # a posting that loses a race to a concurrent one re-reads and tries again this often
+CONFLICT_ATTEMPTS = 10  # a posting that loses a race to a concurrent one re-reads and tries again this often
 # The refusals that are the event's own (its invoice, its amount, the rules): recorded as rejected, answered 2xx.
 _REFUSALS = (errors.BAD_USER_INPUT, errors.STATUS_RULE, errors.NOT_FOUND, errors.FORBIDDEN)
 
@@ -281,6 +281,8 @@ class Payments:
     async def _payment(self, store: Store, events: PaymentEvents, writer: Writer, received: Received) -> str:
         if received.payment_intent is None:
             raise _Rejected("the payment names no payment intent")
+        if received.minor <= 0:
+            raise _Rejected(f"the payment's amount is {received.minor}: nothing was paid")
         value = amount(received.minor, received.currency)
         invoice = await self._invoice(store, received.invoice, received.currency)
         ref = f"Invoice/{invoice['id']}"
