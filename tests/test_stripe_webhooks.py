@@ -70,7 +70,7 @@ def _event(event_type: str, obj: dict[str, Any], event_id: str | None = None) ->
     return {
         "id": event_id or _id("evt"),
         "object": "event",
-        "api_version": "2024-06-20",
+        "api_version": "2022-08-01",  # PaymentIntents still list their `charges` (until 2022-11-15)
         "created": next(_CLOCK),
         "data": {"object": obj},
         "livemode": False,
@@ -638,3 +638,18 @@ def test_a_secret_listed_for_two_tenants_is_refused_at_start_up() -> None:
 
     with pytest.raises(ValueError, match="both"):
         Signatures({"a": [NEW_SECRET], "b": [NEW_SECRET]}, 300)
+
+
+async def test_a_payment_intent_without_its_charge_posts_without_card_digits(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    """Since API version 2022-11-15 a PaymentIntent carries only `latest_charge`'s id, not the charge."""
+    invoice = await new_invoice(store, "12.00")
+    event = intent_succeeded(invoice, 1200)
+    intent = event["data"]["object"]
+    intent["latest_charge"] = intent.pop("charges")["data"][0]["id"]
+    event["api_version"] = "2024-06-20"
+    accepted(await deliver(client, event))
+    [pr] = await payments_of(store, invoice)
+    assert "cardBrand" not in pr and "accountNumber" not in pr and pr["method"]["text"] == "card"
+    assert await invoice_status(store, invoice) == "balanced"
