@@ -185,8 +185,12 @@ class Payments:
             if await events.claim(event_id, fields, now, now - ABANDONED_AFTER) is None:
                 await events.record_duplicate(event_id, fields, now)
                 return Reply(200, {"received": True, "eventId": event_id, "outcome": DUPLICATE})
-        except errors.FinGateError as exc:
-            raise WebhookRefused(503, exc.code, exc.message) from None
+        except Exception as exc:  # the database is down: nothing recorded, Stripe retries
+            log.error("stripe event %s: could not be recorded", event_id, exc_info=exc)
+            code = exc.code if isinstance(exc, errors.FinGateError) else errors.UNAVAILABLE
+            raise WebhookRefused(
+                503, code, f"the event was not recorded (request {request_id}); Stripe retries it"
+            ) from None
         try:
             outcome = await self._post(store, events, event, tenant, request_id)
         except Exception as exc:  # an outage or a fault: nothing was posted, and Stripe's retry will post it
@@ -208,7 +212,6 @@ class Payments:
             reason = f"FinGate posts only {', '.join(sorted(HANDLED))}; nothing to do for {event['type']}"
             await events.settle(event_id, {"outcome": IGNORED, "reason": reason})
             return IGNORED
-        received: Received | None = None
         try:
             received = read(event)
             await events.settle(event_id, self._facts(received))
