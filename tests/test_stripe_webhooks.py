@@ -382,20 +382,30 @@ async def test_an_overpayment_is_rejected_with_the_rule(client: httpx.AsyncClien
 # -- rejected, answered 2xx --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("case", ["wrong currency", "unknown invoice", "other tenant's invoice", "no invoice"])
+@pytest.mark.parametrize(
+    "case", ["wrong currency", "unknown invoice", "other tenant's invoice", "no invoice", "draft invoice"]
+)
 async def test_events_that_cannot_post_are_recorded_as_rejected(
     client: httpx.AsyncClient, store: Store, case: str
 ) -> None:
-    invoice = await new_invoice(store, "10.00", tenant=OTHER if case == "other tenant's invoice" else TENANT)
+    invoice = await new_invoice(
+        store,
+        "10.00",
+        tenant=OTHER if case == "other tenant's invoice" else TENANT,
+        status="draft" if case == "draft invoice" else "issued",
+    )
     event = {
         "wrong currency": intent_succeeded(invoice, 1000, "eur"),
         "unknown invoice": intent_succeeded("no-such-invoice", 1000),
         "other tenant's invoice": intent_succeeded(invoice, 1000),
         "no invoice": intent_succeeded(None, 1000),
+        "draft invoice": intent_succeeded(invoice, 1000),  # the rules allocate only to an issued or balanced one
     }[case]
     accepted(await deliver(client, event), "rejected")
     record = await recorded(store, event["id"])
     assert record is not None and record["outcome"] == "rejected" and record["reason"]
+    if case == "draft invoice":
+        assert record["rule"] == "PaymentReconciliation.allocation-target-exists", record
     assert await payments_of(store, invoice, tenant=OTHER if case == "other tenant's invoice" else TENANT) == []
     assert await recorded(store, event["id"], tenant=OTHER) is None
 
