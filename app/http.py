@@ -48,6 +48,7 @@ from app.graphql.instance import InstanceQuery, instance_query
 from app.graphql.limits import BodyLimit, Limits, within
 from app.graphql.resolvers import BATCH_FORMS
 from app.metrics import ERRORS, LATENCY, REGISTRY, REQUESTS
+from app.payments import Payments, WebhookRefused
 from app.settings import Settings
 from app.store import Store
 
@@ -471,7 +472,7 @@ class RequestMiddleware:
 _INSTANCE_LABEL = "/{type}/{id}/$graphql"
 _INSTANCE_PATH = re.compile(r"^/[^/]+/[^/]+/\$graphql$")
 _GRAPHQL_PATHS = frozenset({"/graphql", "/$graphql", _INSTANCE_LABEL})
-_KNOWN_PATHS = frozenset({*_GRAPHQL_PATHS, "/metadata", "/healthz", "/readyz", "/metrics"})
+_KNOWN_PATHS = frozenset({*_GRAPHQL_PATHS, "/metadata", "/healthz", "/readyz", "/metrics", "/webhooks/stripe"})
 FHIR_JSON = "application/fhir+json"
 
 
@@ -501,6 +502,18 @@ def create_app(
 
     async def metadata(request: Request) -> Response:
         return Response(capabilities, media_type=FHIR_JSON)
+
+    payments = Payments(store, settings)
+
+    async def stripe_webhook(request: Request) -> Response:
+        # Authenticated by the Stripe-Signature alone (no JWT): it posts payments and answers only an outcome,
+        # never stored data (README "Patient pay").
+        request_id = request.scope.get("fingate.request_id", "-")
+        try:
+            reply = await payments.receive(await request.body(), request.headers.get("stripe-signature"), request_id)
+        except WebhookRefused as refused:
+            return error_response(refused.status, refused.code, refused.message, request_id)
+        return JSONResponse(reply.body, status_code=reply.status)
 
     async def healthz(request: Request) -> Response:
         if process_healthy(embedded):
@@ -553,6 +566,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             Route("/metrics", metrics),
+            Route("/webhooks/stripe", stripe_webhook, methods=["POST"]),
         ],
         lifespan=lifespan,
         exception_handlers={StarletteHTTPException: http_error},

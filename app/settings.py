@@ -79,6 +79,17 @@ class Settings(BaseSettings):
     def overpayment_allowed(self, tenant: str) -> bool:
         return tenant in self.allow_overpayment or "*" in self.allow_overpayment
 
+    # -- patient pay (README "Patient pay: Stripe webhooks") --
+    stripe_webhook_secrets: dict[str, list[SecretStr]] = Field(
+        default={},
+        description='Stripe webhook signing secrets per tenant, a JSON object {"tenant": ["whsec_new", "whsec_old"]}:'
+        " every listed secret verifies (rotation); the one that verifies names the event's tenant. Empty: the"
+        " webhook answers 400 to everything.",
+    )
+    stripe_tolerance_seconds: int = Field(
+        default=300, description="Oldest `Stripe-Signature` timestamp accepted, in seconds (Stripe's default)."
+    )
+
     # -- clients (README "Mobile clients") --
     apq_allowlist: bool = Field(
         default=False, description="Run only stored (persisted) queries; new query texts are refused."

@@ -356,7 +356,13 @@ async def test_invoice_lifecycle(client: httpx.AsyncClient) -> None:
         ok(await update(client, "Invoice", iid, {**invoice, "status": "balanced"}))["InvoiceUpdate"]["status"]
         == "balanced"
     )
-    assert error_codes(await update(client, "Invoice", iid, {**invoice, "status": "issued"})) == ["STATUS_RULE"]
+    # Reopened (a refund's way back, README "Patient pay"), then balanced again while nothing changed what is paid;
+    # a balanced Invoice cannot be cancelled.
+    reopened = ok(await update(client, "Invoice", iid, {**invoice, "status": "issued"}))["InvoiceUpdate"]
+    assert reopened["status"] == "issued"
+    again = ok(await update(client, "Invoice", iid, {**invoice, "status": "balanced"}))["InvoiceUpdate"]
+    assert again["status"] == "balanced"
+    assert error_codes(await update(client, "Invoice", iid, {**invoice, "status": "cancelled"})) == ["STATUS_RULE"]
 
 
 async def _seed_claims(store: Store, prefix: str, n: int) -> None:

@@ -100,7 +100,7 @@ async def test_billing_views_on_the_demo_data(demo: httpx.AsyncClient) -> None:
 def test_every_ready_query_is_covered() -> None:
     assert [p.stem.split("-", 1)[1] for p in ready_queries()] == [
         "reconciliation", "claim-responses", "search", "paging", "draft-claim", "activate-claim", "history", "billing",
-        "remittances-in-november",
+        "remittances-in-november", "patient-pay",
     ]  # fmt: skip
 
 
@@ -111,3 +111,12 @@ async def test_remittances_in_november_say_what_they_left_out(demo: httpx.AsyncC
         {"path": ["PaymentReconciliationList"], "returned": 2, "more": True},
         {"path": ["howMany"], "returned": 0, "total": 3},
     ]
+
+
+async def test_patient_pay_on_the_demo_data(demo: httpx.AsyncClient) -> None:
+    data = ok(await gql(demo, query("patient-pay")))
+    assert isinstance(data["PaymentEvents"], list)  # empty until a webhook arrives (tests/test_stripe_webhooks.py)
+    invoice = data["Invoice"]
+    assert invoice["status"] == "balanced" and invoice["billing"]["balance"] == [{"currency": "USD", "value": "0.00"}]
+    assert [p["id"] for p in invoice["PaymentReconciliationList"]] == ["demo-payment-patient-1"]
+    assert invoice["PaymentReconciliationList"][0]["amount"] == {"value": "184.60", "currency": "USD"}

@@ -59,7 +59,7 @@ INVOICE_CREATE = {"draft", "issued"}
 INVOICE_MOVES = {
     "draft": {"issued", "entered-in-error"},
     "issued": {"balanced", "cancelled"},
-    "balanced": set(),
+    "balanced": {"issued"},  # reopened: a refund undoes "completely paid" (README "Patient pay")
     "cancelled": set(),
     "entered-in-error": set(),
 }
@@ -217,7 +217,7 @@ def test_refused_transitions_representative():
         ("Claim", "cancelled", "active"),
         ("ClaimResponse", "entered-in-error", "draft"),
         ("Invoice", "issued", "entered-in-error"),
-        ("Invoice", "balanced", "issued"),
+        ("Invoice", "balanced", "cancelled"),
         ("Invoice", "draft", "balanced"),
         ("Contract", "executed", "policy"),
         ("Contract", "amended", "disputed"),

@@ -18,7 +18,7 @@ from strawberry.types.fields.resolver import StrawberryResolver
 from strawberry.types.unset import UNSET
 
 from app.fhir.model import SERVED_RESOURCES, SearchParam, Spec, TypeDef, spec
-from app.graphql import billing, resolvers
+from app.graphql import billing, payments, resolvers
 from app.graphql.compat import FixedTypeField, QuietSchema, ResolvedUnion, convert_input_with
 from app.graphql.fields import (
     ORIGIN,
@@ -133,7 +133,7 @@ class _Builder:
             self._define_input(td)
         query = _empty("Query")
         fields = (f for t in self.served for f in self._query_fields(t, self.connections[t]))
-        _define(query, [*fields, self._audit_field()])
+        _define(query, [*fields, self._audit_field(), self._payment_events_field()])
         mutation = _empty("Mutation")
         _define(mutation, [f for t in self.served for f in self._mutation_fields(t)])
         return QuietSchema(
@@ -399,6 +399,10 @@ class _Builder:
         description = "The tenant's writes, newest first. Needs a `system/AuditEvent.r` (or `.read`) scope."
         return _root_field("AuditLog", resolvers.audit_log(), args, returns, description)
 
+    def _payment_events_field(self) -> Field:
+        returns = StrawberryOptional(StrawberryList(payments.event_type(self.outputs["Reference"])))
+        return _root_field(payments.FIELD, payments.resolver(), payments.ARGS, returns, payments.DESCRIPTION)
+
     def _check_names(self) -> None:
         check_unique(
             [
@@ -413,6 +417,7 @@ class _Builder:
                 ("Mutation", "mutation root"),
                 (AUDIT_RECORD, "audit log record"),
                 *((name, "billing view type") for name in billing.NAMES),
+                *((name, "payment event type") for name in payments.NAMES),
                 *((s, "scalar") for s in ("Decimal", "JSON", "String", "Int", "Float", "Boolean", "ID")),
             ]
         )

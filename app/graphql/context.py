@@ -14,6 +14,7 @@ from app.auth import AUDIT_TYPE, CREATE, DELETE, READ, UPDATE, Principal
 from app.fhir.references import local_version
 from app.fhir.values import Resource, instant
 from app.graphql.limits import DEFAULT_COUNT, MAX_COUNT
+from app.payments import OUTCOMES
 from app.store import Store
 from app.writes import Writer
 
@@ -408,6 +409,37 @@ class Context:
     async def delete(self, resource_type: str, id: str) -> Resource:
         self._allow(resource_type, DELETE)
         return _link_contained(await self._writer(DELETE).delete(resource_type, id))
+
+    async def payment_events(
+        self,
+        count: int | None,
+        offset: int | None,
+        outcome: str | None,
+        event_type: str | None,
+        event_id: str | None,
+        path: Any = None,
+    ) -> list[dict[str, Any]]:
+        """The tenant's received payment-processor events, newest first; the audit log's admin scope. Cut and
+        noted as `search` is."""
+        if not self.principal.audit:
+            message = f"payment events need the audit log's admin scope: system/{AUDIT_TYPE}.r (or system/*.r)"
+            raise errors.FinGateError(
+                errors.FORBIDDEN, message, issues=[errors.outcome_issue(message, code="forbidden")]
+            )
+        if outcome is not None and outcome not in OUTCOMES:
+            raise errors.bad_input(f"outcome {outcome!r} is not one of {', '.join(OUTCOMES)}", "outcome")
+        n, skip = check_count(count, paging="use _offset"), check_offset(offset)
+        events = self.tenant.received_events()
+        if n == 0:
+            self._note(path, 0, await events.count(outcome, event_type, event_id))
+            return []
+        records = await events.page(n + 1, skip, outcome, event_type, event_id)
+        if len(records) > n:
+            records = records[:n]
+            self._note(path, n, _MORE)
+        for record in records:
+            record["receivedAt"] = instant(record["receivedAt"])
+        return records
 
     async def audit_log(
         self, count: int | None, resource_type: str | None, id: str | None, path: Any = None

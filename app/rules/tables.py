@@ -54,13 +54,15 @@ FM_STATUS = Lifecycle(
 EOB_STATUS = replace(FM_STATUS, value_set="explanationofbenefit-status")
 
 # FinGate's contract: created draft or issued; draft -> issued | entered-in-error; issued -> balanced | cancelled;
-# content frozen once issued. R5 defines entered-in-error as "determined as entered in error before it
-# was issued", which is why issued cannot reach it.
+# balanced -> issued; content frozen once issued. R5 defines entered-in-error as "determined as entered in error
+# before it was issued", which is why issued cannot reach it. A refund reopens a paid invoice: R5's balanced is
+# "completely paid", which a refund undoes, so the invoice goes back to issued (app/payments posts the refund
+# that way; the balance rules still keep `balanced` for a zero balance).
 INVOICE_STATUS = Lifecycle(
     "invoice-status",
     ("draft", "issued", "balanced", "cancelled", "entered-in-error"),
     initial=frozenset({"draft", "issued"}),
-    transitions=_t(draft="issued entered-in-error", issued="balanced cancelled"),
+    transitions=_t(draft="issued entered-in-error", issued="balanced cancelled", balanced="issued"),
     editable=frozenset({"draft"}),
     deletable=frozenset({"draft"}),
     source="FinGate's contract; R5 invoice-status definitions",

@@ -29,7 +29,7 @@ from app.fhir.decimals import plain
 from app.fhir.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartment
 from app.fhir.values import Resource, deletion, instant
 from app.metrics import MONGO_COMMANDS
-from app.store import cursors, search, settlements
+from app.store import cursors, payment_events, search, settlements
 from app.store.filter import compile_query
 from app.store.settlements import AccountLedger, OpenItem, Settlement
 
@@ -287,6 +287,7 @@ class Store:
         for collection, indexes in wanted.items():
             if indexes:
                 await self.db[collection].create_indexes([IndexModel(keys) for keys in indexes])
+        await payment_events.ensure_indexes(self.db)
 
     @_guarded
     async def is_empty(self) -> bool:
@@ -636,10 +637,12 @@ class Store:
         return out
 
     @_guarded
-    async def settlements(self, targets: list[str], responses: bool) -> dict[str, Settlement]:
+    async def settlements(
+        self, targets: list[str], responses: bool, session: AsyncClientSession | None = None
+    ) -> dict[str, Settlement]:
         """Per target (`Type/id`), the active payments allocated to it and, with `responses`, the benefit totals
         of its active ClaimResponses: one aggregate (`$unionWith` for the responses), whatever the number of
-        targets. Each side is read within this view (tenant, compartment)."""
+        targets. Each side is read within this view (tenant, compartment); with `session`, within its transaction."""
         targets = list(dict.fromkeys(targets))
         if not targets:
             return {}
@@ -647,9 +650,15 @@ class Store:
         response_scope = self._scoped(settlements.RESPONSES, {}) if responses else None
         pipeline = settlements.pipeline(scope, response_scope, targets)
         # Rows are small (ids, a date, a sum): all in the first reply, however many, up to MongoDB's 16 MB.
-        cursor = await self.db[settlements.PAYMENTS].aggregate(pipeline, batchSize=settlements.ROWS_PER_REPLY)
+        cursor = await self.db[settlements.PAYMENTS].aggregate(
+            pipeline, batchSize=settlements.ROWS_PER_REPLY, session=session
+        )
         rows = [row async for row in cursor]
         return settlements.settlements(rows)
+
+    def received_events(self) -> payment_events.PaymentEvents:
+        """This tenant's received payment-processor events (app.store.payment_events)."""
+        return payment_events.PaymentEvents(self.db, self.tenant)
 
     @_guarded
     async def account_ledgers(self, accounts: list[str]) -> dict[str, AccountLedger]:
