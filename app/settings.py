@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     def overpayment_allowed(self, tenant: str) -> bool:
         return tenant in self.allow_overpayment or "*" in self.allow_overpayment
 
+    # -- payer import (README "Importing from a payer") --
+    payer_allow_loopback: bool = Field(
+        default=False, description="Let the payer import fetch plain http from a loopback address (a local payer)."
+    )
+
     # -- clients (README "Mobile clients") --
     apq_allowlist: bool = Field(
         default=False, description="Run only stored (persisted) queries; new query texts are refused."
