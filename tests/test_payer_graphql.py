@@ -67,7 +67,9 @@ async def test_an_admin_imports_in_the_background_and_reads_the_eobs_with_their_
         patient = f"Patient/{fingate_id(base, 'Patient', MEMBER)}"
         query = """query($p: [String!]) {
           ExplanationOfBenefitList(patient: $p, _sort: "_id") {
-            meta { source } identifier { system value } total { category { coding { code } } amount { value currency } }
+            meta { source } identifier { system value }
+            billing { submitted { value currency } adjudicated { value } paid { value } patientShare { value currency } }
+            total { category { coding { code } } amount { value currency } }
             insurance { coverage { resource { ... on Coverage { kind status insurer { reference }
                                                                 identifier { system value } } } } }
           }
@@ -82,6 +84,14 @@ async def test_an_admin_imports_in_the_background_and_reads_the_eobs_with_their_
             assert {"system": f"{base}/Coverage", "value": "9876B1"} in coverage["identifier"]
         amounts = {e["meta"]["source"].rsplit("/", 1)[1]: [t["amount"]["value"] for t in e["total"]] for e in eobs}
         assert amounts["EB3500"][0] == "135.57"  # the Decimal scalar: the payer's digits, as a string
+        views = {e["meta"]["source"].rsplit("/", 1)[1]: e["billing"] for e in eobs}
+        assert views["EB3500"] == {
+            "submitted": [{"value": "135.57", "currency": "USD"}],
+            "adjudicated": [{"value": "96.00"}],
+            "paid": [],
+            "patientShare": [{"value": "39.57", "currency": "USD"}],
+        }
+        assert views["EB3501"]["patientShare"] == [{"value": "2478.57", "currency": "USD"}]
 
         again = ok(await gql(client, START, _oauth(base)))["importPayer"]
         job = await _finished(client, again["id"])

@@ -323,3 +323,37 @@ def test_the_official_r4_examples_convert_to_valid_r5_with_their_amounts_exact(p
         raw = path.read_text()
         for total in out.resource["total"]:
             assert str(total["amount"]["value"]) in raw  # the digits as the payer wrote them
+
+
+def test_the_eob_billing_view_sums_its_own_totals_exactly_per_currency() -> None:
+    from app.billing import view
+
+    adjudication = "http://terminology.hl7.org/CodeSystem/adjudication"
+
+    def total(code: str, value: str, currency: str, system: str | None = adjudication) -> dict[str, Any]:
+        coding = {"code": code, **({"system": system} if system else {})}
+        return {"category": {"coding": [coding]}, "amount": {"value": Decimal(value), "currency": currency}}
+
+    eob = {
+        "total": [
+            total("submitted", "100.10", "USD"),
+            total("submitted", "0.005", "USD", None),
+            total("benefit", "80.08", "USD"),
+            total("benefit", "5", "EUR"),
+            total("benefit", "1", "USD", "http://example.org/other"),  # another system's code: not the benefit
+            total("copay", "20.02", "USD"),
+        ],
+        "payment": {"amount": {"value": Decimal("80.08"), "currency": "USD"}},
+    }
+    got = view("ExplanationOfBenefit", eob)
+    assert got["submitted"] == [{"currency": "USD", "value": Decimal("100.105")}]
+    assert got["adjudicated"] == [
+        {"currency": "EUR", "value": Decimal("5")},
+        {"currency": "USD", "value": Decimal("80.08")},
+    ]
+    assert got["paid"] == [{"currency": "USD", "value": Decimal("80.08")}]
+    assert got["patientShare"] == [
+        {"currency": "EUR", "value": Decimal("-5")},
+        {"currency": "USD", "value": Decimal("20.025")},
+    ]
+    assert view("ExplanationOfBenefit", {})["paid"] == []
