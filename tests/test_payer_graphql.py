@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,6 +34,14 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[FakePayer, str]]:
     served = FakePayer()
     with serving(served) as base:
         yield served, base
+
+
+def _readme_query() -> str:
+    """The README's example query of an imported patient's EOBs (it names the fake payer on port 8090)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b.split("```")[0] for b in readme.split("```graphql\n")[1:]]
+    (query,) = [b for b in blocks if 'PatientList(identifier: "http://127.0.0.1:8090' in b]
+    return query
 
 
 def _oauth(base: str) -> dict[str, str]:
@@ -92,6 +101,12 @@ async def test_an_admin_imports_in_the_background_and_reads_the_eobs_with_their_
             "patientShare": [{"value": "39.57", "currency": "USD"}],
         }
         assert views["EB3501"]["patientShare"] == [{"value": "2478.57", "currency": "USD"}]
+
+        readme_query = _readme_query().replace("http://127.0.0.1:8090/fhir", base)
+        (patient_read,) = ok(await gql(client, readme_query))["PatientList"]
+        assert patient_read["meta"]["source"] == f"{base}/Patient/{MEMBER}"
+        listed = patient_read["ExplanationOfBenefitList"]
+        assert len(listed) == 2 and all(e["insurance"][0]["coverage"]["resource"]["kind"] for e in listed)
 
         again = ok(await gql(client, START, _oauth(base)))["importPayer"]
         job = await _finished(client, again["id"])

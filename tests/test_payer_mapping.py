@@ -357,3 +357,10 @@ def test_the_eob_billing_view_sums_its_own_totals_exactly_per_currency() -> None
         {"currency": "USD", "value": Decimal("20.025")},
     ]
     assert view("ExplanationOfBenefit", {})["paid"] == []
+
+
+def test_readme_shows_the_mapping_as_it_is() -> None:
+    from app.payers.describe import describe_mapping
+
+    readme = (SCHEMA.parent / "README.md").read_text()
+    assert describe_mapping().strip() in readme, "README.md's R4 -> R5 table drifted: paste describe_mapping() output"

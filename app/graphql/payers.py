@@ -117,7 +117,7 @@ async def import_payer(
             else payer.new_job(client.base, patient or "")
         )
         save = payer.saver(store)
-        await save(job)  # queryable before this answer
+        await save(payer.running(job))  # queryable, as running, before this answer
     except BaseException:
         await client.close()
         raise

@@ -69,6 +69,12 @@ def new_job(base: str, patient: str) -> Job:
     }
 
 
+def running(job: Job) -> Job:
+    """`job` as it is while it runs (a resumed one forgets its last failure)."""
+    job.update(status=RUNNING, error=None, finished=None)
+    return job
+
+
 def _page(data: Any, resource_type: str, url: str) -> tuple[list[dict[str, Any]], str | None]:
     """The resources of one answer (a search Bundle, or the resource read) and its `next` link."""
     if not isinstance(data, dict):
@@ -143,7 +149,7 @@ async def _store(writer: Writer, job: Job, resource_type: str, r4: dict[str, Any
 
 async def run(writer: Writer, client: PayerClient, job: Job, save: Save, progress: Progress | None = None) -> Job:
     """Run (or resume) `job` to its end: `completed`, or `failed` with `error` and the page to resume from."""
-    job.update(status=RUNNING, error=None, finished=None)
+    running(job)
     known = set(job["known"])
     await save(job)
     try:

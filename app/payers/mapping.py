@@ -124,7 +124,7 @@ ROWS: tuple[Row, ...] = (
         "Coverage.payor",
         "Coverage.insurer",
         CONVERT,
-        "R5 splits payor: an Organization payor is the insurer (the first); every payor is a paymentBy.party; kind is self-pay when a payor is a Patient or RelatedPerson, else insurance",
+        "R5 splits payor: the first payor that is not a Patient or RelatedPerson is the insurer, the others are paymentBy.party; kind (new, required) is self-pay when a payor is a Patient or RelatedPerson, else insurance",
         fn="payor",
     ),
     Row("Coverage.class", "Coverage.class", COPY),
