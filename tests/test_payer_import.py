@@ -3,12 +3,14 @@ OAuth2 client credentials, a 429 and a failing page (then a resume); idempotent 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
+import httpx
 import pytest
 
 from app import errors, validation
@@ -147,6 +149,24 @@ async def test_a_change_at_the_payer_updates_only_what_changed(store: Store, fak
     assert (stored["meta"]["versionId"], stored["name"][0]["family"]) == ("2", "Donald-Renamed")
 
 
+async def test_a_changed_active_eob_is_refused_by_the_status_rules_and_listed(
+    store: Store, fake: tuple[FakePayer, str]
+) -> None:
+    served, base = fake
+    assert (await _import(store, base))["created"] == 7
+    eob = json.loads(_example("ExplanationOfBenefit-EB3501.json"))
+    eob["disposition"] = "Reprocessed"
+    served.replace(json.dumps(eob))
+    job = await _import(store, base)
+    assert job["status"] == payer.COMPLETED
+    assert (job["created"], job["updated"], job["unchanged"]) == (0, 0, 6), job
+    ((rejected),) = job["rejected"]
+    assert rejected["source"] == f"{base}/ExplanationOfBenefit/EB3501"
+    assert rejected["reason"].startswith("STATUS_RULE")
+    stored = await store.get("ExplanationOfBenefit", fingate_id(base, "ExplanationOfBenefit", "EB3501"))
+    assert stored is not None and stored["meta"]["versionId"] == "1" and stored["disposition"] != "Reprocessed"
+
+
 async def test_a_payer_that_keeps_answering_429_fails_after_bounded_waits(
     store: Store, fake: tuple[FakePayer, str]
 ) -> None:
@@ -205,6 +225,31 @@ async def test_a_next_link_to_another_origin_is_not_followed() -> None:
             await client.get("https://elsewhere.example/fhir/Coverage?page=2")
 
 
+async def test_timeouts_and_dropped_connections_are_tried_again_a_bounded_number_of_times() -> None:
+    # A transport that raises what httpx raises when a request times out or a connection drops: deterministic,
+    # where a slow server would make the test depend on timing (the real-server paths are the tests above).
+    failures = [httpx.ReadTimeout("timed out"), httpx.RemoteProtocolError("dropped")]
+    sent: list[str] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(str(request.url))
+        if failures:
+            raise failures.pop(0)
+        return httpx.Response(200, json={"resourceType": "Patient", "id": "p"})
+
+    sleep = Sleeps()
+    async with PayerClient(
+        "https://payer.example/fhir", token="t", sleep=sleep, transport=httpx.MockTransport(answer)
+    ) as client:
+        assert await client.get("https://payer.example/fhir/Patient/p") == {"resourceType": "Patient", "id": "p"}
+        assert len(sent) == 3 and len(sleep.asked) == 2
+        failures.extend(httpx.ConnectTimeout("timed out") for _ in range(ATTEMPTS))
+        with pytest.raises(PayerError, match=f"ConnectTimeout after {ATTEMPTS} tries"):
+            await client.get("https://payer.example/fhir/Patient/p")
+        assert len(sent) == 3 + ATTEMPTS
+        assert all(0 < s <= MAX_WAIT for s in sleep.asked)
+
+
 def test_retry_after_reads_seconds_and_http_dates() -> None:
     assert retry_after("7") == 7.0
     assert retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
@@ -236,3 +281,28 @@ def test_the_command_imports_with_progress_and_resumes(
     assert CLIENT_SECRET not in out.out + out.err
     assert main([*args, "--token", served.token]) == 0
     assert capsys.readouterr().out.startswith("completed: created 0, updated 0, unchanged 7, rejected 0")
+
+
+async def test_a_cancelled_job_is_left_failed_and_resumable(store: Store, fake: tuple[FakePayer, str]) -> None:
+    served, base = fake
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    class Held(PayerClient):
+        async def get(self, url: str) -> Any:
+            if "ExplanationOfBenefit" in url:
+                entered.set()
+                await release.wait()  # held here until cancelled, as a stopping server cancels its tasks
+            return await super().get(url)
+
+    client = Held(base, token=served.token, allow_loopback=True)
+    job = payer.new_job(client.base, MEMBER)
+    task = payer.start(Writer(store), client, job, payer.saver(store))
+    await entered.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    kept = await payer.find(store, job["id"])
+    assert kept is not None
+    assert (kept["status"], kept["error"], kept["created"]) == (payer.FAILED, "interrupted: the server stopped", 5)
+    resumed = await _import(store, base, await payer.resumable(store, job["id"], base), token=served.token)
+    assert (resumed["status"], resumed["created"]) == (payer.COMPLETED, 7)

@@ -75,6 +75,7 @@ class PayerClient:
         timeout: float = TIMEOUT,
         attempts: int = ATTEMPTS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base = guard.check_url(base.rstrip("/"), allow_loopback)
         if token is None and not (client_id and client_secret and token_url):
@@ -85,7 +86,7 @@ class PayerClient:
         self.allow_loopback = allow_loopback
         self.attempts = attempts
         self.sleep = sleep
-        self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=transport)
         self.requests = 0  # sent, retries included
 
     async def close(self) -> None:

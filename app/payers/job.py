@@ -172,6 +172,10 @@ async def run(writer: Writer, client: PayerClient, job: Job, save: Save, progres
         job["status"] = COMPLETED
     except (PayerError, errors.FinGateError) as exc:
         job["status"], job["error"] = FAILED, str(exc)
+    except asyncio.CancelledError:  # the server is stopping: leave the job resumable, not `running` forever
+        job.update(status=FAILED, error="interrupted: the server stopped", finished=datetime.now(UTC))
+        await asyncio.shield(save(job))
+        raise
     except Exception as exc:  # a background job must end in a state, whatever happened
         log.exception("payer import %s failed", job["id"])
         job["status"], job["error"] = FAILED, f"internal error: {type(exc).__name__}"
