@@ -13,6 +13,7 @@ import pytest
 
 from app.payers.fake import CLIENT_ID, CLIENT_SECRET, MEMBER, FakePayer, serving
 from app.payers.job import fingate_id
+from app.settings import Settings
 from app.store import Store
 from tests.harness import client_for, error_codes, gql, ok
 from tests.tokens import authed_client, bearer, token
@@ -101,6 +102,9 @@ async def test_an_admin_imports_in_the_background_and_reads_the_eobs_with_their_
             "patientShare": [{"value": "39.57", "currency": "USD"}],
         }
         assert views["EB3501"]["patientShare"] == [{"value": "2478.57", "currency": "USD"}]
+
+        async with client_for(store, settings=Settings(compiled=False)) as plain:  # the graphql-core path agrees
+            assert ok(await gql(plain, query, {"p": [patient]}))["ExplanationOfBenefitList"] == eobs
 
         readme_query = _readme_query().replace("http://127.0.0.1:8090/fhir", base)
         (patient_read,) = ok(await gql(client, readme_query))["PatientList"]
