@@ -30,6 +30,10 @@ class PayerError(Exception):
     Its message names the URL and the status, never a credential.
     """
 
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 class _Again(Exception):
     """A response worth trying again: 429 or 5xx, with the Retry-After the payer gave."""
@@ -124,7 +128,7 @@ class PayerClient:
                     log.info("payer answered %d to %s %s: trying again", response.status_code, method, url)
                     raise _Again(f"{response.status_code}", retry_after(response.headers.get("Retry-After")))
                 if response.status_code >= 400:
-                    raise PayerError(f"{method} {url}: the payer answered {response.status_code}")
+                    raise PayerError(f"{method} {url}: the payer answered {response.status_code}", response.status_code)
                 try:
                     return json.loads(response.content, parse_float=Decimal)
                 except ValueError as exc:
@@ -141,7 +145,7 @@ class PayerClient:
             try:
                 return await self._send("GET", url, headers=self._headers())
             except PayerError as exc:
-                if self.token_url is None or "answered 401" not in str(exc):
+                if self.token_url is None or exc.status != 401:
                     raise
                 self._token = await self._fetch_token()  # expired: one new token, one more try
                 return await self._send("GET", url, headers=self._headers())
