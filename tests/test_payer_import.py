@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
+import pymongo
 import pytest
 
 from app import errors, validation
@@ -281,6 +283,8 @@ def test_the_command_imports_with_progress_and_resumes(
     assert CLIENT_SECRET not in out.out + out.err
     assert main([*args, "--token", served.token]) == 0
     assert capsys.readouterr().out.startswith("completed: created 0, updated 0, unchanged 7, rejected 0")
+    with pymongo.MongoClient(mongo_uri) as mongo:
+        mongo.drop_database(os.environ["FINGATE_DB"])
 
 
 async def test_a_cancelled_job_is_left_failed_and_resumable(store: Store, fake: tuple[FakePayer, str]) -> None:
