@@ -1,4 +1,4 @@
-"""The `fingate` command: serve, load, persist and sdl."""
+"""The `fingate` command: serve, load, import-payer, persist and sdl."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import os
 import signal
 import sys
 import time
@@ -113,6 +114,54 @@ async def _load(settings: Settings, paths: list[str]) -> int:
     return 1 if report.rejected else 0
 
 
+async def _import_payer(settings: Settings, args: argparse.Namespace) -> int:
+    from app import errors
+    from app.payers import job as payer
+    from app.payers.client import PayerClient
+    from app.store import Store
+    from app.writes import Writer
+
+    def progress(job: dict[str, Any], line: str) -> None:
+        print(f"  {line}", file=sys.stderr, flush=True)
+
+    with database_uri(settings.mongodb_uri, settings.data_dir) as uri:
+        store = Store(uri, settings.db, tenant=settings.default_tenant)
+        try:
+            await wait_ready(store)
+            await store.ensure_indexes()
+            client = PayerClient(
+                args.base,
+                token=args.token,
+                client_id=args.client_id,
+                client_secret=args.client_secret,
+                token_url=args.token_url,
+                allow_loopback=settings.payer_allow_loopback,
+            )
+            async with client:
+                job = await payer.resumable(store, args.resume, client.base) if args.resume else None
+                job = job or payer.new_job(client.base, args.patient)
+                print(f"payer import {job['id']}: {client.base}, patient {job['patient']}", file=sys.stderr)
+                job = await payer.run(
+                    Writer(store, actor="fingate import-payer"), client, job, payer.saver(store), progress
+                )
+        except (errors.FinGateError, ValueError) as exc:
+            print(f"fingate import-payer: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            await store.close()
+    print(
+        f"{job['status']}: created {job['created']}, updated {job['updated']}, unchanged {job['unchanged']}, "
+        f"rejected {len(job['rejected'])}, {job['pages']} pages"
+    )
+    for rejected in job["rejected"]:
+        print(f"  rejected {rejected['source']}: {rejected['reason']}")
+    if job["status"] != payer.COMPLETED:
+        print(
+            f"  {job['error']}\n  resume with: fingate import-payer --resume {job['id']} --base ... (and the credentials)"
+        )
+    return 0 if job["status"] == payer.COMPLETED and not job["rejected"] else 1
+
+
 async def persist_ready_queries(store: Any, schema: Any) -> None:
     """The explorer's queries are always stored, so they run in allowlist mode too."""
     from app.explorer import ready_queries
@@ -154,6 +203,26 @@ def main(argv: list[str] | None = None) -> int:
         "--tenant", dest="default_tenant", help="the tenant to load into (default: FINGATE_DEFAULT_TENANT)"
     )
     p_load.add_argument("--data-dir", dest="data_dir", type=Path)
+    p_import = sub.add_parser(
+        "import-payer", help="import a patient's Patient, Coverage and ExplanationOfBenefit from a payer's FHIR R4 API"
+    )
+    p_import.add_argument("--base", required=True, help="the payer's FHIR base URL (https; http only to loopback)")
+    p_import.add_argument("--patient", help="the payer's Patient id")
+    p_import.add_argument(
+        "--token", default=os.environ.get("FINGATE_PAYER_TOKEN"), help="a bearer token (or FINGATE_PAYER_TOKEN)"
+    )
+    p_import.add_argument("--client-id", dest="client_id", help="OAuth2 client credentials: the client id")
+    p_import.add_argument(
+        "--client-secret",
+        dest="client_secret",
+        default=os.environ.get("FINGATE_PAYER_CLIENT_SECRET"),
+        help="the client secret (or FINGATE_PAYER_CLIENT_SECRET)",
+    )
+    p_import.add_argument("--token-url", dest="token_url", help="the OAuth2 token endpoint")
+    p_import.add_argument("--resume", help="the id of a failed import to continue from its failed page")
+    p_import.add_argument("--allow-loopback", dest="payer_allow_loopback", action="store_const", const=True)
+    p_import.add_argument("--tenant", dest="default_tenant", help="the tenant to import into")
+    p_import.add_argument("--data-dir", dest="data_dir", type=Path)
     p_persist = sub.add_parser("persist", help="store GraphQL query files as persisted queries (the allowlist)")
     p_persist.add_argument("paths", nargs="+", type=Path)
     p_persist.add_argument("--data-dir", dest="data_dir", type=Path)
@@ -174,6 +243,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "persist":
             return asyncio.run(_persist(settings, args.paths))
+        if args.command == "import-payer":
+            if not (args.patient or args.resume):
+                parser.error("import-payer needs --patient (or --resume)")
+            if not (args.token or (args.client_id and args.client_secret and args.token_url)):
+                parser.error("import-payer needs --token, or --client-id, --client-secret and --token-url")
+            return asyncio.run(_import_payer(settings, args))
         return asyncio.run(_load(settings, args.paths))
     except EmbeddedError as exc:
         print(f"fingate: {exc}", file=sys.stderr)

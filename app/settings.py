@@ -89,6 +89,10 @@ class Settings(BaseSettings):
     stripe_tolerance_seconds: int = Field(
         default=300, description="Oldest `Stripe-Signature` timestamp accepted, in seconds (Stripe's default)."
     )
+    # -- payer import (README "Importing from a payer") --
+    payer_allow_loopback: bool = Field(
+        default=False, description="Let the payer import fetch plain http from a loopback address (a local payer)."
+    )
 
     # -- clients (README "Mobile clients") --
     apq_allowlist: bool = Field(

@@ -1,4 +1,4 @@
-"""`python -m bench` (`make bench`): W1-W5 against their baselines; prints one table, writes bench/results.json."""
+"""`python -m bench` (`make bench`): W1-W5 against their baselines, W6 (payer import); prints one table, writes bench/results.json."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.embedded import EmbeddedMongo
-from bench import loading, report, server, workloads
+from bench import loading, payers, report, server, workloads
 
 PROFILE = Path(__file__).with_name("profile-w1.txt")
 
@@ -70,6 +70,7 @@ async def measure(uri: str, sizes: workloads.Sizes, tmp: Path) -> dict[str, Any]
     results["W3"]["throughput"] = http["throughput"]
     results["W3"]["throughput_compiled"] = http_compiled["throughput"]
     results["W5"] = await loading.w5(uri, sizes.w5)
+    results["W6"] = await payers.w6(uri, sizes.w6)
     return {"workloads": results, "server": {**http["server"], "compiled": http_compiled["server"]}}
 
 

@@ -137,6 +137,14 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             f"{w5['per_second']:.0f} resources/s",
         )
     )
+    if w6 := w.get("W6"):
+        label = f"W6 payer import of {w6['resources']} R4 resources from the fake payer ({w6['page_size']} a page)"
+        out.append(_single(label, f"{w6['per_second']:.0f} resources/s"))
+        out.append(
+            _single(
+                "W6 re-import of the same (every resource unchanged)", f"{w6['reimport_per_second']:.0f} resources/s"
+            )
+        )
     for key, label in (
         ("ready_seconds", "start to /readyz, MONGODB_URI with data"),
         ("ready_embedded_seconds", "start to /readyz, embedded database with data"),

@@ -42,12 +42,13 @@ class Sizes:
     w5: int
     throughput_requests: int
     concurrency: int = 8
+    w6: int = 100  # W6: copies of the R4 examples the fake payer serves (x 6 + 1 resources)
 
 
 FULL = Sizes(
     label="full", pool=200, w2_count=data.W2_COUNT, repeats=20, fast_repeats=200, w5=10_000, throughput_requests=1000
 )
-QUICK = Sizes(label="quick", pool=20, w2_count=3, repeats=3, fast_repeats=5, w5=100, throughput_requests=40)
+QUICK = Sizes(label="quick", pool=20, w2_count=3, repeats=3, fast_repeats=5, w5=100, throughput_requests=40, w6=3)
 
 
 @dataclass

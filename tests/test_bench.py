@@ -48,3 +48,11 @@ async def test_w5_cost_split_has_validation_and_invariants_lines(mongo_uri: str)
         "rules, reads and the write transaction",
     }
     assert all(v > 0 for k, v in split.items() if k != "rules, reads and the write transaction")
+
+
+async def test_w6_imports_every_copy_from_the_fake_payer_then_changes_nothing(mongo_uri: str) -> None:
+    from bench import payers
+
+    w6 = await payers.w6(mongo_uri, 3)
+    assert (w6["resources"], w6["pages"]) == (1 + 3 * 6, 1 + 1 + 1)  # the Patient, 12 Coverages, 6 EOBs; pages of 20
+    assert w6["per_second"] > 0 and w6["reimport_per_second"] > 0

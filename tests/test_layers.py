@@ -1,7 +1,7 @@
 """The layer rule, checked on every module of `app/`: a module imports only from its own layer or the layers below.
 
-HTTP -> GraphQL layer -> domain (rules, invariants, writes, validation, auth, loading) -> store -> core (FHIR model, errors,
-settings, metrics). Only the GraphQL layer and the HTTP app above it may import Strawberry or graphql-core.
+HTTP -> GraphQL layer -> domain (rules, invariants, writes, validation, auth, loading, payers) -> store -> core (FHIR
+model, errors, settings, metrics). Only the GraphQL layer and the HTTP app above it may import Strawberry or graphql-core.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.rules",
             "app.invariants",
             "app.billing",
+            "app.payers",
             "app.validation",
             "app.writes",
             "app.load",

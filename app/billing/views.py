@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from app.billing.adjudication import eob_view
 from app.billing.sums import Amounts, add, listed, money, payable, subtract
 from app.store.settlements import AccountLedger, Payment, Settlement
 
-VIEW_TYPES = ("Account", "Claim", "Invoice", "PaymentReconciliation")  # the types with a `billing` view
+# the types with a `billing` view
+VIEW_TYPES = ("Account", "Claim", "ExplanationOfBenefit", "Invoice", "PaymentReconciliation")
 PAYMENTS_SHOWN = 100  # a view lists at most this many payments (its sums count them all)
 NO_SETTLEMENT = Settlement()
 NO_LEDGER = AccountLedger()
@@ -88,4 +90,6 @@ def view(
         return claim_view(resource, settlement)
     if resource_type == "Invoice":
         return invoice_view(resource, settlement)
+    if resource_type == "ExplanationOfBenefit":
+        return eob_view(resource)
     return reconciliation_view(resource)

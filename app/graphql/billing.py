@@ -62,6 +62,23 @@ FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
         ),
         ("payments", _PAYMENTS, True),
     ),
+    # A payer's adjudication, as the EOB itself states it (a payer import's EOBs: README "Importing from a payer").
+    "ExplanationOfBenefit": (
+        (
+            "submitted",
+            "Σ total.amount where total.category is `submitted` (system "
+            "http://terminology.hl7.org/CodeSystem/adjudication, or none): what the provider billed the payer.",
+            False,
+        ),
+        ("adjudicated", "Σ total.amount where total.category is `benefit`: what the payer agreed to pay.", False),
+        ("paid", "payment.amount: what the payer says it paid (empty when the EOB has no payment).", False),
+        (
+            "patientShare",
+            "submitted − adjudicated: what this payer left unpaid, the patient's cost sharing and non-covered "
+            "charges (another coverage may pay part of it).",
+            False,
+        ),
+    ),
     "Invoice": (
         ("gross", "Invoice.totalGross (taxes included).", False),
         ("net", "Invoice.totalNet (taxes excluded).", False),

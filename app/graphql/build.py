@@ -18,7 +18,7 @@ from strawberry.types.fields.resolver import StrawberryResolver
 from strawberry.types.unset import UNSET
 
 from app.fhir.model import SERVED_RESOURCES, SearchParam, Spec, TypeDef, spec
-from app.graphql import billing, payments, resolvers
+from app.graphql import billing, payers, payments, resolvers
 from app.graphql.compat import FixedTypeField, QuietSchema, ResolvedUnion, convert_input_with
 from app.graphql.fields import (
     ORIGIN,
@@ -133,9 +133,9 @@ class _Builder:
             self._define_input(td)
         query = _empty("Query")
         fields = (f for t in self.served for f in self._query_fields(t, self.connections[t]))
-        _define(query, [*fields, self._audit_field(), self._payment_events_field()])
+        _define(query, [*fields, self._audit_field(), self._payment_events_field(), payers.query_field()])
         mutation = _empty("Mutation")
-        _define(mutation, [f for t in self.served for f in self._mutation_fields(t)])
+        _define(mutation, [*(f for t in self.served for f in self._mutation_fields(t)), payers.mutation_field()])
         return QuietSchema(
             query=strawberry.type(query, name="Query", description=f"Read and search {ORIGIN} financial resources."),
             mutation=strawberry.type(mutation, name="Mutation", description=f"Write {ORIGIN} financial resources."),
@@ -418,6 +418,7 @@ class _Builder:
                 (AUDIT_RECORD, "audit log record"),
                 *((name, "billing view type") for name in billing.NAMES),
                 *((name, "payment event type") for name in payments.NAMES),
+                *((name, "payer import type") for name in payers.NAMES),
                 *((s, "scalar") for s in ("Decimal", "JSON", "String", "Int", "Float", "Boolean", "ID")),
             ]
         )

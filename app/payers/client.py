@@ -1,0 +1,158 @@
+"""Talks to a payer's FHIR R4 API with httpx: bearer token or OAuth2 client credentials, bounded retries (tenacity)."""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from decimal import Decimal
+from typing import Any
+
+import httpx
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from app.payers import guard
+
+log = logging.getLogger("fingate.payers")
+
+ATTEMPTS = 4  # tries of one request: a 429, a 5xx, a timeout or a dropped connection is tried again
+MAX_WAIT = 60.0  # seconds: a longer Retry-After is waited this long, no more
+TIMEOUT = 30.0  # seconds per request
+_BACKOFF = wait_exponential(multiplier=0.5, max=MAX_WAIT)
+
+
+class PayerError(Exception):
+    """The payer's API failed for good (after the retries): a status, a timeout, or an answer that is not FHIR JSON.
+
+    Its message names the URL and the status, never a credential.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class _Again(Exception):
+    """A response worth trying again: 429 or 5xx, with the Retry-After the payer gave."""
+
+    def __init__(self, message: str, retry_after: float | None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _wait(state: RetryCallState) -> float:
+    exc = state.outcome.exception() if state.outcome else None
+    if isinstance(exc, _Again) and exc.retry_after is not None:
+        return min(exc.retry_after, MAX_WAIT)
+    return float(_BACKOFF(state))
+
+
+class PayerClient:
+    """One payer: GETs FHIR JSON (numbers as `Decimal`) with a bearer token, fetched by client credentials if needed."""
+
+    def __init__(
+        self,
+        base: str,
+        *,
+        token: str | None = None,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+        token_url: str | None = None,
+        allow_loopback: bool = False,
+        timeout: float = TIMEOUT,
+        attempts: int = ATTEMPTS,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base = guard.check_url(base.rstrip("/"), allow_loopback)
+        if token is None and not (client_id and client_secret and token_url):
+            raise ValueError("a bearer token, or client id, client secret and token URL")
+        self.token_url = guard.check_url(token_url, allow_loopback, "tokenUrl") if token_url else None
+        self._token = token
+        self._credentials = (client_id or "", client_secret or "")
+        self.allow_loopback = allow_loopback
+        self.attempts = attempts
+        self.sleep = sleep
+        self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=transport)
+        self.requests = 0  # sent, retries included
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> PayerClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def _fetch_token(self) -> str:
+        """OAuth2 client credentials (RFC 6749 4.4): client id and secret by HTTP Basic, as 2.3.1 prefers."""
+        assert self.token_url is not None
+        response = await self._send(
+            "POST", self.token_url, data={"grant_type": "client_credentials"}, auth=httpx.BasicAuth(*self._credentials)
+        )
+        token = response.get("access_token") if isinstance(response, dict) else None
+        if not isinstance(token, str) or not token:
+            raise PayerError(f"the token endpoint {self.token_url} answered without an access_token")
+        return token
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> Any:
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=_wait,
+            retry=retry_if_exception_type((_Again, httpx.TimeoutException, httpx.TransportError)),
+            sleep=self.sleep,
+            reraise=True,
+        ):
+            with attempt:
+                self.requests += 1
+                response = await self.http.request(method, url, **kwargs)
+                if response.status_code == 429 or response.status_code >= 500:
+                    log.info("payer answered %d to %s %s: trying again", response.status_code, method, url)
+                    raise _Again(f"{response.status_code}", retry_after(response.headers.get("Retry-After")))
+                if response.status_code >= 400:
+                    raise PayerError(f"{method} {url}: the payer answered {response.status_code}", response.status_code)
+                try:
+                    return json.loads(response.content, parse_float=Decimal)
+                except ValueError as exc:
+                    raise PayerError(f"{method} {url}: not JSON ({exc})") from None
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def get(self, url: str) -> Any:
+        """The JSON at `url`, which must be on the payer's origin (a `next` link elsewhere would get the token)."""
+        if not guard.same_origin(guard.check_url(url, self.allow_loopback, "url"), self.base):
+            raise PayerError(f"{url} is not on the payer's origin {self.base}: not followed")
+        try:
+            if self._token is None:
+                self._token = await self._fetch_token()
+            try:
+                return await self._send("GET", url, headers=self._headers())
+            except PayerError as exc:
+                if self.token_url is None or exc.status != 401:
+                    raise
+                self._token = await self._fetch_token()  # expired: one new token, one more try
+                return await self._send("GET", url, headers=self._headers())
+        except _Again as exc:
+            raise PayerError(f"GET {url}: the payer still answered {exc} after {self.attempts} tries") from None
+        except httpx.HTTPError as exc:
+            raise PayerError(f"GET {url}: {type(exc).__name__} after {self.attempts} tries") from None
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}", "Accept": "application/fhir+json"}
