@@ -6,7 +6,9 @@ example queries are adapted to the served resources and the demo data."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -301,3 +303,28 @@ async def test_directives_are_in_the_schema(clients: Clients) -> None:
     unknown = '{ Patient(id: "spec-patient") { name @flattened { family } } }'
     result, _ = await answer(clients, unknown)
     assert "Unknown directive" in result["errors"][0]["message"]
+
+
+# -- the README's section --------------------------------------------------------------------------
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+SECTION = README.split("## FHIR GraphQL specification", 1)[1].split("\n## ", 1)[0]
+EXAMPLES = re.findall(r"```graphql\n(.*?)```", SECTION, re.S)
+
+
+@pytest.mark.parametrize("query", EXAMPLES, ids=[f"example-{i}" for i in range(len(EXAMPLES))])
+async def test_the_readme_examples_answer_on_the_demo_data(clients: Clients, query: str) -> None:
+    result, _ = await answer(clients, query)
+    data(result)
+
+
+async def test_the_readme_directive_answers(clients: Clients) -> None:
+    result, _ = await answer(clients, EXAMPLES[-1])
+    found = data(result)
+    assert found["Organization"] == {"identifier": {"value": "ACME-01"}}
+    assert found["PaymentReconciliation"] == {
+        "allocation": {"date": "2014-08-16"},
+        "value.payment": ["3500.00", "4000.00"],
+        "value.advance": ["-1500.00"],
+    }
+    assert found["Claim"] == {"sequence": [1, 2, 3], "value": ["135.57", "105.00", "1100.00"]}

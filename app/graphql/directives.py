@@ -288,9 +288,10 @@ class Reshape(SchemaExtension):
         yield
         ec = self.execution_context
         result, document = ec.result, ec.graphql_document
-        if result is None or document is None or not getattr(result, "data", None) or not uses_directives(document):
+        answered = getattr(result, "data", None)
+        if result is None or document is None or not answered or not uses_directives(document):
             return
         slices = getattr(ec.context, "slices", None)
-        result.data, problems = reshape(document, ec.operation_name, ec.variables, result.data, slices)
+        result.data, problems = reshape(document, ec.operation_name, ec.variables, answered, slices)
         if problems:
             result.errors = [*(result.errors or ()), *problems]
