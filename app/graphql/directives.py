@@ -77,8 +77,23 @@ DIRECTIVES = (
 )
 
 
-def uses_directives(document: DocumentNode) -> bool:
+_USES: dict[str, bool] = {}  # by query text (the parser cache maps a text to one document), bounded
+_MAX_USES = 2048
+
+
+def uses_directives(document: DocumentNode, query: str | None = None) -> bool:
     """Whether any field of the document carries one of these directives (most documents do not)."""
+    if query is not None and (known := _USES.get(query)) is not None:
+        return known
+    found = _uses(document)
+    if query is not None:
+        if len(_USES) >= _MAX_USES:
+            _USES.clear()
+        _USES[query] = found
+    return found
+
+
+def _uses(document: DocumentNode) -> bool:
     return any(
         d.name.value in NAMES
         for definition in document.definitions
@@ -289,7 +304,7 @@ class Reshape(SchemaExtension):
         ec = self.execution_context
         result, document = ec.result, ec.graphql_document
         answered = getattr(result, "data", None)
-        if result is None or document is None or not answered or not uses_directives(document):
+        if result is None or document is None or not answered or not uses_directives(document, ec.query):
             return
         slices = getattr(ec.context, "slices", None)
         result.data, problems = reshape(document, ec.operation_name, ec.variables, answered, slices)

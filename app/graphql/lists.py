@@ -25,6 +25,7 @@ from graphql import (
 )
 
 from app import elements
+from app.graphql.naming import JSON_NAMES
 
 # The complex property types an argument may name: matched by code, reference or identifier (app.elements).
 MATCHED_TYPES = frozenset({"CodeableConcept", "Coding", "Reference", "Identifier", "CodeableReference"})
@@ -166,4 +167,4 @@ def add_list_arguments(types: Iterable[GraphQLObjectType]) -> None:
             if not isinstance(listed, GraphQLList):
                 continue
             field.args = list_arguments(_nullable(listed.of_type))
-            field.resolve = element_list(name)
+            field.resolve = element_list(JSON_NAMES.get(definition.python_name, definition.python_name))
