@@ -117,6 +117,31 @@ async def test_resource_optional(clients: Clients) -> None:
     assert data(result)["PaymentReconciliation"]["allocation"][0]["submitter"]["resource"] == {"id": "1"}
 
 
+async def test_a_typed_resource_selects_its_fields_directly(clients: Clients) -> None:
+    """The specification's `resource(type: Patient) { birthDate }`: with a literal type, no fragment is needed
+    (the fields are read as `... on Claim`), beside fragments and `__typename`."""
+    query = """{ PaymentReconciliation(id: "demo-payment-1") { allocation(_count: 2) {
+        target { resource(type: Claim) { __typename id status ... on Claim { use } } }
+        response { typed: resource(type: ClaimResponse) { id } other: resource(type: Claim) { id } }
+    } } }"""
+    result, took = await answer(clients, query)
+    allocations = data(result)["PaymentReconciliation"]["allocation"]
+    assert allocations[0]["target"]["resource"] == {
+        "__typename": "Claim",
+        "use": "claim",
+        "id": "demo-claim-01",
+        "status": "active",
+    }
+    assert [a["response"] for a in allocations] == [
+        {"typed": {"id": "demo-claimresponse-01"}, "other": None},
+        {"typed": {"id": "demo-claimresponse-02"}, "other": None},
+    ]
+    assert took == "compiled"
+    untyped = '{ PaymentReconciliation(id: "demo-payment-1") { allocation { target { resource { id } } } } }'
+    result, _ = await answer(clients, untyped)
+    assert "Cannot query field 'id' on type 'Resource'" in result["errors"][0]["message"]
+
+
 # -- list arguments --------------------------------------------------------------------------------
 
 
@@ -202,6 +227,14 @@ async def test_bad_list_arguments_are_bad_user_input(clients: Clients, arguments
     assert codes(result) == ["BAD_USER_INPUT"]
     assert result["errors"][0]["path"] == ["PaymentReconciliation", "allocation"]
     assert result["data"]["PaymentReconciliation"] == {"id": "demo-payment-1", "allocation": None}
+
+
+async def test_primitive_lists_take_no_arguments(clients: Clients) -> None:
+    """ "Primitive fields SHALL NOT have any arguments at all": `given` is a list of strings."""
+    result, _ = await answer(clients, '{ Patient(id: "spec-patient") { name { given(_count: 1) } } }')
+    assert "Unknown argument '_count' on field 'HumanName.given'" in result["errors"][0]["message"]
+    result, _ = await answer(clients, '{ Patient(id: "spec-patient") { name(use: official) { given @first } } }')
+    assert data(result)["Patient"]["name"] == [{"given": "Peter"}]
 
 
 async def test_list_arguments_from_variables(clients: Clients) -> None:

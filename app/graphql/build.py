@@ -52,6 +52,7 @@ from app.graphql.naming import (
 )
 from app.graphql.scalars import JSON, FhirDecimal, scalar_map
 from app.graphql.truncation import Truncation
+from app.graphql.typed import TypedResource
 
 SDL_HEADER = (
     f"# FinGate GraphQL schema, generated from the HL7 {ORIGIN} StructureDefinitions and search parameters\n"
@@ -157,7 +158,8 @@ class _Builder:
             # Classes: Strawberry makes one per request, and their caches are module-wide.
             # TokenLimit before the parser; QueryLimits validates (cached per query text), then checks limits;
             # Truncation reports the lists the Context noted as cut; Reshape applies FHIR GraphQL's directives.
-            extensions=[TokenLimit, ParserCache, QueryLimits, Truncation, Reshape],
+            # TypedResource rewrites `resource(type: T) { f }` once parsed.
+            extensions=[TokenLimit, ParserCache, TypedResource, QueryLimits, Truncation, Reshape],
         )
         gql = graphql_schema(built)
         lists.add_list_arguments(gql.get_type(self.names[td.name]) for td in self.type_defs)  # type: ignore[misc]

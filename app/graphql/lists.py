@@ -164,7 +164,8 @@ def add_list_arguments(types: Iterable[GraphQLObjectType]) -> None:
             if name.startswith("_") or definition is None or definition.base_resolver is not None:
                 continue
             listed = _nullable(field.type)
-            if not isinstance(listed, GraphQLList):
+            # "Primitive fields SHALL NOT have any arguments at all" (the specification): lists of them neither.
+            if not isinstance(listed, GraphQLList) or isinstance(_nullable(listed.of_type), GraphQLScalarType):
                 continue
             field.args = list_arguments(_nullable(listed.of_type))
             field.resolve = element_list(JSON_NAMES.get(definition.python_name, definition.python_name))
