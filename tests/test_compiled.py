@@ -267,6 +267,11 @@ class _Gen:
             members = [m for m in UNION_MEMBERS if self.schema.is_sub_type(named, self.schema.get_type(m))]
             chosen = self.draw(st.lists(st.sampled_from(members), max_size=3, unique=True)) if depth < MAX_DEPTH else []
             inner = [f"... on {m} {{ {self.selection(self.schema.get_type(m), depth + 1)} }}" for m in chosen]
+            typed = arguments.split("type: ")[1].split(")")[0].split(",")[0] if "type: " in arguments else None
+            if (
+                typed and depth < MAX_DEPTH and self.draw(st.booleans())
+            ):  # its fields selected directly (app.graphql.typed)
+                inner.append(self.selection(self.schema.get_type(typed), depth + 1))
             return f"{head} {{ __typename {' '.join(inner)} }}"
         if isinstance(named, GraphQLObjectType):
             if depth >= MAX_DEPTH:
