@@ -35,10 +35,8 @@ PATIENT = {
         {"use": "usual", "given": ["Jim"]},
         {"use": "maiden", "family": "Windsor", "given": ["Peter", "James"]},
     ],
-    "identifier": [
-        {"system": "urn:oid:1.2.36.146.595.217.0.1", "value": "12345"},
-        {"system": "http://example.org/mrn", "value": "MRN-7"},
-    ],
+    "identifier": [{"system": "urn:oid:1.2.36.146.595.217.0.1", "value": "12345"}],
+    "active": True,
     "gender": "male",
 }
 
@@ -293,10 +291,14 @@ async def test_singleton(clients: Clients) -> None:
     flattened = '{ Patient(id: "spec-patient") { name(use: official) @flatten { family @singleton given } } }'
     result, _ = await answer(clients, flattened)
     assert data(result)["Patient"] == {"family": "Chalmers", "given": ["Peter", "James"]}
-    two = '{ Patient(id: "spec-patient") { id identifier @singleton { value } } }'
+    three = '{ Patient(id: "spec-patient") { id name @singleton { family } } }'
+    result, _ = await answer(clients, three)
+    assert codes(result) == ["BAD_USER_INPUT"]
+    assert result["errors"][0]["path"] == ["Patient", "name"]
+    assert result["data"]["Patient"] == {"id": "spec-patient", "name": None}
+    two = '{ Patient(id: "spec-patient") { name(use: official) @flatten { given @singleton } } }'
     result, _ = await answer(clients, two)
     assert codes(result) == ["BAD_USER_INPUT"]
-    assert result["data"]["Patient"] == {"id": "spec-patient", "identifier": None}
 
 
 async def test_slice(clients: Clients) -> None:
@@ -321,6 +323,66 @@ async def test_slice(clients: Clients) -> None:
     by_index = '{ Patient(id: "spec-patient") { name @slice(path: "$index") { use } } }'
     result, _ = await answer(clients, by_index)
     assert data(result)["Patient"]["name"] == [{"use.0": "official"}, {"use.1": "usual"}, {"use.2": "maiden"}]
+
+
+# The specification's own examples of the directives on its Patient example, with the answers it gives.
+SPEC_DIRECTIVES = {
+    "identifier @flatten { system value } active name @flatten { text given family }": {
+        "system": ["urn:oid:1.2.36.146.595.217.0.1"],
+        "value": ["12345"],
+        "active": True,
+        "given": ["Peter", "James", "Jim", "Peter", "James"],
+        "family": ["Chalmers", "Windsor"],
+    },
+    "identifier @flatten { system value } active name @flatten { text given @first family }": {
+        "system": ["urn:oid:1.2.36.146.595.217.0.1"],
+        "value": ["12345"],
+        "active": True,
+        "given": ["Peter", "Jim", "Peter"],
+        "family": ["Chalmers", "Windsor"],
+    },
+    "identifier @flatten { system @singleton value @singleton } active "
+    "name @flatten @first { text given family @singleton }": {
+        "system": "urn:oid:1.2.36.146.595.217.0.1",
+        "value": "12345",
+        "active": True,
+        "given": ["Peter", "James"],
+        "family": "Chalmers",
+    },
+    'identifier @flatten { system value } active name @flatten @slice(path: "use") { given family @singleton }': {
+        "system": ["urn:oid:1.2.36.146.595.217.0.1"],
+        "value": ["12345"],
+        "active": True,
+        "given.official": ["Peter", "James"],
+        "family.official": "Chalmers",
+        "given.usual": ["Jim"],
+        "given.maiden": ["Peter", "James"],
+        "family.maiden": "Windsor",
+    },
+    'identifier @flatten { system value } active name @flatten @slice(path: "$index") { given family @singleton }': {
+        "system": ["urn:oid:1.2.36.146.595.217.0.1"],
+        "value": ["12345"],
+        "active": True,
+        "given.0": ["Peter", "James"],
+        "family.0": "Chalmers",
+        "given.1": ["Jim"],
+        "given.2": ["Peter", "James"],
+        "family.2": "Windsor",
+    },
+    'name @slice(path: "$index") @flatten { given @first @singleton family }': {
+        "given.0": "Peter",
+        "family.0": ["Chalmers"],
+        "given.1": "Jim",
+        "given.2": "Peter",
+        "family.2": ["Windsor"],
+    },
+}
+
+
+@pytest.mark.parametrize("selection", list(SPEC_DIRECTIVES), ids=[f"spec-{i}" for i in range(len(SPEC_DIRECTIVES))])
+async def test_the_specifications_directive_examples(clients: Clients, selection: str) -> None:
+    result, _ = await answer(clients, f'{{ Patient(id: "spec-patient") {{ {selection} }} }}')
+    assert data(result)["Patient"] == SPEC_DIRECTIVES[selection]
 
 
 async def test_directives_are_in_the_schema(clients: Clients) -> None:

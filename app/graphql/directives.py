@@ -186,9 +186,11 @@ class _Reshaper:
         listed: bool,
         suffix: str,
         path: list[Any],
+        merged: bool = False,
     ) -> None:
         """Puts `source`'s fields, re-organized, in `target`; `listed`: each goes into a list (a flattened list's
-        item), `suffix`: each name gets it (a slice's)."""
+        item), `suffix`: each name gets it (a slice's), `merged`: `target` is a flattened node's parent, where a
+        field without a value is left out (as HAPI FHIR answers)."""
         for key, value in source.items():
             nodes = groups.get(key, [])
             found = self.directives(nodes)
@@ -204,7 +206,7 @@ class _Reshaper:
                     if isinstance(item, dict):
                         where = path + [key, i] if is_list else path + [key]
                         tail = suffix + "." + labels[i] if labels is not None else suffix
-                        self.object(item, child_groups, target, listed or is_list, tail, where)
+                        self.object(item, child_groups, target, listed or is_list, tail, where, merged=True)
                 continue
             out = [
                 self._item(
@@ -213,10 +215,12 @@ class _Reshaper:
                 for i, item in enumerate(items)
             ]
             single = found.singleton or found.first
-            if found.singleton and len(out) > 1 and not listed:
+            if found.singleton and len(out) > 1:
                 self._problem(path + [key], f"@singleton on {key!r}: {len(out)} values, at most one may be")
                 out = out[:0]
             answer: Any = out if is_list and not single else (out[0] if out else None)
+            if merged and answer is None:
+                continue
             # In a flattened list's item, @first still adds one value a item; @singleton wants one in all.
             self._put(target, key + suffix, answer, listed and not found.singleton, found.singleton, path + [key])
 
