@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
+from app.graphql.apq import sha256
 from app.graphql.compiled import CompiledEngine
 from app.http import loads
 from app.settings import Settings
@@ -138,6 +139,18 @@ async def test_a_typed_resource_selects_its_fields_directly(clients: Clients) ->
     untyped = '{ PaymentReconciliation(id: "demo-payment-1") { allocation { target { resource { id } } } } }'
     result, _ = await answer(clients, untyped)
     assert "Cannot query field 'id' on type 'Resource'" in result["errors"][0]["message"]
+
+
+async def test_a_typed_resource_in_a_persisted_query(clients: Clients) -> None:
+    """Registering a persisted query validates it as a request would: the typed form is accepted there too."""
+    query = '{ PaymentReconciliation(id: "demo-payment-1") { allocation(_count: 1) { target { resource(type: Claim) { id } } } } }'
+    persisted = {"persistedQuery": {"version": 1, "sha256Hash": sha256(query)}}
+    registered = await clients[0].post("/graphql", json={"query": query, "extensions": persisted})
+    again = await clients[0].post("/graphql", json={"extensions": persisted})
+    for response in (registered, again):
+        assert data(response.json())["PaymentReconciliation"]["allocation"] == [
+            {"target": {"resource": {"id": "demo-claim-01"}}}
+        ]
 
 
 # -- list arguments --------------------------------------------------------------------------------
