@@ -205,6 +205,9 @@ async def test_fhirpath_argument(clients: Clients) -> None:
     )
     result, _ = await answer(clients, query)
     assert data(result)["PaymentReconciliation"]["allocation"] == [{"amount": {"value": "4000.00"}}]
+    spec = '{ Patient(id: "spec-patient") { name(fhirpath: "family.exists()") { text given family } } }'  # its own
+    result, _ = await answer(clients, spec)
+    assert [n["family"] for n in data(result)["Patient"]["name"]] == ["Chalmers", "Windsor"]
     names = '{ Patient(id: "spec-patient") { name(fhirpath: "given.count() = 2 and family.startsWith(\'Wind\')") { use } } }'
     result, _ = await answer(clients, names)
     assert data(result)["Patient"]["name"] == [{"use": "maiden"}]
