@@ -11,7 +11,7 @@ import logging
 
 import pytest
 import strawberry
-from graphql import GraphQLSchema, GraphQLUnionType, parse
+from graphql import DirectiveLocation, GraphQLDirective, GraphQLScalarType, GraphQLSchema, GraphQLUnionType, parse
 from strawberry.http.async_base_view import AsyncBaseHTTPView
 from strawberry.types.field import StrawberryField
 from strawberry.types.union import StrawberryUnion
@@ -22,6 +22,7 @@ from app.graphql.compat import (
     QuietSchema,
     QuietView,
     ResolvedUnion,
+    add_to_schema,
     convert_input_with,
     graphql_schema,
     validate_document,
@@ -97,3 +98,17 @@ async def test_convert_input_with_hands_the_resolver_what_the_hook_returns() -> 
     convert_input_with(_In, lambda cls, value, context: {"converted": dict(value)})
     result = await strawberry.Schema(query=_EchoQuery).execute('{ echo(value: { name: "x" }) }')
     assert result.errors is None and result.data == {"echo": repr({"converted": {"name": "x"}})}
+
+
+async def test_add_to_schema_gives_strawberry_graphql_core_directives_and_types() -> None:
+    @strawberry.type
+    class Query:
+        n: int = 1
+
+    built = strawberry.Schema(query=Query)
+    extra = GraphQLScalarType("Extra")
+    add_to_schema(built, [GraphQLDirective("shape", [DirectiveLocation.FIELD])], [extra])
+    assert graphql_schema(built).get_type("Extra") is extra
+    assert "directive @shape on FIELD" in built.as_str() and "scalar Extra" in built.as_str()
+    result = await built.execute("{ n @shape }", root_value=Query())  # validation knows it; execution ignores it
+    assert result.errors is None and result.data == {"n": 1}

@@ -11,12 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-from graphql import GraphQLObjectType, GraphQLUnionType, get_named_type, parse, validate
+from graphql import GraphQLField, GraphQLObjectType, GraphQLUnionType, get_named_type, is_non_null_type, parse, validate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.graphql.compat import graphql_schema
 from app.graphql.compiled import CompiledEngine, compiled_execution
+from app.graphql.lists import element_key
 from app.graphql.resolvers import BATCH_FORMS
 from app.settings import Settings
 from app.store import Store
@@ -31,6 +32,18 @@ REVERSE = {
     "Claim": ["ClaimResponseList(_reference: request)", "PaymentReconciliationList(_reference: allocation_target)"]
 }
 MAX_DEPTH = 4
+# Values of list arguments, some of which the demo data holds (a bare word, `system|code`, a reference, a number).
+FILTER_VALUES = [
+    "payment",
+    "official",
+    "active",
+    '"USD"',
+    '"Claim/demo-claim-01"',
+    '"http://terminology.hl7.org/CodeSystem/payment-type|payment"',
+    "1",
+    "true",
+]
+FHIRPATHS = ["true", "false", "exists()", "amount.value > 100", "code.exists()", "$this.count() = 1"]
 
 # Stored directly, past validation: references that lead nowhere and an empty list.
 ODD_DATA = [
@@ -179,6 +192,34 @@ class _Gen:
             return f" @{kind}(if: ${name})"
         return f" @{kind}(if: {str(self.draw(st.booleans())).lower()})"
 
+    def shape(self) -> str:
+        """FHIR GraphQL's directives (app.graphql.directives), now and then: they change the answer's shape."""
+        kind = self.draw(st.sampled_from([""] * 10 + ["first", "flatten", "singleton", "flatten first", "slice"]))
+        if kind == "slice":  # rare: the compiled path leaves @slice operations to the reference path
+            path = self.draw(st.sampled_from(['"$index"', '"type.coding.code"', '"use"']))
+            return f" @slice(path: {path})" + self.draw(st.sampled_from(["", " @flatten"]))
+        return "".join(f" @{d}" for d in kind.split())
+
+    def arguments(self, field: GraphQLField) -> str:
+        """Now and then, arguments of a repeating element (app.graphql.lists) or of `Reference.resource`."""
+        if element_key(field) is not None:
+            chosen = []
+            for _ in range(self.draw(st.integers(0, 2))):
+                name = self.draw(st.sampled_from(sorted(field.args)))
+                if name in ("_count", "_offset"):
+                    chosen.append(f"{name}: {self.draw(st.integers(0, 3))}")
+                elif name == "fhirpath":
+                    chosen.append(f"fhirpath: {json.dumps(self.draw(st.sampled_from(FHIRPATHS)))}")
+                else:
+                    chosen.append(f"{name}: {self.draw(st.sampled_from(FILTER_VALUES))}")
+            unique = {c.split(":")[0]: c for c in chosen}
+            return f"({', '.join(unique.values())})" if unique else ""
+        if "type" in field.args and "optional" in field.args and self.draw(st.booleans()):
+            member = self.draw(st.sampled_from(UNION_MEMBERS))
+            optional = self.draw(st.sampled_from(["", ", optional: true"]))
+            return f"(type: {member}{optional})"
+        return ""
+
     def alias(self, name: str) -> str:
         return self.draw(st.sampled_from(["", "", "", f"{name}_1: ", f"{name}_2: "]))
 
@@ -190,7 +231,10 @@ class _Gen:
             if kind == "typename" or (kind == "present" and not present):
                 parts.append(f"{self.alias('__typename')}__typename")
             elif kind in ("present", "any"):
-                plain = sorted(n for n, f in type_.fields.items() if not f.args)  # reverse lists need `_reference`
+                # Reverse lists need `_reference`: only fields without a required argument.
+                plain = sorted(
+                    n for n, f in type_.fields.items() if not any(is_non_null_type(a.type) for a in f.args.values())
+                )
                 name = self.draw(st.sampled_from(present if kind == "present" else plain))
                 parts.append(self.field(type_, name, depth))
             elif kind == "inline" and depth < MAX_DEPTH:
@@ -215,11 +259,19 @@ class _Gen:
     def field(self, parent: GraphQLObjectType, name: str, depth: int) -> str:
         type_ = parent.fields[name].type
         named = get_named_type(type_)
-        head = f"{self.alias(name)}{name}{self.directive()}"
+        arguments = self.arguments(parent.fields[name])
+        # A key given arguments is its own (the same key with other arguments would not merge: invalid).
+        alias = f"{name}_a{len(self.fragments)}_{self.draw(st.integers(0, 999))}: " if arguments else self.alias(name)
+        head = f"{alias}{name}{arguments}{self.directive()}{self.shape()}"
         if isinstance(named, GraphQLUnionType):
             members = [m for m in UNION_MEMBERS if self.schema.is_sub_type(named, self.schema.get_type(m))]
             chosen = self.draw(st.lists(st.sampled_from(members), max_size=3, unique=True)) if depth < MAX_DEPTH else []
             inner = [f"... on {m} {{ {self.selection(self.schema.get_type(m), depth + 1)} }}" for m in chosen]
+            typed = arguments.split("type: ")[1].split(")")[0].split(",")[0] if "type: " in arguments else None
+            if (
+                typed and depth < MAX_DEPTH and self.draw(st.booleans())
+            ):  # its fields selected directly (app.graphql.typed)
+                inner.append(self.selection(self.schema.get_type(typed), depth + 1))
             return f"{head} {{ __typename {' '.join(inner)} }}"
         if isinstance(named, GraphQLObjectType):
             if depth >= MAX_DEPTH:

@@ -31,6 +31,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.auth",
             "app.capability",
             "app.payments",
+            "app.elements",
         ),
     ),
     ("graphql", ("app.graphql",)),

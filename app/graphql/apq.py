@@ -11,6 +11,7 @@ from typing import Any
 from graphql import GraphQLError, GraphQLSchema, parse, validate
 
 from app import errors
+from app.graphql.typed import typed
 from app.store import Store
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -41,7 +42,7 @@ def _wanted_hash(extensions: dict[str, Any] | None) -> str | None:
 
 def validation_errors(schema: GraphQLSchema, query: str) -> list[GraphQLError]:
     try:
-        return validate(schema, parse(query))
+        return validate(schema, typed(parse(query)))  # as the request path validates it
     except GraphQLError as error:
         return [error]
 

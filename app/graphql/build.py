@@ -18,8 +18,16 @@ from strawberry.types.fields.resolver import StrawberryResolver
 from strawberry.types.unset import UNSET
 
 from app.fhir.model import SERVED_RESOURCES, SearchParam, Spec, TypeDef, spec
-from app.graphql import billing, payers, payments, resolvers
-from app.graphql.compat import FixedTypeField, QuietSchema, ResolvedUnion, convert_input_with
+from app.graphql import billing, lists, payers, payments, resolvers
+from app.graphql.compat import (
+    FixedTypeField,
+    QuietSchema,
+    ResolvedUnion,
+    add_to_schema,
+    convert_input_with,
+    graphql_schema,
+)
+from app.graphql.directives import DIRECTIVES, Reshape
 from app.graphql.fields import (
     ORIGIN,
     FieldSpec,
@@ -44,6 +52,7 @@ from app.graphql.naming import (
 )
 from app.graphql.scalars import JSON, FhirDecimal, scalar_map
 from app.graphql.truncation import Truncation
+from app.graphql.typed import TypedResource
 
 SDL_HEADER = (
     f"# FinGate GraphQL schema, generated from the HL7 {ORIGIN} StructureDefinitions and search parameters\n"
@@ -62,6 +71,7 @@ Field = tuple[str, object, StrawberryField]  # Python attribute, annotation (Non
 ArgSpec = tuple[str, object, bool, str | None]  # name, Python type, required, description
 
 AUDIT_RECORD = "AuditRecord"
+RESOURCE_TYPE = "ResourceType"
 _COUNT: ArgSpec = (
     "_count",
     int,
@@ -119,6 +129,7 @@ class _Builder:
                 "for the other types (FHIR allows any type in `contained`)."
             ),
         )
+        self.resource_type = self._resource_type_enum()
         self.reverse_types = [name for name in self.served if reference_params(model, name)]
         self.enums = {name: self._reference_enum(name) for name in self.reverse_types}
         self.connections = {name: self._connection(name) for name in self.served}
@@ -136,7 +147,7 @@ class _Builder:
         _define(query, [*fields, self._audit_field(), self._payment_events_field(), payers.query_field()])
         mutation = _empty("Mutation")
         _define(mutation, [*(f for t in self.served for f in self._mutation_fields(t)), payers.mutation_field()])
-        return QuietSchema(
+        built = QuietSchema(
             query=strawberry.type(query, name="Query", description=f"Read and search {ORIGIN} financial resources."),
             mutation=strawberry.type(mutation, name="Mutation", description=f"Write {ORIGIN} financial resources."),
             config=StrawberryConfig(
@@ -146,9 +157,14 @@ class _Builder:
             ),
             # Classes: Strawberry makes one per request, and their caches are module-wide.
             # TokenLimit before the parser; QueryLimits validates (cached per query text), then checks limits;
-            # Truncation reports the lists the Context noted as cut.
-            extensions=[TokenLimit, ParserCache, QueryLimits, Truncation],
+            # Truncation reports the lists the Context noted as cut; Reshape applies FHIR GraphQL's directives.
+            # TypedResource rewrites `resource(type: T) { f }` once parsed.
+            extensions=[TokenLimit, ParserCache, TypedResource, QueryLimits, Truncation, Reshape],
         )
+        gql = graphql_schema(built)
+        lists.add_list_arguments(gql.get_type(self.names[td.name]) for td in self.type_defs)  # type: ignore[misc]
+        add_to_schema(built, DIRECTIVES, [lists.FILTER_VALUE])
+        return built
 
     # --- object and input types ------------------------------------------------------------
 
@@ -221,8 +237,23 @@ class _Builder:
         description = (
             "The referenced resource when FinGate serves it (`Type/id`, or a contained `#id`); null otherwise."
         )
-        resolver = _with_signature(resolvers.reference_resource(), [], StrawberryOptional(self.resource_union))
+        args: list[ArgSpec] = [
+            ("type", self.resource_type, False, "Only a resource of this type: null when the reference is to another."),
+            (
+                "optional",
+                bool,
+                False,
+                "`false`: a reference that cannot be resolved is a NOT_FOUND error; given `true` or left out, null.",
+            ),
+        ]
+        resolver = _with_signature(resolvers.reference_resource(), args, StrawberryOptional(self.resource_union))
         return "resource", None, strawberry.field(resolver=resolver, name="resource", description=description)
+
+    def _resource_type_enum(self) -> type[enum.Enum]:
+        members = {name: strawberry.enum_value(name) for name in self.served}
+        values: Any = enum.Enum(RESOURCE_TYPE, members)  # type: ignore[misc]
+        description = "A resource type FinGate serves: `Reference.resource(type:)`."
+        return strawberry.enum(values, name=RESOURCE_TYPE, description=description)  # type: ignore[no-any-return]
 
     # --- reverse references ----------------------------------------------------------------
 
@@ -416,6 +447,8 @@ class _Builder:
                 ("Query", "query root"),
                 ("Mutation", "mutation root"),
                 (AUDIT_RECORD, "audit log record"),
+                (RESOURCE_TYPE, "enum of the served resource types"),
+                (lists.FILTER_VALUE.name, "scalar of list arguments"),
                 *((name, "billing view type") for name in billing.NAMES),
                 *((name, "payment event type") for name in payments.NAMES),
                 *((name, "payer import type") for name in payers.NAMES),

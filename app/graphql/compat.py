@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import strawberry
-from graphql import DocumentNode, GraphQLError, GraphQLSchema, ValidationRule
+from graphql import DocumentNode, GraphQLDirective, GraphQLError, GraphQLNamedType, GraphQLSchema, ValidationRule
 from strawberry.schema.schema import validate_document as _validate_document
 from strawberry.types.field import StrawberryField
 from strawberry.types.union import StrawberryUnion
@@ -19,6 +19,18 @@ from strawberry.types.union import StrawberryUnion
 def graphql_schema(schema: strawberry.Schema) -> GraphQLSchema:
     """graphql-core's schema behind a Strawberry schema (Strawberry keeps it private as `_schema`)."""
     return schema._schema
+
+
+def add_to_schema(
+    schema: strawberry.Schema, directives: Sequence[GraphQLDirective], types: Sequence[GraphQLNamedType]
+) -> None:
+    """graphql-core directives and named types added to a built Strawberry schema: Strawberry makes directives
+    that it executes per resolver (which would turn compiled execution off) and has no seam for plain ones."""
+    old = schema._schema
+    kwargs = old.to_kwargs()
+    kwargs["directives"] = (*old.directives, *directives)
+    kwargs["types"] = (*(kwargs.get("types") or ()), *types)
+    schema._schema = GraphQLSchema(**kwargs)
 
 
 def validate_document(

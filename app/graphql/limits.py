@@ -43,6 +43,7 @@ from app import errors, store
 from app.billing import ITEMS_SHOWN, PAYMENTS_SHOWN
 from app.graphql.billing import TYPE_NAMES as BILLING_TYPES
 from app.graphql.compat import graphql_schema, validate_document
+from app.graphql.lists import element_key
 from app.settings import Settings
 
 DEFAULT_COUNT = 20  # what a list without `_count` returns
@@ -166,6 +167,8 @@ class _Walker:
 
     def _fetches(self, parent: GraphQLNamedType, name: str, field: Any, node: FieldNode) -> int | None:
         """How many resources one instance of this field returns (None for plain data); `_count: 0` returns none."""
+        if element_key(field) is not None:  # a repeating element: its `_count` only shortens what was read
+            return None
         if "_count" in field.args:
             return self._count(node)
         if parent in self.roots:

@@ -10,6 +10,7 @@ from typing import Any
 from app import errors
 from app.billing import VIEW_TYPES
 from app.fhir.model import SERVED, SERVED_RESOURCES
+from app.fhir.references import relative_reference
 from app.fhir.values import Resource
 from app.graphql.naming import JSON_NAMES, UNSERVED_RESOURCE
 
@@ -127,10 +128,26 @@ def _served(found: Resource | None) -> Resource | None:
 
 
 def reference_resource() -> Resolver:
-    """`Reference.resource`: the target when it is a served resource, else null (never an error)."""
+    """`Reference.resource`: the target when it is a served resource, else null; `type`: only a target of that type
+    (another is null, unread); `optional: false`: a target that cannot be resolved is NOT_FOUND, not null."""
 
-    async def resolve(root: Resource, info: Any) -> Resource | None:
-        return _served(await info.context.resolve(root))
+    async def resolve(root: Resource, info: Any, type: Any = None, optional: bool | None = None) -> Resource | None:
+        wanted = None if type is None else type.value
+        text = root.get("reference")
+        named = relative_reference(text) if isinstance(text, str) else None
+        if wanted is not None and named is not None and named[0] != wanted:
+            return None
+        found = _served(await info.context.resolve(root))
+        if found is None and optional is False:
+            raise errors.FinGateError(
+                errors.NOT_FOUND,
+                f"the reference {text or root.get('display') or '(without a reference)'} cannot be resolved here "
+                "(missing, external or of a type FinGate does not serve): leave out `optional: false` for null",
+                issues=[errors.outcome_issue("reference not resolved", "Reference.reference", code="not-found")],
+            )
+        if found is not None and wanted is not None and found.get("resourceType") != wanted:
+            return None
+        return found
 
     return resolve
 

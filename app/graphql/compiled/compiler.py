@@ -32,8 +32,11 @@ from graphql import (
     visit,
 )
 from graphql.execution.collect_fields import FieldDetails, collect_fields, collect_subfields
+from graphql.execution.values import get_argument_values
 from graphql.language import DirectiveNode, DocumentNode, OperationDefinitionNode, Visitor
 
+from app.graphql.lists import FIRST, SLICE, directive_given, element_key
+from app.graphql.lists import select as select_items
 from app.graphql.naming import JSON_NAMES
 from app.graphql.resolvers import BatchResolver, resolve_data_field, resolve_resource_type
 from app.graphql.scalars import serialize_decimal
@@ -196,7 +199,8 @@ class _Compiler:
                     value = repr(type_.name)
                 else:
                     key, field_def = found
-                    value = self._value(field_def.type, grouped[response_key], var, f"({var} := {v}.get({key!r}))")
+                    read = self._read(field_def, grouped[response_key], f"{v}.get({key!r})")
+                    value = self._value(field_def.type, grouped[response_key], var, f"({var} := {read})")
                 items.append(f"{response_key!r}: {value}")
         finally:
             self.inline_depth -= 1
@@ -232,7 +236,8 @@ class _Compiler:
             if name == "root":
                 raise Unsupported("a plain data field on the root type")
             # The dict literal reads each field where its completion first needs it: `(v := g(key))`.
-            items.append(f"{response_key!r}: {self._value(field_def.type, details, 'v', f'(v := g({key!r}))')}")
+            read = self._read(field_def, details, f"g({key!r})")
+            items.append(f"{response_key!r}: {self._value(field_def.type, details, 'v', f'(v := {read})')}")
         if queued:
             body.append("    r = {" + ", ".join(items) + "}")
             body.extend(queued)
@@ -252,6 +257,9 @@ class _Compiler:
             raise Unsupported("field extensions and permissions run on the reference path")
         if definition.base_resolver is not None:
             return None
+        key = element_key(field_def)  # a repeating element: its arguments are applied by `_read`
+        if key is not None:
+            return key
         if (
             not getattr(field_def.resolve, "_is_default", False)
             or definition.default_resolver is not resolve_data_field
@@ -260,13 +268,31 @@ class _Compiler:
         python: str = definition.python_name
         return JSON_NAMES.get(python, python)
 
+    def _read(self, field_def: GraphQLField, details: list[FieldDetails], read: str) -> str:
+        """The expression reading a data field: `read`, or for a repeating element given arguments or @first,
+        the items they select (as its `element_list` resolver selects them on the reference path)."""
+        if element_key(field_def) is None:
+            return read
+        nodes = [d.node for d in details]
+        first = directive_given(nodes, FIRST)
+        if directive_given(nodes, SLICE):
+            raise Unsupported("@slice notes the stored items' slice names by response path")
+        if not nodes[0].arguments and not first:
+            return read
+        if any(isinstance(a.value, VariableNode) for a in nodes[0].arguments or ()):
+            raise Unsupported("a repeating element's arguments from variables (plans are cached by text)")
+        arguments = get_argument_values(field_def, nodes[0], self.variables)
+        select = self._bind("E", lambda items: select_items(items, arguments, first))
+        return f"{select}({read})"
+
     def _resolver_field(
         self, response_key: str, field_def: GraphQLField, details: list[FieldDetails], batch: BatchResolver | None
     ) -> ResolverField:
         if field_def.resolve is None:
             raise Unsupported("a field without resolver")
         node = details[0].node
-        has_args = bool(field_def.args or node.arguments)
+        # Arguments left out are not passed (none has a default): the batch form answers such a field.
+        has_args = bool(node.arguments)
         rf = ResolverField(
             index=len(self.fields),
             key=response_key,
