@@ -423,3 +423,24 @@ async def test_er2500_round_trips_through_a_create_mutation(
     assert stored["meta"]["tag"] == example["meta"]["tag"]
     data = await read_both(clients, f"query($id: ID!) {{ {PR}(id: $id) {{ {full_selection(sent)} }} }}", id=id)
     assert without_nulls(data[PR]) == as_response_json(sent)
+
+
+# ---- the README's example ---------------------------------------------------------------------------------------
+
+
+def readme_example() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## PaymentReconciliation: the specification page", 1)[1]
+    return section.split("```graphql\n", 1)[1].split("```", 1)[0]
+
+
+async def test_the_readme_example_answers_as_shown(clients: tuple[httpx.AsyncClient, httpx.AsyncClient]) -> None:
+    mutation = readme_example()
+    data = ok(await gql(clients[0], mutation))[f"{PR}Create"]
+    assert data["amount"] is None and data["statusReason"] == "Awaiting the remittance advice"
+    assert data["allocation"] == [{"noteNumber": [1], "amount": {"value": "10.00"}}]
+    assert data["processNote"] == [{"class": {"text": "remittance"}, "number": 1, "type": "display", "text": "Advice to follow."}]  # fmt: skip
+    assert data["billing"] == {"amount": [], "allocated": [{"currency": "USD", "value": "10.00"}], "unallocated": None}
+    refused = await gql(clients[0], mutation.replace("noteNumber: [1]", "noteNumber: [0]"))
+    issues = refused["errors"][0]["extensions"]["operationOutcome"]["issue"]
+    assert [i["expression"] for i in issues] == [[f"{PR}.allocation[0].noteNumber[0]"]]
