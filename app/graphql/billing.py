@@ -118,7 +118,7 @@ _AMOUNTS_NOTE = (
 NULLABLE = frozenset({("PaymentReconciliation", "unallocated")})
 
 
-def _maybe(resource_type: str, name: str, annotation: object) -> object:
+def _maybe(resource_type: str, name: str, annotation: StrawberryList) -> object:
     return StrawberryOptional(annotation) if (resource_type, name) in NULLABLE else annotation
 
 
