@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
+import os
+import sys
+import uuid
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
+from subprocess import PIPE
 from typing import Any
 
 import httpx
@@ -405,6 +410,29 @@ async def test_er2500_loads_with_fingate_load_and_round_trips(store: Store, tmp_
     assert without_nulls(data[PR]) == as_response_json(example)
     again = await load(Writer(store), [path])
     assert again.unchanged == 1 and again.rejected == []
+
+
+async def test_er2500_with_the_page_elements_through_the_fingate_load_command(mongo_uri: str, tmp_path: Path) -> None:
+    example = er2500_on_the_page()
+    path = tmp_path / "PaymentReconciliation-ER2500.json"
+    path.write_text(json_with_decimals(example))
+    db = f"cli_{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "MONGODB_URI": mongo_uri, "FINGATE_DB": db}
+    command = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "load", str(path), env=env, stdout=PIPE, stderr=PIPE
+    )
+    out, err = (b.decode() for b in await asyncio.wait_for(command.communicate(), 300))
+    assert command.returncode == 0, out + err
+    assert "loaded 1" in out and "rejected 0" in out, out
+    store = Store(mongo_uri, db)
+    try:
+        stored = await store.get(PR, "ER2500")
+        assert stored is not None
+        assert list(stored) == list(example)
+        assert {k: v for k, v in stored.items() if k != "meta"} == {k: v for k, v in example.items() if k != "meta"}
+    finally:
+        await store.drop_all()
+        await store.close()
 
 
 @pytest.mark.parametrize("page", [False, True], ids=["r5", "with the page's elements"])
