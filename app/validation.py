@@ -201,7 +201,22 @@ def _shapes() -> dict[str, _Shape]:
                 stem = el.path.rsplit(".", 1)[1]
                 required.append((stem, (*names, *("_" + n for n in names))))
         out[td.name] = _Shape(td.path, slots, tuple(required))
+    # A primitive's `_x` sibling is an Element (`id`, `extension`); the model never reaches that type on its own.
+    element = spec()._read("Element")[0]
+    out[element.name] = _Shape(
+        element.path,
+        {
+            el.name: _Slot(_PRIMITIVE, "string", False, _primitive_check("string"))
+            for el in element.elements
+            if el.name == "id"
+        }
+        | {"extension": _Slot(_COMPLEX, "Extension", True)},
+        (),
+    )
     return out
+
+
+_ELEMENT = _Slot(_COMPLEX, "Element", False)
 
 
 # ---- the walk
@@ -287,12 +302,25 @@ class _Walk:
     def odd_key(self, key: Any, value: Any, shape: _Shape, path: Path, depth: int, is_resource: bool) -> None:
         if not self.key_ok(key, path):
             return
-        if key.startswith("_") and key[1:] in shape.slots:  # a primitive's id/extension sibling
-            self.any(value, (path, key), depth + 1)
+        if key.startswith("_") and key[1:] in shape.slots:
+            slot = shape.slots[key[1:]]
+            if slot.kind == _PRIMITIVE:  # a primitive's id/extension sibling: an Element, or an array of them
+                self.sibling(value, slot.is_list, (path, key), depth + 1)
+            else:  # not FHIR JSON; the model refuses it
+                self.any(value, (path, key), depth + 1)
         elif not (is_resource and key == "resourceType"):
             hint = difflib.get_close_matches(key, list(shape.slots), n=1)
             did = f" (did you mean '{hint[0]}'?)" if hint else ""
             self.add((path, key), f"unknown element '{key}': not an element of {shape.label}{did}")
+
+    def sibling(self, value: Any, is_list: bool, path: Path, depth: int) -> None:
+        if not is_list:
+            return self.value(value, _ELEMENT, path, depth)
+        if type(value) is not list:
+            return self.add(path, f"expected an array of Element, got {_json_type(value)} {_preview(value)}")
+        for i, item in enumerate(value):
+            if item is not None:  # null lines an item up with a value that has no extension
+                self.value(item, _ELEMENT, (path[0], path[1], i), depth + 1)
 
     def value(self, value: Any, slot: _Slot, path: Path, depth: int) -> None:
         if value is None:

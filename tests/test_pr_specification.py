@@ -255,6 +255,22 @@ async def test_bad_page_elements_are_refused_at_their_path_and_nothing_is_stored
             "expected a JSON object (CodeableConcept)",
         ),
         ({"processNote": [{"class": {"code": "remit"}}]}, f"{PR}.processNote[0].class.code", "unknown element 'code'"),
+        # The model never sees the page's `_x` siblings: the walk checks them as Elements.
+        (
+            {"statusReason": "x", "_statusReason": {"reason": "y"}},
+            f"{PR}._statusReason.reason",
+            "unknown element 'reason': not an element of Element",
+        ),  # fmt: skip
+        (
+            {"allocation": [{"noteNumber": [1, 2], "_noteNumber": [None, {"id": ""}]}]},
+            f"{PR}.allocation[0]._noteNumber[1].id",
+            "'' is not a valid string",
+        ),  # fmt: skip
+        (
+            {"processNote": [{"number": 1, "_number": [{"id": "n"}]}]},
+            f"{PR}.processNote[0]._number",
+            "expected a JSON object (Element)",
+        ),  # fmt: skip
     ],
 )
 def test_fhir_json_of_the_wrong_type_is_refused_at_its_path(
