@@ -458,10 +458,16 @@ def _key_tree(paths: Sequence[str]) -> dict[str, Any]:
     return tree
 
 
-_PAGE_ADDED = {t: _key_tree(delta.added(t)) for t in SERVED_RESOURCES if delta.added(t)}
-_PAGE_OPTIONAL = {
-    t: frozenset(tuple(p.split(".")[1:]) for p in delta.relaxed(t)) for t in SERVED_RESOURCES if delta.relaxed(t)
-}
+@cache
+def _page_added() -> dict[str, dict[str, Any]]:
+    return {t: _key_tree(delta.added(t)) for t in SERVED_RESOURCES if delta.added(t)}
+
+
+@cache
+def _page_optional() -> dict[str, frozenset[tuple[str, ...]]]:
+    return {
+        t: frozenset(tuple(p.split(".")[1:]) for p in delta.relaxed(t)) for t in SERVED_RESOURCES if delta.relaxed(t)
+    }
 
 
 def _without(node: Any, tree: dict[str, Any]) -> Any:
@@ -476,11 +482,12 @@ def _without(node: Any, tree: dict[str, Any]) -> Any:
 def r5_view(resource_type: str, doc: dict) -> dict:
     """What fhir.resources' R5 model is shown: the resource (and its contained resources) without the elements the
     specification page adds. The walk has checked those against their declared types, with their own paths."""
-    tree = _PAGE_ADDED.get(resource_type)
+    added = _page_added()
+    tree = added.get(resource_type)
     if tree is not None:
         doc = _without(doc, tree)
     contained = doc.get("contained")
-    if type(contained) is list and any(type(r) is dict and r.get("resourceType") in _PAGE_ADDED for r in contained):
+    if type(contained) is list and any(type(r) is dict and r.get("resourceType") in added for r in contained):
         views = [
             r5_view(r["resourceType"], r) if type(r) is dict and r.get("resourceType") in SERVED else r
             for r in contained
@@ -497,7 +504,7 @@ def _optional_on_page(resource_type: str, doc: dict, loc: tuple[Any, ...]) -> bo
         if type(inner) is dict and type(inner.get("resourceType")) is str:
             return _optional_on_page(inner["resourceType"], inner, loc[2:])
         return False
-    return tuple(p for p in loc if type(p) is not int) in _PAGE_OPTIONAL.get(resource_type, ())
+    return tuple(p for p in loc if type(p) is not int) in _page_optional().get(resource_type, ())
 
 
 def model_issues(resource_type: str, doc: dict, already: Sequence[str] = ()) -> list[dict[str, Any]]:
