@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from app.errors import FinGateError
-from app.fhir.model import spec
+from app.fhir import delta
+from app.fhir.model import DEFINITIONS_DIR, spec
 from app.load import load
 from app.settings import Settings
 from app.store import Store
@@ -488,3 +489,42 @@ async def test_the_readme_example_answers_as_shown(clients: tuple[httpx.AsyncCli
     refused = await gql(clients[0], mutation.replace("noteNumber: [1]", "noteNumber: [0]"))
     issues = refused["errors"][0]["extensions"]["operationOutcome"]["issue"]
     assert [i["expression"] for i in issues] == [[f"{PR}.allocation[0].noteNumber[0]"]]
+
+
+# ---- the delta meets the definitions it was written against ---------------------------------------------------
+
+
+def _r5_definition() -> dict[str, Any]:
+    return json.loads((DEFINITIONS_DIR / f"StructureDefinition-{PR}.json").read_text())  # type: ignore[no-any-return]
+
+
+def test_the_delta_refuses_definitions_it_was_not_written_for() -> None:
+    """Applied twice (the elements already there), on a definition without an anchor, or where R5's cardinality
+    is not what the delta says: start-up fails, naming the element, rather than serve a guess."""
+    with pytest.raises(ValueError, match=r"PaymentReconciliation.amount is 0..1 in R5, not"):
+        delta.apply(delta.apply(_r5_definition()))
+    current = _r5_definition()  # a later R5 that has statusReason of its own
+    current["snapshot"]["element"].append({"path": f"{PR}.statusReason", "min": 0, "max": "1"})
+    with pytest.raises(ValueError, match=r"PaymentReconciliation.statusReason is already in the definition"):
+        delta.apply(current)
+    unanchored = _r5_definition()
+    unanchored["snapshot"]["element"] = [
+        e for e in unanchored["snapshot"]["element"] if e["path"] != f"{PR}.processNote.type"
+    ]
+    with pytest.raises(ValueError, match=r"placed at PaymentReconciliation.processNote.type"):
+        delta.apply(unanchored)
+    changed = _r5_definition()
+    next(e for e in changed["snapshot"]["element"] if e["path"] == f"{PR}.amount")["min"] = 0
+    with pytest.raises(ValueError, match=r"PaymentReconciliation.amount is 0..1 in R5"):
+        delta.apply(changed)
+
+
+def test_other_definitions_are_read_as_published_and_the_page_elements_inserted_in_place() -> None:
+    claim = json.loads((DEFINITIONS_DIR / "StructureDefinition-Claim.json").read_text())
+    assert delta.apply(claim) is claim
+    expected = [e["path"] for e in _r5_definition()["snapshot"]["element"]]
+    expected.insert(expected.index(f"{PR}.status") + 1, f"{PR}.statusReason")
+    expected.insert(expected.index(f"{PR}.allocation.amount") + 1, f"{PR}.allocation.noteNumber")
+    at = expected.index(f"{PR}.processNote.type")
+    expected[at:at] = [f"{PR}.processNote.class", f"{PR}.processNote.number"]
+    assert [e["path"] for e in delta.apply(_r5_definition())["snapshot"]["element"]] == expected
