@@ -15,6 +15,7 @@ from fhir.resources import get_fhir_model_class
 from pydantic import ValidationError
 
 from app.errors import BAD_USER_INPUT, FinGateError, outcome_issue
+from app.fhir import delta
 from app.fhir.decimals import fraction_digits, plain_text, range_problem
 from app.fhir.model import PRIMITIVE_SCALARS, SERVED, SERVED_RESOURCES, spec
 from app.fhir.money import PAID_AMOUNTS, minor_unit
@@ -200,7 +201,22 @@ def _shapes() -> dict[str, _Shape]:
                 stem = el.path.rsplit(".", 1)[1]
                 required.append((stem, (*names, *("_" + n for n in names))))
         out[td.name] = _Shape(td.path, slots, tuple(required))
+    # A primitive's `_x` sibling is an Element (`id`, `extension`); the model never reaches that type on its own.
+    element = spec()._read("Element")[0]
+    out[element.name] = _Shape(
+        element.path,
+        {
+            el.name: _Slot(_PRIMITIVE, "string", False, _primitive_check("string"))
+            for el in element.elements
+            if el.name == "id"
+        }
+        | {"extension": _Slot(_COMPLEX, "Extension", True)},
+        (),
+    )
     return out
+
+
+_ELEMENT = _Slot(_COMPLEX, "Element", False)
 
 
 # ---- the walk
@@ -286,12 +302,25 @@ class _Walk:
     def odd_key(self, key: Any, value: Any, shape: _Shape, path: Path, depth: int, is_resource: bool) -> None:
         if not self.key_ok(key, path):
             return
-        if key.startswith("_") and key[1:] in shape.slots:  # a primitive's id/extension sibling
-            self.any(value, (path, key), depth + 1)
+        if key.startswith("_") and key[1:] in shape.slots:
+            slot = shape.slots[key[1:]]
+            if slot.kind == _PRIMITIVE:  # a primitive's id/extension sibling: an Element, or an array of them
+                self.sibling(value, slot.is_list, (path, key), depth + 1)
+            else:  # not FHIR JSON; the model refuses it
+                self.any(value, (path, key), depth + 1)
         elif not (is_resource and key == "resourceType"):
             hint = difflib.get_close_matches(key, list(shape.slots), n=1)
             did = f" (did you mean '{hint[0]}'?)" if hint else ""
             self.add((path, key), f"unknown element '{key}': not an element of {shape.label}{did}")
+
+    def sibling(self, value: Any, is_list: bool, path: Path, depth: int) -> None:
+        if not is_list:
+            return self.value(value, _ELEMENT, path, depth)
+        if type(value) is not list:
+            return self.add(path, f"expected an array of Element, got {_json_type(value)} {_preview(value)}")
+        for i, item in enumerate(value):
+            if item is not None:  # null lines an item up with a value that has no extension
+                self.value(item, _ELEMENT, (path[0], path[1], i), depth + 1)
 
     def value(self, value: Any, slot: _Slot, path: Path, depth: int) -> None:
         if value is None:
@@ -403,6 +432,8 @@ class _Walk:
 
 # ---- fhir.resources, as an optional second opinion
 
+_MISSING = ("missing", "model_field_validation.missing")
+
 
 def _loc_expression(resource_type: str, loc: tuple[Any, ...]) -> str:
     out = resource_type
@@ -411,10 +442,80 @@ def _loc_expression(resource_type: str, loc: tuple[Any, ...]) -> str:
     return out
 
 
+# The specification page's changes to R5 (app/fhir/delta.py), as the model check needs them: per resource type,
+# the elements it adds (a tree of JSON keys: the added element's key maps to None) and the ones it makes optional.
+def _key_tree(paths: Sequence[str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for path in paths:
+        *parents, leaf = path.split(".")[1:]
+        node = tree
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = None
+        element = spec().element(path)
+        if element is not None and element.types[0] in PRIMITIVE_SCALARS:
+            node["_" + leaf] = None  # its primitive extension sibling
+    return tree
+
+
+@cache
+def _page_added() -> dict[str, dict[str, Any]]:
+    return {t: _key_tree(delta.added(t)) for t in SERVED_RESOURCES if delta.added(t)}
+
+
+@cache
+def _page_optional() -> dict[str, frozenset[tuple[str, ...]]]:
+    return {
+        t: frozenset(tuple(p.split(".")[1:]) for p in delta.relaxed(t)) for t in SERVED_RESOURCES if delta.relaxed(t)
+    }
+
+
+def _without(node: Any, tree: dict[str, Any]) -> Any:
+    """`node` without the keys of `tree` (a copy along them; the rest shared)."""
+    if type(node) is list:
+        return [_without(item, tree) for item in node]
+    if type(node) is not dict:
+        return node
+    return {k: v if k not in tree else _without(v, tree[k]) for k, v in node.items() if tree.get(k, {}) is not None}
+
+
+def r5_view(resource_type: str, doc: dict) -> dict:
+    """What fhir.resources' R5 model is shown: the resource (and its contained resources) without the elements the
+    specification page adds. The walk has checked those against their declared types, with their own paths."""
+    added = _page_added()
+    tree = added.get(resource_type)
+    if tree is not None:
+        doc = _without(doc, tree)
+    contained = doc.get("contained")
+    if type(contained) is list and any(type(r) is dict and r.get("resourceType") in added for r in contained):
+        views = [
+            r5_view(r["resourceType"], r) if type(r) is dict and r.get("resourceType") in SERVED else r
+            for r in contained
+        ]
+        doc = {**doc, "contained": views}
+    return doc
+
+
+def _optional_on_page(resource_type: str, doc: dict, loc: tuple[Any, ...]) -> bool:
+    """A `missing` error at an element the specification page makes optional (`amount`), also in `contained`."""
+    if len(loc) > 2 and loc[0] == "contained" and type(loc[1]) is int:
+        contained = doc.get("contained")
+        inner = contained[loc[1]] if type(contained) is list and loc[1] < len(contained) else None
+        if type(inner) is dict and type(inner.get("resourceType")) is str:
+            return _optional_on_page(inner["resourceType"], inner, loc[2:])
+        return False
+    return tuple(p for p in loc if type(p) is not int) in _page_optional().get(resource_type, ())
+
+
 def model_issues(resource_type: str, doc: dict, already: Sequence[str] = ()) -> list[dict[str, Any]]:
-    """fhir.resources' R5 model verdict as issues, minus those at (or under) an expression in `already`."""
+    """fhir.resources' R5 model verdict as issues, minus those at (or under) an expression in `already`.
+
+    The model is R5's; FinGate's PaymentReconciliation is the specification page's. The model sees the resource
+    without the page's added elements (`r5_view`), and its `missing` verdict on an element the page makes optional
+    is dropped: every other verdict stands, at the path the client wrote.
+    """
     try:
-        get_fhir_model_class(resource_type).model_validate(doc)
+        get_fhir_model_class(resource_type).model_validate(r5_view(resource_type, doc))
         return []
     except ValidationError as e:
         errors = e.errors()
@@ -426,8 +527,10 @@ def model_issues(resource_type: str, doc: dict, already: Sequence[str] = ()) -> 
         expr = _loc_expression(resource_type, err["loc"])
         if any(expr == c or expr.startswith((c + ".", c + "[")) for c in covered):
             continue
+        if err["type"] in _MISSING and _optional_on_page(resource_type, doc, err["loc"]):
+            continue
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] in ("missing", "model_field_validation.missing"):
+        if err["type"] in _MISSING:
             msg = "required element is missing"
         elif "input" in err and not isinstance(err["input"], dict | list):
             msg = f"{_preview(err['input'])}: {msg}"

@@ -591,7 +591,8 @@ def _expected(world: list[dict[str, Any]], rtype: str, resource: dict[str, Any])
         for a in resource.get("allocation", []):
             _plus(spread, _plain(a.get("amount")))
         amount = _plain(resource.get("amount"))
-        return {"amount": amount, "allocated": spread, "unallocated": _plus(dict(amount), spread, -1)}
+        rest = _plus(dict(amount), spread, -1) if amount else None  # no amount: nothing to subtract from
+        return {"amount": amount, "allocated": spread, "unallocated": rest}
     mine, bills = {me}, []
     if rtype == "Account":  # its billed Invoices are paid on it too
         for r in world:
@@ -688,6 +689,8 @@ def _as_plain(view: dict[str, Any]) -> dict[str, Any]:
     return {
         key: [(p["payment"]["reference"].split("/")[1], p["date"], of(p["amount"])) for p in value]
         if key == "payments"
+        else None
+        if value is None
         else of(value)
         for key, value in view.items()
     }

@@ -117,6 +117,17 @@ FIELD_TYPES = [
     ("PaymentReconciliationAllocation", "targetItemPositiveInt", "Int"),
     ("PaymentReconciliation", "allocation", "[PaymentReconciliationAllocation!]"),
     ("PaymentReconciliation", "resourceType", "String"),
+    # The specification page's elements (README "PaymentReconciliation: the specification page").
+    ("PaymentReconciliation", "statusReason", "String"),
+    ("PaymentReconciliation", "_statusReason", "Element"),
+    ("PaymentReconciliationAllocation", "noteNumber", "[Int]"),
+    ("PaymentReconciliationProcessNote", "class", "CodeableConcept"),
+    ("PaymentReconciliationProcessNote", "number", "Int"),
+    ("PaymentReconciliationInput", "statusReason", "String"),
+    ("PaymentReconciliationAllocationInput", "noteNumber", "[Int]"),
+    ("PaymentReconciliationProcessNoteInput", "class", "CodeableConceptInput"),
+    ("PaymentReconciliationProcessNoteInput", "number", "Int"),
+    ("PaymentReconciliationBilling", "unallocated", "[BillingAmount!]"),  # null without an amount
     ("Claim", "id", "ID"),
     ("Claim", "contained", "[ContainedResource!]"),
     ("Claim", "_created", "Element"),
@@ -204,6 +215,9 @@ DESCRIPTIONS = [
     ("Claim", "status", "Allowed codes: active | cancelled | draft | entered-in-error."),
     ("Task", "input", "renamed because TaskInput is the input type of Task"),
     ("Patient", "_birthDate", "primitive extension"),
+    ("PaymentReconciliation", "statusReason", "(specification page, FHIR current build; not in R5 5.0.0)"),
+    ("PaymentReconciliation", "amount", "(specification page, FHIR current build: 0..1; R5 5.0.0: 1..1)"),
+    ("PaymentReconciliationProcessNote", "number", "Note instance identifier (specification page"),
 ]
 
 

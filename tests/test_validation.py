@@ -149,6 +149,8 @@ BAD_CASES = [
     ("number where string", "Claim", claim(use=1), ["Claim.use"]),
     ("string where integer", "Claim", claim(item__0__sequence="1"), ["Claim.item[0].sequence"]),
     ("positiveInt zero", "Claim", claim(item__0__sequence=0), ["Claim.item[0].sequence"]),
+    ("primitive extension not an object", "Claim", claim(_created="x"), ["Claim._created"]),
+    ("unknown key in a primitive extension", "Claim", claim(_created={"foo": 1}), ["Claim._created.foo"]),
     (
         "string where decimal",
         "Claim",
@@ -463,6 +465,8 @@ MODEL_AGREES = [
     "two choice types",
     "positiveInt zero",
     "string where decimal",
+    "primitive extension not an object",
+    "unknown key in a primitive extension",
 ]
 
 

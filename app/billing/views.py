@@ -74,8 +74,11 @@ def allocated(reconciliation: Mapping[str, Any]) -> Amounts:
 
 
 def reconciliation_view(reconciliation: Mapping[str, Any]) -> dict[str, Any]:
+    """`unallocated` is None for a payment without an amount (the specification page makes it optional): what is
+    left of an amount not given is unknown, not minus what was allocated."""
     amount, spread = money(reconciliation.get("amount")), allocated(reconciliation)
-    return {"amount": listed(amount), "allocated": listed(spread), "unallocated": listed(subtract(amount, spread))}
+    rest = listed(subtract(amount, spread)) if amount else None
+    return {"amount": listed(amount), "allocated": listed(spread), "unallocated": rest}
 
 
 def view(

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
+from app.fhir import delta
+
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schema"
 DEFINITIONS_DIR = SCHEMA_DIR / "definitions"
 FHIR_VERSION = "5.0.0"
@@ -183,7 +185,8 @@ COMMON_SEARCH = (
 
 
 def _load_definition(name: str) -> dict:
-    return json.loads((DEFINITIONS_DIR / f"StructureDefinition-{name}.json").read_text())
+    """R5's definition, with the specification page's changes where it has some (PaymentReconciliation)."""
+    return delta.apply(json.loads((DEFINITIONS_DIR / f"StructureDefinition-{name}.json").read_text()))
 
 
 def backbone_name(path: str) -> str:

@@ -94,7 +94,12 @@ FIELDS: dict[str, tuple[tuple[str, str, bool], ...]] = {
     "PaymentReconciliation": (
         ("amount", "PaymentReconciliation.amount.", False),
         ("allocated", "Σ allocation.amount.", False),
-        ("unallocated", "amount − allocated: what this payment has not yet spread over targets.", False),
+        (
+            "unallocated",
+            "amount − allocated: what this payment has not yet spread over targets; null when the payment has no "
+            "amount (optional on the specification page).",
+            False,
+        ),
     ),
 }
 _PARTY_ITEMS = {
@@ -124,6 +129,14 @@ _AMOUNTS_NOTE = (
     " Exact, one entry per currency (amounts in different currencies are never added); a currency is listed "
     "when some amount in it exists."
 )
+
+
+# View fields that may be null: a payment without an amount has no unallocated rest.
+NULLABLE = frozenset({("PaymentReconciliation", "unallocated")})
+
+
+def _maybe(resource_type: str, name: str, annotation: StrawberryList) -> object:
+    return StrawberryOptional(annotation) if (resource_type, name) in NULLABLE else annotation
 
 
 def _field(python: str, annotation: object, description: str) -> tuple[str, object, StrawberryField]:
@@ -182,7 +195,11 @@ def billing_types(reference: type) -> dict[str, Any]:
             f"Billing view of one {resource_type}, computed by FinGate from the stored data at each read: "
             "not a FHIR element. See README 'Billing views'.",
             [
-                _field(name, StrawberryList(payment) if is_list else amounts, text + ("" if is_list else _AMOUNTS_NOTE))
+                _field(
+                    name,
+                    StrawberryList(payment) if is_list else _maybe(resource_type, name, amounts),
+                    text + ("" if is_list else _AMOUNTS_NOTE),
+                )
                 for name, text, is_list in fields
             ]
             + ([items, as_of] if resource_type in PARTY_TYPES else []),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from app.fhir import delta
 from app.fhir.model import FHIR_VERSION, PRIMITIVE_SCALARS, Element, SearchParam, Spec, TypeDef
 from app.graphql.naming import python_name, renamed_note
 
@@ -62,6 +63,9 @@ def _describe(el: Element, renamed: dict[str, str]) -> str | None:
     for type_code in el.types:
         if type_code in renamed:
             text += " " + renamed_note(type_code, renamed[type_code])
+    page = delta.note(el.path)
+    if page:
+        text += f" {page}" if text else page
     return text or None
 
 

@@ -108,7 +108,8 @@ def describe_rules() -> str:
     for m in AMOUNT_RULES:
         out.append(
             f"| `{m.rule}` | {m.resource_type} | `{m.parts}` | the currency of `{m.total}`, adding up to at most "
-            f"`{m.total}.value` (`BAD_USER_INPUT`) | — | `{m.total}` or `{m.parts.split('.')[0]}` is written or changed |"
+            f"`{m.total}.value` (`BAD_USER_INPUT`) | — | `{m.total}` or `{m.parts.split('.')[0]}` is written or changed, "
+            f"and `{m.total}` has a value (without one there is nothing to add up to) |"
         )
     out += [
         "",
