@@ -28,10 +28,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.load",
             "app.demo",
             "app.auth",
+            "app.bundles",
         ),
     ),
     ("graphql", ("app.graphql",)),
-    ("http", ("app.http", "app.caching", "app.explorer", "app.cli", "app.__main__")),
+    ("http", ("app.http", "app.idempotency", "app.caching", "app.explorer", "app.cli", "app.__main__")),
 ]
 GRAPHQL_LIBRARIES = ("strawberry", "graphql")
 MAY_USE_GRAPHQL = {"graphql", "http"}

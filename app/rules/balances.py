@@ -132,10 +132,13 @@ async def _target_written(resource_type: str, new: dict, old: dict, reads: Balan
     return []
 
 
-async def check_balances(resource_type: str, new: dict, old: dict | None, reads: Any) -> list[FinGateError]:
-    """The balance rules a write of `resource_type` could break; `old` is None on create."""
+async def check_balances(
+    resource_type: str, new: dict, old: dict | None, reads: Any, payments: bool = True, targets: bool = True
+) -> list[FinGateError]:
+    """The balance rules a write of `resource_type` could break; `old` is None on create. `payments`: what a
+    payment's write adds to its targets; `targets`: what a Claim's or Invoice's own write does to its balance."""
     if resource_type == PAYMENT:
-        return await _payment_written(new, old, reads)
-    if resource_type in SETTLED and old is not None:
+        return await _payment_written(new, old, reads) if payments else []
+    if resource_type in SETTLED and old is not None and targets:
         return await _target_written(resource_type, new, old, reads)
     return []

@@ -287,6 +287,9 @@ class Store:
         for collection, indexes in wanted.items():
             if indexes:
                 await self.db[collection].create_indexes([IndexModel(keys) for keys in indexes])
+        await self.db[CONDITIONAL_KEYS].create_indexes(
+            [IndexModel([(TENANT, ASCENDING), ("key", ASCENDING)], unique=True)]
+        )
 
     @_guarded
     async def is_empty(self) -> bool:
@@ -302,8 +305,9 @@ class Store:
     # -- reads ---------------------------------------------------------------------------
 
     @_guarded
-    async def get(self, resource_type: str, id: str) -> Resource | None:
-        return _public(await self.db[resource_type].find_one(self._restricted(resource_type, {"_id": self._key(id)})))
+    async def get(self, resource_type: str, id: str, session: AsyncClientSession | None = None) -> Resource | None:
+        query = self._restricted(resource_type, {"_id": self._key(id)})
+        return _public(await self.db[resource_type].find_one(query, session=session))
 
     @_guarded
     async def get_by_type(
@@ -636,7 +640,9 @@ class Store:
         return out
 
     @_guarded
-    async def settlements(self, targets: list[str], responses: bool) -> dict[str, Settlement]:
+    async def settlements(
+        self, targets: list[str], responses: bool, session: AsyncClientSession | None = None
+    ) -> dict[str, Settlement]:
         """Per target (`Type/id`), the active payments allocated to it and, with `responses`, the benefit totals
         of its active ClaimResponses: one aggregate (`$unionWith` for the responses), whatever the number of
         targets. Each side is read within this view (tenant, compartment)."""
@@ -647,7 +653,9 @@ class Store:
         response_scope = self._scoped(settlements.RESPONSES, {}) if responses else None
         pipeline = settlements.pipeline(scope, response_scope, targets)
         # Rows are small (ids, a date, a sum): all in the first reply, however many, up to MongoDB's 16 MB.
-        cursor = await self.db[settlements.PAYMENTS].aggregate(pipeline, batchSize=settlements.ROWS_PER_REPLY)
+        cursor = await self.db[settlements.PAYMENTS].aggregate(
+            pipeline, batchSize=settlements.ROWS_PER_REPLY, session=session
+        )
         rows = [row async for row in cursor]
         return settlements.settlements(rows)
 
@@ -836,6 +844,26 @@ class Store:
                 session=session,
             )
 
+    # -- conditional creates: one document per (tenant, type, criteria), written with the create -----
+
+    @_guarded
+    async def claim_criteria(self, resource_type: str, criteria: str, session: AsyncClientSession) -> None:
+        """Write the (tenant, type, criteria) document of a conditional create in its transaction: two
+        transactions creating on the same criteria both write it, so one of them conflicts (CONFLICT)
+        and, searching again, finds what the other created."""
+        key = f"{resource_type}?{criteria}"
+        try:
+            await self.db[CONDITIONAL_KEYS].update_one(
+                {TENANT: self.tenant, "key": key},
+                {"$inc": {"creates": 1}, "$set": {"when": datetime.now(UTC)}},
+                upsert=True,
+                session=session,
+            )
+        except DuplicateKeyError as exc:  # two first upserts at once: the other transaction holds it
+            raise errors.FinGateError(
+                errors.CONFLICT, f"a concurrent conditional create of {resource_type} on {criteria!r} conflicted"
+            ) from exc
+
     # -- audit: who wrote what, one record per write, committed with it ------------------------
 
     @_guarded
@@ -881,6 +909,7 @@ class Store:
 
 
 PERSISTED_QUERIES = "persisted_queries"
+CONDITIONAL_KEYS = "conditional_keys"  # one per conditional create's criteria, so racing creates conflict
 SERVER_KEYS = "server_keys"  # keys this server made for itself, shared by every instance
 CURSOR_KEY = "cursor"
 
