@@ -352,7 +352,6 @@ class Writer:
 
 
 CONDITIONAL_RETRY_SECONDS = 10.0  # how long a conditional create that lost a race starts again
-PRECONDITION_FAILED = "PRECONDITION_FAILED"
 _PROTECTED = ("/id", "/meta", "/resourceType")  # what a patch may not touch: the server's
 
 
@@ -362,7 +361,7 @@ def multiple_matches(resource_type: str, criteria: str) -> errors.FinGateError:
         "make the criteria select one (an identifier), or create without it"
     )
     return errors.FinGateError(
-        PRECONDITION_FAILED,
+        errors.PRECONDITION_FAILED,
         message,
         issues=[errors.outcome_issue(message, "ifNoneExist", code="multiple-matches")],
     )

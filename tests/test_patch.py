@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
-from app.store import Store
 from app.http import loads
+from app.store import Store
 from tests.harness import client_for, error_codes, gql, json_with_decimals, ok
 
 PATCH = """mutation($id: ID!, $p: JSON!, $m: String) {
@@ -76,7 +76,11 @@ async def test_a_patch_goes_through_the_status_rules(client: httpx.AsyncClient) 
 FAILURES = [
     # (operations, code, the issue's expression)
     ([{"op": "test", "path": "/status", "value": "active"}], "BAD_USER_INPUT", "patch[0]"),
-    ([{"op": "add", "path": "/status", "value": "draft"}, {"op": "remove", "path": "/nothing"}], "BAD_USER_INPUT", "patch[1]"),
+    (
+        [{"op": "add", "path": "/status", "value": "draft"}, {"op": "remove", "path": "/nothing"}],
+        "BAD_USER_INPUT",
+        "patch[1]",
+    ),
     ([{"op": "replace", "path": "/item/7/sequence", "value": 2}], "BAD_USER_INPUT", "patch[0]"),
     ([{"op": "frobnicate", "path": "/status"}], "BAD_USER_INPUT", "patch[0]"),
     ([{"op": "replace", "path": "/id", "value": "other"}], "BAD_USER_INPUT", "patch[0]"),

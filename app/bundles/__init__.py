@@ -105,7 +105,7 @@ _ERROR_STATUS = {
     errors.NOT_FOUND: "404 Not Found",
     errors.CONFLICT: "409 Conflict",
     errors.FORBIDDEN: "403 Forbidden",
-    "PRECONDITION_FAILED": "412 Precondition Failed",
+    errors.PRECONDITION_FAILED: "412 Precondition Failed",
     errors.STATUS_RULE: "422 Unprocessable Entity",
     errors.UNAVAILABLE: "503 Service Unavailable",
 }

@@ -287,6 +287,13 @@ class Store:
         for collection, indexes in wanted.items():
             if indexes:
                 await self.db[collection].create_indexes([IndexModel(keys) for keys in indexes])
+        # Idempotency-Key records (app.store.idempotency): one per tenant and key, removed once `expires` passes.
+        await self.db[IDEMPOTENCY_KEYS].create_indexes(
+            [
+                IndexModel([(TENANT, ASCENDING), ("key", ASCENDING)], unique=True),
+                IndexModel([("expires", ASCENDING)], expireAfterSeconds=0),
+            ]
+        )
         await self.db[CONDITIONAL_KEYS].create_indexes(
             [IndexModel([(TENANT, ASCENDING), ("key", ASCENDING)], unique=True)]
         )
@@ -909,6 +916,7 @@ class Store:
 
 
 PERSISTED_QUERIES = "persisted_queries"
+IDEMPOTENCY_KEYS = "idempotency_keys"  # a mutation request's first response per tenant and Idempotency-Key
 CONDITIONAL_KEYS = "conditional_keys"  # one per conditional create's criteria, so racing creates conflict
 SERVER_KEYS = "server_keys"  # keys this server made for itself, shared by every instance
 CURSOR_KEY = "cursor"
