@@ -219,7 +219,10 @@ def as_resource(resource_type: str, res: dict[str, Any]) -> dict[str, Any]:
 
 def create(resource_type: str) -> Resolver:
     async def resolve(root: None, info: Any, res: dict[str, Any], ifNoneExist: str | None = None) -> Resource:  # noqa: N803
-        return await info.context.create(resource_type, as_resource(resource_type, res), ifNoneExist)
+        resource = as_resource(resource_type, res)
+        if ifNoneExist is None:
+            return await info.context.create(resource_type, resource)
+        return await info.context.create(resource_type, resource, ifNoneExist)
 
     return resolve
 
