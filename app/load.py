@@ -74,7 +74,8 @@ def _bundle_resources(bundle: Resource) -> list[Resource]:
 def _entry(entry: Resource) -> bundles.Entry:
     """A transaction Bundle's entry; without a `request`, a PUT when the resource has an id (it keeps it), else a POST."""
     resource = entry.get("resource")
-    request = entry.get("request") if isinstance(entry.get("request"), dict) else {}
+    given = entry.get("request")
+    request: dict[str, Any] = given if isinstance(given, dict) else {}
     rtype = str(resource.get("resourceType")) if isinstance(resource, dict) else ""
     rid = resource.get("id") if isinstance(resource, dict) else None
     method = request.get("method") or ("PUT" if rid else "POST")
@@ -124,12 +125,12 @@ def read_items(paths: Iterable[Path | str]) -> tuple[list[Item], list[tuple[str,
 async def _load_item(writer: Writer, item: Item, report: LoadReport) -> None:
     if not item.transaction:
         resource = item.resources[0]
-        outcome, _ = await writer.put(str(resource.get("resourceType")), resource)
-        setattr(report, outcome, getattr(report, outcome) + 1)
+        action, _ = await writer.put(str(resource.get("resourceType")), resource)
+        setattr(report, action, getattr(report, action) + 1)
         return
     outcomes = await bundles.transaction(writer.store, lambda _type, _action: writer, item.entries)
-    for outcome in outcomes:
-        counted = {"matched": "unchanged", "deleted": "updated"}.get(str(outcome.action), str(outcome.action))
+    for entry in outcomes:
+        counted = {"matched": "unchanged", "deleted": "updated"}.get(str(entry.action), str(entry.action))
         setattr(report, counted, getattr(report, counted) + 1)
 
 

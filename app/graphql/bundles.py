@@ -84,7 +84,7 @@ def outcome(o: bundles.Outcome) -> dict[str, Any]:
 
 def outcome_type(resource_union: Any) -> Any:
     """`BundleEntryOutcome`, whose `resource` is any served resource (the schema's `Resource` union)."""
-    error_cls = type(ERROR, (), {"__module__": __name__})
+    error_cls: Any = type(ERROR, (), {"__module__": __name__})
     text = StrawberryOptional(str)
     error_cls.__annotations__ = {"code": str, "message": str, "operationOutcome": StrawberryOptional(JSON)}
     error_cls.code = strawberry.field(name="code", description=f"As `extensions.code`: {errors.BAD_USER_INPUT}, ...")
