@@ -175,3 +175,23 @@ def test_what_counts_as_a_mutation() -> None:
     )
     assert not is_mutation({"query": "mutation {"})
     assert not is_mutation({"extensions": {"persistedQuery": {"sha256Hash": "0" * 64}}})
+
+
+async def test_a_key_is_the_tenants_own_and_needs_a_verified_caller(store: Store) -> None:
+    from tests.tokens import authed_client, bearer, token
+
+    body = json.dumps({"query": CREATE})
+    async with authed_client(store) as client:
+
+        async def as_tenant(tenant: str | None) -> httpx.Response:
+            auth = bearer(token(tenant=tenant, sub=f"{tenant}-user")) if tenant else {}
+            headers = {"content-type": "application/json", "idempotency-key": "shared", **auth}
+            return await client.post("/graphql", content=body, headers=headers)
+
+        refused = await as_tenant(None)
+        assert refused.status_code == 401 and refused.json()["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
+        a, b, a_again = await as_tenant("acme"), await as_tenant("globex"), await as_tenant("acme")
+    assert a.status_code == b.status_code == 200 and a.content != b.content
+    assert a_again.content == a.content and a_again.headers[REPLAYED] == "true" and REPLAYED not in b.headers
+    assert await store.db["Patient"].count_documents({}) == 2
+    assert await store.db[IDEMPOTENCY_KEYS].count_documents({}) == 2
