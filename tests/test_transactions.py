@@ -175,6 +175,16 @@ async def test_a_failing_entry_of_any_kind_rolls_back(client: httpx.AsyncClient,
         ),
         ([entry("POST", "Patient", PATIENT), entry("GET", "Patient")], "BAD_USER_INPUT", 1),
         ([entry("POST", "Claim", claim(f"Patient/{patient}", "cancelled"))], "STATUS_RULE", 0),
+        (
+            [entry("POST", "Patient", PATIENT), entry("DELETE", "Claim/urn:uuid:00000000-0000-4000-8000-000000000999")],
+            "BAD_USER_INPUT",
+            1,
+        ),
+        (
+            [entry("POST", "Patient", PATIENT), entry("DELETE", "urn:uuid:00000000-0000-4000-8000-000000000999")],
+            "BAD_USER_INPUT",
+            1,
+        ),
     ]
     for entries, code, index in cases:
         result = await run(client, TRANSACTION, entries)
@@ -281,3 +291,33 @@ async def test_fingate_load_transaction_bundles_use_the_engine(store: Store, tmp
     report = await load(Writer(store), [tmp_path])
     assert report.loaded == 0 and len(report.rejected) == 1 and "entry[3]" in report.rejected[0][1]
     assert await store.db["Claim"].count_documents({}) == 1
+
+
+async def test_conditional_creates_in_a_batch_and_several_matches_in_a_transaction(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    mrn = {"identifier": [{"system": "http://x", "value": "b1"}]}
+    entries = [
+        entry(
+            "POST",
+            "Patient",
+            {**PATIENT, **mrn},
+            "urn:uuid:00000000-0000-4000-8000-0000000000d1",
+            ifNoneExist="identifier=http://x|b1",
+        ),
+        entry("POST", "Patient", {**PATIENT, **mrn}, ifNoneExist="identifier=http://x|b1"),
+    ]
+    result = ok(await run(client, BATCH, entries))["batch"]
+    assert [r["outcome"] for r in result] == ["created", "matched"] and result[0]["id"] == result[1]["id"]
+    ok(await run(client, BATCH, [entry("POST", "Patient", PATIENT)]))
+    before = await dump(store)
+    several = await run(
+        client,
+        TRANSACTION,
+        [entry("POST", "Claim", claim("Patient/x")), entry("POST", "Patient", PATIENT, ifNoneExist="family=rivera")],
+    )
+    assert error_codes(several) == ["PRECONDITION_FAILED"]
+    error = several["errors"][0]
+    assert error["extensions"]["entry"] == 1
+    assert error["extensions"]["operationOutcome"]["issue"][0]["expression"] == ["Bundle.entry[1].request.ifNoneExist"]
+    assert await dump(store) == before

@@ -185,7 +185,12 @@ def _target(url: str, ids: dict[str, str]) -> tuple[str, str]:
     url = ids.get(url, url)
     parts = url.strip("/").split("/")
     if len(parts) == 2 and parts[1].startswith(URN):
-        parts = ids.get(parts[1], "").split("/") if parts[1] in ids else parts
+        named = ids.get(parts[1])
+        if named is None or named.split("/")[0] != parts[0]:
+            raise _bad(f"request.url {url!r} names no {parts[0]} entry of this Bundle by its fullUrl", "request.url")
+        parts = named.split("/")
+    if url.startswith(URN):
+        raise _bad(f"request.url {url!r} is the fullUrl of no entry of this Bundle", "request.url")
     if len(parts) != 2 or not parts[1] or "?" in url:
         raise _bad(
             f"request.url must be Type/id here (conditional updates and deletes are not served), got {url!r}",
