@@ -86,13 +86,21 @@ class _RuleReads:
 
     FIELDS = ("status", "request")  # what the rules look at: statuses, and what a response answers
 
-    def __init__(self, store: Store, allow_overpayment: bool = False, session: Any = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        allow_overpayment: bool = False,
+        session: Any = None,
+        statuses_before: Mapping[str, str | None] | None = None,
+    ) -> None:
         self.store = store
         self.allow_overpayment = allow_overpayment
         self.session = session
+        # `Type/id` -> status before a transaction wrote it: what the balance rules compare with, read after it.
+        self.statuses_before = dict(statuses_before or {})
 
-    def within(self, session: Any) -> _RuleReads:
-        return _RuleReads(self.store, self.allow_overpayment, session)
+    def within(self, session: Any, statuses_before: Mapping[str, str | None] | None = None) -> _RuleReads:
+        return _RuleReads(self.store, self.allow_overpayment, session, statuses_before)
 
     async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
         found = await self.store.get_by_type(dict(ids_by_type), fields=self.FIELDS, session=self.session)
@@ -112,7 +120,7 @@ class _RuleReads:
         return await self.store.get_by_type(dict(ids_by_type), fields=_AMOUNT_FIELDS, session=self.session)
 
     async def settlements(self, targets: list[str]) -> dict[str, Settlement]:
-        # In the write's transaction: a transaction Bundle's earlier payments count (read before this write).
+        # In the write's transaction: what it (and, in a transaction Bundle, every entry) has written counts.
         return await self.store.settlements(targets, responses=False, session=self.session)
 
 
@@ -303,13 +311,13 @@ class Writer:
         reads: Any = None,
         part: str = rules.ALL,
     ) -> Resource:
-        """Remove a draft (its history stays); with `part` PAYMENTS the check that nothing in force references it
+        """Remove a draft (its history stays); with `part` DEFERRED the check that nothing in force references it
         is left to the caller (app.bundles runs it after every entry)."""
         old = await self._current(resource_type, id, session)
         self._check_version(resource_type, old, if_match)
         rules.check_delete(resource_type, old)
         async with self.store.joined(session, _written("delete", resource_type, old)) as tx:
-            if part != rules.PAYMENTS:
+            if part != rules.DEFERRED:
                 await rules.check_delete_references(resource_type, old, reads or self.reads.within(tx))
             await self.store.delete(resource_type, id, old["meta"]["versionId"], old.get("status"), tx)
             await self._audit(tx, "delete", resource_type, old)

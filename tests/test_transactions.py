@@ -144,9 +144,9 @@ async def test_a_transaction_whose_last_entry_fails_leaves_the_database_unchange
         entry("POST", "Claim", claim(f"Patient/{patient}"), c),
         entry("PUT", f"Patient/{patient}", {"resourceType": "Patient", "gender": "female"}),
         entry("PUT", c, claim(f"Patient/{patient}", "active")),
-        # Two payments of 100 on a 150 Claim: the second takes it past its total.
         entry("POST", "PaymentReconciliation", payment(c, "100.00")),
-        entry("POST", "PaymentReconciliation", payment(c, "100.00")),
+        # The last: a response to a Claim that does not exist.
+        entry("POST", "ClaimResponse", response_to("Claim/does-not-exist", f"Patient/{patient}")),
     ]
     result = await run(client, TRANSACTION, entries)
     assert result["data"] == {"transaction": None}
@@ -321,3 +321,57 @@ async def test_conditional_creates_in_a_batch_and_several_matches_in_a_transacti
     assert error["extensions"]["entry"] == 1
     assert error["extensions"]["operationOutcome"]["issue"][0]["expression"] == ["Bundle.entry[1].request.ifNoneExist"]
     assert await dump(store) == before
+
+
+def invoice(status: str, total: str = "100.00") -> dict[str, Any]:
+    return {
+        "resourceType": "Invoice",
+        "status": status,
+        "date": "2026-11-02",
+        "totalNet": {"value": Decimal(total), "currency": "USD"},
+        "totalGross": {"value": Decimal(total), "currency": "USD"},
+    }
+
+
+async def test_a_payment_and_the_invoice_it_balances_in_one_transaction(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    """The balance rules see the final state: the Invoice may move to balanced because the payment in the same
+    Bundle settles it, and a payment of less leaves it unable to."""
+    created = ok(await run(client, TRANSACTION, [entry("POST", "Invoice", invoice("issued"))]))["transaction"][0]
+    ref = f"Invoice/{created['id']}"
+    short = [
+        entry("POST", "PaymentReconciliation", payment(ref, "60.00")),
+        entry("PUT", ref, invoice("balanced"), ifMatch="1"),
+    ]
+    refused = await run(client, TRANSACTION, short)
+    assert error_codes(refused) == ["STATUS_RULE"] and refused["errors"][0]["extensions"]["entry"] == 1
+    settled = [
+        entry("PUT", ref, invoice("balanced"), ifMatch="1"),
+        entry("POST", "PaymentReconciliation", payment(ref, "100.00")),
+    ]
+    result = ok(await run(client, TRANSACTION, settled))["transaction"]
+    assert [r["outcome"] for r in result] == ["updated", "created"]
+    # Balanced before this transaction: no payment may change what is paid on it.
+    more = await run(client, TRANSACTION, [entry("POST", "PaymentReconciliation", payment(ref, "1.00"))])
+    assert error_codes(more) == ["STATUS_RULE"]
+    assert await store.db["PaymentReconciliation"].count_documents({}) == 1
+
+
+async def test_payments_are_summed_whatever_the_order_of_the_entries(client: httpx.AsyncClient, store: Store) -> None:
+    """A payment listed before the Claim it pays (created with its own id, a PUT), and a second payment: the
+    overpayment is found in the final state."""
+    patient = ok(await gql(client, 'mutation { PatientCreate(res: {gender: "unknown"}) { id } }'))["PatientCreate"][
+        "id"
+    ]
+    c = {**claim(f"Patient/{patient}", "active"), "id": "c-order"}
+    fits = [
+        entry("POST", "PaymentReconciliation", payment("Claim/c-order", "100.00")),
+        entry("PUT", "Claim/c-order", c),
+    ]
+    before = await dump(store)
+    over = [*fits, entry("POST", "PaymentReconciliation", payment("Claim/c-order", "50.01"))]
+    refused = await run(client, TRANSACTION, over)
+    assert error_codes(refused) == ["STATUS_RULE"]
+    assert await dump(store) == before
+    assert [r["outcome"] for r in ok(await run(client, TRANSACTION, fits))["transaction"]] == ["created", "created"]

@@ -253,9 +253,9 @@ def _ids(planned: Sequence[_Planned]) -> dict[str, str]:
 async def transaction(store: Store, writer_for: WriterFor, entries: Sequence[Entry]) -> list[Outcome]:
     """Every entry or none, in one database transaction, in FHIR's order (deletes, creates, then updates and
     patches; creates in reference order). Each write is validated and held to the lifecycle as it is made; the
-    cross-resource rules are checked once per resource written, against the state after every entry (a Claim
-    created and activated, a ClaimResponse to it, in one Bundle). The first failure is the error, naming its
-    entry (`extensions.entry`); nothing is stored."""
+    cross-resource rules, balances included, are checked once per resource written, against the state after
+    every entry (a Claim created and activated, a ClaimResponse to it, a payment settling it, in one Bundle).
+    The first failure is the error, naming its entry (`extensions.entry`); nothing is stored."""
     planned = [_plan(i, e) for i, e in enumerate(entries)]
     order = sorted(
         planned,
@@ -281,8 +281,9 @@ async def transaction(store: Store, writer_for: WriterFor, entries: Sequence[Ent
                 await _apply(p, ids, writer_for, tx, outcomes, touched)
             except errors.FinGateError as exc:
                 raise _at(p.index, exc) from None
+        before = {f"{t}/{id}": w.before.get("status") for (t, id), w in touched.items() if w.before is not None}
         for (rtype, _), t in touched.items():  # the rules, against the state after every entry
-            reads = t.writer.reads.within(tx)
+            reads = t.writer.reads.within(tx, before)
             try:
                 if t.after is None and t.before is not None:
                     await rules.check_delete_references(rtype, t.before, reads)
@@ -322,7 +323,7 @@ async def _apply(
             _, canonical = search_criteria(p.resource_type, entry.if_none_exist)
             await writer.store.claim_criteria(p.resource_type, canonical, tx)
         resource = {**resource, "id": p.id}
-        stored = await writer.create(p.resource_type, resource, keep_id=True, session=tx, part=rules.PAYMENTS)
+        stored = await writer.create(p.resource_type, resource, keep_id=True, session=tx, part=rules.DEFERRED)
         action = "created"
     elif method == PUT:
         if resource.get("id") not in (None, p.id):
@@ -330,15 +331,15 @@ async def _apply(
         if touched[key].before is None and touched[key].after is None:
             writer_for(p.resource_type, "create")
         action, stored = await writer.put(
-            p.resource_type, {**resource, "id": p.id}, version, session=tx, part=rules.PAYMENTS
+            p.resource_type, {**resource, "id": p.id}, version, session=tx, part=rules.DEFERRED
         )
     elif method == PATCH:
         current = touched[key].after
-        stored = await writer.patch(p.resource_type, str(p.id), resource, version, session=tx, part=rules.PAYMENTS)
+        stored = await writer.patch(p.resource_type, str(p.id), resource, version, session=tx, part=rules.DEFERRED)
         same = current is not None and stored["meta"]["versionId"] == current["meta"]["versionId"]
         action = "unchanged" if same else "updated"
     else:
-        stored = await writer.delete(p.resource_type, str(p.id), version, session=tx, part=rules.PAYMENTS)
+        stored = await writer.delete(p.resource_type, str(p.id), version, session=tx, part=rules.DEFERRED)
         action = "deleted"
     touched[key].after = None if action == "deleted" else stored
     touched[key].index = p.index

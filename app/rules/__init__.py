@@ -3,8 +3,8 @@
 from app.rules.describe import describe_rules
 from app.rules.engine import (
     ALL,
+    DEFERRED,
     FINAL,
-    PAYMENTS,
     Reads,
     check_create,
     check_delete,
@@ -17,8 +17,8 @@ from app.rules.engine import (
 
 __all__ = [
     "ALL",
+    "DEFERRED",
     "FINAL",
-    "PAYMENTS",
     "Reads",
     "check_create",
     "check_delete",

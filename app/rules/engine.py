@@ -308,7 +308,7 @@ async def _check_referrer_rule(rule: ReferrerRule, new: dict, old: dict | None, 
     return [_refuse(rule.rule, message, f"{rule.resource_type}.status", before, allowed)]
 
 
-ALL, PAYMENTS, FINAL = "all", "payments", "final"  # the parts of `check_references` (see there)
+ALL, DEFERRED, FINAL = "all", "deferred", "final"  # when `check_references` runs (see there)
 
 
 async def check_references(resource_type: str, new: dict, old: dict | None, reads: Reads, part: str = ALL) -> None:
@@ -317,18 +317,18 @@ async def check_references(resource_type: str, new: dict, old: dict | None, read
     A missing or wrong-status target is STATUS_RULE, not BAD_USER_INPUT: the document is valid FHIR
     and the same request succeeds once the other resource is in place.
 
-    A transaction of several writes (app.bundles) splits them: `PAYMENTS`, what a payment adds to its
-    targets' paid sums, is checked at each write (read before it, so it is counted once); `FINAL`, every
-    other rule, once for each resource written, against the state after all of them.
+    `part`: ALL, for one write, with `reads` showing the state before it; a transaction of several writes
+    (app.bundles) defers them (DEFERRED: nothing checked at each write) and checks each resource it wrote
+    once, FINAL, with `reads` showing the state after every write (`new` as it ends, `old` as it began).
     """
+    if part == DEFERRED:
+        return
     # One after the other: the reads share the write's transaction, and a session runs one command at a time.
-    errors: list[FinGateError] = []
-    if part != PAYMENTS:
-        errors += await _check_reference_rules(resource_type, new, old, reads)
-        for rule in REFERRER_RULES:
-            if rule.resource_type == resource_type:
-                errors += await _check_referrer_rule(rule, new, old, reads)
-    errors += await check_balances(resource_type, new, old, reads, payments=part != FINAL, targets=part != PAYMENTS)
+    errors = await _check_reference_rules(resource_type, new, old, reads)
+    for rule in REFERRER_RULES:
+        if rule.resource_type == resource_type:
+            errors += await _check_referrer_rule(rule, new, old, reads)
+    errors += await check_balances(resource_type, new, old, reads, final=part == FINAL)
     if not errors:
         return
     first = errors[0]
