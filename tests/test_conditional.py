@@ -131,3 +131,15 @@ async def test_the_criteria_document_alone_makes_the_second_transaction_conflict
     async with store.transaction() as third:  # after the first committed: another write of the same document
         await store.claim_criteria("Patient", "identifier=x%7C1", third)
     assert await store.db["conditional_keys"].count_documents({}) == 1
+
+
+async def test_the_criteria_search_only_the_callers_tenant(store: Store) -> None:
+    from app.writes import Writer
+
+    res = {"resourceType": "Patient", **patient("t1")}
+    criteria = "identifier=http://example.org/mrn|t1"
+    created_a, a = await Writer(store.for_tenant("a")).create_if_none_exist("Patient", dict(res), criteria)
+    created_b, b = await Writer(store.for_tenant("b")).create_if_none_exist("Patient", dict(res), criteria)
+    again, a2 = await Writer(store.for_tenant("a")).create_if_none_exist("Patient", dict(res), criteria)
+    assert created_a and created_b and not again
+    assert a2["id"] == a["id"] != b["id"]
