@@ -44,19 +44,6 @@ class LoadReport:
         return self.created + self.updated + self.unchanged
 
 
-def _rewrite(node: Any, ids: dict[str, str]) -> Any:
-    """Replace `urn:uuid:` references by the `Type/id` the server assigned."""
-    if isinstance(node, dict):
-        out = {k: _rewrite(v, ids) for k, v in node.items()}
-        ref = out.get("reference")
-        if isinstance(ref, str) and ref in ids:
-            out["reference"] = ids[ref]
-        return out
-    if isinstance(node, list):
-        return [_rewrite(v, ids) for v in node]
-    return node
-
-
 def _bundle_resources(bundle: Resource) -> list[Resource]:
     entries = [e for e in bundle.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
     ids: dict[str, str] = {}
@@ -68,7 +55,7 @@ def _bundle_resources(bundle: Resource) -> list[Resource]:
             resource.setdefault("id", new_id())
             ids[full_url] = f"{resource.get('resourceType')}/{resource['id']}"
         resources.append(resource)
-    return [_rewrite(r, ids) for r in resources] if ids else resources
+    return [bundles.rewrite(r, ids) for r in resources] if ids else resources
 
 
 def _entry(entry: Resource) -> bundles.Entry:

@@ -143,3 +143,17 @@ async def test_the_criteria_search_only_the_callers_tenant(store: Store) -> None
     again, a2 = await Writer(store.for_tenant("a")).create_if_none_exist("Patient", dict(res), criteria)
     assert created_a and created_b and not again
     assert a2["id"] == a["id"] != b["id"]
+
+
+async def test_racing_conditional_creates_in_batches_make_one_resource(client: httpx.AsyncClient, store: Store) -> None:
+    query = "mutation($e: [BundleEntryInput!]!) { batch(entries: $e) { outcome id error { code } } }"
+    entry = {
+        "request": {"method": "POST", "url": "Patient", "ifNoneExist": "identifier=http://example.org/mrn|batch"},
+        "resource": {"resourceType": "Patient", **patient("batch")},
+    }
+    results = await asyncio.gather(*(gql(client, query, {"e": [entry]}) for _ in range(10)))
+    outcomes = [ok(r)["batch"][0] for r in results]
+    assert all(o["error"] is None for o in outcomes), outcomes
+    assert sorted(o["outcome"] for o in outcomes) == ["created"] + ["matched"] * 9
+    assert len({o["id"] for o in outcomes}) == 1
+    assert await store.db["Patient"].count_documents({}) == 1

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +14,7 @@ from app import errors, rules
 from app.fhir.model import SERVED
 from app.fhir.values import Resource
 from app.store import Store
-from app.writes import Writer, new_id, search_criteria
+from app.writes import CONDITIONAL_RETRY_SECONDS, Writer, new_id, search_criteria
 
 # Referenced before referencing, so a Bundle's creates meet what they point at (Organizations and Patients
 # before Claims, Claims before ClaimResponses, both before the PaymentReconciliations that settle them).
@@ -167,16 +170,16 @@ def _version(if_match: str | None) -> str | None:
     return found.group(1) if found else if_match.strip()
 
 
-def _rewrite(node: Any, ids: dict[str, str]) -> Any:
+def rewrite(node: Any, ids: dict[str, str]) -> Any:
     """Replace `urn:uuid:` references by the `Type/id` of the entry whose fullUrl they name."""
     if isinstance(node, dict):
-        out = {k: _rewrite(v, ids) for k, v in node.items()}
+        out = {k: rewrite(v, ids) for k, v in node.items()}
         ref = out.get("reference")
         if isinstance(ref, str) and ref in ids:
             out["reference"] = ids[ref]
         return out
     if isinstance(node, list):
-        return [_rewrite(v, ids) for v in node]
+        return [rewrite(v, ids) for v in node]
     return node
 
 
@@ -281,17 +284,23 @@ async def transaction(store: Store, writer_for: WriterFor, entries: Sequence[Ent
                 await _apply(p, ids, writer_for, tx, outcomes, touched)
             except errors.FinGateError as exc:
                 raise _at(p.index, exc) from None
-        before = {f"{t}/{id}": w.before.get("status") for (t, id), w in touched.items() if w.before is not None}
-        for (rtype, _), t in touched.items():  # the rules, against the state after every entry
-            reads = t.writer.reads.within(tx, before)
-            try:
-                if t.after is None and t.before is not None:
-                    await rules.check_delete_references(rtype, t.before, reads)
-                elif t.after is not None and t.after is not t.before:
-                    await rules.check_references(rtype, t.after, t.before, reads, rules.FINAL)
-            except errors.FinGateError as exc:
-                raise _at(t.index, exc) from None
+        await _check_final(touched, tx)
     return [outcomes[i] for i in range(len(planned))]
+
+
+async def _check_final(touched: dict[tuple[str, str], _Touched], tx: Any) -> None:
+    """The cross-resource rules of every resource written, each from its state before the transaction to its
+    state after it, reading the database as every entry left it."""
+    before = {f"{t}/{id}": w.before.get("status") for (t, id), w in touched.items() if w.before is not None}
+    for (rtype, _), t in touched.items():
+        reads = t.writer.reads.within(tx, before)
+        try:
+            if t.after is None and t.before is not None:
+                await rules.check_delete_references(rtype, t.before, reads)
+            elif t.after is not None and t.after is not t.before:
+                await rules.check_references(rtype, t.after, t.before, reads, rules.FINAL)
+        except errors.FinGateError as exc:
+            raise _at(t.index, exc) from None
 
 
 async def _apply(
@@ -313,7 +322,7 @@ async def _apply(
     if key not in touched:
         before = None if method == POST else await writer.store.get(p.resource_type, str(p.id), tx)
         touched[key] = _Touched(before, before, p.index, writer)
-    resource = _rewrite(p.resource, ids)
+    resource = rewrite(p.resource, ids)
     version = _version(entry.if_match)
     stored: Resource
     if method == POST and p.matched is not None:
@@ -348,60 +357,57 @@ async def _apply(
     )
 
 
-async def batch(writer_for: WriterFor, entries: Sequence[Entry]) -> list[Outcome]:
-    """Each entry on its own (its own transaction), in the order given; a failure is that entry's outcome."""
-    outcomes: list[Outcome] = []
-    planned: list[_Planned | None] = []
+async def batch(store: Store, writer_for: WriterFor, entries: Sequence[Entry]) -> list[Outcome]:
+    """Each entry on its own, in the order given, as a transaction of one entry (the same checks); a failure is
+    that entry's outcome. A conditional create that loses a race starts again, as `TCreate`'s does."""
+    outcomes: dict[int, Outcome] = {}
+    planned: list[_Planned] = []
     for i, e in enumerate(entries):
         try:
             planned.append(_plan(i, e))
         except errors.FinGateError as exc:
-            planned.append(None)
-            outcomes.append(Outcome(i, e.full_url, error=exc))  # already the entry's (`_plan`)
-    ids = _ids([p for p in planned if p is not None and p.entry.if_none_exist is None])
-    done = {o.index: o for o in outcomes}
+            outcomes[i] = Outcome(i, e.full_url, error=exc)  # already the entry's (`_plan`)
+    ids = _ids([p for p in planned if p.entry.if_none_exist is None])
     for p in planned:
-        if p is None:
-            continue
         try:
-            done[p.index] = await _apply_alone(p, ids, writer_for)
+            outcomes[p.index] = await _alone(store, p, ids, writer_for)
+        except errors.FinGateError as exc:  # an entry's, or its commit's (a conflict, an outage)
+            outcomes[p.index] = Outcome(
+                p.index, p.entry.full_url, error=exc if "entry" in exc.extra else _at(p.index, exc)
+            )
+        found = outcomes[p.index]
+        if found.error is None and p.entry.full_url and p.entry.full_url.startswith(URN):
+            ids[p.entry.full_url] = f"{found.resource_type}/{found.id}"
+    return [outcomes[i] for i in range(len(entries))]
+
+
+async def _alone(store: Store, p: _Planned, ids: dict[str, str], writer_for: WriterFor) -> Outcome:
+    until = time.monotonic() + CONDITIONAL_RETRY_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
+        outcomes: dict[int, Outcome] = {}
+        try:
+            async with store.transaction() as tx:
+                if p.entry.method == POST and p.entry.if_none_exist is not None:
+                    try:
+                        writer = writer_for(p.resource_type, "read")
+                        p.matched = await writer.find_match(p.resource_type, p.entry.if_none_exist, tx)
+                    except errors.FinGateError as exc:
+                        raise _at(p.index, exc) from None
+                    p.id = p.matched["id"] if p.matched is not None else new_id()
+                touched: dict[tuple[str, str], _Touched] = {}
+                try:
+                    await _apply(p, ids, writer_for, tx, outcomes, touched)
+                except errors.FinGateError as exc:
+                    raise _at(p.index, exc) from None
+                await _check_final(touched, tx)
+            return outcomes[p.index]
         except errors.FinGateError as exc:
-            done[p.index] = Outcome(p.index, p.entry.full_url, error=_at(p.index, exc))
-    return [done[i] for i in range(len(entries))]
+            racing = p.entry.if_none_exist is not None and exc.code == errors.CONFLICT
+            if not racing or time.monotonic() > until:
+                raise
+        await asyncio.sleep(random.uniform(0, min(0.01 * attempt, 0.2)))  # let the winner commit
 
 
-async def _apply_alone(p: _Planned, ids: dict[str, str], writer_for: WriterFor) -> Outcome:
-    entry = p.entry
-    method = entry.method
-    if method != POST:
-        p.resource_type, p.id = _target(entry.url.strip().strip("/"), ids)
-    writer = writer_for(p.resource_type, ACTIONS[method])
-    resource = _rewrite(p.resource, ids)
-    version = _version(entry.if_match)
-    if method == POST and entry.if_none_exist is not None:
-        writer_for(p.resource_type, "read")
-        created, stored = await writer.create_if_none_exist(p.resource_type, resource, entry.if_none_exist)
-        action = "created" if created else "matched"
-        if entry.full_url and entry.full_url.startswith(URN):
-            ids[entry.full_url] = f"{p.resource_type}/{stored['id']}"
-    elif method == POST:
-        stored = await writer.create(p.resource_type, {**resource, "id": p.id}, keep_id=True)
-        action = "created"
-    elif method == PUT:
-        if resource.get("id") not in (None, p.id):
-            raise _bad(f"resource.id {resource.get('id')!r} does not match request.url {entry.url!r}", "resource.id")
-        if await writer.store.get(p.resource_type, str(p.id)) is None:
-            writer_for(p.resource_type, "create")
-        action, stored = await writer.put(p.resource_type, {**resource, "id": p.id}, version)
-    elif method == PATCH:
-        current = await writer.store.get(p.resource_type, str(p.id))
-        stored = await writer.patch(p.resource_type, str(p.id), resource, version)
-        same = current is not None and stored["meta"]["versionId"] == current["meta"]["versionId"]
-        action = "unchanged" if same else "updated"
-    else:
-        stored = await writer.delete(p.resource_type, str(p.id), version)
-        action = "deleted"
-    return Outcome(p.index, entry.full_url, action, p.resource_type, stored["id"], stored["meta"]["versionId"], stored)
-
-
-__all__ = ["LOAD_ORDER", "RANK", "Entry", "Outcome", "WriterFor", "batch", "transaction"]
+__all__ = ["LOAD_ORDER", "RANK", "Entry", "Outcome", "WriterFor", "batch", "rewrite", "transaction"]

@@ -420,7 +420,7 @@ class Context:
         if kind == "transaction":
             outcomes = await bundles.transaction(self.tenant, self._writer_for, entries)
         else:
-            outcomes = await bundles.batch(self._writer_for, entries)
+            outcomes = await bundles.batch(self.tenant, self._writer_for, entries)
         for o in outcomes:
             if o.resource is not None:
                 _link_contained(o.resource)
