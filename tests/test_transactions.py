@@ -375,3 +375,18 @@ async def test_payments_are_summed_whatever_the_order_of_the_entries(client: htt
     assert error_codes(refused) == ["STATUS_RULE"]
     assert await dump(store) == before
     assert [r["outcome"] for r in ok(await run(client, TRANSACTION, fits))["transaction"]] == ["created", "created"]
+
+
+async def test_each_entry_needs_the_callers_scope(store: Store) -> None:
+    from tests.tokens import authed_client, post, token
+
+    entries = [entry("POST", "Patient", PATIENT), entry("POST", "Claim", claim("Patient/x"))]
+    variables = {"e": json.loads(json_with_decimals(entries))}
+    async with authed_client(store) as client:
+        tok = token(scope="user/Patient.cruds")
+        refused = (await post(client, TRANSACTION, tok, variables)).json()
+        batched = (await post(client, BATCH, tok, variables)).json()
+    assert error_codes(refused) == ["FORBIDDEN"] and refused["errors"][0]["extensions"]["entry"] == 1
+    assert [r["error"] and r["error"]["code"] for r in batched["data"]["batch"]] == [None, "FORBIDDEN"]
+    assert await store.db["Patient"].count_documents({}) == 1  # the batch's, not the transaction's
+    assert await store.db["Claim"].count_documents({}) == 0
