@@ -18,6 +18,10 @@ UNAVAILABLE = "UNAVAILABLE"
 # A write whose commit the database never confirmed nor denied: read the resource before retrying.
 UNKNOWN_OUTCOME = "UNKNOWN_OUTCOME"
 RETRY_AFTER_SECONDS = 2
+# A conditional create (`ifNoneExist`) whose criteria match more than one resource.
+PRECONDITION_FAILED = "PRECONDITION_FAILED"
+# An Idempotency-Key sent again with a different request (query, variables, operationName).
+IDEMPOTENCY_KEY_REUSED = "IDEMPOTENCY_KEY_REUSED"
 # Automatic persisted queries (Apollo's protocol; clients match on these exact codes).
 PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 PERSISTED_QUERY_NOT_ALLOWED = "PERSISTED_QUERY_NOT_ALLOWED"

@@ -32,6 +32,7 @@ from strawberry.http import GraphQLRequestData
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
+from strawberry.types.unset import UNSET
 
 from app import auth, errors
 from app.caching import ConditionalGET
@@ -47,10 +48,13 @@ from app.graphql.context import Context
 from app.graphql.instance import InstanceQuery, instance_query
 from app.graphql.limits import BodyLimit, Limits, within
 from app.graphql.resolvers import BATCH_FORMS
+from app.idempotency import HEADER as IDEMPOTENCY_KEY
+from app.idempotency import Idempotency
 from app.metrics import ERRORS, LATENCY, REGISTRY, REQUESTS
 from app.payments import Payments, WebhookRefused
 from app.settings import Settings
 from app.store import Store
+from app.store.idempotency import IdempotencyKeys
 
 log = logging.getLogger("fingate.http")
 access_log = logging.getLogger("fingate.access")
@@ -168,6 +172,7 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         self.authenticator = authenticator
         self.default_tenant = settings.default_tenant
         self.overpayment_allowed = settings.overpayment_allowed
+        self.idempotency = Idempotency(IdempotencyKeys(store, settings.idempotency_ttl), settings.idempotency_wait)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = scope.get("fingate.request_id", "-")
@@ -180,6 +185,25 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
             headers = getattr(exc, "headers", None) or ({"allow": "GET, POST"} if exc.status_code == 405 else None)
             response = error_response(exc.status_code, code, exc.reason, request_id, headers)
         await response(scope, receive, send)
+
+    async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
+        """A POST with an `Idempotency-Key` runs its mutation once per tenant and key (app/idempotency.py)."""
+        key = request.headers.get(IDEMPOTENCY_KEY) if isinstance(request, Request) else None
+        media_type, _ = parse_content_type(request.headers.get("content-type") or "") if key is not None else ("", "")
+        if key is None or request.method != "POST" or media_type.lower() != "application/json":
+            return await super().run(request, context, root_value)
+        principal = await self.principal(request)
+        data = self.parse_json(await request.body())
+        request_id = request.scope.get("fingate.request_id", "-")
+
+        def refuse(status: int, code: str, message: str, headers: dict[str, str] | None) -> Response:
+            ERRORS.labels(code).inc()
+            return error_response(status, code, message, request_id, headers)
+
+        async def execute() -> Any:
+            return await super(FinGateGraphQL, self).run(request, context, root_value)
+
+        return await self.idempotency.run(principal.tenant, key, data, execute, refuse)
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # A persisted query's GET has no `query` either; curl's `*/*` must get JSON, not the page.

@@ -4,44 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from app import errors
+from app import bundles, errors
+from app.bundles import RANK
 from app.fhir.values import Resource
 from app.writes import Writer, new_id
 
-# Referenced before referencing, so references inside one load resolve (Claims before
-# ClaimResponses, both before the PaymentReconciliations that settle them).
-LOAD_ORDER: tuple[str, ...] = (
-    "Organization",
-    "Location",
-    "Practitioner",
-    "Patient",
-    "RelatedPerson",
-    "PractitionerRole",
-    "Encounter",
-    "InsurancePlan",
-    "Coverage",
-    "Account",
-    "Contract",
-    "Task",
-    "ChargeItem",
-    "CoverageEligibilityRequest",
-    "CoverageEligibilityResponse",
-    "EnrollmentRequest",
-    "EnrollmentResponse",
-    "Claim",
-    "ClaimResponse",
-    "ExplanationOfBenefit",
-    "Invoice",
-    "PaymentNotice",
-    "PaymentReconciliation",
-)
-_RANK = {t: i for i, t in enumerate(LOAD_ORDER)}
+_RANK = RANK
 
 
 @dataclass
@@ -51,6 +25,7 @@ class Item:
     source: str
     resources: list[Resource]
     transaction: bool = False
+    entries: list[bundles.Entry] = field(default_factory=list)  # a transaction's, for app.bundles
 
     @property
     def rank(self) -> int:
@@ -69,19 +44,6 @@ class LoadReport:
         return self.created + self.updated + self.unchanged
 
 
-def _rewrite(node: Any, ids: dict[str, str]) -> Any:
-    """Replace `urn:uuid:` references by the `Type/id` the server assigned."""
-    if isinstance(node, dict):
-        out = {k: _rewrite(v, ids) for k, v in node.items()}
-        ref = out.get("reference")
-        if isinstance(ref, str) and ref in ids:
-            out["reference"] = ids[ref]
-        return out
-    if isinstance(node, list):
-        return [_rewrite(v, ids) for v in node]
-    return node
-
-
 def _bundle_resources(bundle: Resource) -> list[Resource]:
     entries = [e for e in bundle.get("entry") or [] if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
     ids: dict[str, str] = {}
@@ -93,16 +55,37 @@ def _bundle_resources(bundle: Resource) -> list[Resource]:
             resource.setdefault("id", new_id())
             ids[full_url] = f"{resource.get('resourceType')}/{resource['id']}"
         resources.append(resource)
-    return [_rewrite(r, ids) for r in resources] if ids else resources
+    return [bundles.rewrite(r, ids) for r in resources] if ids else resources
+
+
+def _entry(entry: Resource) -> bundles.Entry:
+    """A transaction Bundle's entry; without a `request`, a PUT when the resource has an id (it keeps it), else a POST."""
+    resource = entry.get("resource")
+    given = entry.get("request")
+    request: dict[str, Any] = given if isinstance(given, dict) else {}
+    rtype = str(resource.get("resourceType")) if isinstance(resource, dict) else ""
+    rid = resource.get("id") if isinstance(resource, dict) else None
+    method = request.get("method") or ("PUT" if rid else "POST")
+    url = request.get("url") or (f"{rtype}/{rid}" if method != "POST" else rtype)
+    return bundles.Entry(
+        method=str(method),
+        url=str(url),
+        resource=resource,
+        full_url=entry.get("fullUrl"),
+        if_match=request.get("ifMatch"),
+        if_none_exist=request.get("ifNoneExist"),
+    )
 
 
 def items_from_json(data: Any, source: str) -> list[Item]:
     if isinstance(data, list):
         return [Item(f"{source}[{i}]", [r]) for i, r in enumerate(data)]
     if isinstance(data, dict) and data.get("resourceType") == "Bundle":
-        resources = _bundle_resources(data)
         if data.get("type") == "transaction":
-            return [Item(source, resources, transaction=True)]
+            entries = [_entry(e) for e in data.get("entry") or [] if isinstance(e, dict)]
+            resources = [e.resource for e in entries if isinstance(e.resource, dict)]
+            return [Item(source, resources, transaction=True, entries=entries)]
+        resources = _bundle_resources(data)
         return [Item(f"{source}#entry[{i}]", [r]) for i, r in enumerate(resources)]
     return [Item(source, [data])]
 
@@ -126,68 +109,22 @@ def read_items(paths: Iterable[Path | str]) -> tuple[list[Item], list[tuple[str,
     return items, unreadable
 
 
-class _PendingReads:
-    """Rule reads inside a transaction Bundle: its own pending entries first, then the store (in its transaction)."""
-
-    def __init__(self, reads: Any, pending: dict[tuple[str, str], Resource]) -> None:
-        self.reads = reads
-        self.pending = pending
-
-    async def _with_pending(
-        self, ids_by_type: Mapping[str, list[str]], read: Callable[[Mapping[str, list[str]]], Any]
-    ) -> dict[tuple[str, str], Resource]:
-        pending = {
-            (t, id): self.pending[(t, id)] for t, ids in ids_by_type.items() for id in ids if (t, id) in self.pending
-        }
-        rest = {t: [id for id in ids if (t, id) not in pending] for t, ids in ids_by_type.items()}
-        return {**await read(rest), **pending}
-
-    async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
-        return await self._with_pending(ids_by_type, self.reads.get_many)
-
-    async def search(self, resource_type: str, params: dict[str, str]) -> list[Resource]:
-        return await self.reads.search(resource_type, params)
-
-    async def referrers(
-        self, resource_type: str, codes: list[str], ref: str, statuses: tuple[str, ...], count: int
-    ) -> list[Resource]:
-        return await self.reads.referrers(resource_type, codes, ref, statuses, count)
-
-    # The balance rules read what is committed: a Bundle's own payments count once it commits.
-    @property
-    def allow_overpayment(self) -> bool:
-        return bool(self.reads.allow_overpayment)
-
-    async def amounts(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
-        return await self._with_pending(ids_by_type, self.reads.amounts)
-
-    async def settlements(self, targets: list[str]) -> dict[str, Any]:
-        return await self.reads.settlements(targets)  # type: ignore[no-any-return]
-
-
 async def _load_item(writer: Writer, item: Item, report: LoadReport) -> None:
     if not item.transaction:
         resource = item.resources[0]
-        outcome, _ = await writer.put(str(resource.get("resourceType")), resource)
-        setattr(report, outcome, getattr(report, outcome) + 1)
+        action, _ = await writer.put(str(resource.get("resourceType")), resource)
+        setattr(report, action, getattr(report, action) + 1)
         return
-    pending: dict[tuple[str, str], Resource] = {}
-    outcomes = []
-    ordered = sorted(item.resources, key=lambda r: _RANK.get(r.get("resourceType", ""), len(_RANK)))
-    async with writer.store.transaction() as session:
-        reads = _PendingReads(writer.reads.within(session), pending)
-        for resource in ordered:
-            rtype = str(resource.get("resourceType"))
-            outcome, stored = await writer.put(rtype, resource, session=session, reads=reads)
-            pending[(rtype, stored["id"])] = stored
-            outcomes.append(outcome)
-    for outcome in outcomes:
-        setattr(report, outcome, getattr(report, outcome) + 1)
+    outcomes = await bundles.transaction(writer.store, lambda _type, _action: writer, item.entries)
+    for entry in outcomes:
+        counted = {"matched": "unchanged", "deleted": "updated"}.get(str(entry.action), str(entry.action))
+        setattr(report, counted, getattr(report, counted) + 1)
 
 
 def _describe(exc: errors.FinGateError) -> str:
     details = [i.get("diagnostics", "") for i in exc.issues or []]
-    return "; ".join(d for d in details if d) or exc.message
+    where = f"entry[{exc.extra['entry']}]: " if "entry" in exc.extra else ""  # a transaction Bundle's (app.bundles)
+    return where + ("; ".join(d for d in details if d) or exc.message)
 
 
 async def load(

@@ -70,6 +70,15 @@ class Settings(BaseSettings):
         description="Keys signing Connection cursors, newest first (a JSON list): the first signs, all verify."
         " None: a random key made once and kept in the database.",
     )
+    # -- idempotent writes (README "Idempotency-Key") --
+    idempotency_ttl: float = Field(
+        default=86_400.0,
+        description="Seconds a mutation's response is kept for replay to an Idempotency-Key retry (24 h).",
+    )
+    idempotency_wait: float = Field(
+        default=10.0,
+        description="Seconds a retry waits for the first request with its Idempotency-Key to finish before a CONFLICT.",
+    )
     # -- billing (README "Billing views") --
     allow_overpayment: list[str] = Field(
         default=[],

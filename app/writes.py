@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import jsonpatch
 
 from app import errors, rules, validation
 from app.fhir.decimals import plain
 from app.fhir.values import Resource, now_instant
 from app.store import Store
+from app.store.search import compile_filter
 from app.store.settlements import Settlement
 
 DEFAULT_RULE_SEARCH_COUNT = 100
@@ -79,13 +86,21 @@ class _RuleReads:
 
     FIELDS = ("status", "request")  # what the rules look at: statuses, and what a response answers
 
-    def __init__(self, store: Store, allow_overpayment: bool = False, session: Any = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        allow_overpayment: bool = False,
+        session: Any = None,
+        statuses_before: Mapping[str, str | None] | None = None,
+    ) -> None:
         self.store = store
         self.allow_overpayment = allow_overpayment
         self.session = session
+        # `Type/id` -> status before a transaction wrote it: what the balance rules compare with, read after it.
+        self.statuses_before = dict(statuses_before or {})
 
-    def within(self, session: Any) -> _RuleReads:
-        return _RuleReads(self.store, self.allow_overpayment, session)
+    def within(self, session: Any, statuses_before: Mapping[str, str | None] | None = None) -> _RuleReads:
+        return _RuleReads(self.store, self.allow_overpayment, session, statuses_before)
 
     async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
         found = await self.store.get_by_type(dict(ids_by_type), fields=self.FIELDS, session=self.session)
@@ -105,7 +120,8 @@ class _RuleReads:
         return await self.store.get_by_type(dict(ids_by_type), fields=_AMOUNT_FIELDS, session=self.session)
 
     async def settlements(self, targets: list[str]) -> dict[str, Settlement]:
-        return await self.store.settlements(targets, responses=False)
+        # In the write's transaction: what it (and, in a transaction Bundle, every entry) has written counts.
+        return await self.store.settlements(targets, responses=False, session=self.session)
 
 
 class Writer:
@@ -144,11 +160,19 @@ class Writer:
         await self.store.audit(record, session)
 
     async def create(
-        self, resource_type: str, resource: Resource, *, keep_id: bool = False, session: Any = None, reads: Any = None
+        self,
+        resource_type: str,
+        resource: Resource,
+        *,
+        keep_id: bool = False,
+        session: Any = None,
+        reads: Any = None,
+        part: str = rules.ALL,
     ) -> Resource:
         """Store a new resource as version 1; the server assigns the id unless `keep_id` (loads).
 
-        `session` joins an outer transaction (a transaction Bundle); `reads` then also sees its pending entries.
+        `session` joins an outer transaction (a transaction Bundle); `reads` then also sees its pending entries,
+        and `part` says which cross-resource rules run here (app.bundles runs the others after every entry).
         """
         resource = validation.validate(resource_type, resource)
         rules.check_create(resource_type, resource)
@@ -157,10 +181,53 @@ class Writer:
             resource["id"] = new_id()
         resource = _with_meta(resource, 1)
         async with self.store.joined(session, _written("create", resource_type, resource)) as tx:
-            await rules.check_references(resource_type, resource, None, reads or self.reads.within(tx))
+            await rules.check_references(resource_type, resource, None, reads or self.reads.within(tx), part)
             stored = await self.store.insert(resource_type, resource, tx)
             await self._audit(tx, "create", resource_type, stored)
         return stored
+
+    async def create_if_none_exist(
+        self,
+        resource_type: str,
+        resource: Resource,
+        criteria: str,
+        *,
+        session: Any = None,
+        reads: Any = None,
+        part: str = rules.ALL,
+    ) -> tuple[bool, Resource]:
+        """FHIR's conditional create: (True, created) when nothing matches `criteria` (a search string),
+        (False, the match) unchanged when one does, PRECONDITION_FAILED when several do.
+
+        The search, a write of the criteria's own document (`Store.claim_criteria`) and the create share one
+        transaction, so of two racing creates on the same criteria one conflicts; on its own (no `session`)
+        the loser starts again, finds the winner's resource and returns it.
+        """
+        _, canonical = search_criteria(resource_type, criteria)
+        until = time.monotonic() + CONDITIONAL_RETRY_SECONDS
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self.store.joined(session) as tx:
+                    found = await self.find_match(resource_type, criteria, tx)
+                    if found is not None:
+                        return False, found
+                    await self.store.claim_criteria(resource_type, canonical, tx)
+                    return True, await self.create(resource_type, dict(resource), session=tx, reads=reads, part=part)
+            except errors.FinGateError as exc:
+                if exc.code != errors.CONFLICT or session is not None or time.monotonic() > until:
+                    raise
+            # Spread the losers out, so the winner commits before they search again.
+            await asyncio.sleep(random.uniform(0, min(0.01 * attempt, 0.2)))
+
+    async def find_match(self, resource_type: str, criteria: str, session: Any = None) -> Resource | None:
+        """The one resource in this view matching `criteria` (ifNoneExist), None; PRECONDITION_FAILED for several."""
+        params, _ = search_criteria(resource_type, criteria)
+        found = await self.store.search(resource_type, params, count=2, session=session)
+        if len(found) > 1:
+            raise multiple_matches(resource_type, criteria)
+        return found[0] if found else None
 
     async def update(
         self,
@@ -171,21 +238,53 @@ class Writer:
         *,
         session: Any = None,
         reads: Any = None,
+        part: str = rules.ALL,
     ) -> Resource:
-        old = await self._current(resource_type, id)
-        return await self._update(resource_type, old, resource, if_match, session=session, reads=reads)
+        old = await self._current(resource_type, id, session)
+        return await self._update(resource_type, old, resource, if_match, session=session, reads=reads, part=part)
 
-    async def _update(
-        self, resource_type: str, old: Resource, resource: Resource, if_match: str | None, *, session: Any, reads: Any
+    async def patch(
+        self,
+        resource_type: str,
+        id: str,
+        operations: Any,
+        if_match: str | None = None,
+        *,
+        session: Any = None,
+        reads: Any = None,
+        part: str = rules.ALL,
     ) -> Resource:
-        id = old["id"]
+        """Apply a JSON Patch (RFC 6902, the `jsonpatch` library) to the current version, then write the result
+        exactly as an update: validated, rule-checked, versioned, audited (or unchanged: no version)."""
+        old = await self._current(resource_type, id, session)
+        self._check_version(resource_type, old, if_match)
+        patched = apply_patch(resource_type, old, operations)
+        return await self._update(resource_type, old, patched, if_match, session=session, reads=reads, part=part)
+
+    @staticmethod
+    def _check_version(resource_type: str, old: Resource, if_match: str | None) -> None:
         version = old["meta"]["versionId"]
         if if_match is not None and if_match != version:
             raise errors.FinGateError(
                 errors.CONFLICT,
-                f"{resource_type}/{id} is at version {version}, not {if_match}: read it again and retry",
+                f"{resource_type}/{old['id']} is at version {version}, not {if_match}: read it again and retry",
                 extensions={"currentVersion": version},
             )
+
+    async def _update(
+        self,
+        resource_type: str,
+        old: Resource,
+        resource: Resource,
+        if_match: str | None,
+        *,
+        session: Any,
+        reads: Any,
+        part: str = rules.ALL,
+    ) -> Resource:
+        id = old["id"]
+        version = old["meta"]["versionId"]
+        self._check_version(resource_type, old, if_match)
         if resource.get("id") not in (None, id):
             raise errors.bad_input(
                 f"id {resource['id']!r} in the resource does not match the id argument {id!r}", f"{resource_type}.id"
@@ -197,37 +296,136 @@ class Writer:
         rules.check_document(resource_type, resource, old)
         new = _with_meta(resource, int(version) + 1)
         async with self.store.joined(session, _written("update", resource_type, new)) as tx:
-            await rules.check_references(resource_type, resource, old, reads or self.reads.within(tx))
+            await rules.check_references(resource_type, resource, old, reads or self.reads.within(tx), part)
             stored = await self.store.replace(resource_type, new, version, old.get("status"), tx)
             await self._audit(tx, "update", resource_type, stored)
         return stored
 
-    async def delete(self, resource_type: str, id: str) -> Resource:
-        old = await self._current(resource_type, id)
+    async def delete(
+        self,
+        resource_type: str,
+        id: str,
+        if_match: str | None = None,
+        *,
+        session: Any = None,
+        reads: Any = None,
+        part: str = rules.ALL,
+    ) -> Resource:
+        """Remove a draft (its history stays); with `part` DEFERRED the check that nothing in force references it
+        is left to the caller (app.bundles runs it after every entry)."""
+        old = await self._current(resource_type, id, session)
+        self._check_version(resource_type, old, if_match)
         rules.check_delete(resource_type, old)
-        async with self.store.joined(None, _written("delete", resource_type, old)) as tx:
-            await rules.check_delete_references(resource_type, old, self.reads.within(tx))
+        async with self.store.joined(session, _written("delete", resource_type, old)) as tx:
+            if part != rules.DEFERRED:
+                await rules.check_delete_references(resource_type, old, reads or self.reads.within(tx))
             await self.store.delete(resource_type, id, old["meta"]["versionId"], old.get("status"), tx)
             await self._audit(tx, "delete", resource_type, old)
         return old
 
     async def put(
-        self, resource_type: str, resource: Resource, *, session: Any = None, reads: Any = None
+        self,
+        resource_type: str,
+        resource: Resource,
+        if_match: str | None = None,
+        *,
+        session: Any = None,
+        reads: Any = None,
+        part: str = rules.ALL,
     ) -> tuple[str, Resource]:
-        """Update-as-create for loads: keep the resource's id; ('created'|'updated'|'unchanged', stored)."""
+        """Update-as-create (FHIR PUT, loads): keep the resource's id; ('created'|'updated'|'unchanged', stored).
+        `if_match` on an id that does not exist is a CONFLICT (there is no such version)."""
         id = resource.get("id")
-        old = await self.store.get(resource_type, id) if id else None
+        old = await self.store.get(resource_type, id, session) if id else None
         if old is None:
-            return "created", await self.create(resource_type, resource, keep_id=True, session=session, reads=reads)
+            if if_match is not None:
+                raise errors.FinGateError(
+                    errors.CONFLICT, f"{resource_type}/{id} does not exist, so it is not at version {if_match}"
+                )
+            created = await self.create(resource_type, resource, keep_id=True, session=session, reads=reads, part=part)
+            return "created", created
+        self._check_version(resource_type, old, if_match)
         # Identical to what is stored (which was valid when stored): nothing to validate or write.
         if unchanged(old, {"resourceType": resource_type, **resource}):
             return "unchanged", old
-        stored = await self._update(resource_type, old, resource, None, session=session, reads=reads)
+        stored = await self._update(resource_type, old, resource, None, session=session, reads=reads, part=part)
         return ("unchanged" if stored is old else "updated"), stored
 
-    async def _current(self, resource_type: str, id: str) -> Resource:
-        old = await self.store.get(resource_type, id)
+    async def _current(self, resource_type: str, id: str, session: Any = None) -> Resource:
+        old = await self.store.get(resource_type, id, session)
         if old is None:
             deleted = await self.store.deleted(resource_type, [id])
             raise errors.not_found(resource_type, id, deleted.get(id))
         return old
+
+
+CONDITIONAL_RETRY_SECONDS = 10.0  # how long a conditional create that lost a race starts again
+_PROTECTED = ("/id", "/meta", "/resourceType")  # what a patch may not touch: the server's
+
+
+def multiple_matches(resource_type: str, criteria: str) -> errors.FinGateError:
+    message = (
+        f"ifNoneExist {criteria!r} matches more than one {resource_type}: "
+        "make the criteria select one (an identifier), or create without it"
+    )
+    return errors.FinGateError(
+        errors.PRECONDITION_FAILED,
+        message,
+        issues=[errors.outcome_issue(message, "ifNoneExist", code="multiple-matches")],
+    )
+
+
+def search_criteria(resource_type: str, criteria: str) -> tuple[dict[str, Any], str]:
+    """A FHIR search string (`identifier=http://x|123&status=active`) as search params (a repeated parameter
+    ANDs, as in `TList`), checked against `resource_type`'s parameters, and its canonical text."""
+    text = criteria.strip()
+    if text.startswith(f"{resource_type}?"):
+        text = text[len(resource_type) + 1 :]
+    text = text.removeprefix("?")
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        pairs = []
+    if not pairs:
+        raise errors.bad_input(
+            f"ifNoneExist must be a search string such as 'identifier=http://example.org|123', got {criteria!r}",
+            "ifNoneExist",
+        )
+    params: dict[str, Any] = {}
+    for code, value in pairs:
+        params.setdefault(code, []).append(value)
+    try:
+        compile_filter(resource_type, {k: v for k, v in params.items() if k != "_filter" and ":" not in k})
+    except errors.FinGateError as exc:
+        raise errors.bad_input(f"ifNoneExist: {exc.message}", "ifNoneExist") from None
+    return params, urlencode(sorted(pairs))
+
+
+def apply_patch(resource_type: str, current: Resource, operations: Any) -> Resource:
+    """`operations` (a JSON Patch) applied to `current`, op by op so a failure names its index; `id`, `meta`
+    and `resourceType` are the server's and may not be patched."""
+    if not isinstance(operations, list) or not operations:
+        raise errors.bad_input("patch must be a non-empty JSON Patch: a list of operations (RFC 6902)", "patch")
+    doc = current
+    for i, op in enumerate(operations):
+        where = f"patch[{i}]"
+        if not isinstance(op, dict):
+            raise errors.bad_input(f"{where} is not a JSON Patch operation object", where)
+        for pointer in (op.get("path"), op.get("from")):
+            if isinstance(pointer, str) and any(pointer == p or pointer.startswith(p + "/") for p in _PROTECTED):
+                raise errors.bad_input(
+                    f"{where} ({op.get('op')} {pointer}): id, meta and resourceType are set by the server and"
+                    " cannot be patched",
+                    where,
+                )
+        try:
+            doc = jsonpatch.JsonPatch([op]).apply(doc)
+        except jsonpatch.JsonPatchTestFailed as exc:
+            raise errors.bad_input(f"{where}: test failed: {exc}", where) from None
+        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException, KeyError, TypeError) as exc:
+            raise errors.bad_input(
+                f"{where} ({op.get('op')} {op.get('path')}) cannot be applied: {exc}", where
+            ) from None
+    if not isinstance(doc, dict) or doc.get("resourceType") != resource_type:
+        raise errors.bad_input(f"patch must leave a {resource_type} resource", "patch")
+    return doc

@@ -46,7 +46,15 @@ MUTATION_ROOTS = [
     "PaymentReconciliationCreate",
 ]
 WRITTEN = ["Claim", "Patient", "PaymentReconciliation"]
-CODES = {"BAD_USER_INPUT", "NOT_FOUND", "CONFLICT", "STATUS_RULE", "FORBIDDEN", "QUERY_TOO_COMPLEX"}  # never INTERNAL
+CODES = {
+    "BAD_USER_INPUT",
+    "NOT_FOUND",
+    "CONFLICT",
+    "STATUS_RULE",
+    "FORBIDDEN",
+    "QUERY_TOO_COMPLEX",
+    "PRECONDITION_FAILED",
+}  # never INTERNAL
 HOSTILE = settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 
 _DIGITS = st.from_regex(r"-?[0-9]{1,1000}(\.[0-9]{1,40})?", fullmatch=True)

@@ -32,10 +32,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.capability",
             "app.payments",
             "app.elements",
+            "app.bundles",
         ),
     ),
     ("graphql", ("app.graphql",)),
-    ("http", ("app.http", "app.caching", "app.explorer", "app.cli", "app.__main__")),
+    ("http", ("app.http", "app.idempotency", "app.caching", "app.explorer", "app.cli", "app.__main__")),
 ]
 GRAPHQL_LIBRARIES = ("strawberry", "graphql")
 MAY_USE_GRAPHQL = {"graphql", "http"}

@@ -18,7 +18,7 @@ from strawberry.types.fields.resolver import StrawberryResolver
 from strawberry.types.unset import UNSET
 
 from app.fhir.model import SERVED_RESOURCES, SearchParam, Spec, TypeDef, spec
-from app.graphql import billing, lists, payers, payments, resolvers
+from app.graphql import billing, bundles, lists, payers, payments, resolvers
 from app.graphql.compat import (
     FixedTypeField,
     QuietSchema,
@@ -136,6 +136,7 @@ class _Builder:
         self.reverse_resolvers = {name: self._reverse_resolver(name) for name in self.reverse_types}
         self.reverse_connections = {name: self._reverse_connection(name) for name in self.reverse_types}
         self.billing = billing.billing_types(self.outputs["Reference"])
+        self.bundle_outcomes = bundles.outcomes_type(self.resource_union)
 
     def schema(self) -> strawberry.Schema:
         self._check_names()
@@ -146,7 +147,14 @@ class _Builder:
         fields = (f for t in self.served for f in self._query_fields(t, self.connections[t]))
         _define(query, [*fields, self._audit_field(), self._payment_events_field(), payers.query_field()])
         mutation = _empty("Mutation")
-        _define(mutation, [*(f for t in self.served for f in self._mutation_fields(t)), payers.mutation_field()])
+        _define(
+            mutation,
+            [
+                *(f for t in self.served for f in self._mutation_fields(t)),
+                *self._bundle_fields(),
+                payers.mutation_field(),
+            ],
+        )
         built = QuietSchema(
             query=strawberry.type(query, name="Query", description=f"Read and search {ORIGIN} financial resources."),
             mutation=strawberry.type(mutation, name="Mutation", description=f"Write {ORIGIN} financial resources."),
@@ -388,8 +396,28 @@ class _Builder:
         res: ArgSpec = ("res", self.inputs[t], True, f"The {t} as FHIR JSON (`resourceType` may be left out).")
         id_arg: ArgSpec = ("id", strawberry.ID, True, f"The {t} id.")
         if_match: ArgSpec = ("ifMatch", str, False, "The expected meta.versionId: a CONFLICT error when it differs.")
+        if_none_exist: ArgSpec = (
+            "ifNoneExist",
+            str,
+            False,
+            f"FHIR conditional create: a {t} search string (`identifier=http://example.org|123`); one match is "
+            "returned unchanged instead of creating, several are PRECONDITION_FAILED.",
+        )
+        patch: ArgSpec = (
+            "patch",
+            JSON,
+            True,
+            "A JSON Patch (RFC 6902): a list of operations; id and meta are the server's.",
+        )
         return [
-            _root_field(f"{t}Create", resolvers.create(t), [res], out, f"Create one {t}."),
+            _root_field(f"{t}Create", resolvers.create(t), [res, if_none_exist], out, f"Create one {t}."),
+            _root_field(
+                f"{t}Patch",
+                resolvers.patch(t),
+                [id_arg, patch, if_match],
+                out,
+                f"Apply a JSON Patch to one {t}, then write it as `{t}Update` would.",
+            ),
             _root_field(
                 f"{t}Update",
                 resolvers.update(t),
@@ -398,6 +426,27 @@ class _Builder:
                 f"Replace one {t} with a new version; the current version, unchanged, when `res` says nothing new.",
             ),
             _root_field(f"{t}Delete", resolvers.delete(t), [id_arg], out, f"Delete one draft {t}."),
+        ]
+
+    def _bundle_fields(self) -> list[Field]:
+        entries: ArgSpec = ("entries", list[bundles.BundleEntryInput], True, "Bundle.entry: the entries, in order.")
+        return [
+            _root_field(
+                "transaction",
+                resolvers.bundle("transaction"),
+                [entries],
+                self.bundle_outcomes,
+                "A FHIR transaction: every entry or none, in one database transaction (deletes, creates, then updates"
+                " and patches); `urn:uuid:` references between entries are rewritten; the cross-resource rules see the"
+                " state after every entry. The first failing entry is the error (`extensions.entry`).",
+            ),
+            _root_field(
+                "batch",
+                resolvers.bundle("batch"),
+                [entries],
+                self.bundle_outcomes,
+                "A FHIR batch: each entry on its own, in order; a failing entry's outcome carries its error.",
+            ),
         ]
 
     def _audit_field(self) -> Field:
@@ -449,6 +498,7 @@ class _Builder:
                 (AUDIT_RECORD, "audit log record"),
                 (RESOURCE_TYPE, "enum of the served resource types"),
                 (lists.FILTER_VALUE.name, "scalar of list arguments"),
+                *((name, "bundle type") for name in bundles.NAMES),
                 *((name, "billing view type") for name in billing.NAMES),
                 *((name, "payment event type") for name in payments.NAMES),
                 *((name, "payer import type") for name in payers.NAMES),

@@ -9,10 +9,11 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from app import billing, errors
+from app import billing, bundles, errors
 from app.auth import AUDIT_TYPE, CREATE, DELETE, READ, UPDATE, Principal
 from app.fhir.references import local_version
 from app.fhir.values import Resource, instant
+from app.graphql.bundles import outcome as bundle_outcome
 from app.graphql.limits import DEFAULT_COUNT, MAX_COUNT
 from app.payments import OUTCOMES
 from app.store import Store
@@ -398,9 +399,33 @@ class Context:
             raise errors.not_found(resource_type, id)
         return _link_all(versions)
 
-    async def create(self, resource_type: str, resource: Resource) -> Resource:
+    async def create(self, resource_type: str, resource: Resource, if_none_exist: str | None = None) -> Resource:
         self._allow(resource_type, CREATE)
-        return _link_contained(await self._writer(CREATE).create(resource_type, resource))
+        if if_none_exist is None:
+            return _link_contained(await self._writer(CREATE).create(resource_type, resource))
+        self._allow(resource_type, READ)  # a match is returned: the caller must be allowed to read it
+        _, stored = await self._writer(CREATE).create_if_none_exist(resource_type, resource, if_none_exist)
+        return _link_contained(stored)
+
+    async def patch(self, resource_type: str, id: str, patch: Any, if_match: str | None) -> Resource:
+        self._allow(resource_type, UPDATE)
+        return _link_contained(await self._writer(UPDATE).patch(resource_type, id, patch, if_match))
+
+    def _writer_for(self, resource_type: str, action: str) -> Writer:
+        """A Bundle entry's writer, once the caller's scopes allow `action` on `resource_type`."""
+        self._allow(resource_type, action)
+        return self._writer(action)
+
+    async def bundle(self, kind: str, entries: list[bundles.Entry]) -> list[dict[str, Any]]:
+        """`transaction` or `batch` (app.bundles): each entry's outcome, as `BundleEntryOutcome` reads it."""
+        if kind == "transaction":
+            outcomes = await bundles.transaction(self.tenant, self._writer_for, entries)
+        else:
+            outcomes = await bundles.batch(self.tenant, self._writer_for, entries)
+        for o in outcomes:
+            if o.resource is not None:
+                _link_contained(o.resource)
+        return [bundle_outcome(o) for o in outcomes]
 
     async def update(self, resource_type: str, id: str, resource: Resource, if_match: str | None) -> Resource:
         self._allow(resource_type, UPDATE)

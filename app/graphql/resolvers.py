@@ -12,6 +12,7 @@ from app.billing import VIEW_TYPES
 from app.fhir.model import SERVED, SERVED_RESOURCES
 from app.fhir.references import relative_reference
 from app.fhir.values import Resource
+from app.graphql.bundles import entries as bundle_entries
 from app.graphql.naming import JSON_NAMES, UNSERVED_RESOURCE
 
 Resolver = Callable[..., Any]
@@ -234,8 +235,27 @@ def as_resource(resource_type: str, res: dict[str, Any]) -> dict[str, Any]:
 
 
 def create(resource_type: str) -> Resolver:
-    async def resolve(root: None, info: Any, res: dict[str, Any]) -> Resource:
-        return await info.context.create(resource_type, as_resource(resource_type, res))
+    async def resolve(root: None, info: Any, res: dict[str, Any], ifNoneExist: str | None = None) -> Resource:  # noqa: N803
+        resource = as_resource(resource_type, res)
+        if ifNoneExist is None:
+            return await info.context.create(resource_type, resource)
+        return await info.context.create(resource_type, resource, ifNoneExist)
+
+    return resolve
+
+
+def patch(resource_type: str) -> Resolver:
+    async def resolve(root: None, info: Any, id: str, patch: Any, ifMatch: str | None = None) -> Resource:  # noqa: N803
+        return await info.context.patch(resource_type, id, patch, ifMatch)
+
+    return resolve
+
+
+def bundle(kind: str) -> Resolver:
+    """`transaction(entries)` or `batch(entries)`: each entry's outcome (app.bundles)."""
+
+    async def resolve(root: None, info: Any, entries: list[Any]) -> list[dict[str, Any]]:
+        return await info.context.bundle(kind, bundle_entries(entries))  # type: ignore[no-any-return]
 
     return resolve
 

@@ -2,6 +2,9 @@
 
 from app.rules.describe import describe_rules
 from app.rules.engine import (
+    ALL,
+    DEFERRED,
+    FINAL,
     Reads,
     check_create,
     check_delete,
@@ -13,6 +16,9 @@ from app.rules.engine import (
 )
 
 __all__ = [
+    "ALL",
+    "DEFERRED",
+    "FINAL",
     "Reads",
     "check_create",
     "check_delete",

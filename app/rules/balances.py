@@ -72,7 +72,10 @@ def _same(a: Amounts, b: Amounts) -> bool:
     return all(a.get(c, Decimal(0)) == b.get(c, Decimal(0)) for c in {*a, *b})
 
 
-async def _payment_written(new: dict, old: dict | None, reads: BalanceReads) -> list[FinGateError]:
+async def _payment_written(new: dict, old: dict | None, reads: BalanceReads, final: bool) -> list[FinGateError]:
+    """`final`: `reads` show the state after the write (and after every other write of its transaction), so what
+    they say is paid already holds it; a target counts as balanced if it was before the transaction
+    (`reads.statuses_before`), since a transaction may pay an Invoice and balance it at once."""
     before, _ = _contributions(old)
     after, where = _contributions(new)
     changed = [t for t in dict.fromkeys([*after, *before]) if not _same(after.get(t, {}), before.get(t, {}))]
@@ -91,11 +94,14 @@ async def _payment_written(new: dict, old: dict | None, reads: BalanceReads) -> 
         if target is None:
             continue  # a missing target is the reference rules' to report
         delta = subtract(after.get(ref, {}), before.get(ref, {}))
-        got = add(paid(stored.get(ref, Settlement())), delta)
+        got = paid(stored.get(ref, Settlement()))
+        if not final:
+            got = add(got, delta)
         expression = where.get(ref, f"{PAYMENT}.status")
         status = target.get("status")
+        was = getattr(reads, "statuses_before", {}).get(ref, status) if final else status
         balanced = _rule(rtype, "balanced-when-settled")
-        if balanced is not None and status == BALANCED:
+        if balanced is not None and was == BALANCED:
             message = f"{ref} is balanced; this write would change what is paid on it by {_text(delta)}"
             errors.append(_refuse(balanced, message, expression, status))
             continue
@@ -132,10 +138,13 @@ async def _target_written(resource_type: str, new: dict, old: dict, reads: Balan
     return []
 
 
-async def check_balances(resource_type: str, new: dict, old: dict | None, reads: Any) -> list[FinGateError]:
-    """The balance rules a write of `resource_type` could break; `old` is None on create."""
+async def check_balances(
+    resource_type: str, new: dict, old: dict | None, reads: Any, final: bool = False
+) -> list[FinGateError]:
+    """The balance rules a write of `resource_type` could break; `old` is None on create. `final`: `reads` show
+    the state after the write (a transaction's, after all of its writes) rather than before it."""
     if resource_type == PAYMENT:
-        return await _payment_written(new, old, reads)
+        return await _payment_written(new, old, reads, final)
     if resource_type in SETTLED and old is not None:
         return await _target_written(resource_type, new, old, reads)
     return []

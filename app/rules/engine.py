@@ -308,18 +308,27 @@ async def _check_referrer_rule(rule: ReferrerRule, new: dict, old: dict | None, 
     return [_refuse(rule.rule, message, f"{rule.resource_type}.status", before, allowed)]
 
 
-async def check_references(resource_type: str, new: dict, old: dict | None, reads: Reads) -> None:
+ALL, DEFERRED, FINAL = "all", "deferred", "final"  # when `check_references` runs (see there)
+
+
+async def check_references(resource_type: str, new: dict, old: dict | None, reads: Reads, part: str = ALL) -> None:
     """Apply every cross-resource rule of `resource_type`; `old` is None on create.
 
     A missing or wrong-status target is STATUS_RULE, not BAD_USER_INPUT: the document is valid FHIR
     and the same request succeeds once the other resource is in place.
+
+    `part`: ALL, for one write, with `reads` showing the state before it; a transaction of several writes
+    (app.bundles) defers them (DEFERRED: nothing checked at each write) and checks each resource it wrote
+    once, FINAL, with `reads` showing the state after every write (`new` as it ends, `old` as it began).
     """
+    if part == DEFERRED:
+        return
     # One after the other: the reads share the write's transaction, and a session runs one command at a time.
     errors = await _check_reference_rules(resource_type, new, old, reads)
     for rule in REFERRER_RULES:
         if rule.resource_type == resource_type:
             errors += await _check_referrer_rule(rule, new, old, reads)
-    errors += await check_balances(resource_type, new, old, reads)
+    errors += await check_balances(resource_type, new, old, reads, final=part == FINAL)
     if not errors:
         return
     first = errors[0]

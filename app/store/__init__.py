@@ -288,6 +288,16 @@ class Store:
             if indexes:
                 await self.db[collection].create_indexes([IndexModel(keys) for keys in indexes])
         await payment_events.ensure_indexes(self.db)
+        # Idempotency-Key records (app.store.idempotency): one per tenant and key, removed once `expires` passes.
+        await self.db[IDEMPOTENCY_KEYS].create_indexes(
+            [
+                IndexModel([(TENANT, ASCENDING), ("key", ASCENDING)], unique=True),
+                IndexModel([("expires", ASCENDING)], expireAfterSeconds=0),
+            ]
+        )
+        await self.db[CONDITIONAL_KEYS].create_indexes(
+            [IndexModel([(TENANT, ASCENDING), ("key", ASCENDING)], unique=True)]
+        )
 
     @_guarded
     async def is_empty(self) -> bool:
@@ -303,8 +313,9 @@ class Store:
     # -- reads ---------------------------------------------------------------------------
 
     @_guarded
-    async def get(self, resource_type: str, id: str) -> Resource | None:
-        return _public(await self.db[resource_type].find_one(self._restricted(resource_type, {"_id": self._key(id)})))
+    async def get(self, resource_type: str, id: str, session: AsyncClientSession | None = None) -> Resource | None:
+        query = self._restricted(resource_type, {"_id": self._key(id)})
+        return _public(await self.db[resource_type].find_one(query, session=session))
 
     @_guarded
     async def get_by_type(
@@ -845,6 +856,26 @@ class Store:
                 session=session,
             )
 
+    # -- conditional creates: one document per (tenant, type, criteria), written with the create -----
+
+    @_guarded
+    async def claim_criteria(self, resource_type: str, criteria: str, session: AsyncClientSession) -> None:
+        """Write the (tenant, type, criteria) document of a conditional create in its transaction: two
+        transactions creating on the same criteria both write it, so one of them conflicts (CONFLICT)
+        and, searching again, finds what the other created."""
+        key = f"{resource_type}?{criteria}"
+        try:
+            await self.db[CONDITIONAL_KEYS].update_one(
+                {TENANT: self.tenant, "key": key},
+                {"$inc": {"creates": 1}, "$set": {"when": datetime.now(UTC)}},
+                upsert=True,
+                session=session,
+            )
+        except DuplicateKeyError as exc:  # two first upserts at once: the other transaction holds it
+            raise errors.FinGateError(
+                errors.CONFLICT, f"a concurrent conditional create of {resource_type} on {criteria!r} conflicted"
+            ) from exc
+
     # -- audit: who wrote what, one record per write, committed with it ------------------------
 
     @_guarded
@@ -890,6 +921,8 @@ class Store:
 
 
 PERSISTED_QUERIES = "persisted_queries"
+IDEMPOTENCY_KEYS = "idempotency_keys"  # a mutation request's first response per tenant and Idempotency-Key
+CONDITIONAL_KEYS = "conditional_keys"  # one per conditional create's criteria, so racing creates conflict
 SERVER_KEYS = "server_keys"  # keys this server made for itself, shared by every instance
 CURSOR_KEY = "cursor"
 
