@@ -29,6 +29,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.demo",
             "app.auth",
             "app.capability",
+            "app.documents",
         ),
     ),
     ("graphql", ("app.graphql",)),
