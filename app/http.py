@@ -533,17 +533,21 @@ def document_endpoint(
         )
         id = request.path_params["id"]
 
-        async def run() -> bytes:
+        pdf = b""
+
+        async def run() -> ExecutionResult:
+            nonlocal pdf
             if "/" in id or not id:
                 raise errors.not_found(resource_type, id)
-            return await _document(kind, await gather(context, id), request.query_params)
+            pdf = await _document(kind, await gather(context, id), request.query_params)
+            return ExecutionResult(data=None, errors=None)  # what `within` hands back when the time holds
 
         try:
             result = await within(settings.request_timeout, run(), store)
         except errors.FinGateError as exc:
             result = ExecutionResult(data=None, errors=[GraphQLError(exc.message, original_error=exc)])
-        if isinstance(result, ExecutionResult):
-            error = next(e.original_error for e in result.errors or ())
+        if result.errors:
+            error = result.errors[0].original_error
             assert isinstance(error, errors.FinGateError)
             headers = {"retry-after": str(error.extra["retryAfter"])} if "retryAfter" in error.extra else None
             body = {"errors": [{"message": error.message, "extensions": {**error.extensions, "requestId": request_id}}]}
@@ -551,7 +555,7 @@ def document_endpoint(
             return Response(dumps(body), _STATUS_OF_CODE.get(error.code, 400), headers, "application/json")
         filename = f"{resource_type}-{id}-{operation}.pdf"
         headers = {"content-disposition": f'inline; filename="{filename}"', "cache-control": settings.cache_control}
-        return Response(result, media_type="application/pdf", headers=headers)
+        return Response(pdf, media_type="application/pdf", headers=headers)
 
     return endpoint
 

@@ -121,6 +121,7 @@ async def encounter_sources(reader: Reader, id: str) -> Sources:
         if not encounter.get("serviceProvider"):
             roles["provider"] = sources.claims[0].get("provider")
     await _resolve(reader, sources, roles)
+    await _resolve(reader, sources, {"subscriber": (sources.get("coverage") or {}).get("subscriber")})
     return sources
 
 

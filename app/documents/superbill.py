@@ -46,7 +46,7 @@ def _diagnosis_rows(claims: list[dict[str, Any]], encounter: dict[str, Any] | No
     for claim in claims:
         for d in Claim1500(Sources(claim)).diagnoses():
             concept = d.get("diagnosisCodeableConcept")
-            label = f"{claim.get('id')} #{d.get('sequence')}"
+            label = f"#{d.get('sequence')}" if encounter is None else f"Claim/{claim.get('id')} #{d.get('sequence')}"
             rows.append([label, code(concept), (coding(concept) or {}).get("system"), display(concept)])
     return rows
 
@@ -58,30 +58,29 @@ def _served(item: dict[str, Any]) -> str | None:
     return day(item.get("servicedDate"))
 
 
-def _procedure_rows(claims: list[dict[str, Any]]) -> tuple[list[list[str | None]], list[dict[str | None, Decimal]]]:
+def _procedure_rows(claim: dict[str, Any]) -> tuple[list[list[str | None]], list[dict[str | None, Decimal]]]:
     rows: list[list[str | None]] = []
     fees: list[dict[str | None, Decimal]] = []
-    for claim in claims:
-        for item in claim.get("item") or ():
-            if not isinstance(item, dict):
-                continue
-            service = item.get("productOrService")
-            modifiers = " ".join(code(m) or "" for m in item.get("modifier") or () if isinstance(m, dict))
-            quantity = amount(item.get("quantity"))
-            rows.append(
-                [
-                    f"{claim.get('id')} #{item.get('sequence')}",
-                    _served(item),
-                    code(service),
-                    display(service),
-                    modifiers or None,
-                    plain_text(quantity) if quantity is not None else None,
-                    money_text(item.get("unitPrice")),
-                    money_text(item.get("net")),
-                ]
-            )
-            if (net := amount(item.get("net"))) is not None:
-                fees.append({item["net"].get("currency"): net})
+    for item in claim.get("item") or ():
+        if not isinstance(item, dict):
+            continue
+        service = item.get("productOrService")
+        modifiers = " ".join(code(m) or "" for m in item.get("modifier") or () if isinstance(m, dict))
+        quantity = amount(item.get("quantity"))
+        rows.append(
+            [
+                f"#{item.get('sequence')}",
+                _served(item),
+                code(service),
+                display(service),
+                modifiers or None,
+                plain_text(quantity) if quantity is not None else None,
+                money_text(item.get("unitPrice")),
+                money_text(item.get("net")),
+            ]
+        )
+        if (net := amount(item.get("net"))) is not None:
+            fees.append({item["net"].get("currency"): net})
     return rows, fees
 
 
@@ -150,16 +149,21 @@ def render_superbill(sources: Sources) -> bytes:
 
     pdf.heading("Diagnoses")
     diagnoses = _diagnosis_rows(claims, main if is_encounter else None)
-    pdf.table(["from", "code", "system", "description"], [90, 70, 170, 174], diagnoses, set())
+    pdf.table(["from", "code", "system", "description"], [130, 60, 160, 154], diagnoses, set())
 
     pdf.heading("Procedures and fees")
-    rows, fees = _procedure_rows(claims)
-    pdf.table(
-        ["claim #item", "date", "code", "description", "modifiers", "units", "unit price", "fee"],
-        [74, 56, 44, 126, 46, 30, 64, 64],
-        rows,
-        {5, 6, 7},
-    )
+    fees: list[dict[str | None, Decimal]] = []
+    for claim in claims:
+        rows, claim_fees = _procedure_rows(claim)
+        fees += claim_fees
+        if is_encounter:
+            pdf.note(f"Claim/{claim.get('id')} · created {day(claim.get('created')) or 'undated'}")
+        pdf.table(
+            ["item", "date", "code", "description", "modifiers", "units", "unit price", "fee"],
+            [36, 60, 44, 156, 50, 30, 64, 64],
+            rows,
+            {5, 6, 7},
+        )
     pdf.ln(4)
     pdf.pairs([("Total of fees", _total_text(add(*fees)))])
     if not is_encounter:

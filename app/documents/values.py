@@ -42,12 +42,15 @@ def human_name(resource: dict[str, Any] | None, *, last_first: bool = True) -> s
 
 
 def address(resource: dict[str, Any] | None) -> dict[str, str] | None:
-    """The first address (`home`/`work` preferred) as street, city, state, zip."""
+    """The first address (`home`/`work` preferred; an Organization's are in `contact`) as street, city, state, zip."""
     if not resource:
         return None
     found = [a for a in resource.get("address") or () if isinstance(a, dict)]
     if isinstance(resource.get("address"), dict):  # Location.address is one Address
         found = [resource["address"]]
+    for contact in resource.get("contact") or ():  # R5 Organization: contact.address (ExtendedContactDetail)
+        if isinstance(contact, dict) and isinstance(contact.get("address"), dict):
+            found.append(contact["address"])
     chosen = next((a for a in found if a.get("use") in ("home", "work")), first(found))
     if not chosen:
         return None
