@@ -235,7 +235,9 @@ def requests(draw: Any) -> dict[str, Any]:
             )
         )
     path = draw(
-        st.sampled_from(["/graphql", "/metrics", "/$graphql", INSTANCE, "/Nonsense/x/$graphql", "/metadata", *DOCUMENTS])
+        st.sampled_from(
+            ["/graphql", "/metrics", "/$graphql", INSTANCE, "/Nonsense/x/$graphql", "/metadata", *DOCUMENTS]
+        )
     )
     return {
         "method": method,
