@@ -119,7 +119,12 @@ class Claim1500:
 
     def diagnoses(self) -> list[dict[str, Any]]:
         found = [d for d in self.claim.get("diagnosis") or () if isinstance(d, dict)]
-        return sorted(found, key=lambda d: d.get("sequence") if isinstance(d.get("sequence"), int) else 0)
+        return sorted(found, key=_sequence)
+
+
+def _sequence(entry: dict[str, Any]) -> int:
+    value = entry.get("sequence")
+    return value if isinstance(value, int) else 0
 
 
 # -- the rules' small readers ---------------------------------------------------------------------------------
@@ -507,7 +512,7 @@ def _cut(value: str, width: int) -> str:
 def _charge(item: dict[str, Any], currency: str | None) -> str | None:
     net = item.get("net")
     value = amount(net)
-    if value is None:
+    if value is None or not isinstance(net, dict):
         return None
     shown = plain_text(value)
     cur = net.get("currency")
@@ -518,7 +523,7 @@ def fill_cms1500(sources: Sources) -> list[Page]:
     """The form's pages: six service lines each, every header box repeated; box 28 totals its page's lines."""
     c = Claim1500(sources)
     items = [i for i in c.claim.get("item") or () if isinstance(i, dict)] or [{}]
-    total = c.claim.get("total") if isinstance(c.claim.get("total"), dict) else {}
+    total: dict[str, Any] = c.claim["total"] if isinstance(c.claim.get("total"), dict) else {}
     currency = total.get("currency") or next(
         ((i.get("net") or {}).get("currency") for i in items if isinstance(i.get("net"), dict)), None
     )

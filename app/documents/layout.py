@@ -37,7 +37,7 @@ class Sheet(Document):
             self.set_text_color(0, 0, 0)
             self.multi_cell(WIDTH - 140, 13, value if value else DASH, new_x="LMARGIN", new_y="NEXT")
 
-    def table(
+    def rows(
         self, headers: Sequence[str], widths: Sequence[float], rows: Sequence[Sequence[str | None]], right: set[int]
     ) -> None:
         """A table; columns in `right` (numbers, money) are right-aligned and never shortened."""

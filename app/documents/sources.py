@@ -55,7 +55,7 @@ async def _resolve(reader: Reader, sources: Sources, roles: dict[str, Any]) -> N
     """Resolve each role's reference together; a type the caller may not read is `withheld`, not an error."""
 
     async def one(role: str, reference: Any) -> tuple[str, Resource | None]:
-        if reference_key(reference) is None and not (isinstance(reference, dict) and "__contained__" in reference):
+        if reference_key(reference) is None:  # no reference (an identifier or display only): nothing to read
             return role, None
         try:
             return role, await reader.resolve(reference)

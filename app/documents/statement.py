@@ -113,7 +113,7 @@ def _parties(pdf: Sheet, sources: Sources, as_of: date) -> None:
 def _aging(pdf: Sheet, owed: dict[str, list[Amounts]]) -> None:
     pdf.heading("Aging of the balance due")
     rows = [[AGE_LABELS[name], _text(add(*owed.get(name, [])))] for name in (*(n for n, _ in AGING), UNDATED)]
-    pdf.table(["billed", "balance due"], [200, 200], rows, {1})
+    pdf.rows(["billed", "balance due"], [200, 200], rows, {1})
 
 
 def _how_to_pay(pdf: Sheet, sources: Sources, invoices: list[dict[str, Any]]) -> None:
@@ -145,7 +145,7 @@ def render_statement(sources: Sources, as_of: date) -> bytes:
     charges, adjustments = _line_rows(invoice)
     widths, headers = [36, 64, 200, 100, 104], ["line", "date", "service", "component", "amount"]
     pdf.heading("Charges")
-    pdf.table(headers, widths, charges, {4})
+    pdf.rows(headers, widths, charges, {4})
     pdf.pairs(
         [
             ("Total net", money_text(invoice.get("totalNet"))),
@@ -153,7 +153,7 @@ def render_statement(sources: Sources, as_of: date) -> bytes:
         ]
     )
     pdf.heading("Adjustments")
-    pdf.table(headers, widths, adjustments, {4})
+    pdf.rows(headers, widths, adjustments, {4})
     pdf.heading("Payments")
     view = sources.billing
     if view is None:
@@ -165,7 +165,7 @@ def render_statement(sources: Sources, as_of: date) -> bytes:
             [p.get("date"), (p.get("payment") or {}).get("reference"), amounts_text(p.get("amount") or [])]
             for p in view.get("payments") or ()
         ]
-        pdf.table(["date", "payment", "amount"], [100, 250, 154], rows, {2})
+        pdf.rows(["date", "payment", "amount"], [100, 250, 154], rows, {2})
         pdf.pairs(
             [("Paid", amounts_text(view.get("paid") or [])), ("Balance due", amounts_text(view.get("balance") or []))]
         )
@@ -199,7 +199,7 @@ def _patient_statement(sources: Sources, as_of: date) -> bytes:
         if balance is not None:
             owed.setdefault(age(invoice.get("date"), as_of), []).append(balance)
             balances.append(balance)
-    pdf.table(["invoice", "date", "charged", "paid", "balance due"], [120, 70, 104, 104, 106], rows, {2, 3, 4})
+    pdf.rows(["invoice", "date", "charged", "paid", "balance due"], [120, 70, 104, 104, 106], rows, {2, 3, 4})
     if sources.more:
         pdf.note(f"More than {LISTED} open invoices: the oldest {LISTED} are listed.")
     if "payments" in sources.withheld:

@@ -149,7 +149,7 @@ def render_superbill(sources: Sources) -> bytes:
 
     pdf.heading("Diagnoses")
     diagnoses = _diagnosis_rows(claims, main if is_encounter else None)
-    pdf.table(["from", "code", "system", "description"], [130, 60, 160, 154], diagnoses, set())
+    pdf.rows(["from", "code", "system", "description"], [130, 60, 160, 154], diagnoses, set())
 
     pdf.heading("Procedures and fees")
     fees: list[dict[str | None, Decimal]] = []
@@ -158,7 +158,7 @@ def render_superbill(sources: Sources) -> bytes:
         fees += claim_fees
         if is_encounter:
             pdf.note(f"Claim/{claim.get('id')} · created {day(claim.get('created')) or 'undated'}")
-        pdf.table(
+        pdf.rows(
             ["item", "date", "code", "description", "modifiers", "units", "unit price", "fee"],
             [36, 60, 44, 156, 50, 30, 64, 64],
             rows,

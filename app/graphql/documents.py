@@ -33,7 +33,7 @@ def _resolver(resource_type: str, operation: str) -> Any:
 
 def document_fields(resource_type: str) -> list[tuple[str, object, StrawberryField]]:
     """The link fields of `resource_type` (none for most types)."""
-    out = []
+    out: list[tuple[str, object, StrawberryField]] = []
     for name, operation, what in LINKS.get(resource_type, ()):
         description = (
             f"FinGate's link (not a FHIR element) to {what}, as application/pdf: a path on this server, "
