@@ -546,6 +546,8 @@ async def test_the_demo_invoice_statement_is_settled(client: httpx.AsyncClient) 
     text = "\n".join(texts(await _pdf(client, "/Invoice/demo-invoice-1/$statement?asOf=2026-12-01")))
     assert "PaymentReconciliation/demo-payment-patient-1" in text and "2026-11-15" in text
     assert "Paid 184.60 USD" in text and "Balance due 0.00 USD" in text
+    charges = text.split("Charges", 1)[1].split("Total net", 1)[0]
+    assert charges.strip().split("\n") == ["line date service component amount", "none"]  # no lineItem
 
 
 async def test_a_patient_statement_lists_the_open_invoices(client: httpx.AsyncClient) -> None:
@@ -645,6 +647,22 @@ async def test_graphql_links_to_the_documents(client: httpx.AsyncClient) -> None
     assert data["Patient"]["statementUrl"] == "/Patient/doc-patient/$statement"
     for url in (data["Claim"]["cms1500Url"], data["Invoice"]["statementUrl"], data["Patient"]["statementUrl"]):
         assert (await client.get(url)).headers["content-type"] == "application/pdf"
+    # A contained resource has no document of its own.
+    contained = '{ Claim(id: "100152") { contained { ... on Patient { id statementUrl } } } }'
+    patients = [
+        r
+        for r in loads((await client.post("/graphql", json={"query": contained})).content)["data"]["Claim"]["contained"]
+        if r
+    ]
+    assert patients == [{"id": "patient-1", "statementUrl": None}]
+
+
+async def test_each_document_is_one_metrics_label(client: httpx.AsyncClient) -> None:
+    await client.get("/Claim/doc-claim/$superbill")
+    await client.get("/Invoice/nope/$statement")
+    metrics = (await client.get("/metrics")).text
+    assert 'path="/Claim/{id}/$superbill"' in metrics and 'path="/Invoice/{id}/$statement"' in metrics
+    assert "doc-claim" not in metrics and "nope" not in metrics
 
 
 def test_the_readme_documents_the_box_table_as_generated() -> None:

@@ -46,6 +46,10 @@ class Sheet(Document):
         for i, (header, width) in enumerate(zip(headers, widths, strict=True)):
             self.cell(width, 13, header, border="B", fill=True, align="R" if i in right else "L")
         self.ln(13)
+        if not rows:
+            self.set_text_color(90, 90, 90)
+            self.cell(sum(widths), 12, "none", new_x="LMARGIN", new_y="NEXT")
+            self.set_text_color(0, 0, 0)
         for row in rows:
             for i, (value, width) in enumerate(zip(row, widths, strict=True)):
                 shown = value if value else DASH
