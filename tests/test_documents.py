@@ -453,6 +453,31 @@ async def test_more_than_six_service_lines_continue_on_another_form(
     assert "page 2 of 2" in texts(data)[1]
 
 
+async def test_a_practitioner_role_bills_as_its_organization_and_renders_as_its_practitioner(
+    client: httpx.AsyncClient, docs_store: Store
+) -> None:
+    writer = Writer(docs_store)
+    role = {
+        "resourceType": "PractitionerRole",
+        "id": "doc-role",
+        "practitioner": {"reference": "Practitioner/doc-practitioner"},
+        "organization": {"reference": "Organization/doc-practice"},
+    }
+    await writer.create("PractitionerRole", role, keep_id=True)
+    claim = (await _stored(docs_store))[("Claim", "doc-claim")]
+    by_role = {
+        **claim,
+        "id": "doc-claim-role",
+        "status": "draft",
+        "provider": {"reference": "PractitionerRole/doc-role"},
+    }
+    by_role["careTeam"] = [{"sequence": 1, "provider": {"reference": "PractitionerRole/doc-role"}}]
+    await writer.create("Claim", by_role, keep_id=True)
+    [grid] = _grid(await _pdf(client, "/Claim/doc-claim-role/$cms1500?layout=form"))
+    assert grid[position("33")] == "Maple Family Practice" and grid[position("33a")] == "1234567893"
+    assert grid[position("24J line 1")] == grid[position("24J line 2")] == "1987654321"
+
+
 async def test_same_data_same_bytes_with_fonts_embedded(client: httpx.AsyncClient) -> None:
     for path in (
         "/Claim/doc-claim/$cms1500",

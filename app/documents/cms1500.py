@@ -96,10 +96,12 @@ class Claim1500:
             return self.role("provider/organization") or self.role("provider/practitioner")
         return provider
 
-    def rendering(self, item: dict[str, Any]) -> dict[str, Any]:
-        """The care team member the item's first careTeamSequence names (a PractitionerRole's Practitioner)."""
+    def rendering(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        """The care team member the item's first careTeamSequence names, then a PractitionerRole's Practitioner."""
         sequence = first(item.get("careTeamSequence"))
-        return self.role(f"careTeam/{sequence}") if sequence is not None else {}
+        if sequence is None:
+            return []
+        return [self.role(f"careTeam/{sequence}"), self.role(f"careTeam/{sequence}/practitioner")]
 
     def supporting(self, category: str) -> dict[str, Any]:
         for info in self.claim.get("supportingInfo") or ():
@@ -448,8 +450,7 @@ def _units(c: Claim1500, item: dict[str, Any]) -> str:
 
 
 def _rendering_npi(c: Claim1500, item: dict[str, Any]) -> str | None:
-    member = c.rendering(item)
-    return identifier(member, NPI)
+    return next((npi for member in c.rendering(item) if (npi := identifier(member, NPI))), None)
 
 
 # fmt: off
@@ -464,7 +465,7 @@ LINE_BOXES: tuple[LineBox, ...] = (
     LineBox("24F", "$ CHARGES", "Claim.item.net", "exact, as stored (the currency is box 28's unless printed)", 50, 9, None, required=True),
     LineBox("24G", "DAYS OR UNITS", "Claim.item.quantity.value", "as stored; 1 when absent", 60, 3, _units),
     LineBox("24H", "EPSDT Family Plan", "—", _unfilled(_NO_ELEMENT), 64, 2, None),
-    LineBox("24J", "RENDERING PROVIDER ID. #", "Claim.item.careTeamSequence → careTeam.provider identifier (us-npi)", "", 68, 11, _rendering_npi),
+    LineBox("24J", "RENDERING PROVIDER ID. #", "Claim.item.careTeamSequence → careTeam.provider identifier (us-npi)", "the member's NPI, else (a PractitionerRole) its Practitioner's", 68, 11, _rendering_npi),
 )
 # fmt: on
 

@@ -98,6 +98,9 @@ async def _claim_parties(reader: Reader, sources: Sources, claim: Resource) -> N
     if provider.get("resourceType") == "PractitionerRole":
         second["provider/practitioner"] = provider.get("practitioner")
         second["provider/organization"] = provider.get("organization")
+    for role, member in list(sources.related.items()):
+        if role.startswith("careTeam/") and (member or {}).get("resourceType") == "PractitionerRole":
+            second[f"{role}/practitioner"] = (member or {}).get("practitioner")
     await _resolve(reader, sources, second)
 
 

@@ -119,7 +119,7 @@ def render_superbill(sources: Sources) -> bytes:
     team = [
         human_name(sources.get(key), last_first=False)
         for key in sorted(k for k in sources.related if k.startswith("careTeam/"))
-        if sources.get(key)
+        if sources.get(key) and (sources.get(key) or {}).get("resourceType") != "PractitionerRole"
     ]
     if team:
         pdf.pairs([("Rendering provider(s)", ", ".join(n for n in team if n))])
