@@ -119,6 +119,30 @@ COMPLETE: list[dict[str, Any]] = [
         ],
     },
     {
+        "resourceType": "Coverage",
+        "id": "doc-coverage-2",
+        "status": "active",
+        "kind": "insurance",
+        "subscriber": {"reference": "Patient/doc-patient"},
+        "beneficiary": {"reference": "Patient/doc-patient"},
+        "insurer": {"reference": "Organization/doc-payer"},
+        "class": [
+            {
+                "type": {
+                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "group"}]
+                },
+                "value": {"value": "SEC-77"},
+            },
+            {
+                "type": {
+                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/coverage-class", "code": "plan"}]
+                },
+                "value": {"value": "S1"},
+                "name": "Prairie Secondary",
+            },
+        ],
+    },
+    {
         "resourceType": "Claim",
         "id": "doc-claim",
         "status": "active",
@@ -153,7 +177,8 @@ COMPLETE: list[dict[str, Any]] = [
                 "focal": True,
                 "coverage": {"reference": "Coverage/doc-coverage"},
                 "preAuthRef": ["PA-3141"],
-            }
+            },
+            {"sequence": 2, "focal": False, "coverage": {"reference": "Coverage/doc-coverage-2"}},
         ],
         "item": [
             {
@@ -239,6 +264,9 @@ COMPLETE_FORM = {
     "7 state": "IL",
     "7 zip": "62704",
     "7 phone": "217-555-0142",
+    "9": "Doe, Jane Q",
+    "9a": "SEC-77",
+    "9d": "Prairie Secondary",
     "11": "GRP-5501",
     "11a": "04 09 80",
     "11c": "Prairie Gold PPO",
@@ -288,7 +316,7 @@ COMPLETE_CHECKS = {
     "10b": "NO",
     "10c": "NO",
     "11a sex": "F",
-    "11d": "NO",
+    "11d": "YES",
     "25 kind": "EIN",
     "27": "YES",
 }

@@ -109,8 +109,8 @@ class Claim1500:
                 return info
         return {}
 
-    def coverage_class(self, kind: str) -> dict[str, Any]:
-        for c in self.role("coverage").get("class") or ():
+    def coverage_class(self, kind: str, coverage: str = "coverage") -> dict[str, Any]:
+        for c in self.role(coverage).get("class") or ():
             if isinstance(c, dict) and code(c.get("type")) == kind:
                 return c
         return {}
@@ -152,8 +152,8 @@ def _sex(resource: dict[str, Any]) -> str | None:
     return {"male": "M", "female": "F"}.get(str(resource.get("gender")))
 
 
-def insured_id(c: Claim1500) -> str | None:
-    coverage = c.role("coverage")
+def insured_id(c: Claim1500, role: str = "coverage") -> str | None:
+    coverage = c.role(role)
     subscriber_id = first(coverage.get("subscriberId"))  # R5: 0..* Identifier
     if isinstance(subscriber_id, dict) and text(subscriber_id.get("value")):
         return str(subscriber_id["value"])
@@ -257,13 +257,13 @@ def _assignment(c: Claim1500) -> str | None:
     return {"provider": "YES", "subscriber": "NO"}.get(str(found))
 
 
-def plan_name(c: Claim1500) -> str | None:
-    plan = c.coverage_class("plan")
+def plan_name(c: Claim1500, coverage: str = "coverage") -> str | None:
+    plan = c.coverage_class("plan", coverage)
     return text(plan.get("name")) or (text((plan.get("value") or {}).get("value")) if plan else None)
 
 
-def group_number(c: Claim1500) -> str | None:
-    group = c.coverage_class("group")
+def group_number(c: Claim1500, coverage: str = "coverage") -> str | None:
+    group = c.coverage_class("group", coverage)
     value = group.get("value") if group else None
     return text(value.get("value")) if isinstance(value, dict) else None
 
@@ -351,11 +351,11 @@ BOXES: tuple[Box, ...] = (
     Box("7 zip", "ZIP CODE", "subscriber address.postalCode", "", 16, 50, 12, lambda c: _addr(c, "subscriber", "zip")),
     Box("7 phone", "TELEPHONE", "subscriber telecom (phone)", "", 16, 64, 15, lambda c: phone(c.role("subscriber"))),
     Box("8", "RESERVED FOR NUCC USE", "—", _unfilled(_RESERVED), 14, 31, 18),
-    Box("9", "OTHER INSURED'S NAME", "Claim.insurance (second)", _unfilled("FinGate prints the focal Coverage; box 11d says whether there is another"), 18, 1, 29),
-    Box("9a", "OTHER INSURED'S POLICY OR GROUP NUMBER", "—", _unfilled("as box 9"), 20, 1, 29),
+    Box("9", "OTHER INSURED'S NAME", "Claim.insurance (the first after the focal one) → Coverage.subscriber.name", "as box 2", 18, 1, 29, lambda c: human_name(c.role("otherCoverage/subscriber"))),
+    Box("9a", "OTHER INSURED'S POLICY OR GROUP NUMBER", "that Coverage.class (type group).value", "else its first subscriberId", 20, 1, 29, lambda c: group_number(c, "otherCoverage") or insured_id(c, "otherCoverage")),
     Box("9b", "RESERVED FOR NUCC USE", "—", _unfilled(_RESERVED), 22, 1, 29),
     Box("9c", "RESERVED FOR NUCC USE", "—", _unfilled(_RESERVED), 24, 1, 29),
-    Box("9d", "INSURANCE PLAN NAME OR PROGRAM NAME", "—", _unfilled("as box 9"), 26, 1, 29),
+    Box("9d", "INSURANCE PLAN NAME OR PROGRAM NAME", "that Coverage.class (type plan).name", "its name, else its value", 26, 1, 29, lambda c: plan_name(c, "otherCoverage")),
     Box("10a", "EMPLOYMENT? (CURRENT OR PREVIOUS)", "Claim.accident.type", "YES when the accident type is WPA (workplace), else NO", 20, 31, 18, lambda c: _accident(c, "WPA"), options={"YES": 35, "NO": 41}),
     Box("10b", "AUTO ACCIDENT?", "Claim.accident.type", "YES when the accident type is MVA (motor vehicle), else NO", 22, 31, 12, lambda c: _accident(c, "MVA"), options={"YES": 35, "NO": 41}),
     Box("10b state", "PLACE (State)", "Claim.accident.locationAddress.state", "for an auto accident", 22, 45, 3, _accident_state),

@@ -75,12 +75,20 @@ def _focal_coverage(claim: Resource) -> Any:
     return chosen.get("coverage") if chosen else None
 
 
+def _other_coverage(claim: Resource) -> Any:
+    """The first insurance after the focal one (the CMS-1500's "other insured")."""
+    focal = _focal_coverage(claim)
+    others = [i for i in claim.get("insurance") or () if isinstance(i, dict) and i.get("coverage") != focal]
+    return others[0].get("coverage") if others else None
+
+
 async def _claim_parties(reader: Reader, sources: Sources, claim: Resource) -> None:
     """Patient, Coverage, insurer, billing provider, facility and care team; then the subscriber and,
     for a PractitionerRole, its Practitioner and Organization."""
     roles: dict[str, Any] = {
         "patient": claim.get("patient"),
         "coverage": _focal_coverage(claim),
+        "otherCoverage": _other_coverage(claim),
         "insurer": claim.get("insurer"),
         "provider": claim.get("provider"),
         "facility": claim.get("facility"),
@@ -92,7 +100,10 @@ async def _claim_parties(reader: Reader, sources: Sources, claim: Resource) -> N
     await _resolve(reader, sources, roles)
     coverage = sources.get("coverage") or {}
     provider = sources.get("provider") or {}
-    second: dict[str, Any] = {"subscriber": coverage.get("subscriber")}
+    second: dict[str, Any] = {
+        "subscriber": coverage.get("subscriber"),
+        "otherCoverage/subscriber": (sources.get("otherCoverage") or {}).get("subscriber"),
+    }
     if not claim.get("insurer"):
         second["insurer"] = coverage.get("insurer")
     if provider.get("resourceType") == "PractitionerRole":
