@@ -4,6 +4,7 @@ readiness and metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -491,24 +492,31 @@ _STATUS_OF_CODE = {
 LAYOUTS = ("plain", "form")
 
 
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
 def _as_of(value: str | None) -> date:
     if value is None:
         return datetime.now(UTC).date()
     try:
-        return date.fromisoformat(value) if len(value) == 10 else date.fromisoformat("x")
+        if _DAY.match(value):
+            return date.fromisoformat(value)
     except ValueError:
-        raise errors.bad_input(f"asOf must be a date, YYYY-MM-DD, got {value!r}", expression="asOf") from None
+        pass
+    raise errors.bad_input(f"asOf must be a date, YYYY-MM-DD, got {value!r}", expression="asOf")
 
 
-async def _document(kind: str, sources: documents.Sources, params: Mapping[str, str]) -> bytes:
+def _drawing(kind: str, params: Mapping[str, str]) -> Callable[[documents.Sources], bytes]:
+    """How a document is drawn, its query parameters checked before anything is read."""
     if kind == "cms1500":
         layout = params.get("layout", "plain")
         if layout not in LAYOUTS:
             raise errors.bad_input(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}", expression="layout")
-        return documents.render_cms1500(sources, layout)
+        return lambda sources: documents.render_cms1500(sources, layout)
     if kind == "superbill":
-        return documents.render_superbill(sources)
-    return documents.render_statement(sources, _as_of(params.get("asOf")))
+        return documents.render_superbill
+    as_of = _as_of(params.get("asOf"))
+    return lambda sources: documents.render_statement(sources, as_of)
 
 
 def document_endpoint(
@@ -537,9 +545,11 @@ def document_endpoint(
 
         async def run() -> ExecutionResult:
             nonlocal pdf
+            draw = _drawing(kind, request.query_params)
             if "/" in id or not id:
                 raise errors.not_found(resource_type, id)
-            pdf = await _document(kind, await gather(context, id), request.query_params)
+            sources = await gather(context, id)
+            pdf = await asyncio.to_thread(draw, sources)  # fpdf2 is CPU work: off the event loop
             return ExecutionResult(data=None, errors=None)  # what `within` hands back when the time holds
 
         try:
