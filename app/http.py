@@ -457,7 +457,7 @@ class RequestMiddleware:
             path = scope["path"]
             label = _INSTANCE_LABEL if _INSTANCE_PATH.match(path) else path if path in _KNOWN_PATHS else "other"
             if (document := _DOCUMENT_PATH.match(path)) and (document[1], document[2]) in DOCUMENTS:
-                label = f"/{document[1]}/{{id}}/${document[2]}"  # one metrics label per document, not per id
+                label = f"/{{type}}/{{id}}/${document[2]}"  # one metrics label per kind of document, not per id
             REQUESTS.labels(label, scope["method"], str(status)).inc()
             if label in _GRAPHQL_PATHS:
                 LATENCY.labels(scope.get("fingate.operation", "query")).observe(elapsed)

@@ -714,7 +714,7 @@ async def test_each_document_is_one_metrics_label(client: httpx.AsyncClient) -> 
     await client.get("/Claim/doc-claim/$superbill")
     await client.get("/Invoice/nope/$statement")
     metrics = (await client.get("/metrics")).text
-    assert 'path="/Claim/{id}/$superbill"' in metrics and 'path="/Invoice/{id}/$statement"' in metrics
+    assert 'path="/{type}/{id}/$superbill"' in metrics and 'path="/{type}/{id}/$statement"' in metrics
     assert "doc-claim" not in metrics and "nope" not in metrics
 
 
