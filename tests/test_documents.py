@@ -457,6 +457,8 @@ async def test_every_filled_box_is_on_its_grid_place_and_says_what_the_data_says
         assert said.get(box) == text, (box, said.get(box), text)
     # A box the claim lacks data for says so in the box, and the foot of the page lists it.
     page_text = texts(data)[0]
+    kind = claim["type"]["coding"][0]["code"]
+    assert (f"this Claim's type is {kind}" in page_text) == (kind != "professional")
     for box in filled[0].missing:
         assert found[0][position(box)] == DASH
         assert box in page_text.split("Missing (—): ", 1)[1]

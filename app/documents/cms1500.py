@@ -639,12 +639,15 @@ def _notes(pdf: Document, claim: dict[str, Any], page: Page, number: int, pages:
     pdf.set_font(SANS, size=6)
     pdf.set_text_color(60, 60, 60)
     notes = [f"FinGate CMS-1500 for Claim/{claim.get('id')} · page {number} of {pages}"]
+    kind = code(claim.get("type"))
+    if kind != "professional":
+        notes[0] += f" · this Claim's type is {kind or 'not given'}: the CMS-1500 is the professional claim form"
     if page.missing:
         notes.append("Missing (—): " + ", ".join(page.missing))
     if page.withheld:
         notes.append("Not readable with this token's scopes (—): " + ", ".join(page.withheld))
-    y = 64.2 * LEADING
+    y = 63.4 * LEADING  # under the last line of boxes (63), within the sheet
     for note in notes:
         pdf.set_xy(LEFT, y)
-        pdf.multi_cell(80 * PITCH, 6.5, note)
+        pdf.multi_cell(80 * PITCH, 6.3, note)
         y = pdf.get_y()
