@@ -35,9 +35,11 @@ sdl: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench
 
-# A real browser (Debian's chromium, driven by Playwright) against `fingate serve`; CI runs as root.
+# A real browser (Debian's chromium, driven by Playwright) against `fingate serve`, and the PDFs rasterised
+# with poppler's pdftoppm; CI runs as root.
 e2e: $(STAMP)
 	@command -v chromium >/dev/null 2>&1 || { apt-get update && apt-get install -y chromium; }
+	@command -v pdftoppm >/dev/null 2>&1 || { apt-get update && apt-get install -y poppler-utils; }
 	@$(BIN)/python -c 'import playwright' 2>/dev/null || $(BIN)/python -m pip install --quiet -e '.[embedded,dev,e2e]'
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests/e2e
 

@@ -1,8 +1,10 @@
 """The HTTP face of FinGate: Starlette routes for GraphQL (`/graphql`, `/$graphql`, `/{Type}/{id}/$graphql`),
-the CapabilityStatement (`/metadata`), health, readiness and metrics."""
+the CapabilityStatement (`/metadata`), the PDF documents (`$cms1500`, `$superbill`, `$statement`), health,
+readiness and metrics."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import json
@@ -10,7 +12,8 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -34,7 +37,7 @@ from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionResult
 from strawberry.types.unset import UNSET
 
-from app import auth, errors
+from app import auth, documents, errors
 from app.caching import ConditionalGET
 from app.capability import capability_statement
 from app.embedded import EmbeddedMongo
@@ -478,6 +481,8 @@ class RequestMiddleware:
             elapsed = time.perf_counter() - started
             path = scope["path"]
             label = _INSTANCE_LABEL if _INSTANCE_PATH.match(path) else path if path in _KNOWN_PATHS else "other"
+            if (document := _DOCUMENT_PATH.match(path)) and (document[1], document[2]) in DOCUMENTS:
+                label = f"/{{type}}/{{id}}/${document[2]}"  # one metrics label per kind of document, not per id
             REQUESTS.labels(label, scope["method"], str(status)).inc()
             if label in _GRAPHQL_PATHS:
                 LATENCY.labels(scope.get("fingate.operation", "query")).observe(elapsed)
@@ -493,10 +498,108 @@ class RequestMiddleware:
             access_log.info(json.dumps(line))
 
 
+# The documents: (type, operation) -> what it reads and how it is drawn (app/documents). GET only.
+DOCUMENTS: dict[tuple[str, str], tuple[Callable[..., Awaitable[Any]], str]] = {
+    ("Claim", "cms1500"): (documents.claim_sources, "cms1500"),
+    ("Claim", "superbill"): (documents.claim_sources, "superbill"),
+    ("Encounter", "superbill"): (documents.encounter_sources, "superbill"),
+    ("Invoice", "statement"): (documents.invoice_sources, "statement"),
+    ("Patient", "statement"): (documents.patient_sources, "statement"),
+}
+_STATUS_OF_CODE = {
+    errors.BAD_USER_INPUT: 400,
+    errors.UNAUTHENTICATED: 401,
+    errors.FORBIDDEN: 403,
+    errors.NOT_FOUND: 404,
+    errors.UNAVAILABLE: 503,
+    errors.QUERY_TOO_COMPLEX: 503,
+}
+LAYOUTS = ("plain", "form")
+
+
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def _as_of(value: str | None) -> date:
+    if value is None:
+        return datetime.now(UTC).date()
+    try:
+        if _DAY.match(value):
+            return date.fromisoformat(value)
+    except ValueError:
+        pass
+    raise errors.bad_input(f"asOf must be a date, YYYY-MM-DD, got {value!r}", expression="asOf")
+
+
+def _drawing(kind: str, params: Mapping[str, str]) -> Callable[[documents.Sources], bytes]:
+    """How a document is drawn, its query parameters checked before anything is read."""
+    if kind == "cms1500":
+        layout = params.get("layout", "plain")
+        if layout not in LAYOUTS:
+            raise errors.bad_input(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}", expression="layout")
+        return lambda sources: documents.render_cms1500(sources, layout)
+    if kind == "superbill":
+        return documents.render_superbill
+    as_of = _as_of(params.get("asOf"))
+    return lambda sources: documents.render_statement(sources, as_of)
+
+
+def document_endpoint(
+    view: FinGateGraphQL, store: Store, settings: Settings, resource_type: str, operation: str
+) -> Callable[[Request], Awaitable[Response]]:
+    """`GET [base]/{resource_type}/{id}/${operation}`: a PDF read through the caller's Context (the same door,
+    scopes, compartment and tenant as GraphQL); refusals are JSON with a code."""
+    gather, kind = DOCUMENTS[(resource_type, operation)]
+
+    async def endpoint(request: Request) -> Response:
+        request_id = request.scope.get("fingate.request_id", "-")
+        try:
+            principal = await view.principal(request)
+        except HTTPError as exc:
+            return error_response(exc.status_code, exc.code, exc.reason, request_id, exc.headers)
+        context = Context(
+            store,
+            request_id,
+            principal,
+            client_request_id=request.scope.get("fingate.client_request_id"),
+            allow_overpayment=settings.overpayment_allowed(principal.tenant),
+        )
+        id = request.path_params["id"]
+
+        pdf = b""
+
+        async def run() -> ExecutionResult:
+            nonlocal pdf
+            draw = _drawing(kind, request.query_params)
+            if "/" in id or not id:
+                raise errors.not_found(resource_type, id)
+            sources = await gather(context, id)
+            pdf = await asyncio.to_thread(draw, sources)  # fpdf2 is CPU work: off the event loop
+            return ExecutionResult(data=None, errors=None)  # what `within` hands back when the time holds
+
+        try:
+            result = await within(settings.request_timeout, run(), store)
+        except errors.FinGateError as exc:
+            result = ExecutionResult(data=None, errors=[GraphQLError(exc.message, original_error=exc)])
+        if result.errors:
+            error = result.errors[0].original_error
+            assert isinstance(error, errors.FinGateError)
+            headers = {"retry-after": str(error.extra["retryAfter"])} if "retryAfter" in error.extra else None
+            body = {"errors": [{"message": error.message, "extensions": {**error.extensions, "requestId": request_id}}]}
+            ERRORS.labels(error.code).inc()
+            return Response(dumps(body), _STATUS_OF_CODE.get(error.code, 400), headers, "application/json")
+        filename = f"{resource_type}-{id}-{operation}.pdf"
+        headers = {"content-disposition": f'inline; filename="{filename}"', "cache-control": settings.cache_control}
+        return Response(pdf, media_type="application/pdf", headers=headers)
+
+    return endpoint
+
+
 _INSTANCE_LABEL = "/{type}/{id}/$graphql"
 _INSTANCE_PATH = re.compile(r"^/[^/]+/[^/]+/\$graphql$")
 _GRAPHQL_PATHS = frozenset({"/graphql", "/$graphql", _INSTANCE_LABEL})
 _KNOWN_PATHS = frozenset({*_GRAPHQL_PATHS, "/metadata", "/healthz", "/readyz", "/metrics", "/webhooks/stripe"})
+_DOCUMENT_PATH = re.compile(r"^/([A-Za-z]+)/[^/]+/\$(cms1500|superbill|statement)$")
 FHIR_JSON = "application/fhir+json"
 
 
@@ -586,6 +689,14 @@ def create_app(
             # The instance level: the view runs the query with that resource as its root (app/graphql/instance.py).
             Route("/{type}/{id}/$graphql", graphql_endpoint),
             Route("/metadata", metadata, methods=["GET"]),
+            *(
+                Route(
+                    f"/{rtype}/{{id}}/${op}",
+                    document_endpoint(graphql_app, store, settings, rtype, op),
+                    methods=["GET"],
+                )
+                for rtype, op in DOCUMENTS
+            ),
             Mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="graphiql"),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -28,6 +28,9 @@ PAGE = explorer_page().encode()
 # What /metadata says with auth on; no tenant's data is in it (it is built before any request).
 METADATA = dumps(capability_statement(Settings(), secured=True))
 INSTANCE = "/Patient/probe/$graphql"  # the instance level, for a Patient that may or may not exist
+# The PDF documents (GET only), for resources that may or may not exist.
+DOCUMENTS = ["/Claim/probe/$cms1500", "/Claim/probe/$superbill", "/Encounter/probe/$superbill"]
+DOCUMENTS += ["/Invoice/probe/$statement", "/Patient/probe/$statement"]
 CREATED: dict[str, str] = {}  # the fixture's Patient id, for the control
 
 REQUESTS = settings(max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck))
@@ -117,6 +120,19 @@ async def test_graphql_endpoints_refuse_without_a_token(client: httpx.AsyncClien
             _refused_or_page(response)
         _refused_or_page(response := await client.post(path, json={"query": INSTANCE_PROBE}))
         assert response.status_code == 401
+
+
+async def test_documents_refuse_without_a_token_and_read_nothing(client: httpx.AsyncClient, store: Store) -> None:
+    before = store.commands.count
+    mine = f"/Patient/{CREATED['patient']}/$statement"
+    for path in (*DOCUMENTS, mine):
+        for headers in ({}, {"accept": "application/pdf"}, {"accept": "text/html"}, {"authorization": "Bearer x.y.z"}):
+            _refused_or_page(response := await client.get(path, headers=headers))
+            assert response.status_code == 401, (path, response.text)
+    assert store.commands.count == before
+    # The control: with a token the same request gets the PDF.
+    response = await client.get(mine, headers=bearer(token(scope="user/*.rs")))
+    assert response.status_code == 200 and response.headers["content-type"] == "application/pdf"
 
 
 async def test_metadata_needs_no_token_and_reads_nothing(client: httpx.AsyncClient, store: Store) -> None:
@@ -218,7 +234,11 @@ def requests(draw: Any) -> dict[str, Any]:
                 ]
             )
         )
-    path = draw(st.sampled_from(["/graphql", "/metrics", "/$graphql", INSTANCE, "/Nonsense/x/$graphql", "/metadata"]))
+    path = draw(
+        st.sampled_from(
+            ["/graphql", "/metrics", "/$graphql", INSTANCE, "/Nonsense/x/$graphql", "/metadata", *DOCUMENTS]
+        )
+    )
     return {
         "method": method,
         "url": f"{path}?{query_string}" if query_string else path,
@@ -231,7 +251,8 @@ def requests(draw: Any) -> dict[str, Any]:
 @given(request=requests())
 async def test_no_token_no_data_whatever_the_request(client: httpx.AsyncClient, request: dict[str, Any]) -> None:
     response = await client.request(**request)
-    if request["url"].startswith(("/metrics", "/metadata")) and request["method"] not in ("GET", "HEAD"):
+    get_only = ("/metrics", "/metadata", *DOCUMENTS)
+    if request["url"].split("?")[0] in get_only and request["method"] not in ("GET", "HEAD"):
         assert response.status_code == 405 and error_codes(response.json()) == ["BAD_USER_INPUT"]
         return
     if request["method"] == "HEAD":

@@ -33,6 +33,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.payments",
             "app.elements",
             "app.bundles",
+            "app.documents",
         ),
     ),
     ("graphql", ("app.graphql",)),

@@ -100,7 +100,7 @@ async def test_billing_views_on_the_demo_data(demo: httpx.AsyncClient) -> None:
 def test_every_ready_query_is_covered() -> None:
     assert [p.stem.split("-", 1)[1] for p in ready_queries()] == [
         "reconciliation", "claim-responses", "search", "paging", "draft-claim", "activate-claim", "history", "billing",
-        "remittances-in-november", "patient-pay",
+        "remittances-in-november", "patient-pay", "documents",
     ]  # fmt: skip
 
 
@@ -120,3 +120,12 @@ async def test_patient_pay_on_the_demo_data(demo: httpx.AsyncClient) -> None:
     assert invoice["status"] == "balanced" and invoice["billing"]["balance"] == [{"currency": "USD", "value": "0.00"}]
     assert [p["id"] for p in invoice["PaymentReconciliationList"]] == ["demo-payment-patient-1"]
     assert invoice["PaymentReconciliationList"][0]["amount"] == {"value": "184.60", "currency": "USD"}
+
+
+async def test_the_documents_tab_links_to_pdfs(demo: httpx.AsyncClient) -> None:
+    data = ok(await gql(demo, query("documents")))
+    assert data["Invoice"]["statementUrl"] == "/Invoice/demo-invoice-1/$statement"
+    assert data["Claim"]["cms1500Url"] == "/Claim/demo-claim-04/$cms1500"
+    for url in (data["Invoice"]["statementUrl"], data["Patient"]["statementUrl"], data["Claim"]["superbillUrl"]):
+        response = await demo.get(url)
+        assert response.headers["content-type"] == "application/pdf" and response.content.startswith(b"%PDF-")

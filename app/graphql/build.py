@@ -18,7 +18,7 @@ from strawberry.types.fields.resolver import StrawberryResolver
 from strawberry.types.unset import UNSET
 
 from app.fhir.model import SERVED_RESOURCES, SearchParam, Spec, TypeDef, spec
-from app.graphql import billing, bundles, lists, payers, payments, resolvers
+from app.graphql import billing, bundles, documents, lists, payers, payments, resolvers
 from app.graphql.compat import (
     FixedTypeField,
     QuietSchema,
@@ -213,6 +213,8 @@ class _Builder:
             resolver = resolvers.party_view() if party else resolvers.billing_view()
             args: list[ArgSpec] = [("asOf", str, False, billing.AS_OF)] if party else []
             fields.append(billing.billing_field(td.name, _with_signature(resolver, args, view)))
+        if td.kind == "resource":
+            fields.extend(documents.document_fields(td.name))
         name = self.names[td.name]
         cls = self.outputs[td.name]
         _define(cls, fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -12,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 from playwright.async_api import Page, async_playwright, expect
 
 from app.explorer import ready_queries
@@ -78,6 +80,12 @@ async def page(fingate: str) -> AsyncIterator[Page]:
             await browser.close()
 
 
+def _white_share(png: bytes) -> float:
+    """The part of a screenshot that is (near) white: a drawn PDF page, not the viewer's dark background."""
+    histogram = Image.open(io.BytesIO(png)).convert("L").histogram()
+    return sum(histogram[240:]) / sum(histogram)
+
+
 async def result_text(page: Page) -> str:
     # CodeMirror draws only the visible lines; its own API has the whole response.
     return await page.evaluate("document.querySelector('.result-window .CodeMirror').CodeMirror.getValue()")  # type: ignore[no-any-return]
@@ -136,3 +144,36 @@ async def test_the_explorer_shows_when_a_list_stops_early(fingate: str, page: Pa
     truncated = json.loads(await result_text(page))["extensions"]["truncated"]
     assert {"path": ["PaymentReconciliationList"], "returned": 2, "more": True} in truncated
     await page.screenshot(path=ARTIFACTS / "e2e-truncated.png")
+
+
+async def test_the_documents_tab_opens_a_patient_statement(fingate: str, page: Page) -> None:
+    """The ready query's `statementUrl`, fetched by the browser as GraphiQL's caller would, is a PDF; it is shown in a tab."""
+    await page.goto(f"{fingate}/graphql")
+    tab = page.locator(".graphiql-tab", has_text="Documents")
+    await tab.click()
+    await expect(tab).to_have_attribute("aria-selected", "true")
+    result = page.locator(".result-window")
+    for _ in range(20):  # as above: run until GraphiQL sends this tab's operation
+        await page.locator(".graphiql-execute-button").click()
+        await expect(result).to_contain_text(re.compile('"statementUrl"|Unknown operation'), timeout=15_000)
+        if "statementUrl" in await result_text(page):
+            break
+    url = json.loads(await result_text(page))["data"]["Invoice"]["statementUrl"]
+    assert url == "/Invoice/demo-invoice-1/$statement"
+    head = await page.evaluate(
+        "async (url) => { const r = await fetch(url); const b = new Uint8Array(await r.arrayBuffer());"
+        " return [r.headers.get('content-type'), String.fromCharCode(...b.slice(0, 5))]; }",
+        f"{url}?asOf=2026-12-01",
+    )
+    assert head == ["application/pdf", "%PDF-"]
+    response = await page.goto(f"{fingate}{url}?asOf=2026-12-01")
+    assert response is not None and response.headers["content-type"] == "application/pdf"
+    # Chromium's PDF viewer draws the page a moment after the load: poll its pixels, with a generous bound.
+    for _ in range(240):
+        shot = await page.screenshot()
+        if _white_share(shot) > 0.2:
+            break
+        await page.wait_for_timeout(250)
+    else:
+        pytest.fail("the PDF viewer never showed the statement's page")
+    (ARTIFACTS / "e2e-statement.png").write_bytes(shot)
