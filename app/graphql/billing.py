@@ -9,6 +9,7 @@ from strawberry.types.base import StrawberryList, StrawberryOptional
 from strawberry.types.field import StrawberryField
 
 from app.billing import AGING, ITEMS_SHOWN, PARTY_TYPES, PAYMENTS_SHOWN, UNDATED, VIEW_TYPES
+from app.graphql.dynamic import field, object_type
 from app.graphql.scalars import FhirDecimal
 
 AMOUNT = "BillingAmount"
@@ -139,63 +140,51 @@ def _maybe(resource_type: str, name: str, annotation: StrawberryList) -> object:
     return StrawberryOptional(annotation) if (resource_type, name) in NULLABLE else annotation
 
 
-def _field(python: str, annotation: object, description: str) -> tuple[str, object, StrawberryField]:
-    return python, annotation, strawberry.field(name=python, description=description)
-
-
-def _type(name: str, description: str, fields: list[tuple[str, object, StrawberryField]]) -> Any:
-    cls = type(name, (), {"__module__": __name__})
-    cls.__annotations__ = {python: annotation for python, annotation, _ in fields}
-    for python, _, field in fields:
-        setattr(cls, python, field)
-    return strawberry.type(cls, name=name, description=description)
-
-
 def billing_types(reference: type) -> dict[str, Any]:
     """The view type of each of VIEW_TYPES; `reference` is the generated Reference type."""
-    amount = _type(
+    amount = object_type(
         AMOUNT,
         "An exact amount in one currency, computed by FinGate (not a FHIR element).",
         [
-            _field("currency", StrawberryOptional(str), "ISO 4217 code; null for amounts given without one."),
-            _field("value", FhirDecimal, "The exact amount."),
+            field("currency", StrawberryOptional(str), "ISO 4217 code; null for amounts given without one."),
+            field("value", FhirDecimal, "The exact amount."),
         ],
     )
     amounts = StrawberryList(amount)
-    payment = _type(
+    payment = object_type(
         PAYMENT,
         "One active PaymentReconciliation's allocations to a resource, computed by FinGate (not a FHIR element).",
         [
-            _field("payment", reference, "The PaymentReconciliation (`resource` reads it)."),
-            _field("date", StrawberryOptional(str), "PaymentReconciliation.date."),
-            _field("amount", amounts, "Σ of its allocation.amount to this resource, per currency."),
+            field("payment", reference, "The PaymentReconciliation (`resource` reads it)."),
+            field("date", StrawberryOptional(str), "PaymentReconciliation.date."),
+            field("amount", amounts, "Σ of its allocation.amount to this resource, per currency."),
         ],
     )
-    item = _type(
+    item = object_type(
         ITEM,
         "One open Claim or Invoice of a party and what it still owes, computed by FinGate (not a FHIR element).",
         [
-            _field("item", reference, "The Claim or Invoice (`resource` reads it)."),
-            _field("billedOn", StrawberryOptional(str), "Claim.created or Invoice.date, as written."),
-            _field("age", str, f"Its aging bucket: {', '.join(n for n, _ in AGING)} or {UNDATED}."),
-            _field("outstanding", amounts, "billed − paid of this item." + _AMOUNTS_NOTE),
+            field("item", reference, "The Claim or Invoice (`resource` reads it)."),
+            field("billedOn", StrawberryOptional(str), "Claim.created or Invoice.date, as written."),
+            field("age", str, f"Its aging bucket: {', '.join(n for n, _ in AGING)} or {UNDATED}."),
+            field("outstanding", amounts, "billed − paid of this item." + _AMOUNTS_NOTE),
         ],
     )
-    items = _field(
+    items = field(
         "items",
         StrawberryList(item),
         f"The open items whose outstanding amount is not zero, oldest first (undated last): a worklist, at most "
         f"{ITEMS_SHOWN} (the sums count them all).",
     )
     out = {}
-    as_of = _field("asOf", str, "The date the ages are counted to (YYYY-MM-DD).")
+    as_of = field("asOf", str, "The date the ages are counted to (YYYY-MM-DD).")
     for resource_type, fields in FIELDS.items():
-        out[resource_type] = _type(
+        out[resource_type] = object_type(
             TYPE_NAMES[resource_type],
             f"Billing view of one {resource_type}, computed by FinGate from the stored data at each read: "
             "not a FHIR element. See README 'Billing views'.",
             [
-                _field(
+                field(
                     name,
                     StrawberryList(payment) if is_list else _maybe(resource_type, name, amounts),
                     text + ("" if is_list else _AMOUNTS_NOTE),

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import strawberry
 from strawberry.types.base import StrawberryList, StrawberryOptional
-from strawberry.types.field import StrawberryField
 
+from app.graphql.dynamic import field, object_type
 from app.graphql.scalars import FhirDecimal
 from app.payments import OUTCOMES
 
@@ -29,48 +28,34 @@ ARGS: list[tuple[str, object, bool, str | None]] = [
 ]
 
 
-def _field(python: str, annotation: object, description: str) -> tuple[str, object, StrawberryField]:
-    return python, annotation, strawberry.field(name=python, description=description)
-
-
-def _type(name: str, description: str, fields: list[tuple[str, object, StrawberryField]]) -> Any:
-    cls = type(name, (), {"__module__": __name__})
-    cls.__annotations__ = {python: annotation for python, annotation, _ in fields}
-    for python, _, field in fields:
-        setattr(cls, python, field)
-    return strawberry.type(cls, name=name, description=description)
-
-
 def event_type(reference: type) -> Any:
     """The PaymentEvent type; `reference` is the generated Reference type (its `resource` reads the target)."""
     text = StrawberryOptional(str)
-    amount = _type(
+    amount = object_type(
         AMOUNT,
         "What an event posted, exactly (converted from Stripe's minor units with the currency's ISO 4217 exponent).",
         [
-            _field("value", FhirDecimal, "The amount: positive for a payment, negative for a refund."),
-            _field("currency", str, "ISO 4217 code."),
+            field("value", FhirDecimal, "The amount: positive for a payment, negative for a refund."),
+            field("currency", str, "ISO 4217 code."),
         ],
     )
-    return _type(
+    return object_type(
         EVENT,
         "One received delivery of a Stripe webhook event, as FinGate recorded it (not a FHIR resource).",
         [
-            _field("eventId", str, "Stripe's event id (`evt_...`): posted at most once per tenant."),
-            _field("type", str, "Stripe's event type."),
-            _field("outcome", str, f"One of {', '.join(OUTCOMES)}."),
-            _field(
-                "reason", text, "Why it was rejected, waits, is a duplicate or failed; how a waiting refund posted."
-            ),
-            _field("rule", text, "The FinGate rule that refused the posting, when one did."),
-            _field("receivedAt", str, "When FinGate received it, a FHIR instant (UTC)."),
-            _field("livemode", StrawberryOptional(bool), "Stripe's livemode: false for test-mode events."),
-            _field("deliveries", StrawberryOptional(int), "How many times Stripe delivered it (first delivery only)."),
-            _field("duplicateOf", text, "On a duplicate delivery: the event id first received."),
-            _field("paymentIntent", text, "The PaymentIntent (`pi_...`), the PaymentReconciliation's referenceNumber."),
-            _field("amount", StrawberryOptional(amount), "What it posted (null until posted)."),
-            _field("invoice", StrawberryOptional(reference), "The Invoice its metadata names (`resource` reads it)."),
-            _field(
+            field("eventId", str, "Stripe's event id (`evt_...`): posted at most once per tenant."),
+            field("type", str, "Stripe's event type."),
+            field("outcome", str, f"One of {', '.join(OUTCOMES)}."),
+            field("reason", text, "Why it was rejected, waits, is a duplicate or failed; how a waiting refund posted."),
+            field("rule", text, "The FinGate rule that refused the posting, when one did."),
+            field("receivedAt", str, "When FinGate received it, a FHIR instant (UTC)."),
+            field("livemode", StrawberryOptional(bool), "Stripe's livemode: false for test-mode events."),
+            field("deliveries", StrawberryOptional(int), "How many times Stripe delivered it (first delivery only)."),
+            field("duplicateOf", text, "On a duplicate delivery: the event id first received."),
+            field("paymentIntent", text, "The PaymentIntent (`pi_...`), the PaymentReconciliation's referenceNumber."),
+            field("amount", StrawberryOptional(amount), "What it posted (null until posted)."),
+            field("invoice", StrawberryOptional(reference), "The Invoice its metadata names (`resource` reads it)."),
+            field(
                 "produced",
                 StrawberryList(reference),
                 "What its posting wrote: the PaymentReconciliation, then the Invoice when its status moved.",
