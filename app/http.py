@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException
-from graphql import GraphQLError
+from graphql import GraphQLError, ListTypeNode, NamedTypeNode, NonNullTypeNode, VariableDefinitionNode
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -83,6 +83,23 @@ def loads(data: str | bytes) -> Any:
     return json.loads(data, parse_float=Decimal)
 
 
+_VARIABLE_VALUE = re.compile(r"^Variable '\$\w+' has invalid value at ((?:\.\w+|\[\d+\])+):")
+
+
+def _variable_expression(error: GraphQLError) -> str | None:
+    """A variable refused by a scalar (`$res` of `PaymentReconciliationInput!` at `.amount.value`), as the FHIR
+    element it would have filled: `PaymentReconciliation.amount.value`."""
+    found = _VARIABLE_VALUE.match(error.message)
+    node = error.nodes[0] if error.nodes else None
+    if found is None or not isinstance(node, VariableDefinitionNode):
+        return None
+    type_node = node.type
+    while isinstance(type_node, NonNullTypeNode | ListTypeNode):
+        type_node = type_node.type
+    name = type_node.name.value if isinstance(type_node, NamedTypeNode) else ""
+    return name.removesuffix("Input") + found.group(1) if name.endswith("Input") else None
+
+
 def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
     """One `errors[]` entry: a FinGate code always, a traceback never."""
     original = error.original_error
@@ -107,6 +124,9 @@ def format_error(error: GraphQLError, request_id: str) -> dict[str, Any]:
         # Something to point at (a parse or validation error, a limit): where in the query text.
         issue = errors.outcome_issue(out["message"])
         issue["location"] = [f"line {loc.line}, column {loc.column}" for loc in error.locations]
+        expression = _variable_expression(error)
+        if expression:
+            issue["expression"] = [expression]
         out["extensions"]["operationOutcome"] = errors.operation_outcome([issue])
     return out
 
