@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.load",
             "app.demo",
             "app.auth",
+            "app.events",
         ),
     ),
     ("graphql", ("app.graphql",)),
