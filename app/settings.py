@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_cost: int = Field(
         default=50_000, description="Most resources a query may ask for (lists x their _count, nested)."
     )
+    max_subscriptions: int = Field(
+        default=20, description="Most operations (subscriptions) one WebSocket connection runs at once."
+    )
     max_body_bytes: int = Field(default=1_048_576, description="Largest request body (HTTP 413 beyond).")
     request_timeout: float = Field(default=10.0, description="Seconds a GraphQL request may run.")
     introspection: bool = Field(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from functools import cache
 from typing import Annotated, Any
 
@@ -18,7 +18,7 @@ from strawberry.types.fields.resolver import StrawberryResolver
 from strawberry.types.unset import UNSET
 
 from app.fhir.model import SERVED_RESOURCES, SearchParam, Spec, TypeDef, spec
-from app.graphql import billing, resolvers
+from app.graphql import billing, resolvers, subscriptions
 from app.graphql.compat import FixedTypeField, QuietSchema, ResolvedUnion, convert_input_with
 from app.graphql.fields import (
     ORIGIN,
@@ -125,6 +125,7 @@ class _Builder:
         self.reverse_resolvers = {name: self._reverse_resolver(name) for name in self.reverse_types}
         self.reverse_connections = {name: self._reverse_connection(name) for name in self.reverse_types}
         self.billing = billing.billing_types(self.outputs["Reference"])
+        self.changes = {name: subscriptions.change_type(name, self.outputs[name]) for name in self.served}
 
     def schema(self) -> strawberry.Schema:
         self._check_names()
@@ -136,9 +137,16 @@ class _Builder:
         _define(query, [*fields, self._audit_field()])
         mutation = _empty("Mutation")
         _define(mutation, [f for t in self.served for f in self._mutation_fields(t)])
+        subscription = _empty("Subscription")
+        _define(subscription, self._subscription_fields())
         return QuietSchema(
             query=strawberry.type(query, name="Query", description=f"Read and search {ORIGIN} financial resources."),
             mutation=strawberry.type(mutation, name="Mutation", description=f"Write {ORIGIN} financial resources."),
+            subscription=strawberry.type(
+                subscription,
+                name="Subscription",
+                description="Writes as they commit, in order, resumable (graphql-transport-ws over WebSocket /graphql).",
+            ),
             config=StrawberryConfig(
                 auto_camel_case=False,
                 default_resolver=resolvers.resolve_data_field,
@@ -369,6 +377,52 @@ class _Builder:
             _root_field(f"{t}Delete", resolvers.delete(t), [id_arg], out, f"Delete one draft {t}."),
         ]
 
+    def _subscription_fields(self) -> list[Field]:
+        """A change feed per served type (`ClaimChanges`, the List's search arguments), and two named ones."""
+        fields = []
+        for t in self.served:
+            params = search_args(self.model, t)
+            codes = arg_codes(params)
+            returns = AsyncGenerator[self.changes[t], None]  # type: ignore[name-defined]
+            fields.append(
+                _subscription_field(
+                    f"{t}Changes",
+                    subscriptions.feed(t, codes, subscriptions.everything),
+                    [
+                        *((p.arg_name, list[str], False, f"As in {t}List.") for p in params),
+                        _FILTER,
+                        _MODIFIERS,
+                        subscriptions.AFTER,
+                    ],
+                    returns,
+                    f"Every write of a {t} (matching the search, when given), as it commits.",
+                )
+            )
+        claim_change, payment_change = self.changes["Claim"], self.changes["PaymentReconciliation"]
+        claim: ArgSpec = ("id", strawberry.ID, False, "Only this Claim.")
+        status: ArgSpec = ("status", str, False, "Only writes that leave the Claim in this status.")
+        fields.append(
+            _subscription_field(
+                "ClaimChanged",
+                subscriptions.feed("Claim", {}, subscriptions.claim_changed),
+                [claim, status, subscriptions.AFTER],
+                AsyncGenerator[claim_change, None],  # type: ignore[valid-type]
+                "Writes of Claims: one Claim's (`id`), or those that leave a Claim in `status`.",
+            )
+        )
+        payment = "PaymentReconciliation"
+        params = [p for p in search_args(self.model, payment) if p.arg_name == "payment_issuer"]
+        fields.append(
+            _subscription_field(
+                f"{payment}Created",
+                subscriptions.feed(payment, arg_codes(params), subscriptions.created),
+                [*_search_arg_specs(params), subscriptions.AFTER],
+                AsyncGenerator[payment_change, None],  # type: ignore[valid-type]
+                "New PaymentReconciliations (of one `payment_issuer`, when given), as they commit.",
+            )
+        )
+        return fields
+
     def _audit_field(self) -> Field:
         record = _empty(AUDIT_RECORD)
         text = StrawberryOptional(str)
@@ -411,6 +465,8 @@ class _Builder:
                 (UNSERVED_RESOURCE, "type of unserved contained resources"),
                 ("Query", "query root"),
                 ("Mutation", "mutation root"),
+                ("Subscription", "subscription root"),
+                *((f"{n}Change", f"change event of {n}") for n in self.served),
                 (AUDIT_RECORD, "audit log record"),
                 *((name, "billing view type") for name in billing.NAMES),
                 *((s, "scalar") for s in ("Decimal", "JSON", "String", "Int", "Float", "Boolean", "ID")),
@@ -478,6 +534,13 @@ def _with_signature(fn: Callable[..., Any], args: list[ArgSpec], returns: object
 
 def _root_field(name: str, fn: Callable[..., Any], args: list[ArgSpec], returns: object, description: str) -> Field:
     return name, None, strawberry.field(resolver=_with_signature(fn, args, returns), name=name, description=description)
+
+
+def _subscription_field(
+    name: str, fn: Callable[..., Any], args: list[ArgSpec], returns: object, description: str
+) -> Field:
+    resolver = _with_signature(fn, args, returns)
+    return name, None, strawberry.subscription(resolver=resolver, name=name, description=description)
 
 
 def build_schema() -> strawberry.Schema:

@@ -1,0 +1,212 @@
+"""GraphQL subscriptions over WebSocket (graphql-transport-ws) on a real uvicorn: events, resume, auth, limits."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from app.http import loads
+from app.settings import Settings
+from app.store import Store
+from tests.live import WAIT, serving, socket
+from tests.test_mutations import PATIENT, claim
+from tests.tokens import SECRET, token
+
+ACME = token(tenant="acme")
+OTHER = token(tenant="other")
+CHANGES = """subscription($after: String) {
+  ClaimChanges(after: $after) {
+    position interaction previousStatus status id versionId
+    resource { id status patient { reference resource { ... on Patient { id name { family } } } } }
+  }
+}"""
+
+
+@pytest.fixture
+async def live(store: Store) -> AsyncIterator[str]:
+    async with serving(store, Settings(jwt_secret=SECRET, max_subscriptions=3)) as address:
+        yield address
+
+
+async def gql(address: str, query: str, variables: dict[str, Any] | None = None, tok: str = ACME) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=WAIT) as client:
+        response = await client.post(
+            f"http://{address}/graphql",
+            content=json.dumps({"query": query, "variables": variables or {}}, default=str),
+            headers={"content-type": "application/json", "authorization": f"Bearer {tok}"},
+        )
+    body = loads(response.content)
+    assert "errors" not in body, body
+    return body["data"]  # type: ignore[no-any-return]
+
+
+async def create(address: str, rtype: str, resource: dict[str, Any], tok: str = ACME) -> str:
+    query = f"mutation($res: {rtype}Input!) {{ {rtype}Create(res: $res) {{ id }} }}"
+    return (await gql(address, query, {"res": resource}, tok))[f"{rtype}Create"]["id"]  # type: ignore[no-any-return]
+
+
+async def update(address: str, rtype: str, id: str, resource: dict[str, Any], tok: str = ACME) -> None:
+    query = f"mutation($id: ID!, $res: {rtype}Input!) {{ {rtype}Update(id: $id, res: $res) {{ id }} }}"
+    await gql(address, query, {"id": id, "res": resource}, tok)
+
+
+async def test_subscribe_write_receive_then_resume_with_exactly_the_missed_events(live: str) -> None:
+    patient = await create(live, "Patient", PATIENT)
+    async with socket(live, {"Authorization": f"Bearer {ACME}"}) as ws:
+        await ws.subscribe("1", CHANGES)
+        first = await create(live, "Claim", claim(patient))
+        created = (await ws.next("1"))["data"]["ClaimChanges"]
+        assert created["interaction"] == "create" and created["id"] == first
+        assert (created["previousStatus"], created["status"], created["versionId"]) == (None, "draft", "1")
+        # The resource is selected like any query: its reference resolves to the Patient.
+        assert created["resource"]["patient"]["resource"] == {"id": patient, "name": [{"family": "Rivera"}]}
+        await update(live, "Claim", first, claim(patient, status="active"))
+        activated = (await ws.next("1"))["data"]["ClaimChanges"]
+        assert (activated["previousStatus"], activated["status"], activated["resource"]["status"]) == (
+            "draft",
+            "active",
+            "active",
+        )
+        held = activated["position"]
+    # While disconnected: two Claim writes of this tenant, writes of another type and of another tenant.
+    second = await create(live, "Claim", claim(patient))
+    await create(live, "Patient", PATIENT)
+    other_patient = await create(live, "Patient", PATIENT, OTHER)
+    await create(live, "Claim", claim(other_patient), OTHER)
+    await update(live, "Claim", second, claim(patient, status="active"))
+    async with socket(live, {"token": ACME}) as ws:
+        await ws.subscribe("r", CHANGES, {"after": held})
+        missed = [(await ws.next("r"))["data"]["ClaimChanges"] for _ in range(2)]
+        assert [(e["id"], e["interaction"], e["status"]) for e in missed] == [
+            (second, "create", "draft"),
+            (second, "update", "active"),
+        ]
+        assert int(missed[0]["position"]) > int(held) and int(missed[1]["position"]) > int(missed[0]["position"])
+        # Then live: the next event is the next write, nothing missed or repeated in between.
+        third = await create(live, "Claim", claim(patient))
+        assert (await ws.next("r"))["data"]["ClaimChanges"]["id"] == third
+
+
+async def test_another_tenant_and_other_types_never_arrive(live: str) -> None:
+    patient = await create(live, "Patient", PATIENT)
+    other_patient = await create(live, "Patient", PATIENT, OTHER)
+    async with socket(live, {"Authorization": f"Bearer {ACME}"}) as ws:
+        await ws.subscribe("1", "subscription { ClaimChanges { id } }")
+        await create(live, "Claim", claim(other_patient), OTHER)
+        await create(live, "Patient", PATIENT)
+        mine = await create(live, "Claim", claim(patient))  # the sentinel: the first event to arrive must be it
+        assert (await ws.next("1"))["data"]["ClaimChanges"] == {"id": mine}
+
+
+async def test_named_feeds_and_search_arguments(live: str) -> None:
+    patient = await create(live, "Patient", PATIENT)
+    other = await create(live, "Patient", PATIENT)
+    draft = await create(live, "Claim", claim(patient))
+    async with socket(live, {"token": ACME}) as ws:
+        await ws.subscribe("active", 'subscription { ClaimChanged(status: "active") { id status } }')
+        await ws.subscribe("one", f'subscription {{ ClaimChanged(id: "{draft}") {{ id interaction }} }}')
+        await ws.subscribe("search", f'subscription {{ ClaimChanges(patient: "Patient/{other}") {{ id }} }}')
+        mine = await create(live, "Claim", claim(other))
+        assert (await ws.next("search"))["data"]["ClaimChanges"] == {"id": mine}
+        await update(live, "Claim", draft, claim(patient, status="active"))
+        got = {}
+        for _ in range(2):
+            message = await ws.receive()
+            got[message["id"]] = message["payload"]["data"]["ClaimChanged"]
+        assert got == {"active": {"id": draft, "status": "active"}, "one": {"id": draft, "interaction": "update"}}
+
+
+async def test_payments_created_by_issuer(live: str) -> None:
+    query = 'subscription { PaymentReconciliationCreated(payment_issuer: "Organization/payer-1") { id interaction } }'
+    payment = {
+        "resourceType": "PaymentReconciliation",
+        "status": "draft",
+        "type": {"coding": [{"code": "payment"}]},
+        "created": "2026-11-02",
+        "date": "2026-11-02",
+        "amount": {"value": "10.00", "currency": "USD"},
+    }
+    async with socket(live, {"token": ACME}) as ws:
+        await ws.subscribe("1", query)
+        await create(live, "PaymentReconciliation", {**payment, "paymentIssuer": {"reference": "Organization/x"}})
+        mine = await create(
+            live, "PaymentReconciliation", {**payment, "paymentIssuer": {"reference": "Organization/payer-1"}}
+        )
+        assert (await ws.next("1"))["data"]["PaymentReconciliationCreated"] == {"id": mine, "interaction": "create"}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{}, {"Authorization": "Bearer not.a.jwt"}, {"token": token(key="another-secret-" + "x" * 40)}],
+    ids=["no token", "garbage", "wrong key"],
+)
+async def test_no_valid_token_no_connection(live: str, payload: dict[str, Any]) -> None:
+    async with socket(live, payload, ack=False) as ws:
+        close = await ws.closed()
+        assert close is not None and close.code == 4403
+
+
+async def test_subscribe_before_init_is_refused(live: str) -> None:
+    async with socket(live, None) as ws:
+        await ws.subscribe("1", "subscription { ClaimChanges { id } }")
+        close = await ws.closed()
+        assert close is not None and close.code == 4401
+
+
+async def test_an_expiring_token_closes_the_socket(live: str) -> None:
+    async with socket(live, {"token": token(lifetime=2)}) as ws:
+        await ws.subscribe("1", "subscription { ClaimChanges { id } }")
+        close = await ws.closed()
+        assert close is not None and close.code == 4401 and "expired" in close.reason
+
+
+async def test_scopes_compartments_limits_and_the_subscription_bound(live: str) -> None:
+    mine = await create(live, "Patient", PATIENT)
+    theirs = await create(live, "Patient", PATIENT)
+    async with socket(live, {"token": token(scope="user/Patient.rs")}) as ws:
+        await ws.subscribe("1", "subscription { ClaimChanges { id } }")
+        refused = await ws.receive()
+        assert refused["type"] in ("next", "error"), refused
+        errors = refused["payload"]["errors"] if refused["type"] == "next" else refused["payload"]
+        assert errors[0]["extensions"]["code"] == "FORBIDDEN"
+    patient_token = token(scope="patient/Claim.rs", patient=mine)
+    async with socket(live, {"token": patient_token}) as ws:
+        await ws.subscribe("1", "subscription { ClaimChanges { id resource { id } } }")
+        await create(live, "Claim", claim(theirs))
+        own = await create(live, "Claim", claim(mine))
+        assert (await ws.next("1"))["data"]["ClaimChanges"] == {"id": own, "resource": {"id": own}}
+    chain = "partOf { resource { ... on Organization { " * 8 + "id" + " } } }" * 8
+    deep = (
+        "subscription { ClaimChanges { resource { insurer { resource { ... on Organization { " + chain + " } } } } } }"
+    )
+    async with socket(live, {"token": ACME}) as ws:
+        await ws.subscribe("deep", deep)
+        refused = await ws.receive()
+        assert refused["type"] == "error" and refused["payload"][0]["extensions"]["code"] == "QUERY_TOO_COMPLEX"
+        for n in range(3):
+            await ws.subscribe(str(n), "subscription { ClaimChanges { id } }")
+        await ws.subscribe("4th", "subscription { ClaimChanges { id } }")
+        over = await ws.receive()
+        assert over["type"] == "error" and over["id"] == "4th" and "limit" in over["payload"][0]["message"]
+
+
+async def test_bad_input_and_other_operations_are_refused_with_a_code(live: str) -> None:
+    async with socket(live, {"token": ACME}) as ws:
+        for n, query in enumerate(
+            [
+                'subscription { ClaimChanges(after: "x") { id } }',
+                "subscription { ClaimChanges { nope } }",
+                'subscription { ClaimChanges(_filter: "status eq") { id } }',
+                "{ ClaimList { id } }",  # queries and mutations take HTTP
+            ]
+        ):
+            await ws.subscribe(str(n), query)
+            refused = await ws.receive()
+            errors = refused["payload"]["errors"] if refused["type"] == "next" else refused["payload"]
+            assert errors[0]["extensions"]["code"] == "BAD_USER_INPUT", (query, refused)
+            if refused["type"] == "next":  # an error while subscribing ends the operation
+                assert await ws.receive() == {"id": str(n), "type": "complete"}
