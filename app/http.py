@@ -49,6 +49,7 @@ from app.graphql.compiled import compiled_execution
 from app.graphql.context import Context
 from app.graphql.limits import BodyLimit, Limits, within
 from app.graphql.resolvers import BATCH_FORMS
+from app.hooks import dispatcher as dispatch
 from app.metrics import ERRORS, LATENCY, REGISTRY, REQUESTS
 from app.settings import Settings
 from app.store import Store
@@ -523,7 +524,14 @@ def create_app(
             await authenticator.start()
         if on_startup is not None:
             await on_startup(store)
+        # Deliveries out (rest-hooks, the clearinghouse): one dispatcher of each per instance, leased in the database.
+        running = [asyncio.create_task(run()) for run in dispatch.runners(store, settings)] if settings.dispatch else []
         yield
+        for task in running:
+            task.cancel()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     app = Starlette(
         routes=[

@@ -22,7 +22,13 @@ WAIT = 60.0  # generous bound on any one wait: the machine is shared; nothing as
 @contextlib.asynccontextmanager
 async def serving(store: Store, settings: Settings) -> AsyncIterator[str]:
     """`host:port` of the app over `store`, served by uvicorn in this event loop until the block ends."""
-    app = create_app(store, schema(), settings=settings)
+    async with serving_app(create_app(store, schema(), settings=settings)) as address:
+        yield address
+
+
+@contextlib.asynccontextmanager
+async def serving_app(app: Any) -> AsyncIterator[str]:
+    """`host:port` of any ASGI app, served by uvicorn on loopback (port 0) in this event loop."""
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # the test runner's signals
     task = asyncio.create_task(server.serve())

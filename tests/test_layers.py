@@ -29,6 +29,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.demo",
             "app.auth",
             "app.events",
+            "app.outbound",
+            "app.hooks",
         ),
     ),
     ("graphql", ("app.graphql",)),

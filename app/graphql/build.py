@@ -62,6 +62,7 @@ Field = tuple[str, object, StrawberryField]  # Python attribute, annotation (Non
 ArgSpec = tuple[str, object, bool, str | None]  # name, Python type, required, description
 
 AUDIT_RECORD = "AuditRecord"
+SUBSCRIPTION_ROOT = "SubscriptionRoot"  # FHIR's own `Subscription` resource type takes the usual name
 _COUNT: ArgSpec = (
     "_count",
     int,
@@ -134,17 +135,21 @@ class _Builder:
             self._define_input(td)
         query = _empty("Query")
         fields = (f for t in self.served for f in self._query_fields(t, self.connections[t]))
-        _define(query, [*fields, self._audit_field()])
+        hooks = [
+            ("SubscriptionStatus", None, subscriptions.status_field()),
+            ("SubscriptionDeliveries", None, subscriptions.attempts_field()),
+        ]
+        _define(query, [*fields, self._audit_field(), *hooks])
         mutation = _empty("Mutation")
         _define(mutation, [f for t in self.served for f in self._mutation_fields(t)])
-        subscription = _empty("Subscription")
+        subscription = _empty(SUBSCRIPTION_ROOT)
         _define(subscription, self._subscription_fields())
         return QuietSchema(
             query=strawberry.type(query, name="Query", description=f"Read and search {ORIGIN} financial resources."),
             mutation=strawberry.type(mutation, name="Mutation", description=f"Write {ORIGIN} financial resources."),
             subscription=strawberry.type(
                 subscription,
-                name="Subscription",
+                name=SUBSCRIPTION_ROOT,
                 description="Writes as they commit, in order, resumable (graphql-transport-ws over WebSocket /graphql).",
             ),
             config=StrawberryConfig(
@@ -465,9 +470,11 @@ class _Builder:
                 (UNSERVED_RESOURCE, "type of unserved contained resources"),
                 ("Query", "query root"),
                 ("Mutation", "mutation root"),
-                ("Subscription", "subscription root"),
+                (SUBSCRIPTION_ROOT, "subscription root"),
                 *((f"{n}Change", f"change event of {n}") for n in self.served),
                 (AUDIT_RECORD, "audit log record"),
+                ("RestHookStatus", "rest-hook status"),
+                ("RestHookAttempt", "rest-hook attempt"),
                 *((name, "billing view type") for name in billing.NAMES),
                 *((s, "scalar") for s in ("Decimal", "JSON", "String", "Int", "Float", "Boolean", "ID")),
             ]

@@ -15,6 +15,7 @@ from app.fhir.references import local_version
 from app.fhir.values import Resource, instant
 from app.graphql.limits import DEFAULT_COUNT, MAX_COUNT
 from app.store import HISTORY_PATH, Store
+from app.store.deliveries import Deliveries
 from app.writes import Writer
 
 _CONTAINED = "__contained__"  # never a GraphQL field name, so it cannot leak into a response
@@ -323,6 +324,20 @@ class Context:
         given = params.get("_id")
         ids = [*(given if isinstance(given, list) else [given] if given else []), id]  # a list ANDs
         return await self.store.count(resource_type, {**params, "_id": ids}) > 0
+
+    async def hook_status(self, id: str) -> dict[str, Any] | None:
+        """A Subscription's delivery state; NOT_FOUND unless the caller can read the Subscription."""
+        await self._subscription(id)
+        return await Deliveries(self.tenant).state(self.principal.tenant, id)
+
+    async def hook_attempts(self, id: str, count: int | None) -> list[dict[str, Any]]:
+        await self._subscription(id)
+        found = await Deliveries(self.tenant).attempts(self.principal.tenant, id, check_count(count))
+        return [{**a, "when": instant(a["when"])} for a in found]
+
+    async def _subscription(self, id: str) -> None:
+        if await self.read("Subscription", id) is None:
+            raise errors.not_found("Subscription", id)
 
     async def billing(self, resource: Resource) -> dict[str, Any]:
         """FinGate's billing view of a resource (app.billing), its settlement batched with the level's others."""

@@ -77,3 +77,63 @@ def claim_changed(args: Mapping[str, Any], params: dict[str, Any]) -> Keep:
 
 def created(args: Mapping[str, Any], params: dict[str, Any]) -> Keep:
     return lambda e: e["interaction"] == "create"
+
+
+@strawberry.type(
+    name="RestHookAttempt", description="One POST of a rest-hook notification, as the dispatcher recorded it."
+)
+class RestHookAttempt:
+    when: str = strawberry.field(description="When, a FHIR instant (UTC).")
+    position: str = strawberry.field(description="The event's outbox position.")
+    eventNumber: int = strawberry.field(description="The notification's `eventNumber` for this Subscription.")
+    webhookId: str = strawberry.field(
+        description="The `webhook-id` header: the same on every retry (deduplicate by it)."
+    )
+    attempt: int = strawberry.field(description="1 for the first try, then each retry.")
+    outcome: str = strawberry.field(
+        description="`delivered`, `failed` (retried, or dead-lettered after the last) or `refused` (target not allowed)."
+    )
+    status: int | None = strawberry.field(description="The endpoint's HTTP status, when it answered.")
+    error: str | None = strawberry.field(description="What went wrong, if anything.")
+    endpoint: str | None = strawberry.field(description="Where it was sent.")
+
+
+@strawberry.type(name="RestHookStatus", description="A rest-hook Subscription's delivery state (FHIR's `$status`).")
+class RestHookStatus:
+    state: str = strawberry.field(
+        description="`active`, or `dead-letter` once a notification ran out of attempts (delivery stops there, keeping order)."
+    )
+    eventsSinceSubscriptionStart: int = strawberry.field(
+        description="Notifications delivered since the Subscription started."
+    )
+    position: str = strawberry.field(description="The outbox position the dispatcher has handled up to.")
+    lastError: str | None = strawberry.field(description="The last failure, cleared by the next delivery.")
+
+
+def status_field() -> Any:
+    # The schema's default resolver reads dicts: these answer with dicts shaped like their types.
+    async def resolve(root: None, info: strawberry.Info, id: strawberry.ID) -> RestHookStatus | None:
+        found = await info.context.hook_status(str(id))
+        if found is None:
+            return None
+        return {**found, "position": str(found["position"])}  # type: ignore[return-value]
+
+    return strawberry.field(
+        resolver=resolve,
+        name="SubscriptionStatus",
+        description="A rest-hook Subscription's `$status`: null until the dispatcher has seen it.",
+    )
+
+
+def attempts_field() -> Any:
+    async def resolve(
+        root: None, info: strawberry.Info, id: strawberry.ID, _count: int | None = None
+    ) -> list[RestHookAttempt]:
+        found = await info.context.hook_attempts(str(id), _count)
+        return [{**a, "position": str(a["position"])} for a in found]  # type: ignore[misc]
+
+    return strawberry.field(
+        resolver=resolve,
+        name="SubscriptionDeliveries",
+        description="A rest-hook Subscription's delivery attempts, newest first (`_count`: at most this many, 20).",
+    )

@@ -78,3 +78,11 @@ async def last(db: AsyncDatabase[Any], tenant: str) -> int:
     """The tenant's last position (0 before its first event)."""
     counter = await db[POSITIONS].find_one({"_id": tenant})
     return 0 if counter is None else int(counter["position"])
+
+
+async def created_at(db: AsyncDatabase[Any], tenant: str, resource_type: str, id: str) -> int | None:
+    """The position of the event that created `resource_type/id` (None if the outbox has none)."""
+    found = await db[OUTBOX].find_one(
+        {TENANT: tenant, "resourceType": resource_type, "id": id, "interaction": "create"}, {"position": 1}
+    )
+    return None if found is None else int(found["position"])
