@@ -103,7 +103,7 @@ async def _topics(store: Any) -> None:
 
 async def _dispatch(settings: Settings) -> int:
     """Deliver rest-hook notifications (and clearinghouse submissions) until stopped, without serving HTTP."""
-    from app.hooks.dispatcher import runners
+    from app.dispatch import runners
     from app.store import Store
 
     with database_uri(settings.mongodb_uri, settings.data_dir) as uri:
@@ -114,7 +114,10 @@ async def _dispatch(settings: Settings) -> int:
             await _topics(store)
             found = runners(store, settings)
             if not found:
-                print("fingate: nothing to dispatch (set FINGATE_WEBHOOK_SECRET)", file=sys.stderr)
+                print(
+                    "fingate: nothing to dispatch (set FINGATE_WEBHOOK_SECRET or FINGATE_CLEARINGHOUSE_URL)",
+                    file=sys.stderr,
+                )
                 return 1
             log.info("dispatching: %d dispatcher(s)", len(found))
             await asyncio.gather(*(run() for run in found))

@@ -38,7 +38,7 @@ from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 from strawberry.types.unset import UNSET, UnsetType
 
-from app import auth, errors
+from app import auth, dispatch, errors
 from app.caching import ConditionalGET
 from app.embedded import EmbeddedMongo
 from app.explorer import STATIC_DIR, STATIC_PATH, explorer_page
@@ -49,7 +49,6 @@ from app.graphql.compiled import compiled_execution
 from app.graphql.context import Context
 from app.graphql.limits import BodyLimit, Limits, within
 from app.graphql.resolvers import BATCH_FORMS
-from app.hooks import dispatcher as dispatch
 from app.metrics import ERRORS, LATENCY, REGISTRY, REQUESTS
 from app.settings import Settings
 from app.store import Store

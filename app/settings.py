@@ -60,6 +60,10 @@ class Settings(BaseSettings):
         default=None,
         description="The Standard Webhooks secret (`whsec_` + base64) signing rest-hook notifications; unset: none are sent.",
     )
+    clearinghouse_url: str | None = Field(
+        default=None,
+        description="Where Claims that become active are submitted (README 'Clearinghouse'); unset: nothing is sent.",
+    )
     hooks_allow_loopback: bool = Field(
         default=False, description="Allow rest-hook and clearinghouse endpoints on loopback (also over plain http)."
     )

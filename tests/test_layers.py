@@ -31,6 +31,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "app.events",
             "app.outbound",
             "app.hooks",
+            "app.clearinghouse",
+            "app.dispatch",
         ),
     ),
     ("graphql", ("app.graphql",)),

@@ -198,14 +198,3 @@ def from_settings(store: Store, settings: Any) -> Dispatcher | None:
         retry,
         settings.dispatch_lease_seconds,
     )
-
-
-def runners(store: Store, settings: Any) -> list[Callable[[], Awaitable[None]]]:
-    """What delivers out of this instance (`fingate serve` with FINGATE_DISPATCH, or `fingate dispatch`)."""
-    found: list[Callable[[], Awaitable[None]]] = []
-    hooks = from_settings(store, settings)
-    if hooks is None:
-        log.info("no FINGATE_WEBHOOK_SECRET: rest-hook Subscriptions are not delivered")
-    else:
-        found.append(hooks.run)
-    return found

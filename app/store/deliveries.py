@@ -37,12 +37,19 @@ class Deliveries:
         cursor = self.db["Subscription"].find(query, {"_id": 0, "_search": 0})
         return [(doc.pop(TENANT), doc) async for doc in cursor]
 
-    async def lease(self, tenant: str, id: str, owner: str, seconds: float) -> dict[str, Any] | None:
-        """Take or renew the lease on a Subscription's state (made on first use, starting at the event that
-        created the Subscription); None while another dispatcher holds it."""
+    async def tenants(self) -> list[str]:
+        """Every tenant that has written anything (one outbox counter each)."""
+        return [doc["_id"] async for doc in self.db[outbox.POSITIONS].find({}, {"_id": 1})]
+
+    async def lease(
+        self, tenant: str, id: str, owner: str, seconds: float, start: int | None = None
+    ) -> dict[str, Any] | None:
+        """Take or renew the lease on a Subscription's state (made on first use, starting at `start`, else at the
+        event that created the Subscription, else at the tenant's last event); None while another holds it."""
         now = datetime.now(UTC)
         key = f"{tenant}/{id}"
-        start = await outbox.created_at(self.db, tenant, "Subscription", id)
+        if start is None:
+            start = await outbox.created_at(self.db, tenant, "Subscription", id)
         if start is None:
             start = await outbox.last(self.db, tenant)
         try:
