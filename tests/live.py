@@ -16,7 +16,9 @@ from app.settings import Settings
 from app.store import Store
 from tests.harness import schema
 
-WAIT = float(__import__("os").environ.get("FINGATE_TEST_WAIT", "60"))  # generous bound on any one wait: the machine is shared; nothing asserts on time
+WAIT = float(
+    __import__("os").environ.get("FINGATE_TEST_WAIT", "60")
+)  # generous bound on any one wait: the machine is shared; nothing asserts on time
 
 
 @contextlib.asynccontextmanager

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -210,3 +212,47 @@ async def test_bad_input_and_other_operations_are_refused_with_a_code(live: str)
             assert errors[0]["extensions"]["code"] == "BAD_USER_INPUT", (query, refused)
             if refused["type"] == "next":  # an error while subscribing ends the operation
                 assert await ws.receive() == {"id": str(n), "type": "complete"}
+
+
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+LIVE = README[README.index("## Live updates") : README.index("## Settings")]
+QUERIES = Path(__file__).resolve().parents[1] / "app" / "queries"
+
+
+def _blocks(text: str) -> list[str]:
+    return re.findall(r"```graphql\n(.*?)```", text, re.S)
+
+
+def test_the_readme_live_updates_examples_are_valid_operations() -> None:
+    from graphql import parse, validate
+
+    from app.graphql.compat import graphql_schema
+    from tests.harness import schema
+
+    blocks = _blocks(LIVE)
+    assert len(blocks) == 3
+    for block in blocks:
+        assert validate(graphql_schema(schema()), parse(block)) == [], block
+
+
+async def test_the_readme_subscription_on_the_demo_data(demo_store: Store) -> None:
+    """The README's GraphiQL walk-through: subscribe, run DraftClaim then ActivateClaim, see both writes."""
+    async with serving(demo_store, Settings()) as address, socket(address, {}) as ws:  # no auth on loopback
+        await ws.subscribe("readme", _blocks(LIVE)[0])
+
+        async def run(name: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+            async with httpx.AsyncClient(timeout=WAIT) as client:
+                body = {"query": (QUERIES / name).read_text(), "variables": variables or {}}
+                response = await client.post(f"http://{address}/graphql", json=body)
+            return loads(response.content)["data"]  # type: ignore[no-any-return]
+
+        draft = (await run("05-draft-claim.graphql"))["ClaimCreate"]["id"]
+        await run("06-activate-claim.graphql", {"id": draft})
+        events = [(await ws.next("readme"))["data"]["ClaimChanges"] for _ in range(2)]
+    assert [(e["interaction"], e["previousStatus"], e["status"]) for e in events] == [
+        ("create", None, "draft"),
+        ("update", "draft", "active"),
+    ]
+    assert events[1]["resource"]["id"] == draft
+    assert events[1]["resource"]["insurer"]["resource"] == {"name": "Acme Health Insurance"}
+    assert events[1]["resource"]["total"] == {"value": "125.00", "currency": "USD"}
