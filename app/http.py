@@ -158,7 +158,7 @@ def _as_fingate(error: GraphQLError, request_id: str) -> GraphQLError:
 
 class _SocketHandler(BaseGraphQLTransportWSHandler[Any, None]):
     def __init__(self, *, schema: Any, **kwargs: Any) -> None:
-        super().__init__(schema=_SocketSchema(schema), **kwargs)
+        super().__init__(schema=_SocketSchema(schema), **kwargs)  # type: ignore[arg-type]
 
 
 class SocketContext(Context):
@@ -524,7 +524,8 @@ def create_app(
         if on_startup is not None:
             await on_startup(store)
         # Deliveries out (rest-hooks, the clearinghouse): one dispatcher of each per instance, leased in the database.
-        running = [asyncio.create_task(run()) for run in dispatch.runners(store, settings)] if settings.dispatch else []
+        runners = dispatch.runners(store, settings) if settings.dispatch else []
+        running = [asyncio.ensure_future(run()) for run in runners]
         yield
         for task in running:
             task.cancel()

@@ -288,3 +288,32 @@ async def test_the_server_delivers_in_its_own_process(store: Store, receiver: tu
                 r.changed.clear()
                 await r.changed.wait()
     assert len(r.verified) == 1
+
+
+async def test_a_dispatcher_dying_mid_delivery_loses_nothing(
+    store: Store, receiver: tuple[Receiver, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed after the POST, before recording it: the next dispatcher (once the lease lapses) sends it again
+    with the same webhook-id (at least once; receivers deduplicate), then carries on."""
+    r, endpoint = receiver
+    writer = Writer(store)
+    await writer.create("Subscription", subscription(endpoint))
+    await _activate_claims(writer, 2)
+    from app.store.deliveries import Deliveries
+
+    advance = Deliveries.advance
+
+    async def die(self: Deliveries, *args: Any) -> bool:
+        if args[-1]:  # recording a delivery
+            raise RuntimeError("killed")
+        return await advance(self, *args)
+
+    monkeypatch.setattr(Deliveries, "advance", die)
+    doomed = Dispatcher(store, SECRET, LOOPBACK, Retry(), lease_seconds=0, sleep=Sleeper())  # its lease lapses at once
+    with pytest.raises(RuntimeError, match="killed"):
+        await doomed.run_once()
+    monkeypatch.setattr(Deliveries, "advance", advance)
+    await until(lambda: len(r.verified) == 3, dispatcher(store))
+    ids = [id for id, _ in r.verified]
+    assert ids[0] == ids[1] and len(set(ids)) == 2  # the first again, same id; then the second
+    assert [b["entry"][0]["resource"]["eventsSinceSubscriptionStart"] for _, b in r.verified] == ["1", "1", "2"]

@@ -256,3 +256,10 @@ async def test_the_readme_subscription_on_the_demo_data(demo_store: Store) -> No
     assert events[1]["resource"]["id"] == draft
     assert events[1]["resource"]["insurer"]["resource"] == {"name": "Acme Health Insurance"}
     assert events[1]["resource"]["total"] == {"value": "125.00", "currency": "USD"}
+
+
+def test_the_explorer_runs_subscriptions_over_the_socket() -> None:
+    from app.explorer import explorer_page
+
+    page = explorer_page()
+    assert "subscriptionUrl: socketUrl" in page and 'location.protocol === "https:" ? "wss://" : "ws://"' in page

@@ -177,7 +177,7 @@ class Clearinghouse:
             return 0
         sid = submission_id(tenant, claim)
         writer = Writer(store, actor="clearinghouse")
-        found = await store.search("ClaimResponse", {"identifier": [f"{SUBMISSION_SYSTEM}|{sid}"]}, count=1)
+        found = await store.search("ClaimResponse", {"identifier": f"{SUBMISSION_SYSTEM}|{sid}"}, count=1)
         if found and found[0].get("outcome") != "queued":
             return 0  # answered already (a round that stopped before moving on): idempotent
         queued = found[0] if found else await writer.create("ClaimResponse", _response(claim, sid))

@@ -56,6 +56,7 @@ async def append(db: AsyncDatabase[Any], tenant: str, record: dict[str, Any], se
         return_document=ReturnDocument.AFTER,
         session=session,
     )
+    assert counter is not None  # upserted
     position = int(counter["position"])
     await db[OUTBOX].insert_one(
         {"_id": f"{tenant}/{position}", TENANT: tenant, "position": position, **record}, session=session
