@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
+import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +33,7 @@ from tests.test_mutations import PATIENT, claim
 
 SECRET = "whsec_" + base64.b64encode(b"fingate-test-webhook-secret-0123").decode()
 LOOPBACK = outbound.Policy(allow_loopback=True)
+ROOT = str(Path(__file__).resolve().parents[1])  # this checkout's `app`, for `fingate dispatch` in a subprocess
 ACTIVATED = TOPICS["http://fingate.dev/fhir/SubscriptionTopic/claim-activated"]
 
 
@@ -317,3 +321,34 @@ async def test_a_dispatcher_dying_mid_delivery_loses_nothing(
     ids = [id for id, _ in r.verified]
     assert ids[0] == ids[1] and len(set(ids)) == 2  # the first again, same id; then the second
     assert [b["entry"][0]["resource"]["eventsSinceSubscriptionStart"] for _, b in r.verified] == ["1", "1", "2"]
+
+
+async def test_fingate_dispatch_delivers_on_its_own(
+    store: Store, mongo_uri: str, receiver: tuple[Receiver, str]
+) -> None:
+    r, endpoint = receiver
+    writer = Writer(store)
+    await writer.create("Subscription", subscription(endpoint))
+    await _activate_claims(writer, 1)
+    env = {
+        **os.environ,
+        "MONGODB_URI": mongo_uri,
+        "FINGATE_DB": store.db.name,
+        "FINGATE_WEBHOOK_SECRET": SECRET,
+        "FINGATE_HOOKS_ALLOW_LOOPBACK": "true",
+        "PYTHONPATH": ROOT,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "dispatch", env=env, stdout=asyncio.subprocess.DEVNULL
+    )
+    try:
+        async with asyncio.timeout(WAIT * 2):  # a fresh process builds nothing heavy, but the machine is shared
+            while not r.verified:
+                r.changed.clear()
+                await r.changed.wait()
+    finally:
+        process.terminate()
+        await process.wait()
+    assert len(r.verified) == 1
+    topics = await store.search("SubscriptionTopic", {}, count=50)
+    assert len(topics) == len(TOPICS)  # `fingate dispatch` stores the built-in topics too
