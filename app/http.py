@@ -212,6 +212,7 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             connection_init_wait_timeout=timedelta(seconds=SOCKET_INIT_SECONDS),
             max_subscriptions_per_connection=settings.max_subscriptions,
+            allowed_origins=settings.cors_origins,  # a browser page on another origin opens a socket only if listed
         )
         self.store = store
         self.persisted_queries = persisted_queries

@@ -263,3 +263,13 @@ def test_the_explorer_runs_subscriptions_over_the_socket() -> None:
 
     page = explorer_page()
     assert "subscriptionUrl: socketUrl" in page and 'location.protocol === "https:" ? "wss://" : "ws://"' in page
+
+
+async def test_a_page_on_another_origin_cannot_open_a_socket(live: str) -> None:
+    import websockets
+
+    with pytest.raises(websockets.InvalidStatus):
+        async with websockets.connect(
+            f"ws://{live}/graphql", subprotocols=["graphql-transport-ws"], origin="https://evil.example"
+        ):
+            pass
