@@ -163,3 +163,17 @@ def test_positions_are_digits() -> None:
         with pytest.raises(errors.FinGateError):
             parse_position(bad)
     assert public({"position": 3, "when": __import__("datetime").datetime(2026, 1, 1)})["position"] == "3"
+
+
+async def test_a_new_tenants_first_writes_at_once_are_each_stored_with_an_event_or_conflict(store: Store) -> None:
+    fresh = store.for_tenant("brand-new")
+    results = await asyncio.gather(
+        *(Writer(fresh).create("Patient", dict(PATIENT)) for _ in range(5)), return_exceptions=True
+    )
+    stored = [r for r in results if isinstance(r, dict)]
+    refused = [r for r in results if not isinstance(r, dict)]
+    assert stored and all(isinstance(r, errors.FinGateError) and r.code == errors.CONFLICT for r in refused)
+    events = await fresh.events_after(0, 100)
+    assert sorted(e["id"] for e in events) == sorted(r["id"] for r in stored)
+    assert [e["position"] for e in events] == list(range(1, len(stored) + 1))
+    assert await fresh.db["Patient"].count_documents({"_tenant": "brand-new"}) == len(stored)

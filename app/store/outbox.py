@@ -16,6 +16,9 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from app import errors
 
 OUTBOX = "outbox"
 POSITIONS = "outbox_positions"  # one counter document per tenant: `_id` the tenant, `position` its last event
@@ -49,13 +52,18 @@ def event(
 
 async def append(db: AsyncDatabase[Any], tenant: str, record: dict[str, Any], session: AsyncClientSession) -> int:
     """Give `record` the tenant's next position and store it, both in `session`'s transaction."""
-    counter = await db[POSITIONS].find_one_and_update(
-        {"_id": tenant},
-        {"$inc": {"position": 1}},
-        upsert=True,
-        return_document=ReturnDocument.AFTER,
-        session=session,
-    )
+    try:
+        counter = await db[POSITIONS].find_one_and_update(
+            {"_id": tenant},
+            {"$inc": {"position": 1}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+            session=session,
+        )
+    except DuplicateKeyError as exc:  # a new tenant's first two writes at once: both upserted its counter
+        raise errors.FinGateError(
+            errors.CONFLICT, "a concurrent write conflicted with this one; nothing was written: read again and retry"
+        ) from exc
     assert counter is not None  # upserted
     position = int(counter["position"])
     await db[OUTBOX].insert_one(
