@@ -125,21 +125,43 @@ def unauthenticated(message: str) -> HTTPError:
     return HTTPError(401, errors.UNAUTHENTICATED, message, {"www-authenticate": 'Bearer realm="fingate"'})
 
 
-class _SocketSchema:
-    """The schema as a WebSocket sees it: subscriptions only (queries and mutations take HTTP, with its
-    timeout and persisted queries), and every error in FinGate's format (`extensions.code`, no internals)."""
+class _Narrowed:
+    """The schema limited to some operation types: HTTP runs queries and mutations, a WebSocket subscriptions.
+    Strawberry refuses the others itself (an HTTP 400 with BAD_USER_INPUT here; an error message on a socket)."""
 
-    def __init__(self, schema: Any) -> None:
+    def __init__(self, schema: Any, allowed: frozenset[OperationType]) -> None:
         self.schema = schema
+        self.allowed = allowed
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.schema, name)
 
+    def _narrow(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        given = kwargs.get("allowed_operation_types")
+        kwargs["allowed_operation_types"] = self.allowed if given is None else self.allowed & set(given)
+        return kwargs
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.schema.execute(*args, **self._narrow(kwargs))
+
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.schema.stream(*args, **self._narrow(kwargs))
+
+
+_HTTP_OPERATIONS = frozenset({OperationType.QUERY, OperationType.MUTATION})
+_SOCKET_OPERATIONS = frozenset({OperationType.SUBSCRIPTION})
+
+
+class _SocketSchema(_Narrowed):
+    """The schema as a WebSocket sees it: subscriptions only (queries and mutations take HTTP, with its
+    timeout and persisted queries), and every error in FinGate's format (`extensions.code`, no internals)."""
+
+    def __init__(self, schema: Any) -> None:
+        super().__init__(schema, _SOCKET_OPERATIONS)
+
     async def stream(self, *args: Any, context_value: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
-        kwargs["allowed_operation_types"] = (OperationType.SUBSCRIPTION,)
-        source = await self.schema.stream(*args, context_value=context_value, **kwargs)
-        request_id = getattr(context_value, "request_id", "-")
-        return _formatted(source, request_id)
+        source = await self.schema.stream(*args, context_value=context_value, **self._narrow(kwargs))
+        return _formatted(source, getattr(context_value, "request_id", "-"))
 
 
 async def _formatted(source: Any, request_id: str) -> AsyncIterator[Any]:
@@ -158,7 +180,8 @@ def _as_fingate(error: GraphQLError, request_id: str) -> GraphQLError:
 
 class _SocketHandler(BaseGraphQLTransportWSHandler[Any, None]):
     def __init__(self, *, schema: Any, **kwargs: Any) -> None:
-        super().__init__(schema=_SocketSchema(schema), **kwargs)  # type: ignore[arg-type]
+        unlimited = schema.schema if isinstance(schema, _Narrowed) else schema  # the view's is HTTP's
+        super().__init__(schema=_SocketSchema(unlimited), **kwargs)  # type: ignore[arg-type]
 
 
 class SocketContext(Context):
@@ -214,6 +237,7 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
             max_subscriptions_per_connection=settings.max_subscriptions,
             allowed_origins=settings.cors_origins,  # a browser page on another origin opens a socket only if listed
         )
+        self.schema = _Narrowed(schema, _HTTP_OPERATIONS)  # type: ignore[assignment]  # subscriptions: WebSocket
         self.store = store
         self.persisted_queries = persisted_queries
         self.explorer_html = explorer_page()
@@ -240,7 +264,10 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
             response = await self.run(Request(scope, receive))
         except HTTPException as exc:
             code = getattr(exc, "code", None) or _CODE_OF_STATUS.get(exc.status_code, errors.BAD_USER_INPUT)
-            response = error_response(exc.status_code, code, exc.reason, request_id, getattr(exc, "headers", None))
+            reason = exc.reason
+            if reason.startswith("subscriptions are not allowed"):
+                reason += ": subscribe over a WebSocket to /graphql (graphql-transport-ws)"
+            response = error_response(exc.status_code, code, reason, request_id, getattr(exc, "headers", None))
         await response(scope, receive, send)
 
     def should_render_graphql_ide(self, request: Any) -> bool:

@@ -273,3 +273,18 @@ async def test_a_page_on_another_origin_cannot_open_a_socket(live: str) -> None:
             f"ws://{live}/graphql", subprotocols=["graphql-transport-ws"], origin="https://evil.example"
         ):
             pass
+
+
+async def test_a_subscription_over_http_is_refused_with_a_pointer_to_the_socket(live: str) -> None:
+    async with httpx.AsyncClient(timeout=WAIT) as client:
+        headers = {"authorization": f"Bearer {ACME}"}
+        posted = await client.post(
+            f"http://{live}/graphql", json={"query": "subscription { ClaimChanges { id } }"}, headers=headers
+        )
+        got = await client.get(
+            f"http://{live}/graphql", params={"query": "subscription { ClaimChanges { id } }"}, headers=headers
+        )
+    for response in (posted, got):
+        assert response.status_code == 400 and response.headers["content-type"] == "application/json"
+        (error,) = response.json()["errors"]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT" and "WebSocket" in error["message"]
