@@ -352,3 +352,17 @@ async def test_fingate_dispatch_delivers_on_its_own(
     assert len(r.verified) == 1
     topics = await store.search("SubscriptionTopic", {}, count=50)
     assert len(topics) == len(TOPICS)  # `fingate dispatch` stores the built-in topics too
+
+
+@pytest.mark.parametrize("endpoint", ["http://billing.example/hook", "ftp://x/y", "", "hooks.example/x"])
+async def test_a_rest_hook_that_cannot_be_delivered_to_is_not_stored(store: Store, endpoint: str) -> None:
+    async with client_for(store) as client:
+        result = await gql(
+            client,
+            "mutation($res: SubscriptionInput!) { SubscriptionCreate(res: $res) { id } }",
+            {"res": subscription(endpoint)},
+        )
+    (error,) = result["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["operationOutcome"]["issue"][0]["expression"] == ["Subscription.endpoint"]
+    assert await store.db["Subscription"].count_documents({}) == 0

@@ -11,6 +11,17 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def endpoint_problem(url: str) -> str | None:
+    """What is wrong with `url` as an endpoint before any setting or DNS is consulted (those are checked at each
+    POST): it must be https, or plain http to a loopback name; None when it may be stored."""
+    parts = urlsplit(url)
+    if parts.hostname and (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_NAMES)):
+        return None
+    return f"the endpoint {url!r} must be an https URL (plain http only to 127.0.0.1, ::1 or localhost)"
+
 
 @dataclass(frozen=True)
 class Policy:
