@@ -150,7 +150,7 @@ class Writer:
         event = outbox.event(
             operation, resource_type, resource["id"], resource["meta"]["versionId"], before, after, self.request_id
         )
-        await self.store.append_event(event, session)  # last: the tenant's counter is held only until commit
+        await self.store.append_event(event, session)
 
     async def create(
         self, resource_type: str, resource: Resource, *, keep_id: bool = False, session: Any = None, reads: Any = None

@@ -46,6 +46,12 @@ async def gql(address: str, query: str, variables: dict[str, Any] | None = None,
     return body["data"]  # type: ignore[no-any-return]
 
 
+async def position(address: str, tok: str = ACME) -> str:
+    """Where the tenant's writes are now: subscribing `after:` it misses none that follow (no race with the
+    subscription's own start)."""
+    return (await gql(address, "{ ChangesPosition }", tok=tok))["ChangesPosition"]  # type: ignore[no-any-return]
+
+
 async def create(address: str, rtype: str, resource: dict[str, Any], tok: str = ACME) -> str:
     query = f"mutation($res: {rtype}Input!) {{ {rtype}Create(res: $res) {{ id }} }}"
     return (await gql(address, query, {"res": resource}, tok))[f"{rtype}Create"]["id"]  # type: ignore[no-any-return]
@@ -59,7 +65,7 @@ async def update(address: str, rtype: str, id: str, resource: dict[str, Any], to
 async def test_subscribe_write_receive_then_resume_with_exactly_the_missed_events(live: str) -> None:
     patient = await create(live, "Patient", PATIENT)
     async with socket(live, {"Authorization": f"Bearer {ACME}"}) as ws:
-        await ws.subscribe("1", CHANGES)
+        await ws.subscribe("1", CHANGES, {"after": await position(live)})
         first = await create(live, "Claim", claim(patient))
         created = (await ws.next("1"))["data"]["ClaimChanges"]
         assert created["interaction"] == "create" and created["id"] == first
@@ -97,7 +103,7 @@ async def test_another_tenant_and_other_types_never_arrive(live: str) -> None:
     patient = await create(live, "Patient", PATIENT)
     other_patient = await create(live, "Patient", PATIENT, OTHER)
     async with socket(live, {"Authorization": f"Bearer {ACME}"}) as ws:
-        await ws.subscribe("1", "subscription { ClaimChanges { id } }")
+        await ws.subscribe("1", f'subscription {{ ClaimChanges(after: "{await position(live)}") {{ id }} }}')
         await create(live, "Claim", claim(other_patient), OTHER)
         await create(live, "Patient", PATIENT)
         mine = await create(live, "Claim", claim(patient))  # the sentinel: the first event to arrive must be it
@@ -108,10 +114,15 @@ async def test_named_feeds_and_search_arguments(live: str) -> None:
     patient = await create(live, "Patient", PATIENT)
     other = await create(live, "Patient", PATIENT)
     draft = await create(live, "Claim", claim(patient))
+    at = await position(live)
     async with socket(live, {"token": ACME}) as ws:
-        await ws.subscribe("active", 'subscription { ClaimChanged(status: "active") { id status } }')
-        await ws.subscribe("one", f'subscription {{ ClaimChanged(id: "{draft}") {{ id interaction }} }}')
-        await ws.subscribe("search", f'subscription {{ ClaimChanges(patient: "Patient/{other}") {{ id }} }}')
+        await ws.subscribe(
+            "active", f'subscription {{ ClaimChanged(status: "active", after: "{at}") {{ id status }} }}'
+        )
+        await ws.subscribe("one", f'subscription {{ ClaimChanged(id: "{draft}", after: "{at}") {{ id interaction }} }}')
+        await ws.subscribe(
+            "search", f'subscription {{ ClaimChanges(patient: "Patient/{other}", after: "{at}") {{ id }} }}'
+        )
         mine = await create(live, "Claim", claim(other))
         assert (await ws.next("search"))["data"]["ClaimChanges"] == {"id": mine}
         await update(live, "Claim", draft, claim(patient, status="active"))
@@ -123,7 +134,7 @@ async def test_named_feeds_and_search_arguments(live: str) -> None:
 
 
 async def test_payments_created_by_issuer(live: str) -> None:
-    query = 'subscription { PaymentReconciliationCreated(payment_issuer: "Organization/payer-1") { id interaction } }'
+    query = 'subscription($after: String) { PaymentReconciliationCreated(payment_issuer: "Organization/payer-1", after: $after) { id interaction } }'
     payment = {
         "resourceType": "PaymentReconciliation",
         "status": "draft",
@@ -133,7 +144,7 @@ async def test_payments_created_by_issuer(live: str) -> None:
         "amount": {"value": "10.00", "currency": "USD"},
     }
     async with socket(live, {"token": ACME}) as ws:
-        await ws.subscribe("1", query)
+        await ws.subscribe("1", query, {"after": await position(live)})
         await create(live, "PaymentReconciliation", {**payment, "paymentIssuer": {"reference": "Organization/x"}})
         mine = await create(
             live, "PaymentReconciliation", {**payment, "paymentIssuer": {"reference": "Organization/payer-1"}}
@@ -177,7 +188,9 @@ async def test_scopes_compartments_limits_and_the_subscription_bound(live: str) 
         assert errors[0]["extensions"]["code"] == "FORBIDDEN"
     patient_token = token(scope="patient/Claim.rs", patient=mine)
     async with socket(live, {"token": patient_token}) as ws:
-        await ws.subscribe("1", "subscription { ClaimChanges { id resource { id } } }")
+        await ws.subscribe(
+            "1", f'subscription {{ ClaimChanges(after: "{await position(live)}") {{ id resource {{ id }} }} }}'
+        )
         await create(live, "Claim", claim(theirs))
         own = await create(live, "Claim", claim(mine))
         assert (await ws.next("1"))["data"]["ClaimChanges"] == {"id": own, "resource": {"id": own}}
@@ -238,7 +251,14 @@ def test_the_readme_live_updates_examples_are_valid_operations() -> None:
 async def test_the_readme_subscription_on_the_demo_data(demo_store: Store) -> None:
     """The README's GraphiQL walk-through: subscribe, run DraftClaim then ActivateClaim, see both writes."""
     async with serving(demo_store, Settings()) as address, socket(address, {}) as ws:  # no auth on loopback
-        await ws.subscribe("readme", _blocks(LIVE)[0])
+        async with httpx.AsyncClient(timeout=WAIT) as client:
+            now = (await client.post(f"http://{address}/graphql", json={"query": "{ ChangesPosition }"})).json()
+        # As in GraphiQL, plus where to start: the test's writes may reach the server before its subscription.
+        block = _blocks(LIVE)[0].replace(
+            '(patient: "Patient/demo-patient-1")',
+            f'(patient: "Patient/demo-patient-1", after: "{now["data"]["ChangesPosition"]}")',
+        )
+        await ws.subscribe("readme", block)
 
         async def run(name: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
             async with httpx.AsyncClient(timeout=WAIT) as client:

@@ -136,6 +136,7 @@ class _Builder:
         query = _empty("Query")
         fields = (f for t in self.served for f in self._query_fields(t, self.connections[t]))
         hooks = [
+            ("ChangesPosition", None, subscriptions.position_field()),
             ("SubscriptionStatus", None, subscriptions.status_field()),
             ("SubscriptionDeliveries", None, subscriptions.attempts_field()),
         ]

@@ -311,6 +311,12 @@ class Context:
             self.forget()
             yield events.public(event)
 
+    async def position(self) -> int:
+        """The tenant's last event position, for a caller that may read something."""
+        if not self.principal.reads_anything:
+            raise errors.FinGateError(errors.FORBIDDEN, "the change position needs a read scope")
+        return await self.tenant.last_position()
+
     async def _sees(self, resource_type: str, event: Resource, params: dict[str, Any]) -> bool:
         id = event["id"]
         if resource_type in self.store.compartment:

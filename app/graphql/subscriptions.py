@@ -110,6 +110,18 @@ class RestHookStatus:
     lastError: str | None = strawberry.field(description="The last failure, cleared by the next delivery.")
 
 
+def position_field() -> Any:
+    async def resolve(root: None, info: strawberry.Info) -> str:
+        return str(await info.context.position())
+
+    return strawberry.field(
+        resolver=resolve,
+        name="ChangesPosition",
+        description="The position of the tenant's last write now: read what you need, then subscribe with `after:` "
+        "this position, and no write in between is missed.",
+    )
+
+
 def status_field() -> Any:
     # The schema's default resolver reads dicts: these answer with dicts shaped like their types.
     async def resolve(root: None, info: strawberry.Info, id: strawberry.ID) -> RestHookStatus | None:

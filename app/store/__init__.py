@@ -289,6 +289,7 @@ class Store:
             if indexes:
                 await self.db[collection].create_indexes([IndexModel(keys) for keys in indexes])
         await self.db[outbox.OUTBOX].create_indexes(outbox.INDEXES)
+        await self.db[outbox.PENDING].create_indexes(outbox.PENDING_INDEXES)
         # The counters' collection exists before the first write's transaction upserts into it.
         await self.db[outbox.POSITIONS].create_indexes([IndexModel([("position", ASCENDING)])])
 
@@ -873,9 +874,9 @@ class Store:
     # -- outbox: one event per write, committed with it (app/store/outbox.py) -----------------
 
     @_guarded
-    async def append_event(self, record: Resource, session: AsyncClientSession) -> int:
-        """Append an event to this tenant's outbox inside the write's transaction; its position."""
-        return await outbox.append(self.db, self.tenant, record, session)
+    async def append_event(self, record: Resource, session: AsyncClientSession) -> None:
+        """Append an event to this tenant's outbox inside the write's transaction (positioned when read)."""
+        await outbox.append(self.db, self.tenant, record, session)
 
     @_guarded
     async def events_after(self, position: int, limit: int, types: frozenset[str] | None = None) -> list[Resource]:

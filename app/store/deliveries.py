@@ -39,7 +39,7 @@ class Deliveries:
 
     async def tenants(self) -> list[str]:
         """Every tenant that has written anything (one outbox counter each)."""
-        return [doc["_id"] async for doc in self.db[outbox.POSITIONS].find({}, {"_id": 1})]
+        return await outbox.tenants(self.db)
 
     async def lease(
         self, tenant: str, id: str, owner: str, seconds: float, start: int | None = None
