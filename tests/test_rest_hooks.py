@@ -354,7 +354,9 @@ async def test_fingate_dispatch_delivers_on_its_own(
     assert len(topics) == len(TOPICS)  # `fingate dispatch` stores the built-in topics too
 
 
-@pytest.mark.parametrize("endpoint", ["http://billing.example/hook", "ftp://x/y", "", "hooks.example/x"])
+@pytest.mark.parametrize(
+    "endpoint", ["http://billing.example/hook", "ftp://x/y", "", "hooks.example/x", "https://user:pw@hooks.example/x"]
+)
 async def test_a_rest_hook_that_cannot_be_delivered_to_is_not_stored(store: Store, endpoint: str) -> None:
     async with client_for(store) as client:
         result = await gql(

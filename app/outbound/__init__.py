@@ -18,6 +18,8 @@ def endpoint_problem(url: str) -> str | None:
     """What is wrong with `url` as an endpoint before any setting or DNS is consulted (those are checked at each
     POST): it must be https, or plain http to a loopback name; None when it may be stored."""
     parts = urlsplit(url)
+    if parts.username or parts.password:
+        return f"the endpoint {url!r} carries credentials: they would be logged and shown; use a header instead"
     if parts.hostname and (parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_NAMES)):
         return None
     return f"the endpoint {url!r} must be an https URL (plain http only to 127.0.0.1, ::1 or localhost)"
