@@ -190,6 +190,14 @@ async def test_dead_letter_after_the_configured_failures_and_delivery_stops(stor
         "lastError": "HTTP 500",
         "eventsSinceSubscriptionStart": 0,
     }
+    # Fixing the Subscription (a new version, here its endpoint) resumes delivery from the notification that died.
+    good = Receiver()
+    async with serving_app(good.app) as address:
+        fixed = {**subscription(f"http://{address}/hook")}
+        await Writer(store).update("Subscription", sub["id"], fixed)
+        await until(lambda: len(good.verified) == 2, d)
+    numbers = [b["entry"][0]["resource"]["eventsSinceSubscriptionStart"] for _, b in good.verified]
+    assert numbers == ["1", "2"]
 
 
 async def test_two_dispatchers_on_one_database_deliver_each_event_once(

@@ -101,7 +101,7 @@ class RestHookAttempt:
 @strawberry.type(name="RestHookStatus", description="A rest-hook Subscription's delivery state (FHIR's `$status`).")
 class RestHookStatus:
     state: str = strawberry.field(
-        description="`active`, or `dead-letter` once a notification ran out of attempts (delivery stops there, keeping order)."
+        description="`active`, or `dead-letter` once a notification ran out of attempts (delivery stops there, keeping order, until the Subscription is updated)."
     )
     eventsSinceSubscriptionStart: int = strawberry.field(
         description="Notifications delivered since the Subscription started."

@@ -20,7 +20,7 @@ from app.fhir.values import Resource
 from app.hooks import notification
 from app.hooks.topics import TOPICS
 from app.store import HISTORY_PATH, Store
-from app.store.deliveries import ACTIVE, Deliveries
+from app.store.deliveries import ACTIVE, DEAD_LETTER, Deliveries
 
 log = logging.getLogger("fingate.hooks")
 
@@ -83,6 +83,8 @@ class Dispatcher:
         delivered = 0
         for tenant, subscription in await self.deliveries.rest_hooks():
             state = await self.deliveries.lease(tenant, subscription["id"], self.owner, self.lease_seconds)
+            if state is not None and state["state"] == DEAD_LETTER and _changed_since(subscription, state):
+                state = await self.deliveries.revive(tenant, subscription["id"], self.owner)
             if state is None or state["state"] != ACTIVE:
                 continue
             try:
@@ -96,7 +98,9 @@ class Dispatcher:
         topic = TOPICS.get(subscription.get("topic") or "")
         id = subscription["id"]
         if topic is None:
-            await self.deliveries.fail(tenant, id, self.owner, f"unknown topic {subscription.get('topic')!r}", True)
+            await self.deliveries.fail(
+                tenant, id, self.owner, f"unknown topic {subscription.get('topic')!r}", _version(subscription)
+            )
             return 0
         position, number, delivered = state["position"], state["eventsSinceSubscriptionStart"], 0
         for event in await store.events_after(position, BATCH, frozenset({topic.resource_type})):
@@ -169,12 +173,21 @@ class Dispatcher:
                 )
                 if ok:
                     return await self.deliveries.advance(tenant, id, self.owner, event["position"], True)
-            await self.deliveries.fail(tenant, id, self.owner, error, False)
+            await self.deliveries.fail(tenant, id, self.owner, error, None)
             if attempt < self.retry.attempts:
                 await self.sleep(self.retry.delay(attempt, self.draw()))
         log.warning("Subscription/%s (tenant %s): event %s dead-lettered: %s", id, tenant, event["position"], error)
-        await self.deliveries.fail(tenant, id, self.owner, error, True)
+        await self.deliveries.fail(tenant, id, self.owner, error, _version(subscription))
         return False
+
+
+def _version(subscription: Resource) -> str:
+    return str((subscription.get("meta") or {}).get("versionId"))
+
+
+def _changed_since(subscription: Resource, state: dict[str, Any]) -> bool:
+    """A dead-lettered Subscription updated since (a fixed endpoint, say): delivery resumes where it died."""
+    return state.get("deadVersion") not in (None, _version(subscription))
 
 
 def policy_from(settings: Any) -> outbound.Policy:

@@ -88,14 +88,24 @@ class Deliveries:
         )
         return result.matched_count == 1
 
-    async def fail(self, tenant: str, id: str, owner: str, error: str, dead: bool) -> None:
+    async def fail(self, tenant: str, id: str, owner: str, error: str, dead: str | None) -> None:
+        """Record a failure; `dead`: the Subscription's version when its notification ran out of attempts."""
         update: dict[str, Any] = {"lastError": error}
-        if dead:
+        if dead is not None:
             update["state"] = DEAD_LETTER
+            update["deadVersion"] = dead
         await self.db[STATE].update_one({"_id": f"{tenant}/{id}", "owner": owner}, {"$set": update})
 
     async def record(self, tenant: str, attempt: dict[str, Any]) -> None:
         await self.db[ATTEMPTS].insert_one({**attempt, TENANT: tenant, "when": datetime.now(UTC)})
+
+    async def revive(self, tenant: str, id: str, owner: str) -> dict[str, Any] | None:
+        """Back to `active` (from the notification that died), for a Subscription changed since."""
+        return await self.db[STATE].find_one_and_update(
+            {"_id": f"{tenant}/{id}", "owner": owner, "state": DEAD_LETTER},
+            {"$set": {"state": ACTIVE}, "$unset": {"deadVersion": ""}},
+            return_document=ReturnDocument.AFTER,
+        )
 
     async def state(self, tenant: str, id: str) -> dict[str, Any] | None:
         return await self.db[STATE].find_one({"_id": f"{tenant}/{id}"}, {"_id": 0, TENANT: 0})
