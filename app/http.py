@@ -28,9 +28,10 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.exceptions import ConnectionRejectionError
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
@@ -178,6 +179,17 @@ def _as_fingate(error: GraphQLError, request_id: str) -> GraphQLError:
     return GraphQLError(out["message"], error.nodes, error.source, error.positions, error.path, None, out["extensions"])
 
 
+class _TextSocket(ASGIWebSocketAdapter):
+    """Messages as text frames: browsers hand a binary frame to graphql-ws as a Blob, which it cannot read."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        encoded = self.view.encode_json(message)
+        try:
+            await self.ws.send_text(encoded.decode() if isinstance(encoded, bytes) else encoded)
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
 class _SocketHandler(BaseGraphQLTransportWSHandler[Any, None]):
     def __init__(self, *, schema: Any, **kwargs: Any) -> None:
         unlimited = schema.schema if isinstance(schema, _Narrowed) else schema  # the view's is HTTP's
@@ -219,6 +231,7 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
     """
 
     graphql_transport_ws_handler_class = _SocketHandler
+    websocket_adapter_class = _TextSocket  # type: ignore[assignment]
 
     def __init__(
         self,

@@ -59,7 +59,9 @@ class Socket:
     async def receive(self) -> dict[str, Any]:
         async with asyncio.timeout(WAIT):
             while True:
-                message = loads(await self.ws.recv())
+                frame = await self.ws.recv()
+                assert isinstance(frame, str), "a binary frame: browsers' graphql-ws cannot read it"
+                message = loads(frame)
                 if message.get("type") != "ping":
                     return message  # type: ignore[no-any-return]
                 await self.send({"type": "pong"})
