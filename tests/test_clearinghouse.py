@@ -150,3 +150,28 @@ async def test_two_instances_submit_each_claim_once(store: Store, fake: tuple[Fa
     for _ in range(2):
         await asyncio.gather(one.run_once(), two.run_once())
     assert sorted(key for key, _ in f.received) == sorted(f"default.{i}.1" for i in ids)
+
+
+async def test_the_server_hands_claims_off_in_its_own_process(
+    store: Store, fake: tuple[FakeClearinghouse, str]
+) -> None:
+    from app.settings import Settings
+    from tests.live import serving
+
+    f, url = fake
+    writer = Writer(store)
+    patient = await writer.create("Patient", dict(PATIENT))  # the tenant exists before the server starts
+    async with serving(store, Settings(clearinghouse_url=url, hooks_allow_loopback=True)):
+        async with asyncio.timeout(WAIT):
+            while True:  # the first round takes the tenant's place in the outbox; then the claim is activated
+                state = await store.db["hook_state"].find_one({"_id": "default/$clearinghouse"})
+                if state is not None:
+                    break
+                await asyncio.sleep(0.05)
+        active = await writer.create("Claim", claim(patient["id"], status="active"))
+        async with asyncio.timeout(WAIT):  # polled: the server's dispatcher answers in its own time
+            while True:
+                if [r for r in await responses(store, active["id"]) if r["outcome"] != "queued"]:
+                    break
+                await asyncio.sleep(0.05)
+    assert [key for key, _ in f.received] == [f"default.{active['id']}.1"]

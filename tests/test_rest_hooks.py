@@ -376,3 +376,23 @@ async def test_a_rest_hook_that_cannot_be_delivered_to_is_not_stored(store: Stor
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert error["extensions"]["operationOutcome"]["issue"][0]["expression"] == ["Subscription.endpoint"]
     assert await store.db["Subscription"].count_documents({}) == 0
+
+
+async def test_filter_by_and_empty_content(store: Store, receiver: tuple[Receiver, str]) -> None:
+    r, endpoint = receiver
+    writer = Writer(store)
+    patient = await writer.create("Patient", dict(PATIENT))
+    other = await writer.create("Patient", dict(PATIENT))
+    filtered = {
+        **subscription(endpoint, content="empty"),
+        "filterBy": [{"filterParameter": "patient", "value": f"Patient/{patient['id']}"}],
+    }
+    await writer.create("Subscription", filtered)
+    await writer.create("Claim", claim(other["id"], status="active"))  # another patient's: filtered out
+    await writer.create("Claim", claim(patient["id"], status="active"))
+    d = dispatcher(store)
+    await until(lambda: len(r.verified) == 1, d)
+    assert await d.run_once() == 0
+    (bundle,) = [b for _, b in r.verified]
+    assert len(bundle["entry"]) == 1  # empty: the SubscriptionStatus alone, no focus
+    assert "focus" not in bundle["entry"][0]["resource"]["notificationEvent"][0]
