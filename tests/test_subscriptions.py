@@ -308,3 +308,32 @@ async def test_a_subscription_over_http_is_refused_with_a_pointer_to_the_socket(
         assert response.status_code == 400 and response.headers["content-type"] == "application/json"
         (error,) = response.json()["errors"]
         assert error["extensions"]["code"] == "BAD_USER_INPUT" and "WebSocket" in error["message"]
+
+
+async def test_a_delete_arrives_with_the_version_removed(live: str) -> None:
+    patient = await create(live, "Patient", PATIENT)
+    draft = await create(live, "Claim", claim(patient))
+    at = await position(live)
+    async with socket(live, {"token": ACME}) as ws:
+        await ws.subscribe(
+            "1",
+            f'subscription {{ ClaimChanges(after: "{at}") {{ interaction previousStatus status resource {{ id status }} }} }}',
+        )
+        await gql(live, f'mutation {{ ClaimDelete(id: "{draft}") {{ id }} }}')
+        event = (await ws.next("1"))["data"]["ClaimChanges"]
+    assert event == {
+        "interaction": "delete",
+        "previousStatus": "draft",
+        "status": None,
+        "resource": {"id": draft, "status": "draft"},
+    }
+
+
+async def test_the_change_position_needs_a_read_scope(live: str) -> None:
+    async with httpx.AsyncClient(timeout=WAIT) as client:
+        response = await client.post(
+            f"http://{live}/graphql",
+            json={"query": "{ ChangesPosition }"},
+            headers={"authorization": f"Bearer {token(scope='user/Claim.c')}"},
+        )
+    assert [e["extensions"]["code"] for e in response.json()["errors"]] == ["FORBIDDEN"]
