@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -47,6 +48,7 @@ class Principal:
     audit: bool = False  # a `system/` scope granting AuditEvent read
     patient: str | None = None  # the token's patient: its `patient` claim, or a `fhirUser` naming a Patient
     narrow: frozenset[tuple[str, str]] = frozenset()  # (type, action) in `grants` from `patient/` scopes only
+    expires: float | None = None  # the token's `exp` (POSIX seconds): a WebSocket closes then
 
     def can(self, resource_type: str, action: str) -> bool:
         return (resource_type, action) in self.grants or ("*", action) in self.grants
@@ -217,7 +219,8 @@ class Authenticator:
         tenant = claims.get(self.tenant_claim)
         if not isinstance(tenant, str) or not _TENANT.match(tenant):
             raise AuthError(f"the token's {self.tenant_claim!r} claim must name a tenant (letters, digits, . _ -)")
-        return principal_for(str(claims["sub"]), tenant, claims.get("scope"), token_patient(claims))
+        principal = principal_for(str(claims["sub"]), tenant, claims.get("scope"), token_patient(claims))
+        return dataclasses.replace(principal, expires=float(claims["exp"]))
 
 
 def _key_set(data: Any) -> dict[str | None, jwt.PyJWK]:

@@ -1,4 +1,4 @@
-"""The `fingate` command: serve, load, import-payer, persist and sdl."""
+"""The `fingate` command: serve, load, import-payer, persist, dispatch and sdl."""
 
 from __future__ import annotations
 
@@ -83,6 +83,7 @@ def serve(settings: Settings) -> None:
             await persist_ready_queries(store, graphql_schema(schema))
             if settings.load_demo:
                 await load_demo_if_empty(store)
+            await _topics(store)
             # The schema and the app live as long as the process: out of the collector's reach, a full
             # collection (every few heavy requests) walks only what requests made, not some 250,000 objects.
             gc.collect()
@@ -91,6 +92,39 @@ def serve(settings: Settings) -> None:
 
         app = create_app(store, schema, on_startup=startup, settings=settings, embedded=embedded)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
+
+
+async def _topics(store: Any) -> None:
+    """The built-in SubscriptionTopics, in the default tenant (unchanged ones are not written again)."""
+    from app.hooks.topics import ensure_topics
+    from app.writes import Writer
+
+    await ensure_topics(Writer(store, actor="fingate"))
+
+
+async def _dispatch(settings: Settings) -> int:
+    """Deliver rest-hook notifications (and clearinghouse submissions) until stopped, without serving HTTP."""
+    from app.dispatch import runners
+    from app.store import Store
+
+    with database_uri(settings.mongodb_uri, settings.data_dir) as uri:
+        store = Store(uri, settings.db, tenant=settings.default_tenant)
+        try:
+            await wait_ready(store)
+            await store.ensure_indexes()
+            await _topics(store)
+            found = runners(store, settings)
+            if not found:
+                print(
+                    "fingate: nothing to dispatch (set FINGATE_WEBHOOK_SECRET or FINGATE_CLEARINGHOUSE_URL)",
+                    file=sys.stderr,
+                )
+                return 1
+            log.info("dispatching: %d dispatcher(s)", len(found))
+            await asyncio.gather(*(run() for run in found))
+        finally:
+            await store.close()
+    return 0
 
 
 async def _load(settings: Settings, paths: list[str]) -> int:
@@ -226,6 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     p_persist = sub.add_parser("persist", help="store GraphQL query files as persisted queries (the allowlist)")
     p_persist.add_argument("paths", nargs="+", type=Path)
     p_persist.add_argument("--data-dir", dest="data_dir", type=Path)
+    p_dispatch = sub.add_parser("dispatch", help="deliver rest-hook notifications and clearinghouse submissions")
+    p_dispatch.add_argument("--data-dir", dest="data_dir", type=Path)
     sub.add_parser("sdl", help="print the GraphQL schema (SDL)")
     args = parser.parse_args(argv)
 
@@ -249,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             if not (args.token or (args.client_id and args.client_secret and args.token_url)):
                 parser.error("import-payer needs --token, or --client-id, --client-secret and --token-url")
             return asyncio.run(_import_payer(settings, args))
+        if args.command == "dispatch":
+            return asyncio.run(_dispatch(settings))
         return asyncio.run(_load(settings, args.paths))
     except EmbeddedError as exc:
         print(f"fingate: {exc}", file=sys.stderr)

@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -27,17 +27,23 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.middleware.gzip import GZipMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.http import GraphQLRequestData
+from strawberry.http.exceptions import WebSocketDisconnected
 from strawberry.http.parse_content_type import parse_content_type
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler
 from strawberry.types import ExecutionResult
-from strawberry.types.unset import UNSET
+from strawberry.types.graphql import OperationType
+from strawberry.types.unset import UNSET, UnsetType
 
-from app import auth, documents, errors
+from app import auth, dispatch, documents, errors
 from app.caching import ConditionalGET
 from app.capability import capability_statement
 from app.embedded import EmbeddedMongo
@@ -62,6 +68,7 @@ from app.store.idempotency import IdempotencyKeys
 log = logging.getLogger("fingate.http")
 access_log = logging.getLogger("fingate.access")
 
+SOCKET_INIT_SECONDS = 10  # a WebSocket must send `connection_init` within this (else 4408)
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _OPERATION = re.compile(r"^\s*(query|mutation|subscription)\b")
 _COMMENTS = re.compile(r"#[^\n]*")
@@ -172,12 +179,112 @@ class _AsGet:
         return getattr(self._adapter, name)
 
 
+class _Narrowed:
+    """The schema limited to some operation types: HTTP runs queries and mutations, a WebSocket subscriptions.
+    Strawberry refuses the others itself (an HTTP 400 with BAD_USER_INPUT here; an error message on a socket)."""
+
+    def __init__(self, schema: Any, allowed: frozenset[OperationType]) -> None:
+        self.schema = schema
+        self.allowed = allowed
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.schema, name)
+
+    def _narrow(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        given = kwargs.get("allowed_operation_types")
+        kwargs["allowed_operation_types"] = self.allowed if given is None else self.allowed & set(given)
+        return kwargs
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.schema.execute(*args, **self._narrow(kwargs))
+
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.schema.stream(*args, **self._narrow(kwargs))
+
+
+_HTTP_OPERATIONS = frozenset({OperationType.QUERY, OperationType.MUTATION})
+_SOCKET_OPERATIONS = frozenset({OperationType.SUBSCRIPTION})
+
+
+class _SocketSchema(_Narrowed):
+    """The schema as a WebSocket sees it: subscriptions only (queries and mutations take HTTP, with its
+    timeout and persisted queries), and every error in FinGate's format (`extensions.code`, no internals)."""
+
+    def __init__(self, schema: Any) -> None:
+        super().__init__(schema, _SOCKET_OPERATIONS)
+
+    async def stream(self, *args: Any, context_value: Any = None, **kwargs: Any) -> AsyncIterator[Any]:
+        source = await self.schema.stream(*args, context_value=context_value, **self._narrow(kwargs))
+        return _formatted(source, getattr(context_value, "request_id", "-"))
+
+
+async def _formatted(source: Any, request_id: str) -> AsyncIterator[Any]:
+    async with contextlib.aclosing(source):
+        async for result in source:
+            if isinstance(result, ExecutionResult) and result.errors:
+                result.errors = [_as_fingate(e, request_id) for e in result.errors]
+            yield result
+
+
+def _as_fingate(error: GraphQLError, request_id: str) -> GraphQLError:
+    out = format_error(error, request_id)
+    ERRORS.labels(out["extensions"]["code"]).inc()
+    return GraphQLError(out["message"], error.nodes, error.source, error.positions, error.path, None, out["extensions"])
+
+
+class _TextSocket(ASGIWebSocketAdapter):
+    """Messages as text frames: browsers hand a binary frame to graphql-ws as a Blob, which it cannot read."""
+
+    async def send_json(self, message: Mapping[str, object]) -> None:
+        encoded = self.view.encode_json(message)
+        try:
+            await self.ws.send_text(encoded.decode() if isinstance(encoded, bytes) else encoded)
+        except WebSocketDisconnect as exc:
+            raise WebSocketDisconnected from exc
+
+
+class _SocketHandler(BaseGraphQLTransportWSHandler[Any, None]):
+    def __init__(self, *, schema: Any, **kwargs: Any) -> None:
+        unlimited = schema.schema if isinstance(schema, _Narrowed) else schema  # the view's is HTTP's
+        super().__init__(schema=_SocketSchema(unlimited), **kwargs)  # type: ignore[arg-type]
+
+
+class SocketContext(Context):
+    """A WebSocket's context: grants nothing until `connection_init` brings a verified token (see
+    `FinGateGraphQL.on_ws_connect`), then that caller's until the token expires, when the socket closes."""
+
+    connection_params: dict[str, Any] | None = None  # Strawberry sets the `connection_init` payload here
+    NOBODY = auth.Principal(sub="", tenant="", grants=frozenset())
+
+    def __init__(self, store: Store, request_id: str, limits: Limits, socket: WebSocket) -> None:
+        super().__init__(store, request_id, self.NOBODY, limits)
+        self.socket = socket
+        self.watchdog: asyncio.Task[None] | None = None
+
+    def close_at(self, expires: float) -> None:
+        """Close the socket (4401) when the token expires: nothing more runs on an expired token."""
+
+        async def expire() -> None:
+            await asyncio.sleep(max(expires - time.time(), 0))
+            with contextlib.suppress(Exception):  # the client may be gone already
+                await self.socket.close(code=4401, reason="the token expired: reconnect with a new one")
+
+        self.watchdog = asyncio.create_task(expire())
+
+    def stop(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+
+
 class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
     """Strawberry's ASGI view with FinGate's caller, context, JSON and error format.
 
     Default deny: with auth on, the Context (the only door to data) is built only for a verified
     Principal; the explorer page is the one answer given without a token, and it runs nothing.
     """
+
+    graphql_transport_ws_handler_class = _SocketHandler
+    websocket_adapter_class = _TextSocket  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -187,7 +294,16 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         settings: Settings,
         authenticator: auth.Authenticator | None,
     ) -> None:
-        super().__init__(schema, graphql_ide="graphiql", allow_queries_via_get=True)
+        super().__init__(
+            schema,
+            graphql_ide="graphiql",
+            allow_queries_via_get=True,
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            connection_init_wait_timeout=timedelta(seconds=SOCKET_INIT_SECONDS),
+            max_subscriptions_per_connection=settings.max_subscriptions,
+            allowed_origins=settings.cors_origins,  # a browser page on another origin opens a socket only if listed
+        )
+        self.schema = _Narrowed(schema, _HTTP_OPERATIONS)  # type: ignore[assignment]  # subscriptions: WebSocket
         self.store = store
         self.persisted_queries = persisted_queries
         self.explorer_html = explorer_page()
@@ -198,15 +314,28 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         self.idempotency = Idempotency(IdempotencyKeys(store, settings.idempotency_ttl), settings.idempotency_wait)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":  # graphql-transport-ws: subscriptions (and operations) over one socket
+            scope["fingate.request_id"] = uuid.uuid4().hex
+            socket = WebSocket(scope, receive, send)
+            try:
+                await self.run(socket)
+            finally:
+                context = getattr(socket.state, "fingate_context", None)
+                if context is not None:
+                    context.stop()
+            return
         request_id = scope.get("fingate.request_id", "-")
-        if scope["type"] != "http":  # no WebSocket route is served
+        if scope["type"] != "http":
             return
         try:
             response = await self.run(Request(scope, receive))
         except HTTPException as exc:
             code = getattr(exc, "code", None) or _CODE_OF_STATUS.get(exc.status_code, errors.BAD_USER_INPUT)
+            reason = exc.reason
+            if reason.startswith("subscriptions are not allowed"):
+                reason += ": subscribe over a WebSocket to /graphql (graphql-transport-ws)"
             headers = getattr(exc, "headers", None) or ({"allow": "GET, POST"} if exc.status_code == 405 else None)
-            response = error_response(exc.status_code, code, exc.reason, request_id, headers)
+            response = error_response(exc.status_code, code, reason, request_id, headers)
         await response(scope, receive, send)
 
     async def run(self, request: Any, context: Any = UNSET, root_value: Any = UNSET) -> Any:
@@ -249,7 +378,32 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         except auth.AuthError as exc:
             raise unauthenticated(str(exc)) from None
 
+    async def on_ws_connect(self, context: Any) -> UnsetType | None | dict[str, object]:
+        """Default deny on a WebSocket: `connection_init`'s payload carries the token (`Authorization: Bearer …`
+        or `token`), verified as an HTTP request's; refused, the socket closes with 4403."""
+        assert isinstance(context, SocketContext)
+        params = context.connection_params or {}
+        if self.authenticator is None:
+            principal = auth.anonymous(self.default_tenant)
+        else:
+            header = params.get("Authorization", params.get("authorization"))
+            if header is None and isinstance(params.get("token"), str):
+                header = f"Bearer {params['token']}"
+            try:
+                principal = await self.authenticator.principal(header if isinstance(header, str) else None)
+            except auth.AuthError as exc:
+                raise ConnectionRejectionError({"code": errors.UNAUTHENTICATED, "message": str(exc)}) from None
+        context.bind(principal, self.limits if principal.reads_anything else self.limits.without_introspection())
+        context.allow_overpayment = self.overpayment_allowed(principal.tenant)
+        if principal.expires is not None:
+            context.close_at(principal.expires)
+        return UNSET
+
     async def get_context(self, request: Any, response: Any) -> Context | None:  # type: ignore[override]
+        if isinstance(request, WebSocket):
+            context = SocketContext(self.store, request.scope["fingate.request_id"], self.limits, request)
+            request.state.fingate_context = context
+            return context
         if self.authenticator is not None and self.should_render_graphql_ide(self.request_adapter_class(request)):
             return None  # the explorer page is all this request gets (`run` returns it next): no door to data
         principal = await self.principal(request)
@@ -700,7 +854,15 @@ def create_app(
             await authenticator.start()
         if on_startup is not None:
             await on_startup(store)
+        # Deliveries out (rest-hooks, the clearinghouse): one dispatcher of each per instance, leased in the database.
+        runners = dispatch.runners(store, settings) if settings.dispatch else []
+        running = [asyncio.ensure_future(run()) for run in runners]
         yield
+        for task in running:
+            task.cancel()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     app = Starlette(
         routes=[
@@ -717,6 +879,7 @@ def create_app(
                 )
                 for rtype, op in DOCUMENTS
             ),
+            WebSocketRoute("/graphql", graphql_app),  # subscriptions: graphql-transport-ws
             Mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="graphiql"),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

@@ -54,6 +54,36 @@ class Settings(BaseSettings):
     max_cost: int = Field(
         default=50_000, description="Most resources a query may ask for (lists x their _count, nested)."
     )
+    # -- integrations out (README "Live updates") --
+    dispatch: bool = Field(
+        default=True,
+        description="Run the rest-hook and clearinghouse dispatchers in the server (off: run `fingate dispatch` alone).",
+    )
+    dispatch_lease_seconds: float = Field(
+        default=60.0, description="How long a dispatcher holds a Subscription before another may take it over."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="The Standard Webhooks secret (`whsec_` + base64) signing rest-hook notifications; unset: none are sent.",
+    )
+    clearinghouse_url: str | None = Field(
+        default=None,
+        description="Where Claims that become active are submitted (README 'Clearinghouse'); unset: nothing is sent.",
+    )
+    hooks_allow_loopback: bool = Field(
+        default=False, description="Allow rest-hook and clearinghouse endpoints on loopback (also over plain http)."
+    )
+    hooks_allow_private: bool = Field(
+        default=False, description="Allow endpoints on private, link-local and reserved networks."
+    )
+    hooks_timeout: float = Field(default=10.0, description="Seconds one outbound POST may take.")
+    hooks_max_response_bytes: int = Field(default=65_536, description="Most bytes of an endpoint's answer read.")
+    hooks_max_attempts: int = Field(default=5, description="Attempts per notification before it is dead-lettered.")
+    hooks_backoff_seconds: float = Field(default=1.0, description="First retry delay (doubling, with jitter).")
+    hooks_backoff_max_seconds: float = Field(default=300.0, description="Longest retry delay.")
+    max_subscriptions: int = Field(
+        default=20, description="Most operations (subscriptions) one WebSocket connection runs at once."
+    )
     max_body_bytes: int = Field(default=1_048_576, description="Largest request body (HTTP 413 beyond).")
     request_timeout: float = Field(default=10.0, description="Seconds a GraphQL request may run.")
     introspection: bool = Field(

@@ -17,7 +17,7 @@ import jsonpatch
 from app import errors, rules, validation
 from app.fhir.decimals import plain
 from app.fhir.values import Resource, now_instant
-from app.store import Store
+from app.store import Store, outbox
 from app.store.search import compile_filter
 from app.store.settlements import Settlement
 
@@ -145,7 +145,10 @@ class Writer:
         self.request_id = request_id
         self.client_request_id = client_request_id
 
-    async def _audit(self, session: Any, operation: str, resource_type: str, resource: Resource) -> None:
+    async def _audit(
+        self, session: Any, operation: str, resource_type: str, resource: Resource, previous: Resource | None = None
+    ) -> None:
+        """The write's audit record and outbox event, in its transaction: no write without them, nor they without it."""
         record = {
             "sub": self.actor,
             "when": datetime.now(UTC),
@@ -158,6 +161,12 @@ class Writer:
         if self.client_request_id:
             record["clientRequestId"] = self.client_request_id
         await self.store.audit(record, session)
+        before = None if previous is None else previous.get("status")
+        after = None if operation == "delete" else resource.get("status")
+        event = outbox.event(
+            operation, resource_type, resource["id"], resource["meta"]["versionId"], before, after, self.request_id
+        )
+        await self.store.append_event(event, session)
 
     async def create(
         self,
@@ -298,7 +307,7 @@ class Writer:
         async with self.store.joined(session, _written("update", resource_type, new)) as tx:
             await rules.check_references(resource_type, resource, old, reads or self.reads.within(tx), part)
             stored = await self.store.replace(resource_type, new, version, old.get("status"), tx)
-            await self._audit(tx, "update", resource_type, stored)
+            await self._audit(tx, "update", resource_type, stored, old)
         return stored
 
     async def delete(
@@ -320,7 +329,7 @@ class Writer:
             if part != rules.DEFERRED:
                 await rules.check_delete_references(resource_type, old, reads or self.reads.within(tx))
             await self.store.delete(resource_type, id, old["meta"]["versionId"], old.get("status"), tx)
-            await self._audit(tx, "delete", resource_type, old)
+            await self._audit(tx, "delete", resource_type, old, old)
         return old
 
     async def put(

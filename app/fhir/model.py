@@ -36,6 +36,8 @@ SERVED_RESOURCES: tuple[str, ...] = (
     "Practitioner",
     "PractitionerRole",
     "RelatedPerson",
+    "Subscription",
+    "SubscriptionTopic",
     "Task",
 )
 SERVED = frozenset(SERVED_RESOURCES)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import inspect
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from functools import cache
 from typing import Annotated, Any
 
@@ -18,7 +18,7 @@ from strawberry.types.fields.resolver import StrawberryResolver
 from strawberry.types.unset import UNSET
 
 from app.fhir.model import SERVED_RESOURCES, SearchParam, Spec, TypeDef, spec
-from app.graphql import billing, bundles, documents, lists, payers, payments, resolvers
+from app.graphql import billing, bundles, documents, lists, payers, payments, resolvers, subscriptions
 from app.graphql.compat import (
     FixedTypeField,
     QuietSchema,
@@ -72,6 +72,7 @@ ArgSpec = tuple[str, object, bool, str | None]  # name, Python type, required, d
 
 AUDIT_RECORD = "AuditRecord"
 RESOURCE_TYPE = "ResourceType"
+SUBSCRIPTION_ROOT = "SubscriptionRoot"  # FHIR's own `Subscription` resource type takes the usual name
 _COUNT: ArgSpec = (
     "_count",
     int,
@@ -137,6 +138,7 @@ class _Builder:
         self.reverse_connections = {name: self._reverse_connection(name) for name in self.reverse_types}
         self.billing = billing.billing_types(self.outputs["Reference"])
         self.bundle_outcomes = bundles.outcomes_type(self.resource_union)
+        self.changes = {name: subscriptions.change_type(name, self.outputs[name]) for name in self.served}
 
     def schema(self) -> strawberry.Schema:
         self._check_names()
@@ -145,7 +147,12 @@ class _Builder:
             self._define_input(td)
         query = _empty("Query")
         fields = (f for t in self.served for f in self._query_fields(t, self.connections[t]))
-        _define(query, [*fields, self._audit_field(), self._payment_events_field(), payers.query_field()])
+        hooks = [
+            ("ChangesPosition", None, subscriptions.position_field()),
+            ("SubscriptionStatus", None, subscriptions.status_field()),
+            ("SubscriptionDeliveries", None, subscriptions.attempts_field()),
+        ]
+        _define(query, [*fields, self._audit_field(), self._payment_events_field(), payers.query_field(), *hooks])
         mutation = _empty("Mutation")
         _define(
             mutation,
@@ -155,9 +162,16 @@ class _Builder:
                 payers.mutation_field(),
             ],
         )
+        subscription = _empty(SUBSCRIPTION_ROOT)
+        _define(subscription, self._subscription_fields())
         built = QuietSchema(
             query=strawberry.type(query, name="Query", description=f"Read and search {ORIGIN} financial resources."),
             mutation=strawberry.type(mutation, name="Mutation", description=f"Write {ORIGIN} financial resources."),
+            subscription=strawberry.type(
+                subscription,
+                name=SUBSCRIPTION_ROOT,
+                description="Writes as they commit, in order, resumable (graphql-transport-ws over WebSocket /graphql).",
+            ),
             config=StrawberryConfig(
                 auto_camel_case=False,
                 default_resolver=resolvers.resolve_data_field,
@@ -451,6 +465,52 @@ class _Builder:
             ),
         ]
 
+    def _subscription_fields(self) -> list[Field]:
+        """A change feed per served type (`ClaimChanges`, the List's search arguments), and two named ones."""
+        fields = []
+        for t in self.served:
+            params = search_args(self.model, t)
+            codes = arg_codes(params)
+            returns = AsyncGenerator[self.changes[t], None]  # type: ignore[name-defined]
+            fields.append(
+                _subscription_field(
+                    f"{t}Changes",
+                    subscriptions.feed(t, codes, subscriptions.everything),
+                    [
+                        *((p.arg_name, list[str], False, f"As in {t}List.") for p in params),
+                        _FILTER,
+                        _MODIFIERS,
+                        subscriptions.AFTER,
+                    ],
+                    returns,
+                    f"Every write of a {t} (matching the search, when given), as it commits.",
+                )
+            )
+        claim_change, payment_change = self.changes["Claim"], self.changes["PaymentReconciliation"]
+        claim: ArgSpec = ("id", strawberry.ID, False, "Only this Claim.")
+        status: ArgSpec = ("status", str, False, "Only writes that leave the Claim in this status.")
+        fields.append(
+            _subscription_field(
+                "ClaimChanged",
+                subscriptions.feed("Claim", {}, subscriptions.claim_changed),
+                [claim, status, subscriptions.AFTER],
+                AsyncGenerator[claim_change, None],  # type: ignore[valid-type]
+                "Writes of Claims: one Claim's (`id`), or those that leave a Claim in `status`.",
+            )
+        )
+        payment = "PaymentReconciliation"
+        params = [p for p in search_args(self.model, payment) if p.arg_name == "payment_issuer"]
+        fields.append(
+            _subscription_field(
+                f"{payment}Created",
+                subscriptions.feed(payment, arg_codes(params), subscriptions.created),
+                [*_search_arg_specs(params), subscriptions.AFTER],
+                AsyncGenerator[payment_change, None],  # type: ignore[valid-type]
+                "New PaymentReconciliations (of one `payment_issuer`, when given), as they commit.",
+            )
+        )
+        return fields
+
     def _audit_field(self) -> Field:
         record = _empty(AUDIT_RECORD)
         text = StrawberryOptional(str)
@@ -497,10 +557,14 @@ class _Builder:
                 (UNSERVED_RESOURCE, "type of unserved contained resources"),
                 ("Query", "query root"),
                 ("Mutation", "mutation root"),
+                (SUBSCRIPTION_ROOT, "subscription root"),
+                *((f"{n}Change", f"change event of {n}") for n in self.served),
                 (AUDIT_RECORD, "audit log record"),
                 (RESOURCE_TYPE, "enum of the served resource types"),
                 (lists.FILTER_VALUE.name, "scalar of list arguments"),
                 *((name, "bundle type") for name in bundles.NAMES),
+                ("RestHookStatus", "rest-hook status"),
+                ("RestHookAttempt", "rest-hook attempt"),
                 *((name, "billing view type") for name in billing.NAMES),
                 *((name, "payment event type") for name in payments.NAMES),
                 *((name, "payer import type") for name in payers.NAMES),
@@ -569,6 +633,13 @@ def _with_signature(fn: Callable[..., Any], args: list[ArgSpec], returns: object
 
 def _root_field(name: str, fn: Callable[..., Any], args: list[ArgSpec], returns: object, description: str) -> Field:
     return name, None, strawberry.field(resolver=_with_signature(fn, args, returns), name=name, description=description)
+
+
+def _subscription_field(
+    name: str, fn: Callable[..., Any], args: list[ArgSpec], returns: object, description: str
+) -> Field:
+    resolver = _with_signature(fn, args, returns)
+    return name, None, strawberry.subscription(resolver=resolver, name=name, description=description)
 
 
 def build_schema() -> strawberry.Schema:

@@ -9,14 +9,15 @@ from typing import Any
 
 from strawberry.dataloader import DataLoader
 
-from app import billing, bundles, errors
+from app import billing, bundles, errors, events
 from app.auth import AUDIT_TYPE, CREATE, DELETE, READ, UPDATE, Principal
 from app.fhir.references import local_version
 from app.fhir.values import Resource, instant
 from app.graphql.bundles import outcome as bundle_outcome
 from app.graphql.limits import DEFAULT_COUNT, MAX_COUNT
 from app.payments import OUTCOMES
-from app.store import Store
+from app.store import HISTORY_PATH, Store
+from app.store.deliveries import Deliveries
 from app.writes import Writer
 
 _CONTAINED = "__contained__"  # never a GraphQL field name, so it cannot leak into a response
@@ -147,20 +148,33 @@ class Context:
 
     # -- batch functions: one database command per execution level -----------------------
 
+    def bind(self, principal: Principal, limits: Any) -> None:
+        """Become the context of `principal` (a WebSocket's, once its `connection_init` token is verified)."""
+        Context.__init__(
+            self, self.tenant, self.request_id, principal, limits, self.client_request_id, self.allow_overpayment
+        )
+
+    def forget(self) -> None:
+        """Drop what was read so far: a subscription's next event reads the data as it is then.
+        Loads under way keep the caches they started with (see `_fetch`)."""
+        self._resources = DataLoader(self._load_resources)
+        self._found = {}
+        self.truncated = []
+
     async def _load_resources(self, keys: list[tuple[str, str]]) -> list[Resource | None]:
-        await self._fetch(keys)
-        found = self._found
+        found = await self._fetch(keys)
         return [found[key] for key in keys]
 
-    async def _fetch(self, keys: list[tuple[str, str]]) -> None:
-        """Reads, in one command, those of `keys` not read yet in this request (absent ones are kept as None)."""
+    async def _fetch(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Resource | None]:
+        """Reads, in one command, those of `keys` not read yet in this request (absent ones are kept as None);
+        the cache that now holds them all."""
         found = self._found
         by_type: dict[str, list[str]] = defaultdict(list)
         for key in keys:
             if key not in found:
                 by_type[key[0]].append(key[1])
         if not by_type:
-            return
+            return found
         read = await self.store.get_by_type(by_type)
         for resource in read.values():
             if "contained" in resource:
@@ -169,6 +183,7 @@ class Context:
         for rtype, ids in by_type.items():
             for id in ids:
                 found.setdefault((rtype, id), None)
+        return found
 
     async def _load_reverse(self, keys: list[tuple[Any, ...]]) -> list[tuple[list[Resource], int | None]]:
         """One `referencing` command per list shape, at its deepest `_offset + _count` plus one (the row that tells
@@ -273,10 +288,64 @@ class Context:
         keys = [None if _CONTAINED in r else local_version(r) for r in references]
         for resource_type in {key[0] for key in keys if key is not None}:
             self._allow(resource_type, READ)
-        await self._fetch([key for key in keys if key is not None])
-        found = self._found
+        found = await self._fetch([key for key in keys if key is not None])
         # No key: a contained target (linked when the resource was read), or a reference outside this server.
         return [found[key] if key is not None else r.get(_CONTAINED) for r, key in zip(references, keys, strict=True)]
+
+    async def version(self, resource_type: str, id: str, version: str) -> Resource | None:
+        """One version of a resource (an event's), from its history; None outside this caller's view."""
+        self._allow(resource_type, READ)
+        return await self._resources.load((resource_type, f"{id}{HISTORY_PATH}{version}"))
+
+    async def changes(self, resource_type: str, after: str | None, params: dict[str, Any], keep: Any = None) -> Any:
+        """The tenant's events of `resource_type` past position `after` (none: from now), forever: only those
+        `keep(event)` accepts, whose version this caller may read (its compartment), and, with search `params`,
+        whose resource matches them when the event is delivered (a delete then matches nothing)."""
+        self._allow(resource_type, READ)
+        start = events.parse_position(after)
+        if params:  # a bad search is refused now, not at the first event
+            await self.store.count(resource_type, {**params, "_id": "-"})
+        async for event in events.follow(self.tenant, start, frozenset({resource_type})):
+            if keep is not None and not keep(event):
+                continue
+            if not await self._sees(resource_type, event, params):
+                continue
+            self.forget()
+            yield events.public(event)
+
+    async def position(self) -> int:
+        """The tenant's last event position, for a caller that may read something."""
+        if not self.principal.reads_anything:
+            raise errors.FinGateError(errors.FORBIDDEN, "the change position needs a read scope")
+        return await self.tenant.last_position()
+
+    async def _sees(self, resource_type: str, event: Resource, params: dict[str, Any]) -> bool:
+        id = event["id"]
+        if resource_type in self.store.compartment:
+            found = await self.store.get_by_type({resource_type: [f"{id}{HISTORY_PATH}{event['versionId']}"]})
+            if not found:
+                return False
+        if not params:
+            return True
+        if event["interaction"] == "delete":
+            return False
+        given = params.get("_id")
+        ids = [*(given if isinstance(given, list) else [given] if given else []), id]  # a list ANDs
+        return await self.store.count(resource_type, {**params, "_id": ids}) > 0
+
+    async def hook_status(self, id: str) -> dict[str, Any] | None:
+        """A Subscription's delivery state; NOT_FOUND unless the caller can read the Subscription."""
+        await self._subscription(id)
+        return await Deliveries(self.tenant).state(self.principal.tenant, id)
+
+    async def hook_attempts(self, id: str, count: int | None) -> list[dict[str, Any]]:
+        await self._subscription(id)
+        found = await Deliveries(self.tenant).attempts(self.principal.tenant, id, check_count(count))
+        return [{**a, "when": instant(a["when"])} for a in found]
+
+    async def _subscription(self, id: str) -> None:
+        if await self.read("Subscription", id) is None:
+            raise errors.not_found("Subscription", id)
 
     async def billing(self, resource: Resource) -> dict[str, Any]:
         """FinGate's billing view of a resource (app.billing), its settlement batched with the level's others."""

@@ -6,6 +6,7 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any, Protocol
 
+from app import outbound
 from app.billing import Amounts, add
 from app.errors import BAD_USER_INPUT, STATUS_RULE, FinGateError, outcome_issue
 from app.fhir.model import spec
@@ -377,7 +378,12 @@ def _amounts_written(rule: AmountRule, new: dict, old: dict | None) -> bool:
 
 
 def check_document(resource_type: str, new: dict, old: dict | None) -> None:
-    """Refuse a document whose amounts contradict each other (BAD_USER_INPUT: it is wrong in itself)."""
+    """Refuse a document whose amounts contradict each other, or a rest-hook Subscription whose endpoint
+    cannot be delivered to (BAD_USER_INPUT: it is wrong in itself)."""
+    if resource_type == "Subscription" and (new.get("channelType") or {}).get("code") == "rest-hook":
+        problem = outbound.endpoint_problem(str(new.get("endpoint") or ""))
+        if problem:
+            raise FinGateError(BAD_USER_INPUT, problem, issues=[outcome_issue(problem, "Subscription.endpoint")])
     rules = [r for r in AMOUNT_RULES if r.resource_type == resource_type and _amounts_written(r, new, old)]
     issues = [i for r in rules for i in _amount_issues(r, new)]
     if issues:

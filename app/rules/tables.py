@@ -241,6 +241,8 @@ RESOURCE_LIFECYCLE: dict[str, str | None] = {
     "Practitioner": None,
     "PractitionerRole": None,
     "RelatedPerson": None,
+    "Subscription": None,  # requested | active | error | off: the client's and the server's to move, either way
+    "SubscriptionTopic": "publication-status",
     "Task": None,
 }
 

@@ -29,7 +29,7 @@ from app.fhir.decimals import plain
 from app.fhir.model import COMPARTMENT_SELF, SERVED_RESOURCES, patient_compartment
 from app.fhir.values import Resource, deletion, instant
 from app.metrics import MONGO_COMMANDS
-from app.store import cursors, payment_events, search, settlements
+from app.store import cursors, outbox, payment_events, search, settlements
 from app.store.filter import compile_query
 from app.store.settlements import AccountLedger, OpenItem, Settlement
 
@@ -217,6 +217,7 @@ class Store:
         self.patient: str | None = None  # set by `in_compartment`
         self.compartment: dict[str, dict[str, Any]] = {}  # resource type -> the filter of the patient's compartment
         self._signing: dict[str, cursors.Signer] = {}  # shared by every view: the cursor signer, made once
+        self.commits = Commits()  # shared by every view: wakes outbox readers in this process after a commit
 
     def for_tenant(self, tenant: str) -> Store:
         """The same connection, scoped to all of `tenant` (cheap: one per request)."""
@@ -298,6 +299,10 @@ class Store:
         await self.db[CONDITIONAL_KEYS].create_indexes(
             [IndexModel([(TENANT, ASCENDING), ("key", ASCENDING)], unique=True)]
         )
+        await self.db[outbox.OUTBOX].create_indexes(outbox.INDEXES)
+        await self.db[outbox.PENDING].create_indexes(outbox.PENDING_INDEXES)
+        # The counters' collection exists before the first write's transaction upserts into it.
+        await self.db[outbox.POSITIONS].create_indexes([IndexModel([("position", ASCENDING)])])
 
     @_guarded
     async def is_empty(self) -> bool:
@@ -777,6 +782,7 @@ class Store:
                     await session.abort_transaction()  # the driver ignores an abort's errors
                     raise
                 await _commit(session, written)
+        self.commits.notify()
 
     @contextlib.asynccontextmanager
     async def joined(
@@ -905,6 +911,22 @@ class Store:
         cursor = self.db[AUDIT].find(query, {"_id": 0}, sort=[("when", DESCENDING)], limit=count)
         return [{**doc, "tenant": doc.pop(TENANT)} async for doc in cursor]
 
+    # -- outbox: one event per write, committed with it (app/store/outbox.py) -----------------
+
+    @_guarded
+    async def append_event(self, record: Resource, session: AsyncClientSession) -> None:
+        """Append an event to this tenant's outbox inside the write's transaction (positioned when read)."""
+        await outbox.append(self.db, self.tenant, record, session)
+
+    @_guarded
+    async def events_after(self, position: int, limit: int, types: frozenset[str] | None = None) -> list[Resource]:
+        """This tenant's events past `position`, in order (only of `types` when given)."""
+        return await outbox.after(self.db, self.tenant, position, limit, types)
+
+    @_guarded
+    async def last_position(self) -> int:
+        return await outbox.last(self.db, self.tenant)
+
     # -- persisted queries: GraphQL documents by their sha256, shared by every instance ----
 
     @_guarded
@@ -918,6 +940,27 @@ class Store:
         await self.db[PERSISTED_QUERIES].update_one(
             {"_id": sha256}, {"$setOnInsert": {"query": query, "stored": datetime.now(UTC)}}, upsert=True
         )
+
+
+class Commits:
+    """A wake-up hint for outbox readers in this process: the next commit sets the event `next` gave.
+
+    Only a hint: readers poll the outbox too, so writes of other instances arrive as well. A reader takes
+    `next()` before it reads, so a commit between its read and its wait still wakes it.
+    """
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def next(self) -> asyncio.Event:
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
+
+    def notify(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
 
 
 PERSISTED_QUERIES = "persisted_queries"

@@ -177,3 +177,31 @@ async def test_the_documents_tab_opens_a_patient_statement(fingate: str, page: P
     else:
         pytest.fail("the PDF viewer never showed the statement's page")
     (ARTIFACTS / "e2e-statement.png").write_bytes(shot)
+
+
+async def test_the_explorer_runs_a_subscription_over_the_websocket(fingate: str, page: Page) -> None:
+    """GraphiQL's bundled graphql-ws client runs a subscription against ws://.../graphql and shows its events."""
+    import httpx
+
+    from tests.harness import gql
+
+    async with httpx.AsyncClient(base_url=fingate, timeout=60) as client:
+        at = (await gql(client, "{ ChangesPosition }"))["data"]["ChangesPosition"]
+        draft = (await gql(client, (ROOT / "app" / "queries" / "05-draft-claim.graphql").read_text()))["data"]
+    claim_id = draft["ClaimCreate"]["id"]
+    subscription = f'subscription Live {{ ClaimChanges(after: "{at}") {{ position interaction status id }} }}'
+    await page.goto(f"{fingate}/graphql")
+    await page.evaluate(
+        "(text) => document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.setValue(text)",
+        subscription,
+    )
+    result = page.locator(".result-window")
+    # As for a tab switch, GraphiQL reads the operation name a moment after the text changes: run until it is this one.
+    for _ in range(20):
+        await page.locator(".graphiql-execute-button").click()
+        await expect(result).to_contain_text(re.compile('"interaction"|Unknown operation'), timeout=15_000)
+        if "interaction" in await result_text(page):
+            break
+    event = json.loads(await result_text(page))["data"]["ClaimChanges"]
+    assert event["id"] == claim_id and event["interaction"] == "create" and event["status"] == "draft"
+    await page.screenshot(path=ARTIFACTS / "e2e-subscription.png")

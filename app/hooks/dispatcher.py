@@ -1,0 +1,213 @@
+"""The rest-hook dispatcher: each active rest-hook Subscription's matching events, POSTed in order, signed,
+retried with exponential backoff and jitter, dead-lettered after too many failures; every attempt recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from app import outbound
+from app.fhir.values import Resource
+from app.hooks import notification
+from app.hooks.topics import TOPICS
+from app.store import HISTORY_PATH, Store
+from app.store.deliveries import ACTIVE, DEAD_LETTER, Deliveries
+
+log = logging.getLogger("fingate.hooks")
+
+BATCH = 100  # events read at a time per Subscription
+
+
+@dataclass(frozen=True)
+class Retry:
+    """Attempts per notification, and the backoff between them: `base * 2**(n-1)`, at most `most`, each
+    drawn in its upper half at random (jitter), so failing receivers are not hit in lockstep."""
+
+    attempts: int = 5
+    base: float = 1.0
+    most: float = 60.0
+
+    def delay(self, failed: int, draw: float) -> float:
+        full = min(self.most, self.base * 2 ** (failed - 1))
+        return full / 2 + full / 2 * draw
+
+
+class Dispatcher:
+    """One per instance. Subscriptions are leased through the database (app/store/deliveries.py): two
+    dispatchers never deliver for one Subscription at once; a lost lease stops its delivery."""
+
+    def __init__(
+        self,
+        store: Store,
+        secret: str,
+        policy: outbound.Policy,
+        retry: Retry = Retry(),
+        lease_seconds: float = 60.0,
+        owner: str | None = None,
+        sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self.store = store
+        self.deliveries = Deliveries(store)
+        self.secret = secret
+        self.policy = policy
+        self.retry = retry
+        self.lease_seconds = lease_seconds
+        self.owner = owner or uuid.uuid4().hex
+        self.sleep = sleep
+        self.draw = draw
+
+    async def run(self, poll: float = 1.0) -> None:
+        """Deliver until cancelled: after each round, wait for a commit in this process or `poll` seconds."""
+        await self.deliveries.ensure_indexes()
+        while True:
+            commit = self.store.commits.next()
+            try:
+                await self.run_once()
+            except Exception:  # a database outage: try again next round
+                log.exception("rest-hook dispatch round failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(commit.wait(), poll)
+
+    async def run_once(self) -> int:
+        """One round over every active rest-hook Subscription; how many notifications were delivered."""
+        delivered = 0
+        for tenant, subscription in await self.deliveries.rest_hooks():
+            state = await self.deliveries.lease(tenant, subscription["id"], self.owner, self.lease_seconds)
+            if state is not None and state["state"] == DEAD_LETTER and _changed_since(subscription, state):
+                state = await self.deliveries.revive(tenant, subscription["id"], self.owner)
+            if state is None or state["state"] != ACTIVE:
+                continue
+            try:
+                delivered += await self._drain(tenant, subscription, state)
+            finally:
+                await self.deliveries.release(tenant, subscription["id"], self.owner)
+        return delivered
+
+    async def _drain(self, tenant: str, subscription: Resource, state: dict[str, Any]) -> int:
+        store = self.store.for_tenant(tenant)
+        topic = TOPICS.get(subscription.get("topic") or "")
+        id = subscription["id"]
+        if topic is None:
+            await self.deliveries.fail(
+                tenant, id, self.owner, f"unknown topic {subscription.get('topic')!r}", _version(subscription)
+            )
+            return 0
+        position, number, delivered = state["position"], state["eventsSinceSubscriptionStart"], 0
+        for event in await store.events_after(position, BATCH, frozenset({topic.resource_type})):
+            if not topic.matches(event) or not await self._filtered_in(store, subscription, event):
+                if not await self.deliveries.advance(tenant, id, self.owner, event["position"], False):
+                    return delivered
+                continue
+            if not await self._deliver(store, tenant, subscription, topic.url, event, number + 1):
+                return delivered
+            number += 1
+            delivered += 1
+        return delivered
+
+    async def _filtered_in(self, store: Store, subscription: Resource, event: Resource) -> bool:
+        """The Subscription's `filterBy` (search parameter = value, ANDed) holds for the resource now."""
+        filters = [f for f in subscription.get("filterBy") or () if f.get("filterParameter") and f.get("value")]
+        if not filters:
+            return True
+        if event["interaction"] == "delete":
+            return False
+        params: dict[str, Any] = {f["filterParameter"]: [f["value"]] for f in filters}
+        params["_id"] = [event["id"]]
+        return await store.count(event["resourceType"], params) > 0
+
+    async def _deliver(
+        self, store: Store, tenant: str, subscription: Resource, topic: str, event: Resource, number: int
+    ) -> bool:
+        """POST one notification until it is accepted (2xx) or the attempts run out (dead letter)."""
+        id = subscription["id"]
+        resource = None
+        if subscription.get("content") == "full-resource":
+            key = f"{event['id']}{HISTORY_PATH}{event['versionId']}"
+            found = await store.get_by_type({event["resourceType"]: [key]})
+            resource = found.get((event["resourceType"], key))
+        msg_id = notification.message_id(id, event["position"])
+        data = notification.body(notification.bundle(subscription, topic, event, number, resource))
+        error = ""
+        for attempt in range(1, self.retry.attempts + 1):
+            if await self.deliveries.lease(tenant, id, self.owner, self.lease_seconds) is None:
+                return False  # another dispatcher took over: it delivers from where this one stopped
+            headers = notification.signed_headers(self.secret, msg_id, datetime.now(UTC), data)
+            record: dict[str, Any] = {
+                "subscription": id,
+                "position": event["position"],
+                "eventNumber": number,
+                "webhookId": msg_id,
+                "attempt": attempt,
+                "endpoint": subscription.get("endpoint"),
+            }
+            try:
+                answer = await outbound.post(subscription.get("endpoint") or "", data.encode(), headers, self.policy)
+            except outbound.Refused as exc:
+                error = f"refused: {exc}"
+                await self.deliveries.record(tenant, {**record, "outcome": "refused", "error": error})
+                break  # the target itself is not allowed: retrying cannot help
+            except httpx.HTTPError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                await self.deliveries.record(tenant, {**record, "outcome": "failed", "error": error})
+            else:
+                ok = 200 <= answer.status < 300
+                error = "" if ok else f"HTTP {answer.status}"
+                await self.deliveries.record(
+                    tenant,
+                    {
+                        **record,
+                        "outcome": "delivered" if ok else "failed",
+                        "status": answer.status,
+                        "error": error or None,
+                    },
+                )
+                if ok:
+                    return await self.deliveries.advance(tenant, id, self.owner, event["position"], True)
+            await self.deliveries.fail(tenant, id, self.owner, error, None)
+            if attempt < self.retry.attempts:
+                await self.sleep(self.retry.delay(attempt, self.draw()))
+        log.warning("Subscription/%s (tenant %s): event %s dead-lettered: %s", id, tenant, event["position"], error)
+        await self.deliveries.fail(tenant, id, self.owner, error, _version(subscription))
+        return False
+
+
+def _version(subscription: Resource) -> str:
+    return str((subscription.get("meta") or {}).get("versionId"))
+
+
+def _changed_since(subscription: Resource, state: dict[str, Any]) -> bool:
+    """A dead-lettered Subscription updated since (a fixed endpoint, say): delivery resumes where it died."""
+    return state.get("deadVersion") not in (None, _version(subscription))
+
+
+def policy_from(settings: Any) -> outbound.Policy:
+    return outbound.Policy(
+        allow_loopback=settings.hooks_allow_loopback,
+        allow_private=settings.hooks_allow_private,
+        timeout=settings.hooks_timeout,
+        max_response_bytes=settings.hooks_max_response_bytes,
+    )
+
+
+def from_settings(store: Store, settings: Any) -> Dispatcher | None:
+    """The instance's rest-hook dispatcher; None without FINGATE_WEBHOOK_SECRET (nothing unsigned is sent)."""
+    if settings.webhook_secret is None:
+        return None
+    retry = Retry(settings.hooks_max_attempts, settings.hooks_backoff_seconds, settings.hooks_backoff_max_seconds)
+    return Dispatcher(
+        store,
+        settings.webhook_secret.get_secret_value(),
+        policy_from(settings),
+        retry,
+        settings.dispatch_lease_seconds,
+    )

@@ -1,0 +1,72 @@
+"""R5 `subscription-notification` Bundles, and their Standard Webhooks signature (the `standardwebhooks` library)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from standardwebhooks import Webhook
+
+from app.fhir.decimals import plain_text
+from app.fhir.values import Resource, instant
+
+
+def bundle(
+    subscription: Resource, topic: str, event: Resource, number: int, resource: Resource | None
+) -> dict[str, Any]:
+    """The notification of one event: a SubscriptionStatus first, then the focus as the Subscription's
+    `content` asks (`empty`: nothing; `id-only`: its reference; `full-resource`: the version written)."""
+    content = subscription.get("content") or "id-only"
+    focus = f"{event['resourceType']}/{event['id']}/_history/{event['versionId']}"
+    notification_event: dict[str, Any] = {"eventNumber": str(number), "timestamp": instant(event["when"])}
+    entries: list[dict[str, Any]] = []
+    if content != "empty":
+        notification_event["focus"] = {"reference": focus}
+        entry: dict[str, Any] = {"fullUrl": focus}
+        if content == "full-resource" and resource is not None:
+            entry["resource"] = resource
+        entries.append(entry)
+    status = {
+        "resourceType": "SubscriptionStatus",
+        "status": "active",
+        "type": "event-notification",
+        "eventsSinceSubscriptionStart": str(number),
+        "notificationEvent": [notification_event],
+        "subscription": {"reference": f"Subscription/{subscription['id']}"},
+        "topic": topic,
+    }
+    return {
+        "resourceType": "Bundle",
+        "id": message_id(subscription["id"], event["position"]),
+        "type": "subscription-notification",
+        "timestamp": instant(event["when"]),
+        "entry": [{"fullUrl": f"urn:uuid:status-{subscription['id']}-{number}", "resource": status}, *entries],
+    }
+
+
+def message_id(subscription: str, position: int) -> str:
+    """Stable per (Subscription, event): a redelivery after a crash carries the same id, for deduplication."""
+    return f"{subscription}-{position}"
+
+
+def body(notification: Any) -> str:
+    """FHIR JSON, compact: decimals keep their digits (never through a binary float)."""
+    if isinstance(notification, dict):
+        return "{" + ",".join(f"{json.dumps(k, ensure_ascii=False)}:{body(v)}" for k, v in notification.items()) + "}"
+    if isinstance(notification, list):
+        return "[" + ",".join(body(v) for v in notification) + "]"
+    if isinstance(notification, Decimal):
+        return plain_text(notification)
+    return json.dumps(notification, ensure_ascii=False)
+
+
+def signed_headers(secret: str, msg_id: str, when: datetime, data: str) -> dict[str, str]:
+    """The Standard Webhooks headers of `data`: `webhook-id`, `webhook-timestamp`, `webhook-signature`."""
+    return {
+        "content-type": "application/fhir+json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(when.timestamp())),
+        "webhook-signature": Webhook(secret).sign(msg_id, when, data),
+    }
