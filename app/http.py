@@ -510,10 +510,15 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
                     request=request, request_data=request_data, context=context, **kwargs
                 )
             except HTTPException as exc:
-                if isinstance(exc.__cause__, InvalidOperationTypeError) and form:
+                refused = exc.__cause__
+                if not isinstance(refused, InvalidOperationTypeError) or refused.operation_type is not (
+                    OperationType.MUTATION
+                ):
+                    raise  # a subscription: no method runs it here (the answer points at the WebSocket)
+                if form:
                     message = "a form-encoded body (curl -d's default) runs queries only: send this as application/json"
                     raise HTTPError(415, errors.BAD_USER_INPUT, message) from None
-                if isinstance(exc.__cause__, InvalidOperationTypeError) and request.method == "GET":
+                if request.method == "GET":
                     # GraphQL over HTTP: the method is wrong, not the request (HTTP 405 and the method that works).
                     raise HTTPError(
                         405, errors.BAD_USER_INPUT, f"{exc.reason}: send it with POST", {"allow": "POST"}

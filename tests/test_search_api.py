@@ -93,8 +93,8 @@ async def test_indexes_stay_one_command_per_collection(store: Store) -> None:
 
     before = store.commands.count
     await store.ensure_indexes()  # again: creating what exists is a no-op
-    # each type, its history, the audit log, the outbox, its pending events and its per-tenant counters
-    assert store.commands.count - before == 2 * len(SERVED_RESOURCES) + 4
+    # each type and its history; the audit log, payment events, Idempotency-Keys, conditional keys, the outbox (3)
+    assert store.commands.count - before == 2 * len(SERVED_RESOURCES) + 7
 
 
 async def test_the_readme_search_examples_answer_as_shown(demo: httpx.AsyncClient) -> None:
