@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -13,6 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
 import jsonpatch
+from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_random_exponential
 
 from app import errors, rules, validation
 from app.fhir.decimals import plain
@@ -213,22 +211,21 @@ class Writer:
         the loser starts again, finds the winner's resource and returns it.
         """
         _, canonical = search_criteria(resource_type, criteria)
-        until = time.monotonic() + CONDITIONAL_RETRY_SECONDS
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                async with self.store.joined(session) as tx:
-                    found = await self.find_match(resource_type, criteria, tx)
-                    if found is not None:
-                        return False, found
-                    await self.store.claim_criteria(resource_type, canonical, tx)
-                    return True, await self.create(resource_type, dict(resource), session=tx, reads=reads, part=part)
-            except errors.FinGateError as exc:
-                if exc.code != errors.CONFLICT or session is not None or time.monotonic() > until:
-                    raise
-            # Spread the losers out, so the winner commits before they search again.
-            await asyncio.sleep(random.uniform(0, min(0.01 * attempt, 0.2)))
+
+        async def attempt() -> tuple[bool, Resource]:
+            async with self.store.joined(session) as tx:
+                found = await self.find_match(resource_type, criteria, tx)
+                if found is not None:
+                    return False, found
+                await self.store.claim_criteria(resource_type, canonical, tx)
+                return True, await self.create(resource_type, dict(resource), session=tx, reads=reads, part=part)
+
+        if session is not None:  # inside a caller's transaction: its CONFLICT is the caller's to report
+            return await attempt()
+        async for retrying in racing():
+            with retrying:
+                outcome = await attempt()
+        return outcome
 
     async def find_match(self, resource_type: str, criteria: str, session: Any = None) -> Resource | None:
         """The one resource in this view matching `criteria` (ifNoneExist), None; PRECONDITION_FAILED for several."""
@@ -369,6 +366,23 @@ class Writer:
 
 
 CONDITIONAL_RETRY_SECONDS = 10.0  # how long a conditional create that lost a race starts again
+
+
+def _lost_race(exc: BaseException) -> bool:
+    return isinstance(exc, errors.FinGateError) and exc.code == errors.CONFLICT
+
+
+def racing() -> AsyncRetrying:
+    """Retries of a conditional create that lost a race (a CONFLICT): each starts again, finds the winner's
+    resource and returns it. The losers are spread out so the winner commits before they search again."""
+    return AsyncRetrying(
+        retry=retry_if_exception(_lost_race),
+        stop=stop_after_delay(CONDITIONAL_RETRY_SECONDS),
+        wait=wait_random_exponential(multiplier=0.01, max=0.2),
+        reraise=True,
+    )
+
+
 _PROTECTED = ("/id", "/meta", "/resourceType")  # what a patch may not touch: the server's
 
 

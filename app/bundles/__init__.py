@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import random
 import re
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +11,7 @@ from app import errors, rules
 from app.fhir.model import SERVED
 from app.fhir.values import Resource
 from app.store import Store
-from app.writes import CONDITIONAL_RETRY_SECONDS, Writer, new_id, search_criteria
+from app.writes import Writer, new_id, racing, search_criteria
 
 # Referenced before referencing, so a Bundle's creates meet what they point at (Organizations and Patients
 # before Claims, Claims before ClaimResponses, both before the PaymentReconciliations that settle them).
@@ -272,12 +269,7 @@ async def transaction(store: Store, writer_for: WriterFor, entries: Sequence[Ent
     touched: dict[tuple[str, str], _Touched] = {}
     async with store.transaction() as tx:
         for p in planned:  # conditional creates are decided first: their urn:uuid may name what already exists
-            if p.entry.method == POST and p.entry.if_none_exist is not None:
-                try:
-                    writer = writer_for(p.resource_type, "read")
-                    p.matched = await writer.find_match(p.resource_type, p.entry.if_none_exist, tx)
-                except errors.FinGateError as exc:
-                    raise _at(p.index, exc) from None
+            await _decide(p, writer_for, tx)
         ids = _ids(planned)
         for p in order:
             try:
@@ -381,33 +373,36 @@ async def batch(store: Store, writer_for: WriterFor, entries: Sequence[Entry]) -
     return [outcomes[i] for i in range(len(entries))]
 
 
-async def _alone(store: Store, p: _Planned, ids: dict[str, str], writer_for: WriterFor) -> Outcome:
-    until = time.monotonic() + CONDITIONAL_RETRY_SECONDS
-    attempt = 0
-    while True:
-        attempt += 1
-        outcomes: dict[int, Outcome] = {}
+async def _decide(p: _Planned, writer_for: WriterFor, tx: Any) -> None:
+    """A conditional create's match, read in `tx`: it decides whether the entry creates."""
+    if p.entry.method == POST and p.entry.if_none_exist is not None:
         try:
-            async with store.transaction() as tx:
-                if p.entry.method == POST and p.entry.if_none_exist is not None:
-                    try:
-                        writer = writer_for(p.resource_type, "read")
-                        p.matched = await writer.find_match(p.resource_type, p.entry.if_none_exist, tx)
-                    except errors.FinGateError as exc:
-                        raise _at(p.index, exc) from None
-                    p.id = p.matched["id"] if p.matched is not None else new_id()
-                touched: dict[tuple[str, str], _Touched] = {}
-                try:
-                    await _apply(p, ids, writer_for, tx, outcomes, touched)
-                except errors.FinGateError as exc:
-                    raise _at(p.index, exc) from None
-                await _check_final(touched, tx)
-            return outcomes[p.index]
+            p.matched = await writer_for(p.resource_type, "read").find_match(p.resource_type, p.entry.if_none_exist, tx)
         except errors.FinGateError as exc:
-            racing = p.entry.if_none_exist is not None and exc.code == errors.CONFLICT
-            if not racing or time.monotonic() > until:
-                raise
-        await asyncio.sleep(random.uniform(0, min(0.01 * attempt, 0.2)))  # let the winner commit
+            raise _at(p.index, exc) from None
+
+
+async def _alone(store: Store, p: _Planned, ids: dict[str, str], writer_for: WriterFor) -> Outcome:
+    async def attempt() -> Outcome:
+        outcomes: dict[int, Outcome] = {}
+        async with store.transaction() as tx:
+            await _decide(p, writer_for, tx)
+            if p.entry.if_none_exist is not None:
+                p.id = p.matched["id"] if p.matched is not None else new_id()
+            touched: dict[tuple[str, str], _Touched] = {}
+            try:
+                await _apply(p, ids, writer_for, tx, outcomes, touched)
+            except errors.FinGateError as exc:
+                raise _at(p.index, exc) from None
+            await _check_final(touched, tx)
+        return outcomes[p.index]
+
+    if p.entry.if_none_exist is None:
+        return await attempt()
+    async for retrying in racing():  # a conditional create that lost a race starts again, as TCreate does
+        with retrying:
+            outcome = await attempt()
+    return outcome
 
 
 __all__ = ["LOAD_ORDER", "RANK", "Entry", "Outcome", "WriterFor", "batch", "rewrite", "transaction"]
