@@ -151,7 +151,7 @@ async def _load(settings: Settings, paths: list[str]) -> int:
 async def _import_payer(settings: Settings, args: argparse.Namespace) -> int:
     from app import errors
     from app.payers import job as payer
-    from app.payers.client import PayerClient
+    from app.payers.client import PayerClient, policy_from
     from app.store import Store
     from app.writes import Writer
 
@@ -169,9 +169,10 @@ async def _import_payer(settings: Settings, args: argparse.Namespace) -> int:
                 client_id=args.client_id,
                 client_secret=args.client_secret,
                 token_url=args.token_url,
-                allow_loopback=settings.payer_allow_loopback,
+                policy=policy_from(settings),
             )
             async with client:
+                await client.check()
                 job = await payer.resumable(store, args.resume, client.base) if args.resume else None
                 job = job or payer.new_job(client.base, args.patient)
                 print(f"payer import {job['id']}: {client.base}, patient {job['patient']}", file=sys.stderr)

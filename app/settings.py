@@ -74,7 +74,8 @@ class Settings(BaseSettings):
         default=False, description="Allow rest-hook and clearinghouse endpoints on loopback (also over plain http)."
     )
     hooks_allow_private: bool = Field(
-        default=False, description="Allow endpoints on private, link-local and reserved networks."
+        default=False,
+        description="Allow endpoints (rest-hooks, clearinghouse, payer import) on private, link-local and reserved networks.",
     )
     hooks_timeout: float = Field(default=10.0, description="Seconds one outbound POST may take.")
     hooks_max_response_bytes: int = Field(default=65_536, description="Most bytes of an endpoint's answer read.")
@@ -130,7 +131,8 @@ class Settings(BaseSettings):
     )
     # -- payer import (README "Importing from a payer") --
     payer_allow_loopback: bool = Field(
-        default=False, description="Let the payer import fetch plain http from a loopback address (a local payer)."
+        default=False,
+        description="Let the payer import fetch from a loopback address, also over plain http (a local payer).",
     )
 
     # -- clients (README "Mobile clients") --

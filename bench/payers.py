@@ -7,6 +7,7 @@ import re
 import time
 from typing import Any
 
+from app import outbound
 from app.payers import job as payer
 from app.payers.client import PayerClient
 from app.payers.fake import MEMBER, FakePayer, load_examples, serving
@@ -44,7 +45,7 @@ async def w6(uri: str, n: int) -> dict[str, Any]:
     served = FakePayer(resources=copies(n), page_size=PAGE_SIZE)
     try:
         with serving(served) as base:
-            async with PayerClient(base, token=served.token, allow_loopback=True) as client:
+            async with PayerClient(base, token=served.token, policy=outbound.Policy(allow_loopback=True)) as client:
                 first, first_s = await _timed(store, client)
                 again, again_s = await _timed(store, client)
     finally:

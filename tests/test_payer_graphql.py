@@ -147,6 +147,15 @@ async def test_bad_input_is_refused_before_any_job_exists(store: Store, fake: tu
             result = await gql(client, START, variables)
             assert error_codes(result) == [code], result
             assert result["data"] is None
+        for variables, field in [  # the shared network guard, before any request or job
+            ({"base": "https://169.254.169.254/fhir", "patient": MEMBER, "token": "t"}, "base"),
+            ({"base": "https://10.0.0.1/fhir", "patient": MEMBER, "token": "t"}, "base"),
+            ({**_oauth(base), "url": "https://10.0.0.1/token"}, "tokenUrl"),
+        ]:
+            result = await gql(client, START, variables)
+            assert error_codes(result) == ["BAD_USER_INPUT"], result
+            issue = result["errors"][0]["extensions"]["operationOutcome"]["issue"][0]
+            assert issue["expression"] == [field] and "not an allowed target" in issue["diagnostics"]
         assert await store.db["payer_imports"].count_documents({}) == 0
         assert error_codes(await gql(client, JOB, {"id": "nope"})) == ["NOT_FOUND"]
 

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from decimal import Decimal
 from typing import Any
@@ -15,16 +16,31 @@ import httpx
 import pymongo
 import pytest
 
-from app import errors, validation
+from app import errors, outbound, validation
 from app.cli import main
 from app.payers import job as payer
-from app.payers.client import ATTEMPTS, MAX_WAIT, PayerClient, PayerError, retry_after
+from app.payers.client import ATTEMPTS, MAX_WAIT, PayerClient, PayerError, policy_from, retry_after
 from app.payers.fake import CLIENT_ID, CLIENT_SECRET, EXAMPLES, MEMBER, FakePayer, serving
 from app.payers.job import fingate_id
+from app.settings import Settings
 from app.store import Store
 from app.writes import Writer
 
 TYPES = ("Patient", "Coverage", "ExplanationOfBenefit")
+LOOPBACK = outbound.Policy(allow_loopback=True)  # the fake payer's network policy
+# Host names the tests resolve without DNS: a public payer, a name inside a private network, the metadata service.
+NAMES = {"payer.example": "93.184.215.14", "payer.internal.example": "10.0.0.7", "metadata.example": "169.254.169.254"}
+
+
+@pytest.fixture
+def names(monkeypatch: pytest.MonkeyPatch) -> None:
+    """NAMES resolve through the real resolver (as their addresses), so the guard checks what a DNS answer would be."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        return real(NAMES.get(host, host), port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
 
 
 @pytest.fixture
@@ -50,7 +66,7 @@ def _client(base: str, sleep: Sleeps, **credentials: Any) -> PayerClient:
         "client_secret": CLIENT_SECRET,
         "token_url": base.removesuffix("/fhir") + "/token",
     }
-    return PayerClient(base, allow_loopback=True, sleep=sleep, **credentials)
+    return PayerClient(base, policy=LOOPBACK, sleep=sleep, **credentials)
 
 
 async def _import(store: Store, base: str, job: dict[str, Any] | None = None, **credentials: Any) -> dict[str, Any]:
@@ -207,27 +223,110 @@ async def test_a_bad_token_fails_the_job_with_a_status_not_the_token(store: Stor
 
 
 def test_only_https_or_allowed_loopback_is_fetched() -> None:
-    for url, allowed in [
-        ("http://payer.example/fhir", True),
-        ("http://127.0.0.1:9/fhir", False),
-        ("ftp://payer.example/fhir", True),
-        ("https://user:pw@payer.example/fhir", True),
-        ("/fhir", True),
+    for url, policy, says in [
+        ("http://payer.example/fhir", LOOPBACK, "must be an https URL"),
+        ("http://127.0.0.1:9/fhir", outbound.Policy(), "needs FINGATE_PAYER_ALLOW_LOOPBACK=true"),
+        ("http://localhost:9/fhir", outbound.Policy(allow_private=True), "needs FINGATE_PAYER_ALLOW_LOOPBACK=true"),
+        ("ftp://payer.example/fhir", LOOPBACK, "must be an https URL"),
+        ("https://user:pw@payer.example/fhir", LOOPBACK, "a URL with credentials in it is refused"),
+        ("/fhir", LOOPBACK, "must be an https URL"),
     ]:
         with pytest.raises(errors.FinGateError) as refused:
-            PayerClient(url, token="t", allow_loopback=allowed)
+            PayerClient(url, token="t", policy=policy)
         assert refused.value.code == errors.BAD_USER_INPUT
+        assert refused.value.message.startswith("base: ") and says in refused.value.message
+        assert "pw" not in refused.value.message
+        assert refused.value.issues[0]["expression"] == ["base"]
+    with pytest.raises(errors.FinGateError, match="^tokenUrl: plain http"):
+        PayerClient("https://payer.example/fhir", client_id="c", client_secret="s", token_url="http://127.0.0.1/t")
     assert PayerClient("https://payer.example/fhir/", token="t").base == "https://payer.example/fhir"
-    assert PayerClient("http://[::1]:8/fhir", token="t", allow_loopback=True).base == "http://[::1]:8/fhir"
+    assert PayerClient("http://[::1]:8/fhir", token="t", policy=LOOPBACK).base == "http://[::1]:8/fhir"
 
 
-async def test_a_next_link_to_another_origin_is_not_followed() -> None:
-    async with PayerClient("https://payer.example/fhir", token="t") as client:
+def test_the_policy_comes_from_the_payer_and_private_network_settings() -> None:
+    assert policy_from(Settings()) == outbound.Policy()
+    assert policy_from(Settings(payer_allow_loopback=True)) == outbound.Policy(allow_loopback=True)
+    assert policy_from(Settings(hooks_allow_private=True)) == outbound.Policy(allow_private=True)
+
+
+class Recorder:
+    """A transport that records what would have been sent, answering like a payer."""
+
+    def __init__(self) -> None:
+        self.sent: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        if request.url.path.endswith("/token"):
+            return httpx.Response(200, json={"access_token": "from-the-token-url"})
+        return httpx.Response(200, json={"resourceType": "Patient", "id": "p"})
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "https://10.0.0.1/fhir",  # private
+        "https://169.254.169.254/fhir",  # link-local: a cloud's metadata service
+        "https://[::ffff:10.0.0.1]/fhir",  # a private IPv4 address written as IPv6
+        "https://payer.internal.example/fhir",  # a name that resolves to a private address
+        "https://metadata.example/fhir",  # a name that resolves to the metadata service
+        "https://127.0.0.1/fhir",  # loopback over https, without FINGATE_PAYER_ALLOW_LOOPBACK
+        "https://localhost/fhir",
+    ],
+)
+async def test_a_payer_on_a_refused_address_is_sent_nothing(names: None, base: str) -> None:
+    recorder = Recorder()
+    async with PayerClient(base, token="t", transport=httpx.MockTransport(recorder)) as client:
+        with pytest.raises(errors.FinGateError) as refused:
+            await client.check()
+        assert refused.value.code == errors.BAD_USER_INPUT and refused.value.issues[0]["expression"] == ["base"]
+        assert "not an allowed target" in refused.value.message
+        with pytest.raises(errors.FinGateError, match="^url: .*not an allowed target"):
+            await client.get(f"{base}/Patient/p")
+    assert recorder.sent == []
+
+
+async def test_private_networks_are_fetched_when_the_setting_allows_them(names: None) -> None:
+    recorder = Recorder()
+    allowed = policy_from(Settings(hooks_allow_private=True))
+    base = "https://payer.internal.example/fhir"
+    async with PayerClient(base, token="t", policy=allowed, transport=httpx.MockTransport(recorder)) as client:
+        await client.check()
+        assert await client.get(f"{base}/Patient/p") == {"resourceType": "Patient", "id": "p"}
+    assert [str(r.url) for r in recorder.sent] == [f"{base}/Patient/p"]
+
+
+async def test_a_token_url_on_a_refused_address_gets_no_credentials(names: None) -> None:
+    recorder = Recorder()
+    async with PayerClient(
+        "https://payer.example/fhir",
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        token_url="https://payer.internal.example/token",
+        transport=httpx.MockTransport(recorder),
+    ) as client:
+        with pytest.raises(errors.FinGateError, match="^tokenUrl: .*10.0.0.7") as refused:
+            await client.check()
+        assert refused.value.issues[0]["expression"] == ["tokenUrl"]
+        with pytest.raises(errors.FinGateError, match="^tokenUrl: "):
+            await client.get("https://payer.example/fhir/Patient/p")
+    assert recorder.sent == []
+
+
+async def test_a_next_link_to_another_origin_is_not_followed(names: None) -> None:
+    recorder = Recorder()
+    async with PayerClient("https://payer.example/fhir", token="t", transport=httpx.MockTransport(recorder)) as client:
         with pytest.raises(PayerError, match="not on the payer's origin"):
             await client.get("https://elsewhere.example/fhir/Coverage?page=2")
+        with pytest.raises(errors.FinGateError, match="^url: .*must be an https URL"):
+            await client.get("http://payer.example/fhir/Coverage?page=2")
+        with pytest.raises(errors.FinGateError, match="^url: a URL with credentials"):
+            await client.get("https://user:pw@payer.example/fhir/Coverage?page=2")
+        assert await client.get("https://payer.example/fhir/Coverage?page=2") == {"resourceType": "Patient", "id": "p"}
+    assert [r.headers["Authorization"] for r in recorder.sent] == ["Bearer t"]
 
 
-async def test_timeouts_and_dropped_connections_are_tried_again_a_bounded_number_of_times() -> None:
+async def test_timeouts_and_dropped_connections_are_tried_again_a_bounded_number_of_times(names: None) -> None:
     # A transport that raises what httpx raises when a request times out or a connection drops: deterministic,
     # where a slow server would make the test depend on timing (the real-server paths are the tests above).
     failures = [httpx.ReadTimeout("timed out"), httpx.RemoteProtocolError("dropped")]
@@ -287,6 +386,20 @@ def test_the_command_imports_with_progress_and_resumes(
         mongo.drop_database(os.environ["FINGATE_DB"])
 
 
+def test_the_command_refuses_a_payer_on_a_private_address(
+    mongo_uri: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MONGODB_URI", mongo_uri)
+    monkeypatch.setenv("FINGATE_DB", "test_cli_import_refused")
+    args = ["import-payer", "--base", "https://10.0.0.1/fhir", "--patient", MEMBER, "--token", "the-token"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "base: '10.0.0.1' resolves to 10.0.0.1: not an allowed target" in err and "the-token" not in err
+    with pymongo.MongoClient(mongo_uri) as mongo:
+        assert mongo["test_cli_import_refused"]["payer_imports"].count_documents({}) == 0
+        mongo.drop_database("test_cli_import_refused")
+
+
 async def test_a_cancelled_job_is_left_failed_and_resumable(store: Store, fake: tuple[FakePayer, str]) -> None:
     served, base = fake
     entered, release = asyncio.Event(), asyncio.Event()
@@ -298,7 +411,7 @@ async def test_a_cancelled_job_is_left_failed_and_resumable(store: Store, fake: 
                 await release.wait()  # held here until cancelled, as a stopping server cancels its tasks
             return await super().get(url)
 
-    client = Held(base, token=served.token, allow_loopback=True)
+    client = Held(base, token=served.token, policy=LOOPBACK)
     job = payer.new_job(client.base, MEMBER)
     task = payer.start(Writer(store), client, job, payer.saver(store))
     await entered.wait()

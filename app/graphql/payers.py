@@ -11,7 +11,7 @@ from app import errors
 from app.auth import CREATE, READ, UPDATE
 from app.fhir.values import instant
 from app.payers import job as payer
-from app.payers.client import PayerClient
+from app.payers.client import PayerClient, policy_from
 from app.payers.mapping import TYPES
 from app.settings import Settings
 from app.writes import Writer
@@ -107,10 +107,11 @@ async def import_payer(
         client_id=client_id,
         client_secret=client_secret,
         token_url=token_url,
-        allow_loopback=Settings().payer_allow_loopback,
+        policy=policy_from(Settings()),
     )
     store = context.tenant
     try:
+        await client.check()  # a refused base or token URL is the caller's error, before any job exists
         job = (
             await payer.resumable(store, str(resume), client.base)
             if resume

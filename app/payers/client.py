@@ -10,11 +10,13 @@ import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
-from app.payers import guard
+from app import errors, outbound
+from app.settings import Settings
 
 log = logging.getLogger("fingate.payers")
 
@@ -22,6 +24,37 @@ ATTEMPTS = 4  # tries of one request: a 429, a 5xx, a timeout or a dropped conne
 MAX_WAIT = 60.0  # seconds: a longer Retry-After is waited this long, no more
 TIMEOUT = 30.0  # seconds per request
 _BACKOFF = wait_exponential(multiplier=0.5, max=MAX_WAIT)
+_STRICT = outbound.Policy()  # no loopback, no private networks
+_ALLOWED_BY = (
+    "loopback is allowed by FINGATE_PAYER_ALLOW_LOOPBACK=true, private networks by FINGATE_HOOKS_ALLOW_PRIVATE=true"
+)
+
+
+def policy_from(settings: Settings) -> outbound.Policy:
+    """The payer import's network policy: the webhooks' guard, loopback allowed by its own setting (or the flag)."""
+    return outbound.Policy(allow_loopback=settings.payer_allow_loopback, allow_private=settings.hooks_allow_private)
+
+
+def _checked_form(url: str, field: str, policy: outbound.Policy) -> str:
+    """`url` if its form may be fetched (its addresses are checked before each request), else BAD_USER_INPUT at `field`."""
+    parts = urlsplit(url)
+    if parts.username or parts.password:  # said without the URL, which holds them
+        raise errors.bad_input(f"{field}: a URL with credentials in it is refused (pass them as options)", field)
+    problem = outbound.endpoint_problem(url)
+    if problem is not None:
+        raise errors.bad_input(f"{field}: {problem}", field)
+    if parts.scheme == "http" and not policy.allow_loopback:
+        raise errors.bad_input(
+            f"{field}: plain http to a loopback address needs FINGATE_PAYER_ALLOW_LOOPBACK=true (or --allow-loopback)",
+            field,
+        )
+    return url
+
+
+def same_origin(url: str, base: str) -> bool:
+    """Whether `url` (a page's `next` link) is on the payer's own origin: the token is never sent elsewhere."""
+    a, b = urlsplit(url), urlsplit(base)
+    return (a.scheme, a.hostname, a.port) == (b.scheme, b.hostname, b.port)
 
 
 class PayerError(Exception):
@@ -75,22 +108,22 @@ class PayerClient:
         client_id: str | None = None,
         client_secret: str | None = None,
         token_url: str | None = None,
-        allow_loopback: bool = False,
+        policy: outbound.Policy = _STRICT,
         timeout: float = TIMEOUT,
         attempts: int = ATTEMPTS,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base = guard.check_url(base.rstrip("/"), allow_loopback)
+        self.base = _checked_form(base.rstrip("/"), "base", policy)
         if token is None and not (client_id and client_secret and token_url):
             raise ValueError("a bearer token, or client id, client secret and token URL")
-        self.token_url = guard.check_url(token_url, allow_loopback, "tokenUrl") if token_url else None
+        self.token_url = _checked_form(token_url, "tokenUrl", policy) if token_url else None
         self._token = token
         self._credentials = (client_id or "", client_secret or "")
-        self.allow_loopback = allow_loopback
+        self.policy = policy
         self.attempts = attempts
         self.sleep = sleep
-        self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=transport)
+        self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False, transport=transport)
         self.requests = 0  # sent, retries included
 
     async def close(self) -> None:
@@ -102,18 +135,36 @@ class PayerClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def check(self) -> None:
+        """Resolve the base and the token URL now, before a job is started: BAD_USER_INPUT naming the one refused."""
+        await self._resolve(self.base, "base")
+        if self.token_url is not None:
+            await self._resolve(self.token_url, "tokenUrl")
+
+    async def _resolve(self, url: str, field: str) -> None:
+        """The shared outbound guard on every address `url`'s host resolves to (private, link-local, reserved...)."""
+        try:
+            await outbound.resolve(url, self.policy)
+        except outbound.Refused as exc:
+            raise errors.bad_input(f"{field}: {exc} ({_ALLOWED_BY})", field) from None
+
     async def _fetch_token(self) -> str:
         """OAuth2 client credentials (RFC 6749 4.4): client id and secret by HTTP Basic, as 2.3.1 prefers."""
         assert self.token_url is not None
         response = await self._send(
-            "POST", self.token_url, data={"grant_type": "client_credentials"}, auth=httpx.BasicAuth(*self._credentials)
+            "POST",
+            self.token_url,
+            "tokenUrl",
+            data={"grant_type": "client_credentials"},
+            auth=httpx.BasicAuth(*self._credentials),
         )
         token = response.get("access_token") if isinstance(response, dict) else None
         if not isinstance(token, str) or not token:
             raise PayerError(f"the token endpoint {self.token_url} answered without an access_token")
         return token
 
-    async def _send(self, method: str, url: str, **kwargs: Any) -> Any:
+    async def _send(self, method: str, url: str, field: str, **kwargs: Any) -> Any:
+        await self._resolve(url, field)  # before anything is sent, the token or the client secret above all
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(self.attempts),
             wait=_wait,
@@ -137,18 +188,18 @@ class PayerClient:
 
     async def get(self, url: str) -> Any:
         """The JSON at `url`, which must be on the payer's origin (a `next` link elsewhere would get the token)."""
-        if not guard.same_origin(guard.check_url(url, self.allow_loopback, "url"), self.base):
+        if not same_origin(_checked_form(url, "url", self.policy), self.base):
             raise PayerError(f"{url} is not on the payer's origin {self.base}: not followed")
         try:
             if self._token is None:
                 self._token = await self._fetch_token()
             try:
-                return await self._send("GET", url, headers=self._headers())
+                return await self._send("GET", url, "url", headers=self._headers())
             except PayerError as exc:
                 if self.token_url is None or exc.status != 401:
                     raise
                 self._token = await self._fetch_token()  # expired: one new token, one more try
-                return await self._send("GET", url, headers=self._headers())
+                return await self._send("GET", url, "url", headers=self._headers())
         except _Again as exc:
             raise PayerError(f"GET {url}: the payer still answered {exc} after {self.attempts} tries") from None
         except httpx.HTTPError as exc:
