@@ -255,6 +255,7 @@ class SocketContext(Context):
 
     connection_params: dict[str, Any] | None = None  # Strawberry sets the `connection_init` payload here
     NOBODY = auth.Principal(sub="", tenant="", grants=frozenset())
+    clock = staticmethod(time.time)  # what the expiry watchdog counts down from
 
     def __init__(self, store: Store, request_id: str, limits: Limits, socket: WebSocket) -> None:
         super().__init__(store, request_id, self.NOBODY, limits)
@@ -265,7 +266,7 @@ class SocketContext(Context):
         """Close the socket (4401) when the token expires: nothing more runs on an expired token."""
 
         async def expire() -> None:
-            await asyncio.sleep(max(expires - time.time(), 0))
+            await asyncio.sleep(max(expires - self.clock(), 0))
             with contextlib.suppress(Exception):  # the client may be gone already
                 await self.socket.close(code=4401, reason="the token expired: reconnect with a new one")
 

@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import websockets
 
-from app.http import loads
+from app.http import SocketContext, loads
 from app.settings import Settings
 from app.store import Store
 from tests.live import WAIT, serving, socket
 from tests.test_mutations import PATIENT, claim
 from tests.tokens import SECRET, token
 
-ACME = token(tenant="acme")
-OTHER = token(tenant="other")
+# Valid for the whole run however long it takes (tokens are made once, when the module is collected).
+DAY = 24 * 3600
+ACME = token(tenant="acme", lifetime=DAY)
+OTHER = token(tenant="other", lifetime=DAY)
 CHANGES = """subscription($after: String) {
   ClaimChanges(after: $after) {
     position interaction previousStatus status id versionId
@@ -170,9 +175,15 @@ async def test_subscribe_before_init_is_refused(live: str) -> None:
         assert close is not None and close.code == 4401
 
 
-async def test_an_expiring_token_closes_the_socket(live: str) -> None:
-    async with socket(live, {"token": token(lifetime=2)}) as ws:
-        await ws.subscribe("1", "subscription { ClaimChanges { id } }")
+async def test_an_expiring_token_closes_the_socket(live: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The token is valid for a minute, whatever the machine's speed; the server's clock (what its watchdog
+    # counts down from) is moved to a second before the end, so the socket closes a second after it opens.
+    expiring = token(lifetime=60)
+    ends = time.time() + 60
+    monkeypatch.setattr(SocketContext, "clock", staticmethod(lambda: ends - 2))
+    async with socket(live, {"token": expiring}) as ws:
+        with contextlib.suppress(websockets.ConnectionClosed):  # a slow client may find it closed already
+            await ws.subscribe("1", "subscription { ClaimChanges { id } }")
         close = await ws.closed()
         assert close is not None and close.code == 4401 and "expired" in close.reason
 
