@@ -86,7 +86,8 @@ def serve(settings: Settings) -> None:
             # collection (every few heavy requests) walks only what requests made, not some 250,000 objects.
             gc.collect()
             gc.freeze()
-            log.info("ready: GraphiQL at http://%s:%d/graphql", settings.host, settings.port)
+            on = "MONGODB_URI" if embedded is None else f"{embedded.engine.label} in {embedded.data_dir}"
+            log.info("ready: GraphiQL at http://%s:%d/graphql (database: %s)", settings.host, settings.port, on)
 
         app = create_app(store, schema, on_startup=startup, settings=settings, embedded=embedded)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)

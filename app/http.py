@@ -375,9 +375,10 @@ def create_app(
         return JSONResponse({"status": "embedded database gave up restarting"}, status_code=503)
 
     async def readyz(request: Request) -> Response:
+        engine = {} if embedded is None else {"engine": embedded.engine.label}  # the embedded database's server
         if await database_ready(store, embedded):
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "database unreachable"}, status_code=503)
+            return JSONResponse({"status": "ready", **engine})
+        return JSONResponse({"status": "database unreachable", **engine}, status_code=503)
 
     async def metrics(request: Request) -> Response:
         # With auth on, the scraper shows FINGATE_METRICS_TOKEN; without one set, nobody reads metrics.
