@@ -139,6 +139,7 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         self.authenticator = authenticator
         self.default_tenant = settings.default_tenant
         self.overpayment_allowed = settings.overpayment_allowed
+        self.projection = settings.projection  # read only what a query selects (app.graphql.projection)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = scope.get("fingate.request_id", "-")
@@ -181,6 +182,7 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
             limits,
             client_request_id=scope.get("fingate.client_request_id"),
             allow_overpayment=self.overpayment_allowed(principal.tenant),
+            project=self.projection,
         )
 
     async def parse_http_body(self, request: Any) -> Any:

@@ -42,6 +42,7 @@ from app.graphql.naming import (
     python_name,
     reference_enum_name,
 )
+from app.graphql.projection import Projection
 from app.graphql.scalars import JSON, FhirDecimal, scalar_map
 from app.graphql.truncation import Truncation
 
@@ -147,7 +148,8 @@ class _Builder:
             # Classes: Strawberry makes one per request, and their caches are module-wide.
             # TokenLimit before the parser; QueryLimits validates (cached per query text), then checks limits;
             # Truncation reports the lists the Context noted as cut.
-            extensions=[TokenLimit, ParserCache, QueryLimits, Truncation],
+            # Projection tells the Context what the operation selects (before the compiled path, appended last, runs).
+            extensions=[TokenLimit, ParserCache, QueryLimits, Truncation, Projection],
         )
 
     # --- object and input types ------------------------------------------------------------

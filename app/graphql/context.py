@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
@@ -14,6 +15,7 @@ from app.auth import AUDIT_TYPE, CREATE, DELETE, READ, UPDATE, Principal
 from app.fhir.references import local_version
 from app.fhir.values import Resource, instant
 from app.graphql.limits import DEFAULT_COUNT, MAX_COUNT
+from app.graphql.projection import ALWAYS
 from app.store import Store
 from app.writes import Writer
 
@@ -106,8 +108,13 @@ class Context:
         limits: Any = None,
         client_request_id: str | None = None,
         allow_overpayment: bool = False,
+        project: bool = True,
     ) -> None:
         self.principal = principal
+        # Read only what the operation selects (app.graphql.projection sets `selected` before it runs);
+        # None: whole resources (a mutation, or `project` off: FINGATE_PROJECTION=false).
+        self.project = project
+        self.selected: Mapping[str, frozenset[str] | None] | None = None
         self.allow_overpayment = allow_overpayment  # the tenant's setting (FINGATE_ALLOW_OVERPAYMENT)
         self.request_id = request_id
         self.client_request_id = client_request_id
@@ -159,7 +166,7 @@ class Context:
                 by_type[key[0]].append(key[1])
         if not by_type:
             return
-        read = await self.store.get_by_type(by_type)
+        read = await self.store.get_by_type(by_type, projections=self._projections(by_type))
         for resource in read.values():
             if "contained" in resource:
                 _link_contained(resource)
@@ -167,6 +174,14 @@ class Context:
         for rtype, ids in by_type.items():
             for id in ids:
                 found.setdefault((rtype, id), None)
+
+    def _projections(self, types: Iterable[str]) -> dict[str, frozenset[str] | None] | None:
+        """The elements to read of each of `types`: what the operation selects of it (only `ALWAYS` when it selects
+        nothing of it: a reference to it is resolved for its type alone); None: whole resources."""
+        selected = self.selected
+        if selected is None:
+            return None
+        return {t: selected.get(t, ALWAYS) for t in types}
 
     async def _load_reverse(self, keys: list[tuple[Any, ...]]) -> list[tuple[list[Resource], int | None]]:
         """One `referencing` command per list shape, at its deepest `_offset + _count` plus one (the row that tells
@@ -335,7 +350,10 @@ class Context:
         if n == 0:
             self._note(path, 0, await self.store.count(resource_type, params))
             return []
-        found = await self.store.search(resource_type, params, n + 1, skip, sort)
+        projection = self._projections((resource_type,))
+        found = await self.store.search(
+            resource_type, params, n + 1, skip, sort, elements=projection and projection[resource_type]
+        )
         if len(found) > n:
             found = found[:n]
             self._note(path, n, _MORE)
