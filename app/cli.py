@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
+import contextlib
 import gc
 import logging
 import signal
@@ -71,9 +73,21 @@ def serve(settings: Settings) -> None:
 
     check_startup(settings)  # no auth only on loopback or with FINGATE_AUTH=off
     started = time.perf_counter()
-    schema = build_schema()
-    log.info("schema built in %.2f s", time.perf_counter() - started)
-    with database(settings.mongodb_uri, settings.data_dir) as (uri, embedded):
+
+    def build() -> Any:
+        schema = build_schema()
+        log.info("schema built in %.2f s", time.perf_counter() - started)
+        return schema
+
+    with contextlib.ExitStack() as running:
+        # The schema is built while the embedded database starts: a child process, started from this (main)
+        # thread, which its parent-death signal watches; waiting for it to accept connections is a sleep.
+        with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="fingate-schema") as pool:
+            building = pool.submit(build)
+            try:
+                uri, embedded = running.enter_context(database(settings.mongodb_uri, settings.data_dir))
+            finally:
+                schema = building.result()
         store = Store(uri, settings.db, tenant=settings.default_tenant)
 
         async def startup(store: Store) -> None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import copy
 import functools
+import hashlib
 import logging
 import secrets
 import struct
@@ -275,7 +276,24 @@ class Store:
 
     @_guarded
     async def ensure_indexes(self) -> None:
-        """Idempotent (creating an index that exists is a no-op): one `createIndexes` per collection."""
+        """Idempotent (creating an index that exists is a no-op): one `createIndexes` per collection.
+
+        Skipped, at the cost of two commands, when this database records that it has every index of this
+        very list (`server_keys`, by a digest of the list) and every collection they are on still exists;
+        a start-up on existing data then spends no time on some 50 `createIndexes`."""
+        wanted = self._wanted_indexes()
+        digest = hashlib.sha256(repr(sorted(wanted.items())).encode()).hexdigest()
+        marker = await self.db[SERVER_KEYS].find_one({"_id": INDEXES_KEY})
+        if marker is not None and marker.get("digest") == digest:
+            present = set(await self.db.list_collection_names())
+            if present.issuperset(c for c, indexes in wanted.items() if indexes):
+                return
+        for collection, indexes in wanted.items():
+            if indexes:
+                await self.db[collection].create_indexes([IndexModel(keys) for keys in indexes])
+        await self.db[SERVER_KEYS].replace_one({"_id": INDEXES_KEY}, {"digest": digest}, upsert=True)
+
+    def _wanted_indexes(self) -> dict[str, list[list[tuple[str, int]]]]:
         wanted: dict[str, list[list[tuple[str, int]]]] = {}
         for rtype in SERVED_RESOURCES:
             wanted[rtype] = [[(TENANT, ASCENDING), *keys] for keys in search.index_keys(rtype)]
@@ -284,9 +302,7 @@ class Store:
             [(TENANT, ASCENDING), ("when", DESCENDING)],
             [(TENANT, ASCENDING), ("type", ASCENDING), ("id", ASCENDING), ("when", DESCENDING)],
         ]
-        for collection, indexes in wanted.items():
-            if indexes:
-                await self.db[collection].create_indexes([IndexModel(keys) for keys in indexes])
+        return wanted
 
     @_guarded
     async def is_empty(self) -> bool:
@@ -888,6 +904,12 @@ class Store:
         return None if doc is None else doc["query"]
 
     @_guarded
+    async def stored_queries(self, digests: list[str]) -> set[str]:
+        """Those of `digests` stored already: one command."""
+        found = self.db[PERSISTED_QUERIES].find({"_id": {"$in": digests}}, {"_id": 1})
+        return {doc["_id"] async for doc in found}
+
+    @_guarded
     async def put_query(self, sha256: str, query: str) -> None:
         """Idempotent: the id is the text's hash, so a stored query never changes."""
         await self.db[PERSISTED_QUERIES].update_one(
@@ -898,6 +920,7 @@ class Store:
 PERSISTED_QUERIES = "persisted_queries"
 SERVER_KEYS = "server_keys"  # keys this server made for itself, shared by every instance
 CURSOR_KEY = "cursor"
+INDEXES_KEY = "indexes"  # the digest of the index list last created in full (`ensure_indexes`)
 
 
 def _page_of(docs: list[Resource], total: int, offset: int, size: int, links: dict[str, str | None]) -> dict[str, Any]:
