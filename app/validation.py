@@ -411,10 +411,14 @@ def _loc_expression(resource_type: str, loc: tuple[Any, ...]) -> str:
     return out
 
 
+# fhir.resources looks the class up by importing its module each time: a third of a millisecond per resource.
+_model_class = cache(get_fhir_model_class)
+
+
 def model_issues(resource_type: str, doc: dict, already: Sequence[str] = ()) -> list[dict[str, Any]]:
     """fhir.resources' R5 model verdict as issues, minus those at (or under) an expression in `already`."""
     try:
-        get_fhir_model_class(resource_type).model_validate(doc)
+        _model_class(resource_type).model_validate(doc)
         return []
     except ValidationError as e:
         errors = e.errors()

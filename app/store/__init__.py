@@ -815,6 +815,39 @@ class Store:
             await self._with_history(session, resource_type, resource, doc["_search"])
         return resource
 
+    @_guarded
+    async def insert_many(self, resources: list[tuple[str, Resource]], session: AsyncClientSession) -> None:
+        """Store version 1 of each (type, resource) in `session`'s transaction: one `insert` per collection for
+        the resources and one for their history (a load's chunk); CONFLICT if an id is taken (nothing is kept)."""
+        docs: dict[str, list[Resource]] = {}
+        history: dict[str, list[Resource]] = {}
+        for resource_type, resource in resources:
+            doc = self._stored(resource_type, resource)
+            docs.setdefault(resource_type, []).append(doc)
+            history.setdefault(f"{resource_type}_history", []).append(
+                {
+                    "_id": self._history_id(resource["id"], resource["meta"]["versionId"]),
+                    TENANT: self.tenant,
+                    "id": resource["id"],
+                    "v": int(resource["meta"]["versionId"]),
+                    "_search": search.compartment_values(resource_type, doc["_search"]),
+                    "resource": resource,
+                }
+            )
+        try:
+            for collection, batch in (*docs.items(), *history.items()):
+                await self.db[collection].insert_many(batch, ordered=True, session=session)
+        except pymongo.errors.BulkWriteError as exc:
+            if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", ())):
+                raise errors.FinGateError(errors.CONFLICT, "a resource of this batch already exists") from exc
+            raise
+
+    @_guarded
+    async def audit_many(self, records: list[Resource], session: AsyncClientSession) -> None:
+        """Append audit records inside the write's transaction: one command."""
+        if records:
+            await self.db[AUDIT].insert_many([{**r, TENANT: self.tenant} for r in records], session=session)
+
     def _expected(self, resource_type: str, id: str, version: str, status: str | None) -> dict[str, Any]:
         """The filter of a conditional write: this id, still at `version` (and `status`), in this view."""
         match: dict[str, Any] = {"_id": self._key(id), "meta.versionId": version}
