@@ -157,3 +157,44 @@ async def test_readyz_names_the_engine(tmp_path: Path) -> None:
         async with client_for(store, embedded=db) as client:
             assert (await client.get("/readyz")).json() == {"status": "ready", "engine": db.engine.label}
         await store.close()
+
+
+def test_load_while_serving_goes_through_the_running_database(tmp_path: Path) -> None:
+    # The storage is locked by the serving FinGate's database: `fingate load` finds it and loads through it.
+    port = free_port()
+    proc = _serve(tmp_path, port)
+    try:
+        wait_ready(port, proc, tmp_path / "serve.log", timeout=60)
+        patient = tmp_path / "patient.json"
+        patient.write_text('{"resourceType": "Patient", "id": "while-serving", "gender": "female"}')
+        environment = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+        environment.update(FINGATE_DATA_DIR=str(tmp_path))
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", "load", str(patient)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "loaded 1" in done.stdout and "Traceback" not in done.stderr
+        assert "using the database of the FinGate serving" in done.stderr
+        import httpx
+
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/graphql", json={"query": '{ Patient(id: "while-serving") { gender } }'}
+        )
+        assert answer.json() == {"data": {"Patient": {"gender": "female"}}}
+        # A second server on the same data directory is refused in plain words.
+        second = subprocess.run(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(free_port())],
+            env=environment | {"FINGATE_LOAD_DEMO": "false"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 1 and "another FinGate" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert secantus_pids(tmp_path) == []
