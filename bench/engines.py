@@ -111,14 +111,23 @@ def _calls(
     }
 
 
-async def measure(found: list[tuple[Engine, str]], sizes: workloads.Sizes) -> dict[str, dict[str, Any]]:
+READS = ("W1 raw PyMongo (a)", "W2 raw PyMongo (a)")  # what `make bench` compares the engines on
+
+
+async def measure(
+    found: list[tuple[Engine, str]], sizes: workloads.Sizes, only: tuple[str, ...] = ()
+) -> dict[str, dict[str, Any]]:
     calls: dict[str, Callable[[], Awaitable[Any]]] = {}
     opened = []
     for engine, uri in found:
         store, raw, fixture = await _prepare(uri, sizes)
         opened += [store, raw]
         levels = await _levels(store, fixture)
-        calls |= {f"{engine.label} | {name}": call for name, call in _calls(store, raw, fixture, levels).items()}
+        calls |= {
+            f"{engine.label} | {name}": call
+            for name, call in _calls(store, raw, fixture, levels).items()
+            if not only or name in only
+        }
     try:
         stats = await interleaved(calls, sizes.repeats)
     finally:
@@ -129,6 +138,14 @@ async def measure(found: list[tuple[Engine, str]], sizes: workloads.Sizes) -> di
         label, name = key.split(" | ")
         out.setdefault(name, {})[label] = value
     return out
+
+
+def compare(sizes: workloads.Sizes) -> dict[str, Any]:
+    """`make bench`'s engine comparison: W1's and W2's reads on every engine that runs here, in turns."""
+    found = engines([])
+    with tempfile.TemporaryDirectory(prefix="fingate-engines-") as tmp, running(found, Path(tmp)) as started:
+        reads = asyncio.run(measure(started, sizes, READS))
+    return {"engines": [e.label for e in found], "reads": reads}
 
 
 def table(results: dict[str, dict[str, Any]], labels: list[str]) -> str:
