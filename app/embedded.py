@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -100,17 +101,21 @@ def rs_engine(binary: Path | str | None = None) -> Engine | None:
     binary = binary or os.environ.get("FINGATE_SECANTUSD_RS") or None
     paths = [Path(binary)] if binary else list(_rs_candidates())
     for path in paths:
-        if not path.is_file():
-            continue
-        try:
-            done = subprocess.run([str(path), "--version"], capture_output=True, timeout=10, check=True)
-        except (OSError, subprocess.SubprocessError) as exc:
-            log.warning("%s cannot run here (%s): using the Python server", path, exc)
-            continue
-        words = done.stdout.decode(errors="replace").split()  # "secantusd-rs 0.5.3-beta.165\ntree: ..."
-        if len(words) >= 2 and words[0] == RS:
-            return Engine(RS, words[1], (str(path.resolve()),))
+        if path.is_file() and (version := _rs_version(str(path.resolve()))) is not None:
+            return Engine(RS, version, (str(path.resolve()),))
     return None
+
+
+@functools.cache
+def _rs_version(path: str) -> str | None:
+    """What `path --version` says it is (asked once per process), None when it does not run here."""
+    try:
+        done = subprocess.run([path, "--version"], capture_output=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        log.warning("%s cannot run here (%s): using the Python server", path, exc)
+        return None
+    words = done.stdout.decode(errors="replace").split()  # "secantusd-rs 0.5.3-beta.165\ntree: ..."
+    return words[1] if len(words) >= 2 and words[0] == RS else None
 
 
 def py_engine() -> Engine | None:
