@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import hmac
 import json
@@ -349,6 +351,21 @@ class RequestMiddleware:
 _KNOWN_PATHS = frozenset({"/graphql", "/healthz", "/readyz", "/metrics"})
 
 
+class _Deferred:
+    """The GraphQL endpoint of a schema still being built: each request waits for it, the first makes it."""
+
+    def __init__(self, schema: concurrent.futures.Future[Any], make: Callable[[Any], ASGIApp]) -> None:
+        self.schema, self.make = schema, make
+        self.endpoint: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.endpoint is None:
+            built = await asyncio.wrap_future(self.schema)
+            if self.endpoint is None:
+                self.endpoint = self.make(built)
+        await self.endpoint(scope, receive, send)
+
+
 def create_app(
     store: Store,
     schema: Any | None = None,
@@ -356,19 +373,32 @@ def create_app(
     settings: Settings | None = None,
     embedded: EmbeddedMongo | None = None,
 ) -> Starlette:
-    """The ASGI app over an open Store; `on_startup` runs in the lifespan (indexes, demo data)."""
+    """The ASGI app over an open Store; `on_startup` runs in the lifespan (indexes, demo data).
+
+    `schema` may be a Future of it (`fingate serve` builds it in a thread while the app starts): /healthz and
+    /readyz answer at once, and GraphQL requests wait until it is built."""
     if schema is None:
         from app.graphql.build import build_schema
 
         schema = build_schema()
     settings = settings or Settings()
     store.use_cursor_keys([key.get_secret_value() for key in settings.cursor_keys])
-    persisted_queries = PersistedQueries(store, graphql_schema(schema), allowlist=settings.apq_allowlist)
     authenticator = auth.authenticator(settings)
-    # With compiled execution on, the engine answers plain-data queries' execute step (app/graphql/compiled).
-    executable, engine = compiled_execution(schema, BATCH_FORMS, settings.compiled)
-    graphql_app = FinGateGraphQL(executable, store, persisted_queries, settings, authenticator)
-    graphql_endpoint = ConditionalGET(graphql_app, settings.cache_control)
+    state: dict[str, Any] = {"compiled_engine": None}  # copied to the app's state, now or once built
+
+    def endpoint_for(built: Any) -> ASGIApp:
+        persisted_queries = PersistedQueries(store, graphql_schema(built), allowlist=settings.apq_allowlist)
+        # With compiled execution on, the engine answers plain-data queries' execute step (app/graphql/compiled).
+        executable, engine = compiled_execution(built, BATCH_FORMS, settings.compiled)
+        state["compiled_engine"] = engine  # its counts of compiled, unsupported and fallback answers
+        if "app" in state:
+            state["app"].state.compiled_engine = engine
+        graphql_app = FinGateGraphQL(executable, store, persisted_queries, settings, authenticator)
+        return ConditionalGET(graphql_app, settings.cache_control)
+
+    graphql_endpoint: ASGIApp = (
+        _Deferred(schema, endpoint_for) if isinstance(schema, concurrent.futures.Future) else endpoint_for(schema)
+    )
     metrics_token = settings.metrics_token.get_secret_value().encode() if settings.metrics_token else None
 
     async def healthz(request: Request) -> Response:
@@ -423,7 +453,8 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={StarletteHTTPException: http_error},
     )
-    app.state.compiled_engine = engine  # its counts of compiled, unsupported and fallback answers
+    state["app"] = app
+    app.state.compiled_engine = state["compiled_engine"]
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
     if settings.cors_origins:
         app.add_middleware(
