@@ -12,6 +12,7 @@ from typing import Any
 
 from app import errors
 from app.fhir.values import Resource
+from app.rules.balances import PAYMENT
 from app.writes import Writer, new_id
 
 # Referenced before referencing, so references inside one load resolve (Claims before
@@ -165,13 +166,18 @@ class _PendingReads:
         return await self.reads.settlements(targets)  # type: ignore[no-any-return]
 
 
-class _ChunkReads(_PendingReads):
-    """A bulk chunk's rule reads: its entries accepted so far, then what the chunk references (read at once
-    before its checks, `prefetch`), then the store: a chunk costs a few reads, not one per resource."""
+class _ChunkReads:
+    """A bulk chunk's rule reads: its entries accepted so far (`pending`), then what the chunk references (read
+    at once before its checks, `prefetch`), then the store; any other read or attribute is the wrapped rule
+    reads' own (`reads`, bound to the chunk's transaction). A chunk costs a few reads, not one per resource."""
 
     def __init__(self, reads: Any, pending: dict[tuple[str, str], Resource]) -> None:
-        super().__init__(reads, pending)
+        self.reads = reads
+        self.pending = pending
         self.known: dict[tuple[str, str], Resource | None] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reads, name)
 
     async def prefetch(self, resources: list[Resource]) -> None:
         wanted: dict[str, list[str]] = {}
@@ -182,16 +188,19 @@ class _ChunkReads(_PendingReads):
         self.known = {(t, id): found.get((t, id)) for t, ids in wanted.items() for id in ids}
 
     async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
-        async def read(rest: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
-            unknown = {t: [id for id in ids if (t, id) not in self.known] for t, ids in rest.items()}
-            unknown = {t: ids for t, ids in unknown.items() if ids}
-            found = await self.reads.get_many(unknown) if unknown else {}
-            cached = {
-                (t, id): doc for t, ids in rest.items() for id in ids if (doc := self.known.get((t, id))) is not None
-            }
-            return {**cached, **found}
-
-        return await self._with_pending(ids_by_type, read)
+        out: dict[tuple[str, str], Resource] = {}
+        unknown: dict[str, list[str]] = {}
+        for t, ids in ids_by_type.items():
+            for id in ids:
+                key = (t, id)
+                if key in self.pending:
+                    out[key] = self.pending[key]
+                elif key in self.known:
+                    if (doc := self.known[key]) is not None:
+                        out[key] = doc
+                else:
+                    unknown.setdefault(t, []).append(id)
+        return {**(await self.reads.get_many(unknown) if unknown else {}), **out}
 
 
 def _references(node: Any) -> Iterator[tuple[str, str]]:
@@ -214,29 +223,38 @@ CHUNK = 250  # resources per transaction on the bulk path
 
 
 async def _load_chunk(writer: Writer, items: list[Item], report: LoadReport) -> None:
-    """Single resources (not transaction Bundles) in one transaction: an existence check for all (one read),
-    those already stored through `put` one by one (updates, unchanged), the new ones through `create_many`
-    with the chunk's references read at once. Each resource is still checked and reported on its own; when
-    the transaction itself fails (an id taken meanwhile, a conflict), the chunk is loaded one by one."""
+    """Single resources (not transaction Bundles), in load order: an existence check for all (one read), then
+    each run of new resources in one transaction (`_create_run`), and what must go one by one through `put`
+    between runs: a resource already stored (an update, unchanged), the same id again, and a payment (the
+    balance rules add up the payments committed to a Claim or Invoice: two in one run would each be checked
+    without the other). Each resource is still checked and reported on its own."""
     ids: dict[str, list[str]] = {}
     for item in items:
         resource = item.resources[0]
         if isinstance(resource.get("id"), str) and isinstance(resource.get("resourceType"), str):
             ids.setdefault(resource["resourceType"], []).append(resource["id"])
     existing = await writer.store.get_by_type(ids, fields=("id",)) if ids else {}
-    fresh: list[Item] = []
+    run: list[Item] = []
     seen: set[tuple[str, str]] = set()
     for item in items:
         resource = item.resources[0]
         key = (str(resource.get("resourceType")), str(resource.get("id")))
-        if key in existing or key in seen:  # an update, or the same id twice in one chunk: one by one
+        if key in existing or key in seen or key[0] == PAYMENT:
+            await _create_run(writer, run, report)  # first what comes before it: it may reference those
+            run = []
             await _one_by_one(writer, item, report)
         else:
-            seen.add(key)
-            fresh.append(item)
-    if not fresh:
+            run.append(item)
+        seen.add(key)
+    await _create_run(writer, run, report)
+
+
+async def _create_run(writer: Writer, run: list[Item], report: LoadReport) -> None:
+    """New resources through `create_many`, one transaction, the run's references read at once; when the
+    transaction itself fails (an id taken meanwhile, a conflict), the run is loaded one by one."""
+    if not run:
         return
-    entries = [(str(item.resources[0].get("resourceType")), item.resources[0]) for item in fresh]
+    entries = [(str(item.resources[0].get("resourceType")), item.resources[0]) for item in run]
 
     async def reads(session: Any, pending: dict[tuple[str, str], Resource]) -> _ChunkReads:
         chunk = _ChunkReads(writer.reads.within(session), pending)
@@ -246,10 +264,10 @@ async def _load_chunk(writer: Writer, items: list[Item], report: LoadReport) -> 
     try:
         results = await writer.create_many(entries, reads)
     except errors.FinGateError:
-        for item in fresh:
+        for item in run:
             await _one_by_one(writer, item, report)
         return
-    for item, result in zip(fresh, results, strict=True):
+    for item, result in zip(run, results, strict=True):
         if isinstance(result, errors.FinGateError):
             report.rejected.append((item.source, f"{result.code}: {_describe(result)}"))
         else:

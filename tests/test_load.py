@@ -216,3 +216,19 @@ async def test_a_chunk_whose_transaction_fails_is_loaded_one_by_one(store: Store
     report = await load(writer, [write(tmp_path / "b.json", bundle("batch", [("", {**PATIENT, "id": "bulk-p"})]))])
     assert calls == [1] and report.created == 1 and report.rejected == []
     assert loading.CHUNK > 1 and real is not None
+
+
+async def test_bulk_payments_to_one_claim_are_added_up(store: Store, tmp_path: Path) -> None:
+    # Two payments of 60.00 to a 100.00 Claim in one batch: each fits alone, not both. The balance rules add up
+    # committed payments, so payments load one by one: the second is refused, as it would be as a mutation.
+    from tests.test_billing import claim, payment, usd
+
+    entries = [
+        ("", claim("bulk-paid", usd("100.00"))),
+        ("", payment("bulk-pay-1", "2026-02-01", usd("60.00"), ("Claim/bulk-paid", usd("60.00")))),
+        ("", payment("bulk-pay-2", "2026-02-02", usd("60.00"), ("Claim/bulk-paid", usd("60.00")))),
+    ]
+    report = await load(Writer(store), [write(tmp_path / "b.json", bundle("batch", entries))])
+    assert report.created == 2 and len(report.rejected) == 1, report
+    assert "paid-within-total" in report.rejected[0][1] or "STATUS_RULE" in report.rejected[0][1]
+    assert await store.db["PaymentReconciliation"].count_documents({}) == 1
