@@ -137,7 +137,7 @@ def test_each_engine_keeps_its_own_storage(tmp_path: Path) -> None:
 
 def test_the_rust_server_is_chosen_where_it_runs(tmp_path: Path) -> None:
     rs = embedded.rs_engine()
-    chosen = embedded.choose_engine()
+    chosen = embedded.choose_engine("auto")
     assert chosen.name == (embedded.RS if rs is not None else embedded.PY)
     # A binary that cannot run here (not an executable for this machine) falls back to the Python server.
     broken = tmp_path / "secantusd-rs"
