@@ -90,7 +90,6 @@ async def test_the_non_financial_types_have_their_r5_parameters(demo: httpx.Asyn
 
 async def test_indexes_stay_one_command_per_collection(store: Store) -> None:
     from app.fhir.model import SERVED_RESOURCES
-
     from app.store import INDEXES_KEY, SERVER_KEYS
 
     await store.db[SERVER_KEYS].delete_one({"_id": INDEXES_KEY})  # forget they were made: all are created again
