@@ -64,23 +64,19 @@ async def load_demo_if_empty(store: Any) -> None:
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn
-
     from app.auth import check_startup
-    from app.graphql.build import build_schema
-    from app.graphql.compat import graphql_schema
-    from app.http import create_app
-    from app.store import Store
 
     check_startup(settings)  # no auth only on loopback or with FINGATE_AUTH=off
     started = time.perf_counter()
-    # The schema (about 0.7 s) is built in a thread while the database starts and the app gets ready: a child
-    # process started from this (main) thread, which its parent-death signal watches. /readyz answers as soon
-    # as the database does; a GraphQL request waits for the schema (app.http._Deferred).
+    # The schema (imports and build, about 1 s) is made in a thread while the database starts and the app gets
+    # ready: a child process started from this (main) thread, which its parent-death signal watches. /readyz
+    # answers as soon as the database does; a GraphQL request waits for the schema (app.http._Deferred).
     building: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
     def build() -> None:
         try:
+            from app.graphql.build import build_schema
+
             schema = build_schema()
         except BaseException as exc:
             building.set_exception(exc)
@@ -90,6 +86,12 @@ def serve(settings: Settings) -> None:
 
     threading.Thread(target=build, name="fingate-schema", daemon=True).start()
     with database(settings.mongodb_uri, settings.data_dir) as (uri, embedded):
+        import uvicorn
+
+        from app.graphql.compat import graphql_schema
+        from app.http import create_app
+        from app.store import Store
+
         store = Store(uri, settings.db, tenant=settings.default_tenant)
         background: set[asyncio.Task[None]] = set()
 
