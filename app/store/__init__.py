@@ -335,8 +335,9 @@ class Store:
 
         With `fields`, only those elements (and `id`) of each resource: the status rules read just
         the status of what a write references (8,000 Claims of 3 KB: 0.8 s instead of 4.9 s). With
-        `projections`, per type, the elements a query selects (None for a type: all). Both apply to the plain
-        find of a level of one type; the aggregate and versions read whole documents.
+        `projections`, per type, the elements a query selects (None for a type: all). The plain find of a
+        level of one type asks the database for them; the aggregate joins whole documents and cuts them here
+        (see its `$lookup`); versions are whole.
 
         A database-level aggregate: `$documents` holds one row per wanted key, and one `$lookup` per
         type joins the rows of that type to their documents by `_id`, which MongoDB and SecantusDB
@@ -397,10 +398,13 @@ class Store:
             for n, (t, versioned) in enumerate(groups)
         ]
         out = {}
+        kept = {t: projection(t) for t, versioned in groups if not versioned}
         async for row in await self.db.aggregate(pipeline, batchSize=len(rows) + 1, session=session):
             for n, (t, versioned) in enumerate(groups):
                 for doc in row[f"r{n}"]:  # a row's own group finds its document; the others find none
                     key, resource = found(t, versioned, doc)
+                    if (wanted := kept.get(t)) is not None and not versioned:  # joined whole: cut here
+                        resource = {k: v for k, v in resource.items() if k in wanted}
                     out[key] = resource
         return out
 
