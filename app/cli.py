@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import gc
 import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -62,35 +64,63 @@ async def load_demo_if_empty(store: Any) -> None:
 
 
 def serve(settings: Settings) -> None:
-    import uvicorn
-
     from app.auth import check_startup
-    from app.graphql.build import build_schema
-    from app.graphql.compat import graphql_schema
-    from app.http import create_app
-    from app.store import Store
 
     check_startup(settings)  # no auth only on loopback or with FINGATE_AUTH=off
     started = time.perf_counter()
-    schema = build_schema()
-    log.info("schema built in %.2f s", time.perf_counter() - started)
-    with database(settings.mongodb_uri, settings.data_dir) as (uri, embedded):
-        store = Store(uri, settings.db, tenant=settings.default_tenant)
+    # The schema (imports and build, about 1 s) is made in a thread while the database starts and the app gets
+    # ready: a child process started from this (main) thread, which its parent-death signal watches. /readyz
+    # answers as soon as the database does; a GraphQL request waits for the schema (app.http._Deferred).
+    building: concurrent.futures.Future[Any] = concurrent.futures.Future()
 
-        async def startup(store: Store) -> None:
-            await wait_ready(store)
-            await store.ensure_indexes()
+    def build() -> None:
+        try:
+            from app.graphql.build import build_schema
+
+            schema = build_schema()
+        except BaseException as exc:
+            building.set_exception(exc)
+            return
+        log.info("schema built in %.2f s", time.perf_counter() - started)
+        building.set_result(schema)
+
+    threading.Thread(target=build, name="fingate-schema", daemon=True).start()
+    with database(settings.mongodb_uri, settings.data_dir) as (uri, embedded):
+        import uvicorn
+
+        from app.graphql.compat import graphql_schema
+        from app.http import create_app
+        from app.store import Store
+
+        store = Store(uri, settings.db, tenant=settings.default_tenant)
+        background: set[asyncio.Task[None]] = set()
+
+        async def when_built() -> None:
+            try:
+                schema = await asyncio.wrap_future(building)
+            except Exception:
+                log.critical("the GraphQL schema could not be built; stopping", exc_info=True)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
             await persist_ready_queries(store, graphql_schema(schema))
-            if settings.load_demo:
-                await load_demo_if_empty(store)
-            await _topics(store)
             # The schema and the app live as long as the process: out of the collector's reach, a full
             # collection (every few heavy requests) walks only what requests made, not some 250,000 objects.
             gc.collect()
             gc.freeze()
-            log.info("ready: GraphiQL at http://%s:%d/graphql", settings.host, settings.port)
 
-        app = create_app(store, schema, on_startup=startup, settings=settings, embedded=embedded)
+        async def startup(store: Store) -> None:
+            await wait_ready(store)
+            await store.ensure_indexes()
+            if settings.load_demo:
+                await load_demo_if_empty(store)
+            await _topics(store)
+            task = asyncio.get_running_loop().create_task(when_built())
+            background.add(task)
+            task.add_done_callback(background.discard)
+            on = "MONGODB_URI" if embedded is None else f"{embedded.engine.label} in {embedded.data_dir}"
+            log.info("ready: GraphiQL at http://%s:%d/graphql (database: %s)", settings.host, settings.port, on)
+
+        app = create_app(store, building, on_startup=startup, settings=settings, embedded=embedded)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
 
 

@@ -5,6 +5,7 @@ readiness and metrics."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hmac
 import json
@@ -313,6 +314,7 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         self.default_tenant = settings.default_tenant
         self.overpayment_allowed = settings.overpayment_allowed
         self.idempotency = Idempotency(IdempotencyKeys(store, settings.idempotency_ttl), settings.idempotency_wait)
+        self.projection = settings.projection  # read only what a query selects (app.graphql.projection)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":  # graphql-transport-ws: subscriptions (and operations) over one socket
@@ -418,6 +420,7 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
             limits,
             client_request_id=scope.get("fingate.client_request_id"),
             allow_overpayment=self.overpayment_allowed(principal.tenant),
+            project=self.projection,
         )
 
     async def parse_http_body(self, request: Any) -> Any:
@@ -725,7 +728,7 @@ def _drawing(kind: str, params: Mapping[str, str]) -> Callable[[documents.Source
 
 
 def document_endpoint(
-    view: FinGateGraphQL, store: Store, settings: Settings, resource_type: str, operation: str
+    view: Callable[[], Awaitable[FinGateGraphQL]], store: Store, settings: Settings, resource_type: str, operation: str
 ) -> Callable[[Request], Awaitable[Response]]:
     """`GET [base]/{resource_type}/{id}/${operation}`: a PDF read through the caller's Context (the same door,
     scopes, compartment and tenant as GraphQL); refusals are JSON with a code."""
@@ -734,7 +737,7 @@ def document_endpoint(
     async def endpoint(request: Request) -> Response:
         request_id = request.scope.get("fingate.request_id", "-")
         try:
-            principal = await view.principal(request)
+            principal = await (await view()).principal(request)
         except HTTPError as exc:
             return error_response(exc.status_code, exc.code, exc.reason, request_id, exc.headers)
         context = Context(
@@ -783,6 +786,34 @@ _DOCUMENT_PATH = re.compile(r"^/([A-Za-z]+)/[^/]+/\$(cms1500|superbill|statement
 FHIR_JSON = "application/fhir+json"
 
 
+class _Deferred:
+    """The GraphQL endpoint of a schema still being built: each request waits for it, the first makes it."""
+
+    def __init__(self, schema: concurrent.futures.Future[Any], make: Callable[[Any], ASGIApp]) -> None:
+        self.schema, self.make = schema, make
+        self.endpoint: ASGIApp | None = None
+
+    async def ready(self) -> ASGIApp:
+        if self.endpoint is None:
+            built = await asyncio.wrap_future(self.schema)
+            if self.endpoint is None:
+                self.endpoint = self.make(built)
+        return self.endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await (await self.ready())(scope, receive, send)
+
+
+class _Socket:
+    """The WebSocket side of the GraphQL view (subscriptions), once the schema is built."""
+
+    def __init__(self, view: Callable[[], Awaitable[FinGateGraphQL]]) -> None:
+        self.view = view
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await (await self.view())(scope, receive, send)
+
+
 def create_app(
     store: Store,
     schema: Any | None = None,
@@ -790,19 +821,39 @@ def create_app(
     settings: Settings | None = None,
     embedded: EmbeddedMongo | None = None,
 ) -> Starlette:
-    """The ASGI app over an open Store; `on_startup` runs in the lifespan (indexes, demo data)."""
+    """The ASGI app over an open Store; `on_startup` runs in the lifespan (indexes, demo data).
+
+    `schema` may be a Future of it (`fingate serve` builds it in a thread while the app starts): /healthz and
+    /readyz answer at once, and GraphQL requests wait until it is built."""
     if schema is None:
         from app.graphql.build import build_schema
 
         schema = build_schema()
     settings = settings or Settings()
     store.use_cursor_keys([key.get_secret_value() for key in settings.cursor_keys])
-    persisted_queries = PersistedQueries(store, graphql_schema(schema), allowlist=settings.apq_allowlist)
     authenticator = auth.authenticator(settings)
-    # With compiled execution on, the engine answers plain-data queries' execute step (app/graphql/compiled).
-    executable, engine = compiled_execution(schema, BATCH_FORMS, settings.compiled)
-    graphql_app = FinGateGraphQL(executable, store, persisted_queries, settings, authenticator)
-    graphql_endpoint = ConditionalGET(graphql_app, settings.cache_control)
+    state: dict[str, Any] = {"compiled_engine": None}  # copied to the app's state, now or once built
+
+    def endpoint_for(built: Any) -> ASGIApp:
+        persisted_queries = PersistedQueries(store, graphql_schema(built), allowlist=settings.apq_allowlist)
+        # With compiled execution on, the engine answers plain-data queries' execute step (app/graphql/compiled).
+        executable, engine = compiled_execution(built, BATCH_FORMS, settings.compiled)
+        state["compiled_engine"] = engine  # its counts of compiled, unsupported and fallback answers
+        if "app" in state:
+            state["app"].state.compiled_engine = engine
+        state["view"] = FinGateGraphQL(executable, store, persisted_queries, settings, authenticator)
+        return ConditionalGET(state["view"], settings.cache_control)
+
+    graphql_endpoint: ASGIApp = (
+        _Deferred(schema, endpoint_for) if isinstance(schema, concurrent.futures.Future) else endpoint_for(schema)
+    )
+
+    async def graphql_view() -> FinGateGraphQL:
+        """The GraphQL view (the verified caller, the Context), once the schema is built."""
+        if "view" not in state and isinstance(graphql_endpoint, _Deferred):
+            await graphql_endpoint.ready()
+        return state["view"]  # type: ignore[no-any-return]
+
     metrics_token = settings.metrics_token.get_secret_value().encode() if settings.metrics_token else None
     # Public, as FHIR's `metadata` is: it describes what is served and reveals no data. Built once.
     capabilities = dumps(capability_statement(settings, secured=authenticator is not None))
@@ -828,9 +879,10 @@ def create_app(
         return JSONResponse({"status": "embedded database gave up restarting"}, status_code=503)
 
     async def readyz(request: Request) -> Response:
+        engine = {} if embedded is None else {"engine": embedded.engine.label}  # the embedded database's server
         if await database_ready(store, embedded):
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "database unreachable"}, status_code=503)
+            return JSONResponse({"status": "ready", **engine})
+        return JSONResponse({"status": "database unreachable", **engine}, status_code=503)
 
     async def metrics(request: Request) -> Response:
         # With auth on, the scraper shows FINGATE_METRICS_TOKEN; without one set, nobody reads metrics.
@@ -880,12 +932,12 @@ def create_app(
             *(
                 Route(
                     f"/{rtype}/{{id}}/${op}",
-                    document_endpoint(graphql_app, store, settings, rtype, op),
+                    document_endpoint(graphql_view, store, settings, rtype, op),
                     methods=["GET"],
                 )
                 for rtype, op in DOCUMENTS
             ),
-            WebSocketRoute("/graphql", graphql_app),  # subscriptions: graphql-transport-ws
+            WebSocketRoute("/graphql", _Socket(graphql_view)),  # subscriptions: graphql-transport-ws
             Mount(STATIC_PATH, StaticFiles(directory=STATIC_DIR), name="graphiql"),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
@@ -895,7 +947,8 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={StarletteHTTPException: http_error},
     )
-    app.state.compiled_engine = engine  # its counts of compiled, unsupported and fallback answers
+    state["app"] = app
+    app.state.compiled_engine = state["compiled_engine"]
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)  # type: ignore[arg-type]
     if settings.cors_origins:
         app.add_middleware(

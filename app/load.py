@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -13,6 +13,7 @@ from typing import Any
 from app import bundles, errors
 from app.bundles import RANK
 from app.fhir.values import Resource
+from app.rules.balances import PAYMENT
 from app.writes import Writer, new_id
 
 _RANK = RANK
@@ -109,6 +110,121 @@ def read_items(paths: Iterable[Path | str]) -> tuple[list[Item], list[tuple[str,
     return items, unreadable
 
 
+class _ChunkReads:
+    """A bulk chunk's rule reads: its entries accepted so far (`pending`), then what the chunk references (read
+    at once before its checks, `prefetch`), then the store; any other read or attribute is the wrapped rule
+    reads' own (`reads`, bound to the chunk's transaction). A chunk costs a few reads, not one per resource."""
+
+    def __init__(self, reads: Any, pending: dict[tuple[str, str], Resource]) -> None:
+        self.reads = reads
+        self.pending = pending
+        self.known: dict[tuple[str, str], Resource | None] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reads, name)
+
+    async def prefetch(self, resources: list[Resource]) -> None:
+        wanted: dict[str, list[str]] = {}
+        for resource in resources:
+            for rtype, id in _references(resource):
+                wanted.setdefault(rtype, []).append(id)
+        found = await self.reads.get_many(wanted) if wanted else {}
+        self.known = {(t, id): found.get((t, id)) for t, ids in wanted.items() for id in ids}
+
+    async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
+        out: dict[tuple[str, str], Resource] = {}
+        unknown: dict[str, list[str]] = {}
+        for t, ids in ids_by_type.items():
+            for id in ids:
+                key = (t, id)
+                if key in self.pending:
+                    out[key] = self.pending[key]
+                elif key in self.known:
+                    if (doc := self.known[key]) is not None:
+                        out[key] = doc
+                else:
+                    unknown.setdefault(t, []).append(id)
+        return {**(await self.reads.get_many(unknown) if unknown else {}), **out}
+
+
+def _references(node: Any) -> Iterator[tuple[str, str]]:
+    """Every literal `Type/id` reference to a served type inside `node`."""
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        if isinstance(ref, str) and ref.count("/") == 1:
+            rtype, id = ref.split("/")
+            if rtype in _RANK and id:
+                yield rtype, id
+        for value in node.values():
+            if isinstance(value, dict | list):
+                yield from _references(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _references(value)
+
+
+CHUNK = 250  # resources per transaction on the bulk path
+
+
+async def _load_chunk(writer: Writer, items: list[Item], report: LoadReport) -> None:
+    """Single resources (not transaction Bundles), in load order: an existence check for all (one read), then
+    each run of new resources in one transaction (`_create_run`), and what must go one by one through `put`
+    between runs: a resource already stored (an update, unchanged), the same id again, and a payment (the
+    balance rules add up the payments committed to a Claim or Invoice: two in one run would each be checked
+    without the other). Each resource is still checked and reported on its own."""
+    ids: dict[str, list[str]] = {}
+    for item in items:
+        resource = item.resources[0]
+        if isinstance(resource.get("id"), str) and isinstance(resource.get("resourceType"), str):
+            ids.setdefault(resource["resourceType"], []).append(resource["id"])
+    existing = await writer.store.get_by_type(ids, fields=("id",)) if ids else {}
+    run: list[Item] = []
+    seen: set[tuple[str, str]] = set()
+    for item in items:
+        resource = item.resources[0]
+        key = (str(resource.get("resourceType")), str(resource.get("id")))
+        if key in existing or key in seen or key[0] == PAYMENT:
+            await _create_run(writer, run, report)  # first what comes before it: it may reference those
+            run = []
+            await _one_by_one(writer, item, report)
+        else:
+            run.append(item)
+        seen.add(key)
+    await _create_run(writer, run, report)
+
+
+async def _create_run(writer: Writer, run: list[Item], report: LoadReport) -> None:
+    """New resources through `create_many`, one transaction, the run's references read at once; when the
+    transaction itself fails (an id taken meanwhile, a conflict), the run is loaded one by one."""
+    if not run:
+        return
+    entries = [(str(item.resources[0].get("resourceType")), item.resources[0]) for item in run]
+
+    async def reads(session: Any, pending: dict[tuple[str, str], Resource]) -> _ChunkReads:
+        chunk = _ChunkReads(writer.reads.within(session), pending)
+        await chunk.prefetch([r for _, r in entries])
+        return chunk
+
+    try:
+        results = await writer.create_many(entries, reads)
+    except errors.FinGateError:
+        for item in run:
+            await _one_by_one(writer, item, report)
+        return
+    for item, result in zip(run, results, strict=True):
+        if isinstance(result, errors.FinGateError):
+            report.rejected.append((item.source, f"{result.code}: {_describe(result)}"))
+        else:
+            report.created += 1
+
+
+async def _one_by_one(writer: Writer, item: Item, report: LoadReport) -> None:
+    try:
+        await _load_item(writer, item, report)
+    except errors.FinGateError as exc:
+        report.rejected.append((item.source, f"{exc.code}: {_describe(exc)}"))
+
+
 async def _load_item(writer: Writer, item: Item, report: LoadReport) -> None:
     if not item.transaction:
         resource = item.resources[0]
@@ -133,17 +249,36 @@ async def load(
     progress: Callable[[int, int], None] | None = None,
     items: Iterable[Item] = (),
 ) -> LoadReport:
-    """Load everything under `paths` (and `items`) in load order; a rejected item never stops the others."""
+    """Load everything under `paths` (and `items`) in load order; a rejected item never stops the others.
+
+    Single resources go in chunks of CHUNK, one transaction each (`_load_chunk`); a transaction Bundle is one
+    item, all or nothing."""
     from_files, unreadable = read_items(paths)
     items = sorted([*from_files, *items], key=lambda item: item.rank)
     report = LoadReport(rejected=list(unreadable))
-    for done, item in enumerate(items, 1):
-        try:
-            await _load_item(writer, item, report)
-        except errors.FinGateError as exc:
-            report.rejected.append((item.source, f"{exc.code}: {_describe(exc)}"))
-        if progress is not None:
-            progress(done, len(items))
+    done = 0
+    chunk: list[Item] = []
+
+    async def flush() -> None:
+        nonlocal done, chunk
+        if chunk:
+            await _load_chunk(writer, chunk, report)
+            done, chunk = done + len(chunk), []
+            if progress is not None:
+                progress(done, len(items))
+
+    for item in items:
+        if item.transaction:
+            await flush()
+            await _one_by_one(writer, item, report)
+            done += 1
+            if progress is not None:
+                progress(done, len(items))
+        else:
+            chunk.append(item)
+            if len(chunk) == CHUNK:
+                await flush()
+    await flush()
     return report
 
 

@@ -27,6 +27,10 @@ class Settings(BaseSettings):
         default=True,
         description="Compiled execution of plain-data queries (README 'Compiled execution'); off: graphql-core runs every query.",
     )
+    projection: bool = Field(
+        default=True,
+        description="Read only the top-level elements a query selects of each resource (README 'Performance'); off: whole resources.",
+    )
     # -- security (README "Security") --
     auth: Literal["auto", "on", "off"] = Field(
         default="auto",

@@ -507,6 +507,10 @@ def _optional_on_page(resource_type: str, doc: dict, loc: tuple[Any, ...]) -> bo
     return tuple(p for p in loc if type(p) is not int) in _page_optional().get(resource_type, ())
 
 
+# fhir.resources looks the class up by importing its module each time: a third of a millisecond per resource.
+_model_class = cache(get_fhir_model_class)
+
+
 def model_issues(resource_type: str, doc: dict, already: Sequence[str] = ()) -> list[dict[str, Any]]:
     """fhir.resources' R5 model verdict as issues, minus those at (or under) an expression in `already`.
 
@@ -515,7 +519,7 @@ def model_issues(resource_type: str, doc: dict, already: Sequence[str] = ()) -> 
     is dropped: every other verdict stands, at the path the client wrote.
     """
     try:
-        get_fhir_model_class(resource_type).model_validate(r5_view(resource_type, doc))
+        _model_class(resource_type).model_validate(r5_view(resource_type, doc))
         return []
     except ValidationError as e:
         errors = e.errors()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -147,6 +147,17 @@ class Writer:
         self, session: Any, operation: str, resource_type: str, resource: Resource, previous: Resource | None = None
     ) -> None:
         """The write's audit record and outbox event, in its transaction: no write without them, nor they without it."""
+        await self.store.audit(self._audit_record(operation, resource_type, resource), session)
+        await self.store.append_event(self._event(operation, resource_type, resource, previous), session)
+
+    def _event(self, operation: str, resource_type: str, resource: Resource, previous: Resource | None) -> Resource:
+        before = None if previous is None else previous.get("status")
+        after = None if operation == "delete" else resource.get("status")
+        return outbox.event(
+            operation, resource_type, resource["id"], resource["meta"]["versionId"], before, after, self.request_id
+        )
+
+    def _audit_record(self, operation: str, resource_type: str, resource: Resource) -> Resource:
         record = {
             "sub": self.actor,
             "when": datetime.now(UTC),
@@ -158,13 +169,7 @@ class Writer:
         }
         if self.client_request_id:
             record["clientRequestId"] = self.client_request_id
-        await self.store.audit(record, session)
-        before = None if previous is None else previous.get("status")
-        after = None if operation == "delete" else resource.get("status")
-        event = outbox.event(
-            operation, resource_type, resource["id"], resource["meta"]["versionId"], before, after, self.request_id
-        )
-        await self.store.append_event(event, session)
+        return record
 
     async def create(
         self,
@@ -234,6 +239,50 @@ class Writer:
         if len(found) > 1:
             raise multiple_matches(resource_type, criteria)
         return found[0] if found else None
+
+    async def create_many(
+        self,
+        entries: list[tuple[str, Resource]],
+        reads: Callable[[Any, dict[tuple[str, str], Resource]], Awaitable[Any]],
+    ) -> list[Resource | errors.FinGateError]:
+        """`create(..., keep_id=True)` of each (type, resource), committed together in ONE transaction (a load's
+        chunk). Each is validated and checked by the same rules, in order: `reads(tx, pending)` gives the rules'
+        reads, which must also see `pending`, the entries accepted before. One refused is returned as its error
+        and left out; the others are stored with their history and audit records, a command per collection.
+        An error of the transaction itself (a taken id, a conflict, an outage) is raised: nothing was stored."""
+        out: list[Resource | errors.FinGateError] = []
+        for resource_type, resource in entries:
+            try:
+                checked = validation.validate(resource_type, resource)
+                rules.check_create(resource_type, checked)
+                rules.check_document(resource_type, checked, None)
+            except errors.FinGateError as exc:
+                out.append(exc)
+                continue
+            if not checked.get("id"):
+                checked["id"] = new_id()
+            out.append(_with_meta(checked, 1))
+        if all(isinstance(r, errors.FinGateError) for r in out):
+            return out
+        pending: dict[tuple[str, str], Resource] = {}
+        async with self.store.transaction({"operation": "create", "resources": str(len(out))}) as tx:
+            rule_reads = await reads(tx, pending)
+            kept = []
+            for n, ((resource_type, _), result) in enumerate(list(zip(entries, out, strict=True))):
+                if isinstance(result, errors.FinGateError):
+                    continue
+                try:
+                    await rules.check_references(resource_type, result, None, rule_reads)
+                except errors.FinGateError as exc:
+                    out[n] = exc
+                    continue
+                pending[(resource_type, result["id"])] = result
+                kept.append((resource_type, result))
+            if kept:
+                await self.store.insert_many(kept, tx)
+                await self.store.audit_many([self._audit_record("create", t, r) for t, r in kept], tx)
+                await self.store.append_events([self._event("create", t, r, None) for t, r in kept], tx)
+        return out
 
     async def update(
         self,

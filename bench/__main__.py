@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.embedded import EmbeddedMongo
-from bench import loading, payers, report, server, workloads
+from bench import engines, loading, payers, report, server, workloads
 
 PROFILE = Path(__file__).with_name("profile-w1.txt")
 
@@ -100,6 +100,7 @@ def run(sizes: workloads.Sizes, out: Path, do_profile: bool) -> dict[str, Any] |
             results = asyncio.run(measure(uri, sizes, tmp))
         if data_dir is not None:
             results["server"]["ready_embedded_seconds"] = ready_embedded(data_dir, tmp)
+            results["engines"] = engines.compare(sizes)
     results = {"machine": report.machine(), "mode": sizes.label, "w5_resources": sizes.w5, **results}
     results["targets"] = report.verdicts(results)
     report.write(results, out)

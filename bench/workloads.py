@@ -183,11 +183,13 @@ class Prefetched:
     def for_tenant(self, tenant: str) -> Prefetched:
         return self
 
-    async def get_by_type(self, ids_by_type: dict[str, list[str]]) -> dict[tuple[str, str], Resource]:
+    async def get_by_type(self, ids_by_type: dict[str, list[str]], **_: Any) -> dict[tuple[str, str], Resource]:
         keys = ((t, id) for t, ids in ids_by_type.items() for id in ids)
         return {key: self.found[key] for key in keys if key in self.found}
 
-    async def search(self, resource_type: str, params: dict[str, str], count: int, *_: Any) -> list[Resource]:
+    async def search(
+        self, resource_type: str, params: dict[str, str], count: int, *_: Any, **__: Any
+    ) -> list[Resource]:
         return self.listed[:count]
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from app import embedded
 from app.embedded import EmbeddedError, EmbeddedMongo
 from app.store import Store
 from tests.harness import free_port, wait_ready
@@ -29,7 +30,8 @@ def secantus_pids(data_dir: Path) -> list[int]:
             cmdline = (proc / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if b"secantus" in b" ".join(cmdline) and str(data_dir.resolve()).encode() in cmdline:
+        storage = str(data_dir.resolve()).encode()  # the engine's storage is a directory inside it
+        if b"secantus" in b" ".join(cmdline) and any(a == storage or a.startswith(storage + b"/") for a in cmdline):
             pids.append(int(proc.name))
     return pids
 
@@ -54,9 +56,19 @@ def test_a_failed_start_reports_the_log_and_leaves_nothing(tmp_path: Path) -> No
         second = EmbeddedMongo(tmp_path)
         with pytest.raises(EmbeddedError) as failure:
             second.start(timeout=30)
-        assert "Last lines of" in str(failure.value)
+        # Said plainly, without the storage engine's traceback.
+        assert "another process holds its storage" in str(failure.value)
+        assert "Traceback" not in str(failure.value)
         assert second.process is None or second.process.poll() is not None
     assert secantus_pids(tmp_path) == []
+
+
+def test_another_failure_reports_the_log(tmp_path: Path) -> None:
+    failing = embedded.Engine(embedded.RS, "0", (sys.executable, "-c", "print('no storage for you'); exit(3)"))
+    with pytest.raises(EmbeddedError) as failure:
+        EmbeddedMongo(tmp_path, failing).start(timeout=30)
+    assert "exited with code 3" in str(failure.value)
+    assert "Last lines of" in str(failure.value) and "no storage for you" in str(failure.value)
 
 
 def _serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
@@ -105,5 +117,84 @@ def test_no_discovered_secantus_config_applies(tmp_path: Path, monkeypatch: pyte
     monkeypatch.setenv("HOME", str(home))
     with EmbeddedMongo(tmp_path / "data") as db:
         assert db.process is not None and db.process.poll() is None
-        assert "sync_on_commit = true" in (tmp_path / "data" / "fingate-secantusd.toml").read_text()
+        assert "sync_on_commit = true" in (db.data_dir / "fingate-secantusd.toml").read_text()
     assert secantus_pids(tmp_path / "data") == []
+
+
+def test_each_engine_keeps_its_own_storage(tmp_path: Path) -> None:
+    # An engine never opens another engine's (or another version's) files: each has its directory.
+    engines = [e for e in (embedded.rs_engine(), embedded.py_engine()) if e]
+    directories = set()
+    for engine in engines:
+        with EmbeddedMongo(tmp_path, engine) as db:
+            assert db.data_dir == tmp_path.resolve() / f"{engine.name}-{engine.version}"
+            assert (db.data_dir / "WiredTiger").exists()
+            directories.add(db.data_dir)
+    assert len(directories) == len(engines)
+    assert not (tmp_path / "WiredTiger").exists()  # nothing at the top level, where an old store may be
+    assert secantus_pids(tmp_path) == []
+
+
+def test_the_rust_server_is_chosen_where_it_runs(tmp_path: Path) -> None:
+    rs = embedded.rs_engine()
+    chosen = embedded.choose_engine("auto")
+    assert chosen.name == (embedded.RS if rs is not None else embedded.PY)
+    # A binary that cannot run here (not an executable for this machine) falls back to the Python server.
+    broken = tmp_path / "secantusd-rs"
+    broken.write_bytes(b"\x7fELF not really")
+    broken.chmod(0o755)
+    assert embedded.rs_engine(broken) is None
+    assert embedded.choose_engine("auto", broken).name == embedded.PY
+    with pytest.raises(EmbeddedError, match="FINGATE_ENGINE"):
+        embedded.choose_engine("mongod")
+
+
+async def test_readyz_names_the_engine(tmp_path: Path) -> None:
+    from tests.harness import client_for
+
+    with EmbeddedMongo(tmp_path) as db:
+        store = Store(db.uri, "readyz")
+        async with client_for(store, embedded=db) as client:
+            assert (await client.get("/readyz")).json() == {"status": "ready", "engine": db.engine.label}
+        await store.close()
+
+
+def test_load_while_serving_goes_through_the_running_database(tmp_path: Path) -> None:
+    # The storage is locked by the serving FinGate's database: `fingate load` finds it and loads through it.
+    port = free_port()
+    proc = _serve(tmp_path, port)
+    try:
+        wait_ready(port, proc, tmp_path / "serve.log", timeout=60)
+        patient = tmp_path / "patient.json"
+        patient.write_text('{"resourceType": "Patient", "id": "while-serving", "gender": "female"}')
+        environment = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+        environment.update(FINGATE_DATA_DIR=str(tmp_path))
+        done = subprocess.run(
+            [sys.executable, "-m", "app.cli", "load", str(patient)],
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert "loaded 1" in done.stdout and "Traceback" not in done.stderr
+        assert "using the database of the FinGate serving" in done.stderr
+        import httpx
+
+        answer = httpx.post(
+            f"http://127.0.0.1:{port}/graphql", json={"query": '{ Patient(id: "while-serving") { gender } }'}
+        )
+        assert answer.json() == {"data": {"Patient": {"gender": "female"}}}
+        # A second server on the same data directory is refused in plain words.
+        second = subprocess.run(
+            [sys.executable, "-m", "app.cli", "serve", "--port", str(free_port())],
+            env=environment | {"FINGATE_LOAD_DEMO": "false"},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert second.returncode == 1 and "another FinGate" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert secantus_pids(tmp_path) == []

@@ -142,3 +142,93 @@ async def test_transaction_bundle_rules_see_its_own_entries_and_the_store(store:
     assert report.created == 2 and len(report.rejected) == 1, report
     assert "allocation[1].target points at Claim/missing" in report.rejected[0][1]
     assert await store.db["PaymentReconciliation"].count_documents({}) == 1
+
+
+def _response_to(claim_id: str, id: str) -> dict[str, Any]:
+    return {
+        "resourceType": "ClaimResponse", "id": id, "status": "active", "use": "claim", "outcome": "complete",
+        "created": "2026-11-02", "type": {"coding": [{"code": "professional"}]},
+        "patient": {"reference": "Patient/bulk-p"}, "insurer": {"display": "payer"},
+        "request": {"reference": f"Claim/{claim_id}"},
+    }  # fmt: skip
+
+
+async def test_bulk_chunks_check_and_report_each_resource(store: Store, tmp_path: Path) -> None:
+    # Over two chunks: references inside a chunk and across chunks hold, a bad entry is refused alone, a rule
+    # sees the chunk's own entries (a response to a Claim of the same chunk) and refuses what it must.
+    from app import load as loading
+
+    claims = [{**claim_for("Patient/bulk-p"), "id": f"bulk-c{n}"} for n in range(loading.CHUNK + 5)]
+    last = len(claims) - 1  # the last Claims share the second chunk with the responses
+    claims[last - 1] = {**claims[last - 1], "status": "draft"}  # a draft: a response to it breaks a rule
+    claims[7] = {**claims[7], "use": "sometimes"}  # invalid: refused on its own
+    responses = [  # to a Claim of the first chunk, then to the second chunk's own active and draft Claims
+        _response_to("bulk-c1", "bulk-r1"),
+        _response_to(f"bulk-c{last}", "bulk-r2"),
+        _response_to(f"bulk-c{last - 1}", "bulk-r3"),
+    ]
+    entries = [("", {**PATIENT, "id": "bulk-p"}), *(("", c) for c in claims), *(("", r) for r in responses)]
+    before = store.commands.count
+    report = await load(Writer(store), [write(tmp_path / "batch.json", bundle("batch", entries))])
+    commands = store.commands.count - before
+    assert report.created == len(entries) - 2, report.rejected
+    reasons = dict(report.rejected)
+    assert set(reasons) == {
+        f"{tmp_path / 'batch.json'}#entry[8]",
+        f"{tmp_path / 'batch.json'}#entry[{len(entries) - 1}]",
+    }
+    assert "use" in reasons[f"{tmp_path / 'batch.json'}#entry[8]"]
+    assert "STATUS_RULE" in reasons[f"{tmp_path / 'batch.json'}#entry[{len(entries) - 1}]"]
+    assert await store.db["Claim"].count_documents({}) == len(claims) - 1
+    assert await store.db["Claim_history"].count_documents({}) == len(claims) - 1
+    assert await store.db["audit"].count_documents({"operation": "create"}) == report.created
+    assert commands < len(entries) / 5  # a few commands per chunk, not several per resource
+    history = await store.history("Claim", "bulk-c0")
+    assert [h["meta"]["versionId"] for h in history] == ["1"]
+
+
+async def test_bulk_updates_and_duplicates_go_one_by_one(store: Store, tmp_path: Path) -> None:
+    writer = Writer(store)
+    await writer.create("Patient", {**PATIENT, "id": "bulk-p"}, keep_id=True)
+    changed = {**PATIENT, "id": "bulk-p", "gender": "female"}
+    twice = {**claim_for("Patient/bulk-p"), "id": "bulk-twice"}
+    report = await load(
+        writer, [write(tmp_path / "b.json", bundle("batch", [("", changed), ("", twice), ("", twice)]))]
+    )
+    assert (report.created, report.updated, report.unchanged, report.rejected) == (1, 1, 1, [])
+    assert (await store.get("Patient", "bulk-p"))["gender"] == "female"  # type: ignore[index]
+
+
+async def test_a_chunk_whose_transaction_fails_is_loaded_one_by_one(store: Store, tmp_path: Path) -> None:
+    from app import load as loading
+
+    writer = Writer(store)
+    real = writer.create_many
+    calls = []
+
+    async def taken(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        from app import errors
+
+        raise errors.FinGateError(errors.CONFLICT, "an id of this batch was taken meanwhile")
+
+    writer.create_many = taken  # type: ignore[method-assign]
+    report = await load(writer, [write(tmp_path / "b.json", bundle("batch", [("", {**PATIENT, "id": "bulk-p"})]))])
+    assert calls == [1] and report.created == 1 and report.rejected == []
+    assert loading.CHUNK > 1 and real is not None
+
+
+async def test_bulk_payments_to_one_claim_are_added_up(store: Store, tmp_path: Path) -> None:
+    # Two payments of 60.00 to a 100.00 Claim in one batch: each fits alone, not both. The balance rules add up
+    # committed payments, so payments load one by one: the second is refused, as it would be as a mutation.
+    from tests.test_billing import claim, payment, usd
+
+    entries = [
+        ("", claim("bulk-paid", usd("100.00"))),
+        ("", payment("bulk-pay-1", "2026-02-01", usd("60.00"), ("Claim/bulk-paid", usd("60.00")))),
+        ("", payment("bulk-pay-2", "2026-02-02", usd("60.00"), ("Claim/bulk-paid", usd("60.00")))),
+    ]
+    report = await load(Writer(store), [write(tmp_path / "b.json", bundle("batch", entries))])
+    assert report.created == 2 and len(report.rejected) == 1, report
+    assert "paid-within-total" in report.rejected[0][1] or "STATUS_RULE" in report.rejected[0][1]
+    assert await store.db["PaymentReconciliation"].count_documents({}) == 1

@@ -151,18 +151,29 @@ async def test_versions_count_up_and_if_match_guards(client: httpx.AsyncClient, 
 
 
 async def test_racing_writers_one_wins(client: httpx.AsyncClient, store: Store) -> None:
+    # Every racer reads version N; only once all have read (the gather) do they all write with ifMatch N.
+    # Whatever the server's speed, exactly one wins per version and every other gets CONFLICT.
     pid = await setup_patient(client)
     cid = ok(await create(client, "Claim", claim(pid)))["ClaimCreate"]["id"]
-    results = await asyncio.gather(
-        *(update(client, "Claim", cid, claim(pid, status="active"), if_match=None) for _ in range(10))
-    )
-    winners = [r for r in results if "errors" not in r]
-    losers = [r for r in results if "errors" in r]
-    # One writes version 2; a writer that reads it afterwards asks for no change and gets it back.
-    assert winners and all(r["data"]["ClaimUpdate"]["meta"]["versionId"] == "2" for r in winners)
-    assert all(error_codes(r)[0] in ("CONFLICT", "STATUS_RULE") for r in losers)
+    racers = 8
+    read = f'{{ Claim(id: "{cid}") {{ meta {{ versionId }} total {{ value }} }} }}'
+    for version in ("1", "2", "3"):
+        seen = await asyncio.gather(*(gql(client, read) for _ in range(racers)))
+        assert {ok(r)["Claim"]["meta"]["versionId"] for r in seen} == {version}
+        totals = [Decimal(f"{version}{n}.10") for n in range(racers)]  # each racer writes its own content
+        results = await asyncio.gather(
+            *(
+                update(client, "Claim", cid, claim(pid, total={"value": total, "currency": "USD"}), if_match=version)
+                for total in totals
+            )
+        )
+        winners = [n for n, r in enumerate(results) if "errors" not in r]
+        assert len(winners) == 1, results
+        assert results[winners[0]]["data"]["ClaimUpdate"]["meta"]["versionId"] == str(int(version) + 1)
+        assert all(error_codes(r) == ["CONFLICT"] for n, r in enumerate(results) if n != winners[0])
+        assert ok(await gql(client, read))["Claim"]["total"]["value"] == str(totals[winners[0]])  # the winner's content
     history = await store.history("Claim", cid)
-    assert [h["meta"]["versionId"] for h in history] == ["2", "1"]
+    assert [h["meta"]["versionId"] for h in history] == ["4", "3", "2", "1"]
 
 
 async def test_lifecycle_draft_active_cancelled(client: httpx.AsyncClient, store: Store) -> None:

@@ -114,11 +114,12 @@ class PersistedQueries:
 async def persist(store: Store, schema: GraphQLSchema, files: Iterable[Path]) -> list[tuple[Path, str]]:
     """Stores each file's text under its sha256 (the allowlist); returns (file, problem) for those refused."""
     refused = []
-    for path in files:
-        query = path.read_text()
+    texts = {path: path.read_text() for path in files}
+    stored = await store.stored_queries([sha256(q) for q in texts.values()])  # one read, not a write each
+    for path, query in texts.items():
         problems = validation_errors(schema, query)
         if problems:
             refused.append((path, "; ".join(p.message for p in problems)))
-        else:
+        elif sha256(query) not in stored:
             await store.put_query(sha256(query), query)
     return refused

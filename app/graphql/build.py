@@ -50,6 +50,7 @@ from app.graphql.naming import (
     python_name,
     reference_enum_name,
 )
+from app.graphql.projection import Projection
 from app.graphql.scalars import JSON, FhirDecimal, scalar_map
 from app.graphql.truncation import Truncation
 from app.graphql.typed import TypedResource
@@ -180,8 +181,9 @@ class _Builder:
             # Classes: Strawberry makes one per request, and their caches are module-wide.
             # TokenLimit before the parser; QueryLimits validates (cached per query text), then checks limits;
             # Truncation reports the lists the Context noted as cut; Reshape applies FHIR GraphQL's directives.
-            # TypedResource rewrites `resource(type: T) { f }` once parsed.
-            extensions=[TokenLimit, ParserCache, TypedResource, QueryLimits, Truncation, Reshape],
+            # TypedResource rewrites `resource(type: T) { f }` once parsed. Projection tells the Context what the
+            # operation selects (before the compiled path, appended last, runs).
+            extensions=[TokenLimit, ParserCache, TypedResource, QueryLimits, Truncation, Reshape, Projection],
         )
         gql = graphql_schema(built)
         lists.add_list_arguments(gql.get_type(self.names[td.name]) for td in self.type_defs)  # type: ignore[misc]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Any
 
@@ -15,6 +16,7 @@ from app.fhir.references import local_version
 from app.fhir.values import Resource, instant
 from app.graphql.bundles import outcome as bundle_outcome
 from app.graphql.limits import DEFAULT_COUNT, MAX_COUNT
+from app.graphql.projection import ALWAYS
 from app.payments import OUTCOMES
 from app.store import HISTORY_PATH, Store
 from app.store.deliveries import Deliveries
@@ -109,8 +111,13 @@ class Context:
         limits: Any = None,
         client_request_id: str | None = None,
         allow_overpayment: bool = False,
+        project: bool = True,
     ) -> None:
         self.principal = principal
+        # Read only what the operation selects (app.graphql.projection sets `selected` before it runs);
+        # None: whole resources (a mutation, or `project` off: FINGATE_PROJECTION=false).
+        self.project = project
+        self.selected: Mapping[str, frozenset[str] | None] | None = None
         self.allow_overpayment = allow_overpayment  # the tenant's setting (FINGATE_ALLOW_OVERPAYMENT)
         self.request_id = request_id
         self.client_request_id = client_request_id
@@ -175,7 +182,7 @@ class Context:
                 by_type[key[0]].append(key[1])
         if not by_type:
             return found
-        read = await self.store.get_by_type(by_type)
+        read = await self.store.get_by_type(by_type, projections=self._projections(by_type))
         for resource in read.values():
             if "contained" in resource:
                 _link_contained(resource)
@@ -184,6 +191,14 @@ class Context:
             for id in ids:
                 found.setdefault((rtype, id), None)
         return found
+
+    def _projections(self, types: Iterable[str]) -> dict[str, frozenset[str] | None] | None:
+        """The elements to read of each of `types`: what the operation selects of it (only `ALWAYS` when it selects
+        nothing of it: a reference to it is resolved for its type alone); None: whole resources."""
+        selected = self.selected
+        if selected is None:
+            return None
+        return {t: selected.get(t, ALWAYS) for t in types}
 
     async def _load_reverse(self, keys: list[tuple[Any, ...]]) -> list[tuple[list[Resource], int | None]]:
         """One `referencing` command per list shape, at its deepest `_offset + _count` plus one (the row that tells
@@ -406,7 +421,10 @@ class Context:
         if n == 0:
             self._note(path, 0, await self.store.count(resource_type, params))
             return []
-        found = await self.store.search(resource_type, params, n + 1, skip, sort)
+        projection = self._projections((resource_type,))
+        found = await self.store.search(
+            resource_type, params, n + 1, skip, sort, elements=projection and projection[resource_type]
+        )
         if len(found) > n:
             found = found[:n]
             self._note(path, n, _MORE)

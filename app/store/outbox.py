@@ -60,6 +60,14 @@ async def append(db: AsyncDatabase[Any], tenant: str, record: dict[str, Any], se
     await db[PENDING].insert_one({**record, TENANT: tenant}, session=session)
 
 
+async def append_many(
+    db: AsyncDatabase[Any], tenant: str, records: list[dict[str, Any]], session: AsyncClientSession
+) -> None:
+    """`append` of several, in order (their ids ascend, and the sequencer reads pending events by id)."""
+    if records:
+        await db[PENDING].insert_many([{**r, TENANT: tenant} for r in records], ordered=True, session=session)
+
+
 async def sequence(db: AsyncDatabase[Any], tenant: str) -> None:
     """Give the tenant's visible pending events their positions, oldest first, in one transaction."""
     if await db[PENDING].find_one({TENANT: tenant}, {"_id": 1}) is None:

@@ -27,10 +27,6 @@ INDEXES = [
 ]
 
 
-async def ensure_indexes(db: AsyncDatabase[Any]) -> None:
-    await db[COLLECTION].create_indexes(INDEXES)
-
-
 def _public(doc: dict[str, Any] | None) -> dict[str, Any] | None:
     if doc is not None:
         doc.pop("_id", None)
