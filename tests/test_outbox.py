@@ -55,6 +55,19 @@ async def test_loads_emit_events_and_an_unchanged_load_none(store: Store) -> Non
     ]
 
 
+async def test_a_bulk_load_chunk_appends_an_event_per_resource_in_load_order(store: Store) -> None:
+    from app.load import Item, load
+
+    patients = [{**PATIENT, "id": f"bulk-{n}"} for n in range(5)]
+    refused = {"resourceType": "Patient", "id": "bulk-bad", "gender": "nonsense"}  # a required binding: refused
+    items = [Item(f"item {n}", [dict(p)]) for n, p in enumerate([*patients[:2], refused, *patients[2:]])]
+    report = await load(Writer(store), [], items=items)
+    assert report.created == 5 and len(report.rejected) == 1
+    events = await store.events_after(0, 100)
+    assert [(e["interaction"], e["id"]) for e in events] == [("create", p["id"]) for p in patients]
+    assert await store.db["audit"].count_documents({}) == len(events)
+
+
 async def test_tenants_have_their_own_positions(store: Store) -> None:
     acme, other = store.for_tenant("acme"), store.for_tenant("other")
     await Writer(acme).create("Patient", dict(PATIENT))
