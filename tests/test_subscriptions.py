@@ -239,7 +239,8 @@ async def test_bad_input_and_other_operations_are_refused_with_a_code(live: str)
 
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-LIVE = README[README.index("## Live updates") : README.index("## Settings")]
+_LIVE_AT = README.index("## Live updates")
+LIVE = README[_LIVE_AT : README.index("\n## ", _LIVE_AT + 1)]  # the section, to the next one
 QUERIES = Path(__file__).resolve().parents[1] / "app" / "queries"
 
 
