@@ -13,15 +13,26 @@ from typing import Any
 import httpx
 import pytest
 
-from app.auth import anonymous
 from app.demo import example_items
-from app.documents import claim_sources, fill_cms1500
+from app.documents.cms1500 import BOXES, LINE_BOXES, SERVICE_LINES
 from app.documents.values import DASH
-from app.graphql.context import Context
+from app.fhir.model import SERVED
 from app.http import loads
 from app.store import Store
 from app.writes import Writer
-from tests.documents_harness import by_position, check_box, pages, position, texts
+from tests.documents_harness import (
+    HEADER_EXPECTED,
+    LINE_EXPECTED,
+    ClaimData,
+    by_position,
+    check_box,
+    expected_form,
+    missing_listed,
+    pages,
+    position,
+    texts,
+    unfillable,
+)
 from tests.harness import client_for
 from tests.tokens import authed_client, bearer, token
 
@@ -380,54 +391,8 @@ EXAMPLE_CLAIMS = sorted(r["id"] for r in _claims())
 DEMO_CLAIMS = [f"demo-claim-{n:02d}" for n in range(1, 21)]
 
 
-def _served(resources: dict[tuple[str, str], dict[str, Any]], reference: Any) -> dict[str, Any] | None:
-    ref = reference.get("reference") if isinstance(reference, dict) else None
-    if isinstance(ref, str) and ref.startswith("#"):
-        return resources.get(("#", ref[1:]))
-    if not isinstance(ref, str) or ref.count("/") != 1:
-        return None
-    return resources.get(tuple(ref.split("/")))  # type: ignore[arg-type]
-
-
 def _digits(money: Any) -> str:
     return format(Decimal(str(money["value"])), "f")
-
-
-def _oracle(claim: dict[str, Any], resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, str]:
-    """What some boxes must say, read straight off the stored JSON (the form's own code not involved)."""
-    out: dict[str, str] = {}
-    resources = {**resources, **{("#", c["id"]): c for c in claim.get("contained", [])}}
-    insurer = _served(resources, claim.get("insurer"))
-    out["carrier"] = (
-        insurer["name"] if insurer and insurer.get("name") else claim.get("insurer", {}).get("display", DASH)
-    )
-    patient = _served(resources, claim.get("patient"))
-    if patient and patient.get("name"):
-        name = patient["name"][0]
-        out["2"] = ", ".join(p for p in (name.get("family"), " ".join(name.get("given", []))) if p)
-    else:
-        out["2"] = DASH
-    provider = _served(resources, claim.get("provider"))
-    out["33"] = (
-        provider["name"] if provider and provider.get("name") else claim.get("provider", {}).get("display", DASH)
-    )
-    out["31 date"] = f"{claim['created'][5:7]} {claim['created'][8:10]} {claim['created'][2:4]}"
-    for n, item in enumerate(claim.get("item", [])[:6], start=1):
-        out[f"24D line {n}"] = item["productOrService"]["coding"][0]["code"][:6]
-        if "net" in item:
-            out[f"24F line {n}"] = _digits(item["net"])
-        out[f"24G line {n}"] = format(Decimal(str(item["quantity"]["value"])), "f") if "quantity" in item else "1"
-        if "servicedDate" in item:
-            d = item["servicedDate"]
-            out[f"24A from line {n}"] = out[f"24A to line {n}"] = f"{d[5:7]} {d[8:10]} {d[2:4]}"
-    nets = [Decimal(str(i["net"]["value"])) for i in claim.get("item", [])[:6] if "net" in i]
-    currency = claim.get("total", {}).get("currency") or "USD"
-    out["28"] = f"{format(sum(nets, Decimal(0)), 'f')} {currency}" if nets else DASH
-    for i, d in enumerate(sorted(claim.get("diagnosis", []), key=lambda d: d["sequence"])[:12]):
-        concept = d.get("diagnosisCodeableConcept")
-        if concept:
-            out[f"21{'ABCDEFGHIJKL'[i]}"] = concept["coding"][0]["code"][:8]
-    return out
 
 
 async def _stored(store: Store) -> dict[tuple[str, str], dict[str, Any]]:
@@ -438,30 +403,74 @@ async def _stored(store: Store) -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
-@pytest.mark.parametrize("claim_id", [*EXAMPLE_CLAIMS, *DEMO_CLAIMS])
-async def test_every_filled_box_is_on_its_grid_place_and_says_what_the_data_says(
+async def _claim_data(store: Store, claim_id: str) -> ClaimData:
+    """The stored Claim, and what its references name read from the store ("#id": the Claim's contained)."""
+    claim = await store.get("Claim", claim_id)
+    assert claim is not None
+    contained = {c["id"]: c for c in claim.get("contained") or []}
+    wanted: set[tuple[str, str]] = set()
+
+    def targets(value: Any) -> None:  # every relative reference, however deep (contained ones included)
+        if isinstance(value, dict):
+            ref = value.get("reference")
+            if isinstance(ref, str) and ref.count("/") == 1 and ref.split("/")[0] in SERVED:
+                wanted.add((ref.split("/")[0], ref.split("/")[1]))
+            for v in value.values():
+                targets(v)
+        elif isinstance(value, list):
+            for v in value:
+                targets(v)
+
+    targets(claim)
+    found: dict[str, dict[str, Any]] = {}
+    for _ in range(2):  # the Claim's targets, then theirs (a Coverage's subscriber, a role's practitioner)
+        for rtype, rid in sorted(wanted - {tuple(k.split("/")) for k in found}):  # type: ignore[misc]
+            resource = await store.get(rtype, rid)
+            if resource is not None:
+                found[f"{rtype}/{rid}"] = resource
+                targets(resource)
+
+    def resolve(ref: str) -> dict[str, Any] | None:
+        return contained.get(ref[1:]) if ref.startswith("#") else found.get(ref)
+
+    return ClaimData(claim, resolve)
+
+
+@pytest.mark.parametrize("claim_id", [*EXAMPLE_CLAIMS, *DEMO_CLAIMS, "doc-claim"])
+async def test_every_box_the_table_fills_says_what_the_stored_data_says(
     client: httpx.AsyncClient, docs_store: Store, claim_id: str
 ) -> None:
+    """Every page's grid, read back from the PDF, is exactly the boxes worked out from the stored JSON by the
+    harness's own readers: fillable boxes with their values, "—" where a required box lacks data, and nothing
+    at all in the boxes the table declares unfillable."""
     data = await _pdf(client, f"/Claim/{claim_id}/$cms1500?layout=form")
-    found = _grid(data)
-    # The drawn page is the filled table, box for box, and nothing else on the grid.
-    filled = fill_cms1500(await claim_sources(Context(docs_store, "t", anonymous(docs_store.tenant)), claim_id))
-    assert len(found) == len(filled)
-    for grid, page in zip(found, filled, strict=True):
-        assert grid == {(p.line, p.column): p.text for p in page.placed}
-    # What the boxes say, against the stored JSON.
-    resources = await _stored(docs_store)
-    claim = resources[("Claim", claim_id)]
-    said = {p.box: p.text for p in filled[0].placed}
-    for box, text in _oracle(claim, resources).items():
-        assert said.get(box) == text, (box, said.get(box), text)
-    # A box the claim lacks data for says so in the box, and the foot of the page lists it.
-    page_text = texts(data)[0]
-    kind = claim["type"]["coding"][0]["code"]
-    assert (f"this Claim's type is {kind}" in page_text) == (kind != "professional")
-    for box in filled[0].missing:
-        assert found[0][position(box)] == DASH
-        assert box in page_text.split("Missing (—): ", 1)[1]
+    found, page_texts = _grid(data), texts(data)
+    expected = expected_form(await _claim_data(docs_store, claim_id))
+    assert len(found) == len(expected)
+    for grid, page_text, (want, missing) in zip(found, page_texts, expected, strict=True):
+        assert grid == want, {
+            k: (grid.get(k), want.get(k)) for k in grid.keys() | want.keys() if grid.get(k) != want.get(k)
+        }
+        for box in (b for b in BOXES if unfillable(b.rule)):
+            assert (box.line, box.column) not in grid, box.box
+        for n in range(len(SERVICE_LINES)):
+            for col in (c for c in LINE_BOXES if unfillable(c.rule)):
+                assert (SERVICE_LINES[n], col.column) not in grid, col.box
+        # A "—" box is listed at the foot of the page, and the data truly has nothing for it.
+        assert sorted(missing_listed(page_text)) == sorted(missing)
+        for box in missing:
+            assert grid[position(box)] == DASH
+    kind = (await docs_store.get("Claim", claim_id) or {})["type"]["coding"][0]["code"]
+    assert (f"this Claim's type is {kind}" in page_texts[0]) == (kind != "professional")
+
+
+def test_the_oracle_covers_every_box_the_table_fills() -> None:
+    """A box added to the table without an expected-value reader here fails, rather than going unchecked."""
+    fillable = {b.box for b in BOXES if not unfillable(b.rule)} - {"28"}
+    assert fillable == set(HEADER_EXPECTED)
+    assert {c.box for c in LINE_BOXES if not unfillable(c.rule)} == set(LINE_EXPECTED)
+    assert all(b.fill is None for b in BOXES if unfillable(b.rule))
+    assert all(c.fill is None for c in LINE_BOXES if unfillable(c.rule))
 
 
 async def test_more_than_six_service_lines_continue_on_another_form(
