@@ -55,18 +55,24 @@ def check_box(box: str, option: str) -> tuple[int, int]:
 
 
 def rows_of(data: bytes) -> list[list[str]]:
-    """Every drawn line of a flowing document (superbill, statement), page after page: its texts left to right."""
+    """Every drawn line of a flowing document (superbill, statement), page after page: its texts left to right
+    (texts within 4 pt of a line's baseline are on that line: a cell printed smaller sits a little lower)."""
     out: list[list[str]] = []
     for page in pages(data):
-        lines: dict[float, list[tuple[float, str]]] = {}
+        drawn: list[tuple[float, float, str]] = []
 
-        def visit(text: str, cm: Any, tm: Any, font: Any, size: float, lines: dict[float, Any] = lines) -> None:
+        def visit(text: str, cm: Any, tm: Any, font: Any, size: float, drawn: list[Any] = drawn) -> None:
             if text.strip():
-                y = round(tm[5] + cm[5], 1)
-                lines.setdefault(y, []).append((tm[4] + cm[4], text.strip()))
+                drawn.append((tm[5] + cm[5], tm[4] + cm[4], text.strip()))
 
         page.extract_text(visitor_text=visit)
-        out += [[t for _, t in sorted(lines[y])] for y in sorted(lines, reverse=True)]
+        lines: list[tuple[float, list[tuple[float, str]]]] = []
+        for y, x, text in sorted(drawn, key=lambda d: -d[0]):
+            if lines and lines[-1][0] - y < 4:
+                lines[-1][1].append((x, text))
+            else:
+                lines.append((y, [(x, text)]))
+        out += [[t for _, t in sorted(cells)] for _, cells in lines]
     return out
 
 
@@ -468,7 +474,7 @@ def expected_form(data: ClaimData) -> list[tuple[dict[tuple[int, int], str], lis
                 if value in box.options:
                     grid[(line, box.options[value])] = "X"
             else:
-                uncut = getattr(box, "money", False) or name.startswith("24F")
+                uncut = getattr(box, "money", False) or name == "28" or name.startswith("24F")  # money: exact, whole
                 grid[(line, column)] = (value if uncut else value[:width]).strip()
 
         for box in BOXES:

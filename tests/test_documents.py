@@ -256,6 +256,45 @@ COMPLETE: list[dict[str, Any]] = [
     },
 ]
 
+# A claim for the rules the examples and demo data never reach: an auto accident and its state, a hospital stay,
+# additional information, four modifiers and a service period on a line, a line in another currency, and more
+# lines than one form holds.
+EDGE_CLAIM: dict[str, Any] = {
+    **copy.deepcopy(next(r for r in COMPLETE if r["id"] == "doc-claim")),
+    "id": "doc-claim-edge",
+    "status": "draft",
+    "accident": {
+        "date": "2026-10-29",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "MVA"}]},
+        "locationAddress": {"city": "Peoria", "state": "IL"},
+    },
+    "insurance": [{"sequence": 1, "focal": True, "coverage": {"reference": "Coverage/doc-coverage"}}],
+}
+EDGE_CLAIM["supportingInfo"] = [
+    *EDGE_CLAIM["supportingInfo"],
+    {
+        "sequence": 2,
+        "category": {"coding": [{"code": "hospitalized"}]},
+        "timingPeriod": {"start": "2026-10-30", "end": "2026-11-01"},
+    },
+    {"sequence": 3, "category": {"coding": [{"code": "info"}]}, "valueString": "Seen after a rear-end collision"},
+]
+EDGE_CLAIM["item"] = [
+    {
+        **EDGE_CLAIM["item"][1],
+        "sequence": n,
+        "modifier": [{"coding": [{"code": m}]} for m in ("25", "59", "XS", "QW")],
+        "net": _usd(f"{n}.25"),
+        "unitPrice": _usd(f"{n}.25"),
+        "quantity": {"value": 1},
+    }
+    for n in range(1, 8)
+]
+EDGE_CLAIM["item"][2]["net"] = EDGE_CLAIM["item"][2]["unitPrice"] = {"value": Decimal("9.90"), "currency": "EUR"}
+EDGE_CLAIM["total"] = _usd("25.75")
+COMPLETE.append(EDGE_CLAIM)
+
+
 # What every box of doc-claim's form says: written out by hand from COMPLETE above.
 COMPLETE_FORM = {
     "carrier": "Prairie Mutual",
@@ -436,7 +475,7 @@ async def _claim_data(store: Store, claim_id: str) -> ClaimData:
     return ClaimData(claim, resolve)
 
 
-@pytest.mark.parametrize("claim_id", [*EXAMPLE_CLAIMS, *DEMO_CLAIMS, "doc-claim"])
+@pytest.mark.parametrize("claim_id", [*EXAMPLE_CLAIMS, *DEMO_CLAIMS, "doc-claim", "doc-claim-edge"])
 async def test_every_box_the_table_fills_says_what_the_stored_data_says(
     client: httpx.AsyncClient, docs_store: Store, claim_id: str
 ) -> None:
