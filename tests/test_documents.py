@@ -24,12 +24,17 @@ from tests.documents_harness import (
     HEADER_EXPECTED,
     LINE_EXPECTED,
     ClaimData,
+    _group,
+    _member_id,
+    _person,
+    _plan,
     by_position,
     check_box,
     expected_form,
     missing_listed,
     pages,
     position,
+    rows_of,
     texts,
     unfillable,
 )
@@ -614,6 +619,115 @@ async def test_a_demo_claims_superbill_has_its_services_and_exact_fees(
         assert item["productOrService"]["coding"][0]["code"] in text
         assert f"{_digits(item['net'])} USD" in text
     assert f"{_digits(claim['total'])} USD" in text and "Riverside Clinic" in text
+
+
+def _sections(rows: list[list[str]], headings: tuple[str, ...]) -> dict[str, list[list[str]]]:
+    """A flowing document's lines under each heading (the title block under "")."""
+    out: dict[str, list[list[str]]] = {"": []}
+    current = ""
+    for row in rows:
+        if len(row) == 1 and row[0] in headings:
+            current = row[0]
+            out[current] = []
+        else:
+            out[current].append(row)
+    return out
+
+
+def _money(money: Any) -> str:
+    """A Money as the harness expects it printed: its digits exactly, then its currency; "—" when absent."""
+    if not isinstance(money, dict) or not isinstance(money.get("value"), Decimal | int):
+        return DASH
+    return f"{_digits(money)} {money['currency']}" if money.get("currency") else _digits(money)
+
+
+def _sum_text(moneys: list[Any], empty: str) -> str:
+    sums: dict[str, Decimal] = {}
+    for m in moneys:
+        if isinstance(m, dict) and isinstance(m.get("value"), Decimal | int):
+            sums[m.get("currency") or ""] = sums.get(m.get("currency") or "", Decimal(0)) + Decimal(str(m["value"]))
+    return " + ".join(f"{format(v, 'f')} {k}".strip() for k, v in sorted(sums.items())) or empty
+
+
+def _cell(shown: str, value: str | None) -> bool:
+    """A table's text cell: the value, or (too wide for its column) its start and an ellipsis."""
+    value = value or DASH
+    return shown == value or (shown.endswith("…") and value.startswith(shown[:-1]) and len(shown) > 1)
+
+
+def _day(value: Any) -> str | None:
+    return value[:10] if isinstance(value, str) and len(value) >= 10 else None
+
+
+def _superbill_line(item: dict[str, Any]) -> list[str]:
+    """One procedure line of a superbill, from the Claim.item's JSON: item, date(s), code, modifiers, units,
+    unit price and fee (the description is checked apart: a long one is cut to its column)."""
+    period = item.get("servicedPeriod")
+    served = (
+        f"{_day(period.get('start')) or ''}–{_day(period.get('end')) or ''}"
+        if isinstance(period, dict)
+        else _day(item.get("servicedDate"))
+    )
+    codings = (item.get("productOrService") or {}).get("coding") or [{}]
+    modifiers = " ".join(((m.get("coding") or [{}])[0].get("code") or "") for m in item.get("modifier") or [])
+    quantity = (item.get("quantity") or {}).get("value")
+    return [
+        f"#{item.get('sequence')}",
+        served or DASH,
+        codings[0].get("code") or DASH,
+        modifiers or DASH,
+        format(Decimal(str(quantity)), "f") if quantity is not None else DASH,
+        _money(item.get("unitPrice")),
+        _money(item.get("net")),
+    ]
+
+
+SUPERBILL_HEADINGS = ("Practice", "Patient", "Insurance", "Diagnoses", "Procedures and fees")
+
+
+@pytest.mark.parametrize("claim_id", [*DEMO_CLAIMS, "doc-claim", "doc-claim-edge"])
+async def test_every_superbill_line_says_what_the_claim_says(
+    client: httpx.AsyncClient, docs_store: Store, claim_id: str
+) -> None:
+    """Each procedure line (date, code, modifiers, units, unit price, fee) and the totals, read back from the PDF,
+    against the stored Claim; the parties against what it references."""
+    data = await _claim_data(docs_store, claim_id)
+    claim = data.claim
+    sections = _sections(rows_of(await _pdf(client, f"/Claim/{claim_id}/$superbill")), SUPERBILL_HEADINGS)
+    procedures = sections["Procedures and fees"]
+    assert procedures[0] == ["item", "date", "code", "description", "modifiers", "units", "unit price", "fee"]
+    items = [i for i in claim.get("item") or [] if isinstance(i, dict)]
+    lines = procedures[1 : 1 + len(items)]
+    assert len(lines) == len(items)
+    for line, item in zip(lines, items, strict=True):
+        concept = item.get("productOrService") or {}
+        description = concept.get("text") or ((concept.get("coding") or [{}])[0].get("display"))
+        assert [*line[:3], *line[4:]] == _superbill_line(item), (line, item)
+        assert _cell(line[3], description), (line[3], description)
+    fees = [i.get("net") for i in items]
+    assert procedures[1 + len(items) :][:3] == [
+        ["Total of fees", _sum_text(fees, DASH)],
+        ["Claim total", _money(claim.get("total"))],
+        ["Paid by patient", _money(claim.get("patientPaid"))],
+    ]
+    # The parties, from what the Claim references.
+    patient = data.patient or {}
+    assert sections["Patient"][:2] == [
+        ["Name", _person(patient) or DASH],
+        ["Birth date", patient.get("birthDate", DASH)],
+    ]
+    assert sections["Insurance"] == [
+        ["Insurer", data.payer_lines()[0] if data.payer_lines() else DASH],
+        ["Member ID", _member_id(data.coverage) or DASH],
+        ["Group", _group(data.coverage) or DASH],
+        ["Plan", _plan(data.coverage) or DASH],
+        ["Subscriber", _person(data.subscriber) or DASH],
+    ]
+    diagnoses = [
+        [f"#{d['sequence']}", *(d["diagnosisCodeableConcept"]["coding"][0].get(k) or DASH for k in ("code", "system"))]
+        for d in data.diagnoses
+    ]
+    assert [row[:3] for row in sections["Diagnoses"][1:]] == (diagnoses or [["none"]])
 
 
 async def test_an_invoice_statement_has_charges_adjustments_payments_balance_aging_and_how_to_pay(
