@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -765,6 +766,195 @@ async def test_the_demo_invoice_statement_is_settled(client: httpx.AsyncClient) 
     assert "Paid 184.60 USD" in text and "Balance due 0.00 USD" in text
     charges = text.split("Charges", 1)[1].split("Total net", 1)[0]
     assert charges.strip().split("\n") == ["line date service component amount", "none"]  # no lineItem
+
+
+STATEMENT_HEADINGS = (
+    "From / To",
+    "Charges",
+    "Adjustments",
+    "Payments",
+    "Open invoices",
+    "Aging of the balance due",
+    "How to pay",
+)
+AGES = (("0–30 days", 30), ("31–60 days", 60), ("61–90 days", 90), ("over 90 days", None))
+
+
+def _concept_text(concept: Any) -> str | None:
+    if not isinstance(concept, dict):
+        return None
+    coding = (concept.get("coding") or [{}])[0]
+    return concept.get("text") or coding.get("display")
+
+
+def _statement_lines(invoice: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    """Charges (base, surcharge, tax) and adjustments (discount, deduction) as the statement's rows."""
+    charges, adjustments = [], []
+    for line in invoice.get("lineItem") or []:
+        concept = line.get("chargeItemCodeableConcept")
+        what = _concept_text(concept) or ((concept or {}).get("coding") or [{}])[0].get("code")
+        served = _day(line.get("servicedDate")) or _day((line.get("servicedPeriod") or {}).get("start"))
+        for component in line.get("priceComponent") or []:
+            row = [
+                str(line.get("sequence") or ""),
+                served or DASH,
+                what or DASH,
+                _concept_text(component.get("code")) or component["type"],
+                _money(component.get("amount")),
+            ]
+            if component["type"] in ("discount", "deduction"):
+                adjustments.append(row)
+            elif component["type"] in ("base", "surcharge", "tax"):
+                charges.append(row)
+    for component in invoice.get("totalPriceComponent") or []:
+        if component.get("type") in ("discount", "deduction"):
+            label = _concept_text(component.get("code")) or component["type"]
+            adjustments.append(["total", DASH, "whole invoice", label, _money(component.get("amount"))])
+    return charges, adjustments
+
+
+async def _payments(store: Store, invoice_id: str) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """The active PaymentReconciliations' allocations to the Invoice: (date, id, amounts), by date then id."""
+    out = []
+    for payment in await store.search("PaymentReconciliation", {}, 1000):
+        allocated = [
+            a["amount"]
+            for a in payment.get("allocation") or []
+            if (a.get("target") or {}).get("reference") == f"Invoice/{invoice_id}" and isinstance(a.get("amount"), dict)
+        ]
+        if payment.get("status") == "active" and allocated:
+            out.append((payment.get("date") or "", payment["id"], allocated))
+    return sorted(out)
+
+
+def _negated(moneys: list[Any]) -> list[dict[str, Any]]:
+    return [{**m, "value": -Decimal(str(m["value"]))} for m in moneys]
+
+
+def _age(billed: Any, as_of: str) -> str:
+    if _day(billed) is None:
+        return "undated"
+    days = (date.fromisoformat(as_of) - date.fromisoformat(billed[:10])).days
+    return next(label for label, most in AGES if most is None or days <= most)
+
+
+def _aging_rows(owed: dict[str, list[Any]]) -> list[list[str]]:
+    return [["billed", "balance due"]] + [
+        [label, _sum_text(owed.get(label, []), "0")] for label in (*(a for a, _ in AGES), "undated")
+    ]
+
+
+def _to(patient: dict[str, Any]) -> list[list[str]]:
+    name = (patient.get("name") or [{}])[0]
+    address = (patient.get("address") or [None])[0]
+    where = (
+        ", ".join(
+            p
+            for p in (
+                ", ".join(address.get("line") or []),
+                address.get("city"),
+                f"{address.get('state') or ''} {address.get('postalCode') or ''}".strip(),
+            )
+            if p
+        )
+        if address
+        else None
+    )
+    return [
+        ["To", " ".join([*name.get("given", []), name.get("family", "")]).strip() or DASH],
+        ["Address", where or DASH],
+    ]
+
+
+@pytest.mark.parametrize("as_of", ["2026-10-15", "2026-12-01", "2027-03-01"])
+@pytest.mark.parametrize("invoice_id", ["demo-invoice-1", "doc-invoice"])
+async def test_every_statement_line_says_what_the_invoice_and_its_payments_say(
+    client: httpx.AsyncClient, docs_store: Store, invoice_id: str, as_of: str
+) -> None:
+    """Charges, adjustments, payments (from PaymentReconciliation allocations), paid, balance and aging, read back
+    line by line and worked out from the stored Invoice and payments."""
+    invoice = await docs_store.get("Invoice", invoice_id)
+    assert invoice is not None
+    issuer = await docs_store.get(*invoice["issuer"]["reference"].split("/"))
+    patient = await docs_store.get(*invoice["recipient"]["reference"].split("/"))
+    sections = _sections(
+        rows_of(await _pdf(client, f"/Invoice/{invoice_id}/$statement?asOf={as_of}")), STATEMENT_HEADINGS
+    )
+    assert sections["From / To"] == [["From", (issuer or {})["name"]], ["Statement date", as_of], *_to(patient or {})]
+    charges, adjustments = _statement_lines(invoice)
+    header = ["line", "date", "service", "component", "amount"]
+    totals = [
+        ["Total net", _money(invoice.get("totalNet"))],
+        ["Total gross (payable)", _money(invoice.get("totalGross"))],
+    ]
+    assert sections["Charges"] == [header, *(charges or [["none"]]), *totals]
+    assert sections["Adjustments"] == [header, *(adjustments or [["none"]])]
+    payments = await _payments(docs_store, invoice_id)
+    paid = [m for *_, amounts in payments for m in amounts]
+    payable = invoice.get("totalGross") or invoice.get("totalNet")
+    balance = _sum_text([payable, *_negated(paid)], "0")
+    assert sections["Payments"] == [
+        ["date", "payment", "amount"],
+        *([d, f"PaymentReconciliation/{pid}", _sum_text(amounts, "0")] for d, pid, amounts in payments),
+        *([] if payments else [["none"]]),
+        ["Paid", _sum_text(paid, "0")],
+        ["Balance due", balance],
+    ]
+    owed = {_age(invoice.get("date"), as_of): [payable, *_negated(paid)]} if invoice["status"] == "issued" else {}
+    assert sections["Aging of the balance due"] == _aging_rows(owed)
+    how = [row for row in sections["How to pay"]]
+    expected_how = [[invoice["paymentTerms"]]] if invoice.get("paymentTerms") else []
+    phone = next((t["value"] for c in (issuer or {}).get("contact") or [] for t in c.get("telecom") or []), None)
+    expected_how.append(
+        [f"Pay {issuer['name']}, quoting invoice {invoice_id}" + (f"; questions: {phone}." if phone else ".")]
+    )
+    assert how == expected_how
+
+
+@pytest.mark.parametrize("patient_id", ["demo-patient-1", "demo-patient-2", "demo-patient-3", "doc-patient"])
+async def test_every_patient_statement_line_says_what_the_open_invoices_say(
+    client: httpx.AsyncClient, docs_store: Store, patient_id: str
+) -> None:
+    """A patient's statement: one line per open (issued) Invoice addressed to them, oldest first, with what it
+    charges, what was paid and what is due; the balance and its aging, worked out from the stored JSON."""
+    as_of = "2026-12-01"
+    patient = await docs_store.get("Patient", patient_id)
+    sections = _sections(
+        rows_of(await _pdf(client, f"/Patient/{patient_id}/$statement?asOf={as_of}")), STATEMENT_HEADINGS
+    )
+    invoices = sorted(
+        (
+            i
+            for i in await docs_store.search("Invoice", {}, 1000)
+            if (i.get("recipient") or {}).get("reference") == f"Patient/{patient_id}" and i.get("status") == "issued"
+        ),
+        key=lambda i: i.get("date") or "",
+    )
+    rows, balances, owed = [], [], {}
+    for invoice in invoices:
+        payable = invoice.get("totalGross") or invoice.get("totalNet")
+        paid = [m for *_, amounts in await _payments(docs_store, invoice["id"]) for m in amounts]
+        due = [payable, *_negated(paid)]
+        rows.append(
+            [
+                invoice["id"],
+                _day(invoice.get("date")) or DASH,
+                _money(payable),
+                _sum_text(paid, "0"),
+                _sum_text(due, "0"),
+            ]
+        )
+        balances += due
+        owed.setdefault(_age(invoice.get("date"), as_of), []).extend(due)
+    assert sections["From / To"][1:] == [["Statement date", as_of], *_to(patient or {})]
+    assert sections["Open invoices"] == [
+        ["invoice", "date", "charged", "paid", "balance due"],
+        *(rows or [["none"]]),
+        ["Balance due", _sum_text(balances, "0")],
+    ]
+    assert sections["Aging of the balance due"] == _aging_rows(owed)
+    if not invoices:
+        assert sections["How to pay"] == [["No open invoice: nothing is due."]]
 
 
 async def test_a_patient_statement_lists_the_open_invoices(client: httpx.AsyncClient) -> None:
