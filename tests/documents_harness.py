@@ -139,7 +139,7 @@ def _addresses(resource: Json | None) -> Json | None:
     candidates = [found] if isinstance(found, dict) else [a for a in found or [] if isinstance(a, dict)]
     candidates += [c["address"] for c in resource.get("contact") or [] if isinstance(c.get("address"), dict)]
     preferred = [a for a in candidates if a.get("use") in ("home", "work")]
-    return (preferred or candidates or [None])[0]
+    return next(iter(preferred or candidates), None)
 
 
 def _street(resource: Json | None) -> str | None:
