@@ -26,9 +26,14 @@ from tests.documents_harness import (
     LINE_EXPECTED,
     ClaimData,
     _group,
+    _id,
     _member_id,
+    _part,
     _person,
+    _phone,
     _plan,
+    _s,
+    _street,
     by_position,
     check_box,
     expected_form,
@@ -275,7 +280,30 @@ EDGE_CLAIM: dict[str, Any] = {
         "locationAddress": {"city": "Peoria", "state": "IL"},
     },
     "insurance": [{"sequence": 1, "focal": True, "coverage": {"reference": "Coverage/doc-coverage"}}],
+    "provider": {"reference": "Organization/doc-practice-ssn"},
+    "careTeam": [{"sequence": 1, "provider": {"reference": "PractitionerRole/doc-edge-role"}}],
 }
+# Its billing provider lists an SSN before its EIN (box 25 takes the EIN and checks EIN); its care team member is a
+# PractitionerRole without an NPI of its own (box 24J takes its Practitioner's).
+EDGE_PARTIES: list[dict[str, Any]] = [
+    {
+        "resourceType": "Organization",
+        "id": "doc-practice-ssn",
+        "name": "Lee Solo Practice",
+        "identifier": [
+            {"system": "http://hl7.org/fhir/sid/us-ssn", "value": "123-45-6789"},
+            {"system": NPI, "value": "1245319599"},
+            {"system": EIN, "value": "98-7654321"},
+        ],
+        "contact": [{"address": _address("9 Oak Ave", "Urbana", "IL", "61801")}],
+    },
+    {
+        "resourceType": "PractitionerRole",
+        "id": "doc-edge-role",
+        "practitioner": {"reference": "Practitioner/doc-practitioner"},
+        "organization": {"reference": "Organization/doc-practice-ssn"},
+    },
+]
 EDGE_CLAIM["supportingInfo"] = [
     *EDGE_CLAIM["supportingInfo"],
     {
@@ -298,7 +326,7 @@ EDGE_CLAIM["item"] = [
 ]
 EDGE_CLAIM["item"][2]["net"] = EDGE_CLAIM["item"][2]["unitPrice"] = {"value": Decimal("9.90"), "currency": "EUR"}
 EDGE_CLAIM["total"] = _usd("25.75")
-COMPLETE.append(EDGE_CLAIM)
+COMPLETE += [*EDGE_PARTIES, EDGE_CLAIM]
 
 
 # What every box of doc-claim's form says: written out by hand from COMPLETE above.
@@ -683,6 +711,17 @@ def _superbill_line(item: dict[str, Any]) -> list[str]:
     ]
 
 
+def _given_first(resource: dict[str, Any] | None) -> str | None:
+    """An Organization's name; a person's official (else first) name as `FIRST MIDDLE LAST`."""
+    if not resource:
+        return None
+    if isinstance(resource.get("name"), str):
+        return resource["name"]
+    names = [n for n in resource.get("name") or [] if isinstance(n, dict)]
+    name = next((n for n in names if n.get("use") == "official"), names[0] if names else {})
+    return " ".join([*name.get("given", []), name.get("family", "")]).strip() or None
+
+
 SUPERBILL_HEADINGS = ("Practice", "Patient", "Insurance", "Diagnoses", "Procedures and fees")
 
 
@@ -712,6 +751,28 @@ async def test_every_superbill_line_says_what_the_claim_says(
         ["Paid by patient", _money(claim.get("patientPaid"))],
     ]
     # The parties, from what the Claim references.
+    practice = data.billing or {}
+    where = [
+        _street(practice),
+        _part(practice, "city"),
+        f"{_part(practice, 'state') or ''} {_part(practice, 'postalCode') or ''}",
+    ]
+    members = [
+        data.get(m.get("provider")) for m in sorted(claim.get("careTeam") or [], key=lambda m: str(m.get("sequence")))
+    ]
+    # A PractitionerRole renders as its Practitioner.
+    members = [
+        data.get(m.get("practitioner")) if (m or {}).get("resourceType") == "PractitionerRole" else m for m in members
+    ]
+    team = [_given_first(m) for m in members if m and _given_first(m)]
+    assert sections["Practice"] == [
+        ["Name", _given_first(practice) or _s((claim.get("provider") or {}).get("display")) or DASH],
+        ["Address", ", ".join(p.strip() for p in where if p and p.strip()) or DASH],
+        ["Phone", _phone(practice) or DASH],
+        ["NPI", _id(practice, NPI) or DASH],
+        ["Tax ID", _id(practice, EIN) or _id(practice, "http://hl7.org/fhir/sid/us-ssn") or DASH],
+        *([["Rendering provider(s)", ", ".join(team)]] if team else []),
+    ]
     patient = data.patient or {}
     assert sections["Patient"][:2] == [
         ["Name", _person(patient) or DASH],

@@ -113,7 +113,7 @@ def render_superbill(sources: Sources) -> bytes:
             ("Address", _address_text(practice)),
             ("Phone", phone(practice)),
             ("NPI", identifier(practice, NPI)),
-            ("Tax ID", identifier(practice, TAX_ID, SSN)),
+            ("Tax ID", identifier(practice, TAX_ID) or identifier(practice, SSN)),  # the EIN, else the SSN
         ]
     )
     team = [
