@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import AsyncIterator
+from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,15 +14,36 @@ from typing import Any
 import httpx
 import pytest
 
-from app.auth import anonymous
 from app.demo import example_items
-from app.documents import claim_sources, fill_cms1500
+from app.documents.cms1500 import BOXES, LINE_BOXES, SERVICE_LINES
 from app.documents.values import DASH
-from app.graphql.context import Context
+from app.fhir.model import SERVED
 from app.http import loads
 from app.store import Store
 from app.writes import Writer
-from tests.documents_harness import by_position, check_box, pages, position, texts
+from tests.documents_harness import (
+    HEADER_EXPECTED,
+    LINE_EXPECTED,
+    ClaimData,
+    _group,
+    _id,
+    _member_id,
+    _part,
+    _person,
+    _phone,
+    _plan,
+    _s,
+    _street,
+    by_position,
+    check_box,
+    expected_form,
+    missing_listed,
+    pages,
+    position,
+    rows_of,
+    texts,
+    unfillable,
+)
 from tests.harness import client_for
 from tests.tokens import authed_client, bearer, token
 
@@ -245,6 +267,68 @@ COMPLETE: list[dict[str, Any]] = [
     },
 ]
 
+# A claim for the rules the examples and demo data never reach: an auto accident and its state, a hospital stay,
+# additional information, four modifiers and a service period on a line, a line in another currency, and more
+# lines than one form holds.
+EDGE_CLAIM: dict[str, Any] = {
+    **copy.deepcopy(next(r for r in COMPLETE if r["id"] == "doc-claim")),
+    "id": "doc-claim-edge",
+    "status": "draft",
+    "accident": {
+        "date": "2026-10-29",
+        "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "MVA"}]},
+        "locationAddress": {"city": "Peoria", "state": "IL"},
+    },
+    "insurance": [{"sequence": 1, "focal": True, "coverage": {"reference": "Coverage/doc-coverage"}}],
+    "provider": {"reference": "Organization/doc-practice-ssn"},
+    "careTeam": [{"sequence": 1, "provider": {"reference": "PractitionerRole/doc-edge-role"}}],
+}
+# Its billing provider lists an SSN before its EIN (box 25 takes the EIN and checks EIN); its care team member is a
+# PractitionerRole without an NPI of its own (box 24J takes its Practitioner's).
+EDGE_PARTIES: list[dict[str, Any]] = [
+    {
+        "resourceType": "Organization",
+        "id": "doc-practice-ssn",
+        "name": "Lee Solo Practice",
+        "identifier": [
+            {"system": "http://hl7.org/fhir/sid/us-ssn", "value": "123-45-6789"},
+            {"system": NPI, "value": "1245319599"},
+            {"system": EIN, "value": "98-7654321"},
+        ],
+        "contact": [{"address": _address("9 Oak Ave", "Urbana", "IL", "61801")}],
+    },
+    {
+        "resourceType": "PractitionerRole",
+        "id": "doc-edge-role",
+        "practitioner": {"reference": "Practitioner/doc-practitioner"},
+        "organization": {"reference": "Organization/doc-practice-ssn"},
+    },
+]
+EDGE_CLAIM["supportingInfo"] = [
+    *EDGE_CLAIM["supportingInfo"],
+    {
+        "sequence": 2,
+        "category": {"coding": [{"code": "hospitalized"}]},
+        "timingPeriod": {"start": "2026-10-30", "end": "2026-11-01"},
+    },
+    {"sequence": 3, "category": {"coding": [{"code": "info"}]}, "valueString": "Seen after a rear-end collision"},
+]
+EDGE_CLAIM["item"] = [
+    {
+        **EDGE_CLAIM["item"][1],
+        "sequence": n,
+        "modifier": [{"coding": [{"code": m}]} for m in ("25", "59", "XS", "QW")],
+        "net": _usd(f"{n}.25"),
+        "unitPrice": _usd(f"{n}.25"),
+        "quantity": {"value": 1},
+    }
+    for n in range(1, 8)
+]
+EDGE_CLAIM["item"][2]["net"] = EDGE_CLAIM["item"][2]["unitPrice"] = {"value": Decimal("9.90"), "currency": "EUR"}
+EDGE_CLAIM["total"] = _usd("25.75")
+COMPLETE += [*EDGE_PARTIES, EDGE_CLAIM]
+
+
 # What every box of doc-claim's form says: written out by hand from COMPLETE above.
 COMPLETE_FORM = {
     "carrier": "Prairie Mutual",
@@ -380,54 +464,8 @@ EXAMPLE_CLAIMS = sorted(r["id"] for r in _claims())
 DEMO_CLAIMS = [f"demo-claim-{n:02d}" for n in range(1, 21)]
 
 
-def _served(resources: dict[tuple[str, str], dict[str, Any]], reference: Any) -> dict[str, Any] | None:
-    ref = reference.get("reference") if isinstance(reference, dict) else None
-    if isinstance(ref, str) and ref.startswith("#"):
-        return resources.get(("#", ref[1:]))
-    if not isinstance(ref, str) or ref.count("/") != 1:
-        return None
-    return resources.get(tuple(ref.split("/")))  # type: ignore[arg-type]
-
-
 def _digits(money: Any) -> str:
     return format(Decimal(str(money["value"])), "f")
-
-
-def _oracle(claim: dict[str, Any], resources: dict[tuple[str, str], dict[str, Any]]) -> dict[str, str]:
-    """What some boxes must say, read straight off the stored JSON (the form's own code not involved)."""
-    out: dict[str, str] = {}
-    resources = {**resources, **{("#", c["id"]): c for c in claim.get("contained", [])}}
-    insurer = _served(resources, claim.get("insurer"))
-    out["carrier"] = (
-        insurer["name"] if insurer and insurer.get("name") else claim.get("insurer", {}).get("display", DASH)
-    )
-    patient = _served(resources, claim.get("patient"))
-    if patient and patient.get("name"):
-        name = patient["name"][0]
-        out["2"] = ", ".join(p for p in (name.get("family"), " ".join(name.get("given", []))) if p)
-    else:
-        out["2"] = DASH
-    provider = _served(resources, claim.get("provider"))
-    out["33"] = (
-        provider["name"] if provider and provider.get("name") else claim.get("provider", {}).get("display", DASH)
-    )
-    out["31 date"] = f"{claim['created'][5:7]} {claim['created'][8:10]} {claim['created'][2:4]}"
-    for n, item in enumerate(claim.get("item", [])[:6], start=1):
-        out[f"24D line {n}"] = item["productOrService"]["coding"][0]["code"][:6]
-        if "net" in item:
-            out[f"24F line {n}"] = _digits(item["net"])
-        out[f"24G line {n}"] = format(Decimal(str(item["quantity"]["value"])), "f") if "quantity" in item else "1"
-        if "servicedDate" in item:
-            d = item["servicedDate"]
-            out[f"24A from line {n}"] = out[f"24A to line {n}"] = f"{d[5:7]} {d[8:10]} {d[2:4]}"
-    nets = [Decimal(str(i["net"]["value"])) for i in claim.get("item", [])[:6] if "net" in i]
-    currency = claim.get("total", {}).get("currency") or "USD"
-    out["28"] = f"{format(sum(nets, Decimal(0)), 'f')} {currency}" if nets else DASH
-    for i, d in enumerate(sorted(claim.get("diagnosis", []), key=lambda d: d["sequence"])[:12]):
-        concept = d.get("diagnosisCodeableConcept")
-        if concept:
-            out[f"21{'ABCDEFGHIJKL'[i]}"] = concept["coding"][0]["code"][:8]
-    return out
 
 
 async def _stored(store: Store) -> dict[tuple[str, str], dict[str, Any]]:
@@ -438,30 +476,74 @@ async def _stored(store: Store) -> dict[tuple[str, str], dict[str, Any]]:
     return out
 
 
-@pytest.mark.parametrize("claim_id", [*EXAMPLE_CLAIMS, *DEMO_CLAIMS])
-async def test_every_filled_box_is_on_its_grid_place_and_says_what_the_data_says(
+async def _claim_data(store: Store, claim_id: str) -> ClaimData:
+    """The stored Claim, and what its references name read from the store ("#id": the Claim's contained)."""
+    claim = await store.get("Claim", claim_id)
+    assert claim is not None
+    contained = {c["id"]: c for c in claim.get("contained") or []}
+    wanted: set[tuple[str, str]] = set()
+
+    def targets(value: Any) -> None:  # every relative reference, however deep (contained ones included)
+        if isinstance(value, dict):
+            ref = value.get("reference")
+            if isinstance(ref, str) and ref.count("/") == 1 and ref.split("/")[0] in SERVED:
+                wanted.add((ref.split("/")[0], ref.split("/")[1]))
+            for v in value.values():
+                targets(v)
+        elif isinstance(value, list):
+            for v in value:
+                targets(v)
+
+    targets(claim)
+    found: dict[str, dict[str, Any]] = {}
+    for _ in range(2):  # the Claim's targets, then theirs (a Coverage's subscriber, a role's practitioner)
+        for rtype, rid in sorted(wanted - {tuple(k.split("/")) for k in found}):  # type: ignore[misc]
+            resource = await store.get(rtype, rid)
+            if resource is not None:
+                found[f"{rtype}/{rid}"] = resource
+                targets(resource)
+
+    def resolve(ref: str) -> dict[str, Any] | None:
+        return contained.get(ref[1:]) if ref.startswith("#") else found.get(ref)
+
+    return ClaimData(claim, resolve)
+
+
+@pytest.mark.parametrize("claim_id", [*EXAMPLE_CLAIMS, *DEMO_CLAIMS, "doc-claim", "doc-claim-edge"])
+async def test_every_box_the_table_fills_says_what_the_stored_data_says(
     client: httpx.AsyncClient, docs_store: Store, claim_id: str
 ) -> None:
+    """Every page's grid, read back from the PDF, is exactly the boxes worked out from the stored JSON by the
+    harness's own readers: fillable boxes with their values, "—" where a required box lacks data, and nothing
+    at all in the boxes the table declares unfillable."""
     data = await _pdf(client, f"/Claim/{claim_id}/$cms1500?layout=form")
-    found = _grid(data)
-    # The drawn page is the filled table, box for box, and nothing else on the grid.
-    filled = fill_cms1500(await claim_sources(Context(docs_store, "t", anonymous(docs_store.tenant)), claim_id))
-    assert len(found) == len(filled)
-    for grid, page in zip(found, filled, strict=True):
-        assert grid == {(p.line, p.column): p.text for p in page.placed}
-    # What the boxes say, against the stored JSON.
-    resources = await _stored(docs_store)
-    claim = resources[("Claim", claim_id)]
-    said = {p.box: p.text for p in filled[0].placed}
-    for box, text in _oracle(claim, resources).items():
-        assert said.get(box) == text, (box, said.get(box), text)
-    # A box the claim lacks data for says so in the box, and the foot of the page lists it.
-    page_text = texts(data)[0]
-    kind = claim["type"]["coding"][0]["code"]
-    assert (f"this Claim's type is {kind}" in page_text) == (kind != "professional")
-    for box in filled[0].missing:
-        assert found[0][position(box)] == DASH
-        assert box in page_text.split("Missing (—): ", 1)[1]
+    found, page_texts = _grid(data), texts(data)
+    expected = expected_form(await _claim_data(docs_store, claim_id))
+    assert len(found) == len(expected)
+    for grid, page_text, (want, missing) in zip(found, page_texts, expected, strict=True):
+        assert grid == want, {
+            k: (grid.get(k), want.get(k)) for k in grid.keys() | want.keys() if grid.get(k) != want.get(k)
+        }
+        for box in (b for b in BOXES if unfillable(b.rule)):
+            assert (box.line, box.column) not in grid, box.box
+        for n in range(len(SERVICE_LINES)):
+            for col in (c for c in LINE_BOXES if unfillable(c.rule)):
+                assert (SERVICE_LINES[n], col.column) not in grid, col.box
+        # A "—" box is listed at the foot of the page, and the data truly has nothing for it.
+        assert sorted(missing_listed(page_text)) == sorted(missing)
+        for box in missing:
+            assert grid[position(box)] == DASH
+    kind = (await docs_store.get("Claim", claim_id) or {})["type"]["coding"][0]["code"]
+    assert (f"this Claim's type is {kind}" in page_texts[0]) == (kind != "professional")
+
+
+def test_the_oracle_covers_every_box_the_table_fills() -> None:
+    """A box added to the table without an expected-value reader here fails, rather than going unchecked."""
+    fillable = {b.box for b in BOXES if not unfillable(b.rule)} - {"28"}
+    assert fillable == set(HEADER_EXPECTED)
+    assert {c.box for c in LINE_BOXES if not unfillable(c.rule)} == set(LINE_EXPECTED)
+    assert all(b.fill is None for b in BOXES if unfillable(b.rule))
+    assert all(c.fill is None for c in LINE_BOXES if unfillable(c.rule))
 
 
 async def test_more_than_six_service_lines_continue_on_another_form(
@@ -568,6 +650,148 @@ async def test_a_demo_claims_superbill_has_its_services_and_exact_fees(
     assert f"{_digits(claim['total'])} USD" in text and "Riverside Clinic" in text
 
 
+def _sections(rows: list[list[str]], headings: tuple[str, ...]) -> dict[str, list[list[str]]]:
+    """A flowing document's lines under each heading (the title block under "")."""
+    out: dict[str, list[list[str]]] = {"": []}
+    current = ""
+    for row in rows:
+        if len(row) == 1 and row[0] in headings:
+            current = row[0]
+            out[current] = []
+        else:
+            out[current].append(row)
+    return out
+
+
+def _money(money: Any) -> str:
+    """A Money as the harness expects it printed: its digits exactly, then its currency; "—" when absent."""
+    if not isinstance(money, dict) or not isinstance(money.get("value"), Decimal | int):
+        return DASH
+    return f"{_digits(money)} {money['currency']}" if money.get("currency") else _digits(money)
+
+
+def _sum_text(moneys: list[Any], empty: str) -> str:
+    sums: dict[str, Decimal] = {}
+    for m in moneys:
+        if isinstance(m, dict) and isinstance(m.get("value"), Decimal | int):
+            sums[m.get("currency") or ""] = sums.get(m.get("currency") or "", Decimal(0)) + Decimal(str(m["value"]))
+    return " + ".join(f"{format(v, 'f')} {k}".strip() for k, v in sorted(sums.items())) or empty
+
+
+def _cell(shown: str, value: str | None) -> bool:
+    """A table's text cell: the value, or (too wide for its column) its start and an ellipsis."""
+    value = value or DASH
+    return shown == value or (shown.endswith("…") and value.startswith(shown[:-1]) and len(shown) > 1)
+
+
+def _day(value: Any) -> str | None:
+    return value[:10] if isinstance(value, str) and len(value) >= 10 else None
+
+
+def _superbill_line(item: dict[str, Any]) -> list[str]:
+    """One procedure line of a superbill, from the Claim.item's JSON: item, date(s), code, modifiers, units,
+    unit price and fee (the description is checked apart: a long one is cut to its column)."""
+    period = item.get("servicedPeriod")
+    served = (
+        f"{_day(period.get('start')) or ''}–{_day(period.get('end')) or ''}"
+        if isinstance(period, dict)
+        else _day(item.get("servicedDate"))
+    )
+    codings = (item.get("productOrService") or {}).get("coding") or [{}]
+    modifiers = " ".join(((m.get("coding") or [{}])[0].get("code") or "") for m in item.get("modifier") or [])
+    quantity = (item.get("quantity") or {}).get("value")
+    return [
+        f"#{item.get('sequence')}",
+        served or DASH,
+        codings[0].get("code") or DASH,
+        modifiers or DASH,
+        format(Decimal(str(quantity)), "f") if quantity is not None else DASH,
+        _money(item.get("unitPrice")),
+        _money(item.get("net")),
+    ]
+
+
+def _given_first(resource: dict[str, Any] | None) -> str | None:
+    """An Organization's name; a person's official (else first) name as `FIRST MIDDLE LAST`."""
+    if not resource:
+        return None
+    if isinstance(resource.get("name"), str):
+        return resource["name"]
+    names = [n for n in resource.get("name") or [] if isinstance(n, dict)]
+    name = next((n for n in names if n.get("use") == "official"), names[0] if names else {})
+    return " ".join([*name.get("given", []), name.get("family", "")]).strip() or None
+
+
+SUPERBILL_HEADINGS = ("Practice", "Patient", "Insurance", "Diagnoses", "Procedures and fees")
+
+
+@pytest.mark.parametrize("claim_id", [*DEMO_CLAIMS, "doc-claim", "doc-claim-edge"])
+async def test_every_superbill_line_says_what_the_claim_says(
+    client: httpx.AsyncClient, docs_store: Store, claim_id: str
+) -> None:
+    """Each procedure line (date, code, modifiers, units, unit price, fee) and the totals, read back from the PDF,
+    against the stored Claim; the parties against what it references."""
+    data = await _claim_data(docs_store, claim_id)
+    claim = data.claim
+    sections = _sections(rows_of(await _pdf(client, f"/Claim/{claim_id}/$superbill")), SUPERBILL_HEADINGS)
+    procedures = sections["Procedures and fees"]
+    assert procedures[0] == ["item", "date", "code", "description", "modifiers", "units", "unit price", "fee"]
+    items = [i for i in claim.get("item") or [] if isinstance(i, dict)]
+    lines = procedures[1 : 1 + len(items)]
+    assert len(lines) == len(items)
+    for line, item in zip(lines, items, strict=True):
+        concept = item.get("productOrService") or {}
+        description = concept.get("text") or ((concept.get("coding") or [{}])[0].get("display"))
+        assert [*line[:3], *line[4:]] == _superbill_line(item), (line, item)
+        assert _cell(line[3], description), (line[3], description)
+    fees = [i.get("net") for i in items]
+    assert procedures[1 + len(items) :][:3] == [
+        ["Total of fees", _sum_text(fees, DASH)],
+        ["Claim total", _money(claim.get("total"))],
+        ["Paid by patient", _money(claim.get("patientPaid"))],
+    ]
+    # The parties, from what the Claim references.
+    practice = data.billing or {}
+    where = [
+        _street(practice),
+        _part(practice, "city"),
+        f"{_part(practice, 'state') or ''} {_part(practice, 'postalCode') or ''}",
+    ]
+    members = [
+        data.get(m.get("provider")) for m in sorted(claim.get("careTeam") or [], key=lambda m: str(m.get("sequence")))
+    ]
+    # A PractitionerRole renders as its Practitioner.
+    members = [
+        data.get(m.get("practitioner")) if (m or {}).get("resourceType") == "PractitionerRole" else m for m in members
+    ]
+    team = [_given_first(m) for m in members if m and _given_first(m)]
+    assert sections["Practice"] == [
+        ["Name", _given_first(practice) or _s((claim.get("provider") or {}).get("display")) or DASH],
+        ["Address", ", ".join(p.strip() for p in where if p and p.strip()) or DASH],
+        ["Phone", _phone(practice) or DASH],
+        ["NPI", _id(practice, NPI) or DASH],
+        ["Tax ID", _id(practice, EIN) or _id(practice, "http://hl7.org/fhir/sid/us-ssn") or DASH],
+        *([["Rendering provider(s)", ", ".join(team)]] if team else []),
+    ]
+    patient = data.patient or {}
+    assert sections["Patient"][:2] == [
+        ["Name", _person(patient) or DASH],
+        ["Birth date", patient.get("birthDate", DASH)],
+    ]
+    assert sections["Insurance"] == [
+        ["Insurer", data.payer_lines()[0] if data.payer_lines() else DASH],
+        ["Member ID", _member_id(data.coverage) or DASH],
+        ["Group", _group(data.coverage) or DASH],
+        ["Plan", _plan(data.coverage) or DASH],
+        ["Subscriber", _person(data.subscriber) or DASH],
+    ]
+    diagnoses = [
+        [f"#{d['sequence']}", *(d["diagnosisCodeableConcept"]["coding"][0].get(k) or DASH for k in ("code", "system"))]
+        for d in data.diagnoses
+    ]
+    assert [row[:3] for row in sections["Diagnoses"][1:]] == (diagnoses or [["none"]])
+
+
 async def test_an_invoice_statement_has_charges_adjustments_payments_balance_aging_and_how_to_pay(
     client: httpx.AsyncClient,
 ) -> None:
@@ -603,6 +827,195 @@ async def test_the_demo_invoice_statement_is_settled(client: httpx.AsyncClient) 
     assert "Paid 184.60 USD" in text and "Balance due 0.00 USD" in text
     charges = text.split("Charges", 1)[1].split("Total net", 1)[0]
     assert charges.strip().split("\n") == ["line date service component amount", "none"]  # no lineItem
+
+
+STATEMENT_HEADINGS = (
+    "From / To",
+    "Charges",
+    "Adjustments",
+    "Payments",
+    "Open invoices",
+    "Aging of the balance due",
+    "How to pay",
+)
+AGES = (("0–30 days", 30), ("31–60 days", 60), ("61–90 days", 90), ("over 90 days", None))
+
+
+def _concept_text(concept: Any) -> str | None:
+    if not isinstance(concept, dict):
+        return None
+    coding = (concept.get("coding") or [{}])[0]
+    return concept.get("text") or coding.get("display")
+
+
+def _statement_lines(invoice: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    """Charges (base, surcharge, tax) and adjustments (discount, deduction) as the statement's rows."""
+    charges, adjustments = [], []
+    for line in invoice.get("lineItem") or []:
+        concept = line.get("chargeItemCodeableConcept")
+        what = _concept_text(concept) or ((concept or {}).get("coding") or [{}])[0].get("code")
+        served = _day(line.get("servicedDate")) or _day((line.get("servicedPeriod") or {}).get("start"))
+        for component in line.get("priceComponent") or []:
+            row = [
+                str(line.get("sequence") or ""),
+                served or DASH,
+                what or DASH,
+                _concept_text(component.get("code")) or component["type"],
+                _money(component.get("amount")),
+            ]
+            if component["type"] in ("discount", "deduction"):
+                adjustments.append(row)
+            elif component["type"] in ("base", "surcharge", "tax"):
+                charges.append(row)
+    for component in invoice.get("totalPriceComponent") or []:
+        if component.get("type") in ("discount", "deduction"):
+            label = _concept_text(component.get("code")) or component["type"]
+            adjustments.append(["total", DASH, "whole invoice", label, _money(component.get("amount"))])
+    return charges, adjustments
+
+
+async def _payments(store: Store, invoice_id: str) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """The active PaymentReconciliations' allocations to the Invoice: (date, id, amounts), by date then id."""
+    out = []
+    for payment in await store.search("PaymentReconciliation", {}, 1000):
+        allocated = [
+            a["amount"]
+            for a in payment.get("allocation") or []
+            if (a.get("target") or {}).get("reference") == f"Invoice/{invoice_id}" and isinstance(a.get("amount"), dict)
+        ]
+        if payment.get("status") == "active" and allocated:
+            out.append((payment.get("date") or "", payment["id"], allocated))
+    return sorted(out)
+
+
+def _negated(moneys: list[Any]) -> list[dict[str, Any]]:
+    return [{**m, "value": -Decimal(str(m["value"]))} for m in moneys]
+
+
+def _age(billed: Any, as_of: str) -> str:
+    if _day(billed) is None:
+        return "undated"
+    days = (date.fromisoformat(as_of) - date.fromisoformat(billed[:10])).days
+    return next(label for label, most in AGES if most is None or days <= most)
+
+
+def _aging_rows(owed: dict[str, list[Any]]) -> list[list[str]]:
+    return [["billed", "balance due"]] + [
+        [label, _sum_text(owed.get(label, []), "0")] for label in (*(a for a, _ in AGES), "undated")
+    ]
+
+
+def _to(patient: dict[str, Any]) -> list[list[str]]:
+    name = (patient.get("name") or [{}])[0]
+    address = (patient.get("address") or [None])[0]
+    where = (
+        ", ".join(
+            p
+            for p in (
+                ", ".join(address.get("line") or []),
+                address.get("city"),
+                f"{address.get('state') or ''} {address.get('postalCode') or ''}".strip(),
+            )
+            if p
+        )
+        if address
+        else None
+    )
+    return [
+        ["To", " ".join([*name.get("given", []), name.get("family", "")]).strip() or DASH],
+        ["Address", where or DASH],
+    ]
+
+
+@pytest.mark.parametrize("as_of", ["2026-10-15", "2026-12-01", "2027-03-01"])
+@pytest.mark.parametrize("invoice_id", ["demo-invoice-1", "doc-invoice"])
+async def test_every_statement_line_says_what_the_invoice_and_its_payments_say(
+    client: httpx.AsyncClient, docs_store: Store, invoice_id: str, as_of: str
+) -> None:
+    """Charges, adjustments, payments (from PaymentReconciliation allocations), paid, balance and aging, read back
+    line by line and worked out from the stored Invoice and payments."""
+    invoice = await docs_store.get("Invoice", invoice_id)
+    assert invoice is not None
+    issuer = await docs_store.get(*invoice["issuer"]["reference"].split("/"))
+    patient = await docs_store.get(*invoice["recipient"]["reference"].split("/"))
+    sections = _sections(
+        rows_of(await _pdf(client, f"/Invoice/{invoice_id}/$statement?asOf={as_of}")), STATEMENT_HEADINGS
+    )
+    assert sections["From / To"] == [["From", (issuer or {})["name"]], ["Statement date", as_of], *_to(patient or {})]
+    charges, adjustments = _statement_lines(invoice)
+    header = ["line", "date", "service", "component", "amount"]
+    totals = [
+        ["Total net", _money(invoice.get("totalNet"))],
+        ["Total gross (payable)", _money(invoice.get("totalGross"))],
+    ]
+    assert sections["Charges"] == [header, *(charges or [["none"]]), *totals]
+    assert sections["Adjustments"] == [header, *(adjustments or [["none"]])]
+    payments = await _payments(docs_store, invoice_id)
+    paid = [m for *_, amounts in payments for m in amounts]
+    payable = invoice.get("totalGross") or invoice.get("totalNet")
+    balance = _sum_text([payable, *_negated(paid)], "0")
+    assert sections["Payments"] == [
+        ["date", "payment", "amount"],
+        *([d, f"PaymentReconciliation/{pid}", _sum_text(amounts, "0")] for d, pid, amounts in payments),
+        *([] if payments else [["none"]]),
+        ["Paid", _sum_text(paid, "0")],
+        ["Balance due", balance],
+    ]
+    owed = {_age(invoice.get("date"), as_of): [payable, *_negated(paid)]} if invoice["status"] == "issued" else {}
+    assert sections["Aging of the balance due"] == _aging_rows(owed)
+    how = [row for row in sections["How to pay"]]
+    expected_how = [[invoice["paymentTerms"]]] if invoice.get("paymentTerms") else []
+    phone = next((t["value"] for c in (issuer or {}).get("contact") or [] for t in c.get("telecom") or []), None)
+    expected_how.append(
+        [f"Pay {issuer['name']}, quoting invoice {invoice_id}" + (f"; questions: {phone}." if phone else ".")]
+    )
+    assert how == expected_how
+
+
+@pytest.mark.parametrize("patient_id", ["demo-patient-1", "demo-patient-2", "demo-patient-3", "doc-patient"])
+async def test_every_patient_statement_line_says_what_the_open_invoices_say(
+    client: httpx.AsyncClient, docs_store: Store, patient_id: str
+) -> None:
+    """A patient's statement: one line per open (issued) Invoice addressed to them, oldest first, with what it
+    charges, what was paid and what is due; the balance and its aging, worked out from the stored JSON."""
+    as_of = "2026-12-01"
+    patient = await docs_store.get("Patient", patient_id)
+    sections = _sections(
+        rows_of(await _pdf(client, f"/Patient/{patient_id}/$statement?asOf={as_of}")), STATEMENT_HEADINGS
+    )
+    invoices = sorted(
+        (
+            i
+            for i in await docs_store.search("Invoice", {}, 1000)
+            if (i.get("recipient") or {}).get("reference") == f"Patient/{patient_id}" and i.get("status") == "issued"
+        ),
+        key=lambda i: i.get("date") or "",
+    )
+    rows, balances, owed = [], [], {}
+    for invoice in invoices:
+        payable = invoice.get("totalGross") or invoice.get("totalNet")
+        paid = [m for *_, amounts in await _payments(docs_store, invoice["id"]) for m in amounts]
+        due = [payable, *_negated(paid)]
+        rows.append(
+            [
+                invoice["id"],
+                _day(invoice.get("date")) or DASH,
+                _money(payable),
+                _sum_text(paid, "0"),
+                _sum_text(due, "0"),
+            ]
+        )
+        balances += due
+        owed.setdefault(_age(invoice.get("date"), as_of), []).extend(due)
+    assert sections["From / To"][1:] == [["Statement date", as_of], *_to(patient or {})]
+    assert sections["Open invoices"] == [
+        ["invoice", "date", "charged", "paid", "balance due"],
+        *(rows or [["none"]]),
+        ["Balance due", _sum_text(balances, "0")],
+    ]
+    assert sections["Aging of the balance due"] == _aging_rows(owed)
+    if not invoices:
+        assert sections["How to pay"] == [["No open invoice: nothing is due."]]
 
 
 async def test_a_patient_statement_lists_the_open_invoices(client: httpx.AsyncClient) -> None:

@@ -234,7 +234,8 @@ def _timing(c: Claim1500, category: str, end: bool = False) -> str | None:
 
 
 def _tax_id(c: Claim1500) -> str | None:
-    return identifier(c.billing_provider, TAX_ID, SSN)
+    """The EIN when the billing provider has one, else its SSN: the kind `25 kind` checks (in whatever order listed)."""
+    return identifier(c.billing_provider, TAX_ID) or identifier(c.billing_provider, SSN)
 
 
 def _tax_kind(c: Claim1500) -> str | None:

@@ -38,9 +38,15 @@ class Sheet(Document):
             self.multi_cell(WIDTH - 140, 13, value if value else DASH, new_x="LMARGIN", new_y="NEXT")
 
     def rows(
-        self, headers: Sequence[str], widths: Sequence[float], rows: Sequence[Sequence[str | None]], right: set[int]
+        self,
+        headers: Sequence[str],
+        widths: Sequence[float],
+        rows: Sequence[Sequence[str | None]],
+        right: set[int],
+        whole: frozenset[int] = frozenset(),
     ) -> None:
-        """A table; columns in `right` (numbers, money) are right-aligned and never shortened."""
+        """A table; columns in `right` (numbers, money) are right-aligned and never shortened; those in `whole`
+        (dates, codes) are never shortened either: a value too wide for its column is printed smaller."""
         self.set_font(SANS, size=8)
         self.set_fill_color(245, 245, 245)
         for i, (header, width) in enumerate(zip(headers, widths, strict=True)):
@@ -53,9 +59,12 @@ class Sheet(Document):
         for row in rows:
             for i, (value, width) in enumerate(zip(row, widths, strict=True)):
                 shown = value if value else DASH
-                while i not in right and len(shown) > 3 and self.get_string_width(shown) > width - 2:
+                if i in whole and self.get_string_width(shown) > width - 2:
+                    self.set_font_size(8 * (width - 2) / self.get_string_width(shown))
+                while i not in right and i not in whole and len(shown) > 3 and self.get_string_width(shown) > width - 2:
                     shown = shown[:-2] + "…"
                 self.cell(width, 12, shown, align="R" if i in right else "L")
+                self.set_font_size(8)
             self.ln(12)
         self.set_font(SANS, size=9)
 

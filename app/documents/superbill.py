@@ -113,7 +113,7 @@ def render_superbill(sources: Sources) -> bytes:
             ("Address", _address_text(practice)),
             ("Phone", phone(practice)),
             ("NPI", identifier(practice, NPI)),
-            ("Tax ID", identifier(practice, TAX_ID, SSN)),
+            ("Tax ID", identifier(practice, TAX_ID) or identifier(practice, SSN)),  # the EIN, else the SSN
         ]
     )
     team = [
@@ -160,9 +160,10 @@ def render_superbill(sources: Sources) -> bytes:
             pdf.note(f"Claim/{claim.get('id')} · created {day(claim.get('created')) or 'undated'}")
         pdf.rows(
             ["item", "date", "code", "description", "modifiers", "units", "unit price", "fee"],
-            [36, 60, 44, 156, 50, 30, 64, 64],
+            [36, 88, 44, 128, 50, 30, 64, 64],
             rows,
             {5, 6, 7},
+            whole=frozenset({1, 2, 4}),  # a service period, the code and every modifier, never cut
         )
     pdf.ln(4)
     pdf.pairs([("Total of fees", _total_text(add(*fees)))])
