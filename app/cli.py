@@ -30,6 +30,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    # fpdf2's font subsetting (fontTools) logs some 70 INFO lines per PDF: only its warnings are worth a line.
+    logging.getLogger("fontTools").setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def _exit_on_sigterm() -> None:
