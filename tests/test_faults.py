@@ -249,6 +249,7 @@ async def test_a_stalled_database_is_reported_promptly_then_recovers(
     process = f.db.process
     assert process is not None
     os.kill(process.pid, signal.SIGSTOP)
+    halted(process.pid)  # a signal is delivered asynchronously: only a stopped server is a stalled one
     try:
         assert await ready(f.client) == 503
         read = await post(f.client, "query($id: ID!) { Patient(id: $id) { id } }", {"id": "x"})
