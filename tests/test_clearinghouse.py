@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,7 @@ from app.store import Store
 from app.writes import Writer
 from tests.live import WAIT, serving_app
 from tests.test_mutations import PATIENT, claim
+from tests.test_rest_hooks import dispatch_env, start_dispatch, stop
 
 
 class FakeClearinghouse:
@@ -175,3 +177,68 @@ async def test_the_server_hands_claims_off_in_its_own_process(
                     break
                 await asyncio.sleep(0.05)
     assert [key for key, _ in f.received] == [f"default.{active['id']}.1"]
+
+
+class HoldingClearinghouse(FakeClearinghouse):
+    """A FakeClearinghouse that holds its first submission unanswered until `release` is set (`holding` says
+    it arrived); the later ones it answers as usual."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def claims(self, request: Request) -> Response:
+        if self.holding.is_set():
+            return await super().claims(request)
+        self.received.append(
+            (request.headers["idempotency-key"], json.loads(await request.body(), parse_float=Decimal))
+        )
+        self.holding.set()
+        await self.release.wait()
+        return Response(status_code=503)  # to a dispatcher already killed: nobody reads it
+
+
+async def test_fingate_dispatch_killed_during_a_submission_and_restarted_submits_it_again_once(
+    store: Store, mongo_uri: str
+) -> None:
+    """`fingate dispatch` SIGKILLed while its POST to the clearinghouse is in flight; a second one, once the
+    lease lapses, submits the Claim again with the same Idempotency-Key, and one ClaimResponse results."""
+    f = HoldingClearinghouse()
+    async with serving_app(f.app) as address:
+        url = f"http://{address}/claims"
+        writer = Writer(store)
+        draft = await _active_claim(writer)
+        await clearinghouse(store, url).run_once()  # the tenant's place in the outbox, taken before activating
+        active = await writer.update(
+            "Claim", draft["id"], claim(draft["patient"]["reference"].split("/")[1], status="active")
+        )
+        sid = submission_id("default", active)
+        env = dispatch_env(mongo_uri, store, clearinghouse_url=url, dispatch_lease_seconds="1", hooks_timeout="600")
+        first = await start_dispatch(env)
+        try:
+            async with asyncio.timeout(WAIT * 2):  # a fresh process; the machine is shared
+                await f.holding.wait()
+            first.kill()  # SIGKILL: no `finally`, no lease release
+            assert await first.wait() == -signal.SIGKILL
+        finally:
+            await stop(first)
+            f.release.set()
+        (queued,) = await responses(store, active["id"])
+        assert queued["outcome"] == "queued"  # what the killed dispatcher left
+        second = await start_dispatch(env)
+        try:
+            async with asyncio.timeout(WAIT * 2):  # polled: the database is the only witness of the answer
+                while True:
+                    if await responses(store, active["id"]) != [queued]:
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            await stop(second)
+    assert [key for key, _ in f.received] == [sid, sid]  # submitted again, with the same Idempotency-Key
+    assert f.received[0][1] == f.received[1][1]
+    (answered,) = await responses(store, active["id"])  # exactly one ClaimResponse: the queued one, finished
+    assert answered["id"] == queued["id"] and answered["outcome"] == "complete"
+    assert {"system": f"{url}#id", "value": "CH-2"} in answered["identifier"]
+    history = await store.history("ClaimResponse", answered["id"])
+    assert [h["outcome"] for h in history] == ["complete", "queued"]

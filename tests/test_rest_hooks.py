@@ -7,6 +7,7 @@ import asyncio
 import base64
 import json
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -360,6 +361,118 @@ async def test_fingate_dispatch_delivers_on_its_own(
     assert len(r.verified) == 1
     topics = await store.search("SubscriptionTopic", {}, count=50)
     assert len(topics) == len(TOPICS)  # `fingate dispatch` stores the built-in topics too
+
+
+def dispatch_env(mongo_uri: str, store: Store, **settings: str) -> dict[str, str]:
+    """The environment of a `fingate dispatch` on the test's database, with `settings` as FINGATE_* variables."""
+    return {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FINGATE_")},
+        "MONGODB_URI": mongo_uri,
+        "FINGATE_DB": store.db.name,
+        "FINGATE_HOOKS_ALLOW_LOOPBACK": "true",
+        **{f"FINGATE_{k.upper()}": v for k, v in settings.items()},
+        "PYTHONPATH": ROOT,
+    }
+
+
+async def start_dispatch(env: dict[str, str]) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "app.cli", "dispatch", env=env, stdout=asyncio.subprocess.DEVNULL
+    )
+
+
+async def stop(process: asyncio.subprocess.Process) -> None:
+    if process.returncode is None:
+        process.kill()
+        await process.wait()
+
+
+class HoldingReceiver(Receiver):
+    """A Receiver that holds its first request unanswered until `release` is set (`holding` says it arrived);
+    `seen` is every request's (webhook-id, Bundle) in arrival order, each signature verified."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.holding = asyncio.Event()
+        self.release = asyncio.Event()
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+
+    async def hook(self, request: Request) -> Response:
+        data = await request.body()
+        Webhook(SECRET).verify(data, dict(request.headers))  # raises on a bad signature
+        self.seen.append((request.headers["webhook-id"], json.loads(data, parse_float=Decimal)))
+        if self.holding.is_set():
+            return await super().hook(request)
+        self.holding.set()
+        await self.release.wait()
+        return Response(status_code=204)  # to a dispatcher already killed: nobody reads it
+
+
+async def status(store: Store, id: str) -> dict[str, Any]:
+    """A Subscription's `$status` and its delivery attempts, read through GraphQL."""
+    async with client_for(store) as client:
+        result = ok(
+            await gql(
+                client,
+                f'{{ SubscriptionStatus(id: "{id}") {{ state eventsSinceSubscriptionStart lastError }} '
+                f'SubscriptionDeliveries(id: "{id}") {{ webhookId eventNumber attempt outcome status }} }}',
+            )
+        )
+    return {
+        **(result["SubscriptionStatus"] or {"eventsSinceSubscriptionStart": 0}),
+        "deliveries": result["SubscriptionDeliveries"],
+    }
+
+
+async def test_fingate_dispatch_killed_during_a_delivery_and_restarted_loses_nothing(
+    store: Store, mongo_uri: str
+) -> None:
+    """Issue 18's proof: `fingate dispatch` SIGKILLed while its POST is in flight; a second one, once the lease
+    lapses, sends that notification again with the same webhook-id (at least once), then the rest, in order."""
+    r = HoldingReceiver()
+    async with serving_app(r.app) as address:
+        writer = Writer(store)
+        sub = await writer.create("Subscription", subscription(f"http://{address}/hook"))
+        claims = await _activate_claims(writer, 3)
+        # A short lease, so the second dispatcher takes over soon; a long POST timeout, so the held request is
+        # never given up on by the first (its fate is the kill, not a timeout).
+        env = dispatch_env(mongo_uri, store, webhook_secret=SECRET, dispatch_lease_seconds="1", hooks_timeout="600")
+        first = await start_dispatch(env)
+        try:
+            async with asyncio.timeout(WAIT * 2):  # a fresh process; the machine is shared
+                await r.holding.wait()
+            first.kill()  # SIGKILL: no `finally`, no lease release, no attempt record
+            assert await first.wait() == -signal.SIGKILL
+        finally:
+            await stop(first)
+            r.release.set()  # the held connection's dispatcher is gone
+        assert r.verified == []  # nothing was answered yet
+        second = await start_dispatch(env)
+        try:
+            async with asyncio.timeout(WAIT * 2):
+                while len(r.verified) < 3:
+                    r.changed.clear()
+                    await r.changed.wait()
+                while True:  # the receiver has answered the last; its delivery is recorded just after
+                    if (await status(store, sub["id"]))["eventsSinceSubscriptionStart"] == 3:
+                        break
+                    await asyncio.sleep(0.05)
+        finally:
+            await stop(second)
+    held_id = r.seen[0][0]
+    ids = [id for id, _ in r.verified]
+    assert ids[0] == held_id  # the notification in flight at the kill, again, with the same webhook-id
+    assert [id for id, _ in r.seen] == [held_id, *ids] and len(set(ids)) == 3  # then each other one once
+    assert r.seen[1][1] == r.seen[0][1]  # the very same notification
+    assert [b["entry"][0]["resource"]["eventsSinceSubscriptionStart"] for _, b in r.verified] == ["1", "2", "3"]
+    assert [b["entry"][1]["fullUrl"] for _, b in r.verified] == [f"Claim/{id}/_history/2" for id in claims]
+    result = await status(store, sub["id"])
+    assert {k: result[k] for k in ("state", "lastError")} == {"state": "active", "lastError": None}
+    # The killed POST has no record (its process died before it could write one); the deliveries after it do.
+    assert list(reversed(result["deliveries"])) == [
+        {"webhookId": id, "eventNumber": n, "attempt": 1, "outcome": "delivered", "status": 204}
+        for n, id in enumerate(ids, 1)
+    ]
 
 
 @pytest.mark.parametrize(
