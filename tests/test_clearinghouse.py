@@ -23,7 +23,7 @@ from app.store import Store
 from app.writes import Writer
 from tests.live import WAIT, serving_app
 from tests.test_mutations import PATIENT, claim
-from tests.test_rest_hooks import dispatch_env, start_dispatch, stop
+from tests.test_rest_hooks import dispatch_env, end_orphaned_transactions, start_dispatch, stop
 
 
 class FakeClearinghouse:
@@ -221,6 +221,7 @@ async def test_fingate_dispatch_killed_during_a_submission_and_restarted_submits
                 await f.holding.wait()
             first.kill()  # SIGKILL: no `finally`, no lease release
             assert await first.wait() == -signal.SIGKILL
+            await end_orphaned_transactions(store)
         finally:
             await stop(first)
             f.release.set()

@@ -381,6 +381,13 @@ async def start_dispatch(env: dict[str, str]) -> asyncio.subprocess.Process:
     )
 
 
+async def end_orphaned_transactions(store: Store) -> None:
+    """What MongoDB's transaction lifetime (60 s) does for a client killed mid-transaction, at once: the
+    embedded secantusd-rs has no such limit (a gap of the embedded engine: README "Where deliveries run"), so a killed process's open transaction would
+    hold its locks, and the test's database drop would wait on them, until the server restarts."""
+    await store.client.admin.command("killAllSessions", [])
+
+
 async def stop(process: asyncio.subprocess.Process) -> None:
     if process.returncode is None:
         process.kill()
@@ -443,6 +450,7 @@ async def test_fingate_dispatch_killed_during_a_delivery_and_restarted_loses_not
                 await r.holding.wait()
             first.kill()  # SIGKILL: no `finally`, no lease release, no attempt record
             assert await first.wait() == -signal.SIGKILL
+            await end_orphaned_transactions(store)
         finally:
             await stop(first)
             r.release.set()  # the held connection's dispatcher is gone
