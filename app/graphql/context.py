@@ -405,6 +405,12 @@ class Context:
             (path, {"returned": returned, **({"more": True} if total == _MORE else {"total": total})})
         )
 
+    def _first(self, path: Any, found: list[Any], n: int) -> list[Any]:
+        """The first `n` of `found` (read as n + 1); when there were more, noted as cut."""
+        if len(found) > n:
+            self._note(path, n, _MORE)
+        return found[:n]
+
     async def search(
         self,
         resource_type: str,
@@ -425,9 +431,7 @@ class Context:
         found = await self.store.search(
             resource_type, params, n + 1, skip, sort, elements=projection and projection[resource_type]
         )
-        if len(found) > n:
-            found = found[:n]
-            self._note(path, n, _MORE)
+        found = self._first(path, found, n)
         return _link_all(found)
 
     async def connection(
@@ -546,9 +550,7 @@ class Context:
             self._note(path, 0, await events.count(outcome, event_type, event_id))
             return []
         records = await events.page(n + 1, skip, outcome, event_type, event_id)
-        if len(records) > n:
-            records = records[:n]
-            self._note(path, n, _MORE)
+        records = self._first(path, records, n)
         for record in records:
             record["receivedAt"] = instant(record["receivedAt"])
         return records
@@ -569,9 +571,7 @@ class Context:
             self._note(path, 0, await self.store.audit_count(resource_type, id))
             return []
         records = await self.store.audit_log(n + 1, resource_type, id)
-        if len(records) > n:
-            records = records[:n]
-            self._note(path, n, _MORE)
+        records = self._first(path, records, n)
         for record in records:
             record["when"] = instant(record["when"])
         return records
