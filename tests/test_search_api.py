@@ -96,8 +96,8 @@ async def test_indexes_stay_one_command_per_collection(store: Store) -> None:
     before = store.commands.count
     await store.ensure_indexes()  # creating what exists is a no-op
     # The record's read and write; one command per collection: each type and its history; the audit log,
-    # payment events, Idempotency-Keys, conditional keys, the outbox (3)
-    assert store.commands.count - before == 2 + 2 * len(SERVED_RESOURCES) + 7
+    # payment events, Idempotency-Keys, conditional keys, the outbox (3), rest-hook attempts
+    assert store.commands.count - before == 2 + 2 * len(SERVED_RESOURCES) + 8
 
 
 async def test_the_readme_search_examples_answer_as_shown(demo: httpx.AsyncClient) -> None:

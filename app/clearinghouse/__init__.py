@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import random
@@ -15,6 +14,7 @@ from typing import Any
 import httpx
 
 from app import errors, outbound
+from app.events import in_rounds
 from app.fhir.decimals import plain_text
 from app.fhir.values import Resource, now_instant
 from app.hooks.dispatcher import Retry
@@ -131,14 +131,8 @@ class Clearinghouse:
         self.rounds = 0
 
     async def run(self, poll: float = 1.0) -> None:
-        while True:
-            commit = self.store.commits.next()
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("clearinghouse round failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(commit.wait(), poll)
+        """Submit until cancelled: after each round, wait for a commit in this process or `poll` seconds."""
+        await in_rounds(self.store, self.run_once, "clearinghouse", poll)
 
     async def run_once(self) -> int:
         """One round over every tenant; how many submissions got an answer.

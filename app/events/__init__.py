@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from app import errors
 from app.fhir.values import Resource, instant
 from app.store import Store
+
+log = logging.getLogger("fingate.events")
 
 POLL_SECONDS = 1.0  # a follower looks again at least this often (other instances' writes wake nobody here)
 BATCH = 100
@@ -51,3 +54,18 @@ async def follow(
         if len(found) < batch:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(commit.wait(), poll)
+
+
+async def in_rounds(
+    store: Store, one_round: Callable[[], Awaitable[Any]], what: str, poll: float = POLL_SECONDS
+) -> None:
+    """Run `one_round` until cancelled; after each, wait until a commit in this process or `poll` seconds.
+    A round that fails (a database outage) is logged as `what` and tried again the next time."""
+    while True:
+        commit = store.commits.next()
+        try:
+            await one_round()
+        except Exception:
+            log.exception("%s round failed", what)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(commit.wait(), poll)

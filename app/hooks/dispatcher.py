@@ -4,7 +4,6 @@ retried with exponential backoff and jitter, dead-lettered after too many failur
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import uuid
@@ -16,6 +15,7 @@ from typing import Any
 import httpx
 
 from app import outbound
+from app.events import in_rounds
 from app.fhir.values import Resource
 from app.hooks import notification
 from app.hooks.topics import TOPICS
@@ -68,15 +68,7 @@ class Dispatcher:
 
     async def run(self, poll: float = 1.0) -> None:
         """Deliver until cancelled: after each round, wait for a commit in this process or `poll` seconds."""
-        await self.deliveries.ensure_indexes()
-        while True:
-            commit = self.store.commits.next()
-            try:
-                await self.run_once()
-            except Exception:  # a database outage: try again next round
-                log.exception("rest-hook dispatch round failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(commit.wait(), poll)
+        await in_rounds(self.store, self.run_once, "rest-hook dispatch", poll)
 
     async def run_once(self) -> int:
         """One round over every active rest-hook Subscription; how many notifications were delivered."""

@@ -40,6 +40,7 @@ TENANT = "_tenant"  # hidden like `_search`: every stored document's tenant, fir
 GUARD = "_guard"  # hidden: bumped by a write whose rules read this document, so racing writers conflict
 DEFAULT_TENANT = "default"
 AUDIT = "audit"  # one record per write, in the write's transaction
+HOOK_ATTEMPTS = "hook_attempts"  # one record per rest-hook delivery attempt (app.store.deliveries)
 HISTORY_PATH = "/_history/"  # an id holding it asks `get_by_type` for that version (FHIR's vread path)
 DEFAULT_PAGE = 20  # a Connection's page size when neither `_count` nor a cursor gives one
 COMMIT_RETRY_SECONDS = 10.0  # how long an unconfirmed commit is retried outside a request's deadline
@@ -314,6 +315,8 @@ class Store:
         wanted[outbox.PENDING] = outbox.PENDING_INDEXES
         # The counters' collection exists before the first write's transaction upserts into it.
         wanted[outbox.POSITIONS] = [IndexModel([("position", ASCENDING)])]
+        # Rest-hook delivery attempts (app.store.deliveries), newest first per Subscription.
+        wanted[HOOK_ATTEMPTS] = [IndexModel([(TENANT, ASCENDING), ("subscription", ASCENDING), ("when", DESCENDING)])]
         return wanted
 
     @_guarded

@@ -10,13 +10,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from app.store import TENANT, Store, outbox
+from app.store import HOOK_ATTEMPTS, TENANT, Store, outbox
 
 STATE = "hook_state"
-ATTEMPTS = "hook_attempts"
 ACTIVE, DEAD_LETTER = "active", "dead-letter"
 
 
@@ -25,11 +24,6 @@ class Deliveries:
 
     def __init__(self, store: Store) -> None:
         self.db = store.db
-
-    async def ensure_indexes(self) -> None:
-        await self.db[ATTEMPTS].create_indexes(
-            [IndexModel([(TENANT, ASCENDING), ("subscription", ASCENDING), ("when", DESCENDING)])]
-        )
 
     async def rest_hooks(self) -> list[tuple[str, dict[str, Any]]]:
         """Every tenant's active rest-hook Subscriptions: (tenant, resource)."""
@@ -97,7 +91,7 @@ class Deliveries:
         await self.db[STATE].update_one({"_id": f"{tenant}/{id}", "owner": owner}, {"$set": update})
 
     async def record(self, tenant: str, attempt: dict[str, Any]) -> None:
-        await self.db[ATTEMPTS].insert_one({**attempt, TENANT: tenant, "when": datetime.now(UTC)})
+        await self.db[HOOK_ATTEMPTS].insert_one({**attempt, TENANT: tenant, "when": datetime.now(UTC)})
 
     async def revive(self, tenant: str, id: str, owner: str) -> dict[str, Any] | None:
         """Back to `active` (from the notification that died), for a Subscription changed since."""
@@ -114,7 +108,7 @@ class Deliveries:
         """A Subscription's delivery attempts, newest first."""
         if count == 0:
             return []
-        cursor = self.db[ATTEMPTS].find(
+        cursor = self.db[HOOK_ATTEMPTS].find(
             {TENANT: tenant, "subscription": id},
             {"_id": 0, TENANT: 0},
             sort=[("when", DESCENDING), ("_id", DESCENDING)],
