@@ -167,6 +167,15 @@ async def test_a_receiver_failing_three_times_gets_each_notification_once(store:
         (1, 1, "failed", 500), (1, 2, "failed", 500), (1, 3, "failed", 500), (1, 4, "delivered", 204), (2, 1, "delivered", 204),
     ]  # fmt: skip
     assert len({a["webhookId"] for a in rows[:4]}) == 1  # a retry carries the same id
+    async with client_for(store) as client:
+        query = f'{{ first: SubscriptionDeliveries(id: "{sub["id"]}", _count: 2) {{ attempt }}'
+        query += f' none: SubscriptionDeliveries(id: "{sub["id"]}", _count: 0) {{ attempt }} }}'
+        cut = await gql(client, query)
+    assert len(ok(cut)["first"]) == 2 and ok(cut)["none"] == []  # a list stopping early says so
+    assert cut["extensions"]["truncated"] == [
+        {"path": ["first"], "returned": 2, "more": True},
+        {"path": ["none"], "returned": 0, "total": 5},
+    ]
 
 
 async def test_dead_letter_after_the_configured_failures_and_delivery_stops(store: Store) -> None:

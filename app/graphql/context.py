@@ -353,9 +353,14 @@ class Context:
         await self._subscription(id)
         return await Deliveries(self.tenant).state(self.principal.tenant, id)
 
-    async def hook_attempts(self, id: str, count: int | None) -> list[dict[str, Any]]:
+    async def hook_attempts(self, id: str, count: int | None, path: Any = None) -> list[dict[str, Any]]:
+        """A Subscription's delivery attempts, newest first; cut and noted as `search` is."""
         await self._subscription(id)
-        found = await Deliveries(self.tenant).attempts(self.principal.tenant, id, check_count(count))
+        deliveries, n = Deliveries(self.tenant), check_count(count)
+        if n == 0:
+            self._note(path, 0, await deliveries.attempt_count(self.principal.tenant, id))
+            return []
+        found = self._first(path, await deliveries.attempts(self.principal.tenant, id, n + 1), n)
         return [{**a, "when": instant(a["when"])} for a in found]
 
     async def _subscription(self, id: str) -> None:

@@ -141,11 +141,14 @@ def attempts_field() -> Any:
     async def resolve(
         root: None, info: strawberry.Info, id: strawberry.ID, _count: int | None = None
     ) -> list[RestHookAttempt]:
-        found = await info.context.hook_attempts(str(id), _count)
+        found = await info.context.hook_attempts(str(id), _count, info.path)
         return [{**a, "position": str(a["position"])} for a in found]  # type: ignore[misc]
 
     return strawberry.field(
         resolver=resolve,
         name="SubscriptionDeliveries",
-        description="A rest-hook Subscription's delivery attempts, newest first (`_count`: at most this many, 20).",
+        description=(
+            "A rest-hook Subscription's delivery attempts, newest first (`_count`: at most this many, 20; a list"
+            " stopping early says so in `extensions.truncated`)."
+        ),
     )

@@ -104,10 +104,11 @@ class Deliveries:
     async def state(self, tenant: str, id: str) -> dict[str, Any] | None:
         return await self.db[STATE].find_one({"_id": f"{tenant}/{id}"}, {"_id": 0, TENANT: 0})
 
+    async def attempt_count(self, tenant: str, id: str) -> int:
+        return await self.db[HOOK_ATTEMPTS].count_documents({TENANT: tenant, "subscription": id})
+
     async def attempts(self, tenant: str, id: str, count: int) -> list[dict[str, Any]]:
-        """A Subscription's delivery attempts, newest first."""
-        if count == 0:
-            return []
+        """A Subscription's delivery attempts, newest first (at most `count`)."""
         cursor = self.db[HOOK_ATTEMPTS].find(
             {TENANT: tenant, "subscription": id},
             {"_id": 0, TENANT: 0},
