@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
 from decimal import Decimal
@@ -183,10 +184,14 @@ class RawMongo:
                 for key in ("target", "response"):
                     if parsed := _parse_reference(a[key]):
                         wanted[parsed[0]].add(self.keys[parsed])
-        out = []
-        for rtype, keys in wanted.items():
-            out += [d async for d in self.db[rtype].find({"_id": {"$in": list(keys)}})]
-        return out
+        # The commands FinGate sends for a level: a find by `_id` per type, sent together.
+        found = await asyncio.gather(
+            *(
+                self.db[rtype].find({"_id": {"$in": list(keys)}}, batch_size=len(keys) + 1).to_list()
+                for rtype, keys in wanted.items()
+            )
+        )
+        return [d for part in found for d in part]
 
     async def w1(self, id: str) -> list[Resource]:
         reconciliation = await self.db["PaymentReconciliation"].find_one(

@@ -5,8 +5,9 @@ wheel; `--py-path DIR` adds the Python server of a SecantusDB installed with `pi
 e.g. another version), loads W1/W2's fixture into each, then times in turns, on each engine:
 
 - W1 and W2's reads as raw PyMongo sends them (baseline (a): `find` by `_id` with `$in`, per type);
-- FinGate's reference level (`Store.get_by_type`) as one `$documents` + `$lookup` aggregate and as plain
-  per-type finds, with whole documents and with W2's projection, as dicts and as `RawBSONDocument`.
+- FinGate's reference level as `Store.get_by_type` reads it (one `find` by `_id` per type, sent together) and
+  as the one-command `$documents` + `$lookup` aggregate it used to send, with whole documents and with W2's
+  projection, as dicts and as `RawBSONDocument`.
 
 Prints medians, and each engine's ratio to the first one's, and writes `bench/engines.json`.
 """
@@ -95,17 +96,24 @@ def _calls(
 
         return await asyncio.gather(*(one(t, ids) for t, ids in level.items()))
 
-    async def per_type(s: Store, level: dict[str, list[str]], fields: tuple[str, ...] = ()) -> Any:
-        return await asyncio.gather(*(s.get_by_type({t: ids}, fields) for t, ids in level.items()))
+    async def aggregate(level: dict[str, list[str]]) -> Any:
+        """The level as one command: a `$documents` row per key, a `$lookup` by `_id` per type."""
+        types = list(level)
+        rows = [{f"k{n}": f"{store.tenant}/{id}"} for n, t in enumerate(types) for id in dict.fromkeys(level[t])]
+        lookups = [
+            {"$lookup": {"from": t, "localField": f"k{n}", "foreignField": "_id", "as": f"r{n}"}}
+            for n, t in enumerate(types)
+        ]
+        return await (await store.db.aggregate([{"$documents": rows}, *lookups], batchSize=len(rows) + 1)).to_list()
 
     return {
         "W1 raw PyMongo (a)": lambda: raw.w1(w1_id),
         "W2 raw PyMongo (a)": lambda: raw.w2(payer, data.W2_COUNT),
-        "W1 level: aggregate": lambda: store.get_by_type(w1_level),
-        "W1 level: finds per type": lambda: per_type(store, w1_level),
-        "W2 level: aggregate": lambda: store.get_by_type(w2_level),
-        "W2 level: finds per type": lambda: per_type(store, w2_level),
-        "W2 level: finds, projected": lambda: per_type(store, w2_level, W2_FIELDS),
+        "W1 level: aggregate": lambda: aggregate(w1_level),
+        "W1 level: finds per type": lambda: store.get_by_type(w1_level),
+        "W2 level: aggregate": lambda: aggregate(w2_level),
+        "W2 level: finds per type": lambda: store.get_by_type(w2_level),
+        "W2 level: finds, projected": lambda: store.get_by_type(w2_level, W2_FIELDS),
         "W2 level: finds, projected, raw BSON": lambda: raw_bson(w2_level, W2_FIELDS),
         "W2 level: finds, raw BSON": lambda: raw_bson(w2_level),
     }

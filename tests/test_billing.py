@@ -795,7 +795,7 @@ async def test_patient_and_payer_aging_to_the_cent(store: Store, compiled: bool)
     async with client_for(store, settings=Settings(compiled=compiled)) as client:
         before = store.commands.count
         data = ok(await gql(client, query))
-        assert store.commands.count - before == 3  # Patient + Organization; the Patient's items; the payer's
+        assert store.commands.count - before == 4  # the Patient, the Organization; the Patient's items; the payer's
     # a1 70.00 (30 days: its created is 2026-03-01 as written); v1 30.00 (39 days); a2 50.00 (75 days);
     # a3 paid in full (120 days); v3 has no date.
     assert data["Patient"]["billing"] == {
@@ -833,7 +833,7 @@ async def test_patient_and_payer_aging_to_the_cent(store: Store, compiled: bool)
     async with client_for(store, settings=Settings(compiled=compiled)) as client:
         before = store.commands.count
         resolved = ok(await gql(client, worklist))["Patient"]["billing"]["items"]
-        assert store.commands.count - before == 3  # the Patient; its items; their Claims and Invoices
+        assert store.commands.count - before == 4  # the Patient; its items; their Claims, their Invoices
     assert [i["item"]["resource"] for i in resolved] == [
         {"id": "a2", "status": "active"}, {"id": "v1", "status": "issued"},
         {"id": "a1", "status": "active"}, {"id": "v3", "status": "issued"},

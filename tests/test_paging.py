@@ -240,7 +240,7 @@ async def test_a_versioned_reference_reads_that_version(both: Both, demo_store: 
         await writer.create("Account", {**account, "subject": [{"reference": reference}]}, keep_id=True)
     before = demo_store.commands.count
     accounts = (await run(both, VERSIONED))["data"]["AccountList"]
-    assert demo_store.commands.count - before == 4  # each path: the accounts, then both patients in one read
+    assert demo_store.commands.count - before == 6  # each path: the accounts, then Patient and its history
     found = [
         (a["subject"][0]["resource"]["meta"]["versionId"], a["subject"][0]["resource"]["name"][0]["family"])
         for a in accounts

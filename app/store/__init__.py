@@ -187,12 +187,6 @@ def _all(*clauses: dict[str, Any] | None) -> dict[str, Any]:
     return {"$and": [merged, *rest]} if rest else merged
 
 
-# Up to this many ids of one type, a plain `find` with `$in` (SecantusDB runs it in half the
-# aggregate's time); beyond, the aggregate: SecantusDB matches `$in` in time ids x ids (2,000 ids
-# took 2 s, the aggregate 0.1 s), while its `$lookup` reads the `_id` index once per row.
-_FIND_IDS = 100
-
-
 class Store:
     """One database: a collection per resource type (`Claim`) and its history (`Claim_history`).
 
@@ -345,30 +339,24 @@ class Store:
         session: AsyncClientSession | None = None,
         projections: Mapping[str, Iterable[str] | None] | None = None,
     ) -> dict[tuple[str, str], Resource]:
-        """Any number of resources of any types in ONE command ({(type, id): resource} of those found).
+        """Any number of resources of any types: one `find` by `_id` per type, sent together (one round trip;
+        in a transaction, whose session carries one operation at a time, one after another). {(type, id):
+        resource} of those found.
 
         An id `x/_history/2` asks for version 2 of `x`: its history entry, whose `_id` is `<tenant>/x/_history/2`.
 
         With `fields`, only those elements (and `id`) of each resource: the status rules read just
         the status of what a write references (8,000 Claims of 3 KB: 0.8 s instead of 4.9 s). With
-        `projections`, per type, the elements a query selects (None for a type: all). The plain find of a
-        level of one type asks the database for them; the aggregate joins whole documents and cuts them here
-        (see its `$lookup`); versions are whole.
+        `projections`, per type, the elements a query selects (None for a type: all); versions are whole.
 
-        A database-level aggregate: `$documents` holds one row per wanted key, and one `$lookup` per
-        type joins the rows of that type to their documents by `_id`, which MongoDB and SecantusDB
-        both answer from the `_id` index. The other one-command form, `$unionWith`, makes SecantusDB
-        decode the whole foreign collection (its stage scans it), so a level cost what the data
-        weighed, not what the query asked. One row per key keeps every reply document one resource
-        big (MongoDB's 16 MB limit); the hidden fields are dropped here, not by a `$project`, which
-        SecantusDB runs as a deep copy of each document (a third of this read's time there).
+        Per-type finds, not one command: on `secantusd-rs` a `$documents` + `$lookup`-per-type aggregate
+        took 4-6x the server time of the finds at every size (`bench/README.md`), and PyMongo decodes an
+        aggregate's reply twice; the finds' number is the number of types, whatever the number of ids.
         """
         wanted: dict[tuple[str, bool], list[str]] = {}
         for t, ids in ids_by_type.items():
             for id in dict.fromkeys(ids):
                 wanted.setdefault((t, HISTORY_PATH in id), []).append(id)
-        if not wanted:
-            return {}
         default = dict.fromkeys(("id", *fields), 1) if fields else None
 
         def projection(t: str) -> dict[str, int] | None:
@@ -377,57 +365,24 @@ class Store:
             elements = projections[t]
             return None if elements is None else dict.fromkeys(("id", *elements), 1)
 
-        groups = sorted(wanted)
         skip = len(self.tenant) + 1  # `_id` is `<tenant>/<id>`, a version's `<tenant>/<id>/_history/<v>`
 
-        def found(t: str, versioned: bool, doc: Resource) -> tuple[tuple[str, str], Resource]:
-            return (t, doc["_id"][skip:]), doc["resource"] if versioned else _hide(doc)
-
-        def source(t: str, versioned: bool) -> str:
-            return f"{t}_history" if versioned else t
-
-        if len(groups) == 1 and len(wanted[groups[0]]) <= _FIND_IDS:  # the common level: a plain find
-            ((t, versioned),) = groups
-            keys = [self._key(id) for id in wanted[groups[0]]]
-            cursor = self.db[source(t, versioned)].find(
+        async def read(t: str, versioned: bool, ids: list[str]) -> list[tuple[tuple[str, str], Resource]]:
+            keys = [self._key(id) for id in ids]
+            cursor = self.db[f"{t}_history" if versioned else t].find(
                 self._restricted(t, {"_id": {"$in": keys}}),
                 None if versioned else projection(t),
                 batch_size=len(keys) + 1,
                 session=session,
             )
-            return dict([found(t, versioned, doc) async for doc in cursor])
-        rows = [{f"k{n}": self._key(id)} for n, group in enumerate(groups) for id in wanted[group]]
-        pipeline: list[dict[str, Any]] = [{"$documents": rows}]
-        pipeline += [
-            {
-                "$lookup": {
-                    "from": source(t, versioned),
-                    "localField": f"k{n}",
-                    "foreignField": "_id",
-                    "as": f"r{n}",
-                    # No projection here: a `$lookup` with a `pipeline` makes secantusd-rs scan the foreign
-                    # collection for every row instead of reading its `_id` index (20 ids among 4,000 Claims:
-                    # 140 ms, growing with the collection); whole documents joined by index cost far less.
-                    **self._within(t),
-                }
-            }
-            for n, (t, versioned) in enumerate(groups)
-        ]
-        out = {}
-        cut_to = {t: projection(t) for t, versioned in groups if not versioned}
-        async for row in await self.db.aggregate(pipeline, batchSize=len(rows) + 1, session=session):
-            for n, (t, versioned) in enumerate(groups):
-                for doc in row[f"r{n}"]:  # a row's own group finds its document; the others find none
-                    key, resource = found(t, versioned, doc)
-                    if (elements := cut_to.get(t)) is not None and not versioned:  # joined whole: cut here
-                        resource = {k: v for k, v in resource.items() if k in elements}
-                    out[key] = resource
-        return out
+            return [((t, doc["_id"][skip:]), doc["resource"] if versioned else _hide(doc)) async for doc in cursor]
 
-    def _within(self, resource_type: str) -> dict[str, Any]:
-        """The `$lookup` option keeping a join inside the compartment (none outside one)."""
-        restriction = self.compartment.get(resource_type)
-        return {"pipeline": [{"$match": restriction}]} if restriction else {}
+        reads = [read(t, versioned, ids) for (t, versioned), ids in wanted.items()]
+        if session is not None or len(reads) < 2:
+            found = [await r for r in reads]
+        else:
+            found = await asyncio.gather(*reads)
+        return {key: resource for part in found for key, resource in part}
 
     @_guarded
     async def search(
