@@ -125,3 +125,48 @@ async def test_reads_ask_for_the_selected_elements_on_both_paths(watched: Store,
     assert projection("Claim", [c for c in sent if "sort" not in c]) == claim
     assert projection("Claim", [c for c in sent if "sort" in c]) == claim
     assert projection("PaymentReconciliation", unprojected) is None
+
+
+PAGED = """{
+  ClaimConnection(insurer: "Organization/demo-payer", _count: 2, _sort: "-created") {
+    count next last edges { resource { ... on Claim { id created } } }
+  }
+  ClaimHistory(id: "demo-claim-01") { id status meta { versionId } }
+  Patient(id: "demo-patient-1") { ClaimList(_reference: patient, _count: 2, _sort: "created") { id total { value } } }
+}"""
+NEXT = "{ ClaimConnection(_cursor: $cursor) { count next edges { resource { ... on Claim { id created } } } } }"
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+async def test_pages_history_and_a_reverse_list_read_the_selected_elements(watched: Store, compiled: bool) -> None:
+    """A Connection page (and the page its cursor leads to), a history and a one-target reverse list ask for the
+    selected elements, and the page's sort keys (which place its cursors): the same answers as whole resources."""
+
+    async def answers(client: Any) -> list[Any]:
+        first = ok(await gql(client, PAGED))
+        follow = "query($cursor: String!) " + NEXT
+        then = [ok(await gql(client, follow, {"cursor": first["ClaimConnection"][k]})) for k in ("next", "last")]
+        return [first, *then]
+
+    async with client_for(watched, settings=Settings(compiled=compiled)) as client:
+        projected = await answers(client)
+    sent, _LISTENER.sent = _LISTENER.sent, []
+    async with client_for(watched, settings=Settings(compiled=compiled, projection=False)) as client:
+        assert await answers(client) == projected
+    unprojected, _LISTENER.sent = _LISTENER.sent, []
+    assert len(projected[0]["ClaimConnection"]["edges"]) == 2 and projected[1]["ClaimConnection"]["edges"]
+    assert projected[0]["ClaimHistory"] and projected[0]["Patient"]["ClaimList"]
+
+    # One set per type for the whole operation: the first one's Claims are its page's, history's and list's.
+    claim = {"id", "resourceType", "contained", "created", "status", "meta", "total"}
+    pages = [c for c in sent if c.get("find") == "Claim" and "limit" in c and "patient" not in str(c["filter"])]
+    sort_keys = {"_search.created_sort", "_id"}
+    assert [set(c["projection"]) for c in pages] == [
+        claim | sort_keys,  # the first page
+        *[{"id", "resourceType", "contained", "created"} | sort_keys] * 2,  # `next` and `last`, in their operation
+    ]
+    (reverse,) = [c for c in sent if c.get("find") == "Claim" and "patient" in str(c["filter"])]
+    assert set(reverse["projection"]) == claim
+    (history,) = [c for c in sent if c.get("find") == "Claim_history"]
+    assert set(history["projection"]) == {"_id", "deleted", *(f"resource.{e}" for e in claim)}
+    assert all("projection" not in c for c in unprojected if c.get("find") == "Claim")  # whole resources

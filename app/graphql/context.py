@@ -195,10 +195,11 @@ class Context:
     def _projections(self, types: Iterable[str]) -> dict[str, frozenset[str] | None] | None:
         """The elements to read of each of `types`: what the operation selects of it (only `ALWAYS` when it selects
         nothing of it: a reference to it is resolved for its type alone); None: whole resources."""
-        selected = self.selected
-        if selected is None:
-            return None
-        return {t: selected.get(t, ALWAYS) for t in types}
+        return None if self.selected is None else {t: self._elements(t) for t in types}
+
+    def _elements(self, resource_type: str) -> frozenset[str] | None:
+        """The elements to read of `resource_type` (see `_projections`); None: the whole resource."""
+        return None if self.selected is None else self.selected.get(resource_type, ALWAYS)
 
     async def _load_reverse(self, keys: list[tuple[Any, ...]]) -> list[tuple[list[Resource], int | None]]:
         """One `referencing` command per list shape, at its deepest `_offset + _count` plus one (the row that tells
@@ -215,7 +216,9 @@ class Context:
             rtype, code, params, sort = shape
             if sort is _HOW_MANY:
                 return shape, await self.store.referencing_counts(rtype, code, targets[shape], _params(params))
-            found = await self.store.referencing(rtype, code, targets[shape], _params(params), sort, limits[shape])
+            found = await self.store.referencing(
+                rtype, code, targets[shape], _params(params), sort, limits[shape], self._elements(rtype)
+            )
             for resources in found.values():
                 _link_all(resources)
             return shape, found
@@ -432,9 +435,8 @@ class Context:
         if n == 0:
             self._note(path, 0, await self.store.count(resource_type, params))
             return []
-        projection = self._projections((resource_type,))
         found = await self.store.search(
-            resource_type, params, n + 1, skip, sort, elements=projection and projection[resource_type]
+            resource_type, params, n + 1, skip, sort, elements=self._elements(resource_type)
         )
         found = self._first(path, found, n)
         return _link_all(found)
@@ -444,7 +446,9 @@ class Context:
     ) -> dict[str, Any]:
         self._allow(resource_type, READ)
         size = None if count is None else check_count(count, paging=PAGE_A_SEARCH)  # alone, the cursor's page size
-        page = await self.store.page(resource_type, params, size, cursor, sort, DEFAULT_COUNT)
+        page = await self.store.page(
+            resource_type, params, size, cursor, sort, DEFAULT_COUNT, self._elements(resource_type)
+        )
         _link_all([edge["resource"] for edge in page["edges"]])
         return page
 
@@ -490,7 +494,7 @@ class Context:
 
     async def history(self, resource_type: str, id: str) -> list[Resource]:
         self._allow(resource_type, READ)
-        versions = await self.store.history(resource_type, id)
+        versions = await self.store.history(resource_type, id, self._elements(resource_type))
         if not versions:
             raise errors.not_found(resource_type, id)
         return _link_all(versions)

@@ -173,6 +173,11 @@ def _public(doc: Resource | None) -> Resource | None:
     return None if doc is None else _hide(doc)
 
 
+def _only(elements: Iterable[str] | None, *paths: str) -> dict[str, int] | None:
+    """The projection reading `elements` (and `id`, and the stored `paths` a read itself needs); None: whole."""
+    return None if elements is None else dict.fromkeys(("id", *elements, *paths), 1)
+
+
 def _all(*clauses: dict[str, Any] | None) -> dict[str, Any]:
     """The conjunction of filters: one dict while their keys differ, else `$and`."""
     merged: dict[str, Any] = {}
@@ -357,13 +362,11 @@ class Store:
         for t, ids in ids_by_type.items():
             for id in dict.fromkeys(ids):
                 wanted.setdefault((t, HISTORY_PATH in id), []).append(id)
-        default = dict.fromkeys(("id", *fields), 1) if fields else None
 
         def projection(t: str) -> dict[str, int] | None:
             if projections is None or t not in projections:
-                return default
-            elements = projections[t]
-            return None if elements is None else dict.fromkeys(("id", *elements), 1)
+                return _only(fields or None)
+            return _only(projections[t])
 
         skip = len(self.tenant) + 1  # `_id` is `<tenant>/<id>`, a version's `<tenant>/<id>/_history/<v>`
 
@@ -400,9 +403,8 @@ class Store:
         if count == 0:  # FHIR's `_count=0` asks for no entries; MongoDB's `limit=0` would mean no limit at all
             return []
         order = search.compile_sort(resource_type, sort)
-        projection = None if elements is None else dict.fromkeys(("id", *elements), 1)
         cursor = self.db[resource_type].find(
-            query, projection, sort=order, skip=offset, limit=count, batch_size=count + 1, session=session
+            query, _only(elements), sort=order, skip=offset, limit=count, batch_size=count + 1, session=session
         )
         return [_hide(doc) async for doc in cursor]
 
@@ -500,10 +502,12 @@ class Store:
         cursor: str | None,
         sort: str | None,
         default_count: int = DEFAULT_PAGE,
+        elements: Iterable[str] | None = None,
     ) -> dict[str, Any]:
         """A keyset page: {count, offset, pagesize, first, previous, next, last, edges: [{mode, score, resource}]}.
 
-        A cursor carries its whole search: arguments given with it must be its own (or be left out)."""
+        A cursor carries its whole search: arguments given with it must be its own (or be left out). With
+        `elements`, only those (and `id`) of each resource, as `search`."""
         signer = await self._signer()
         tenant, patient = self._cursor_scope(resource_type)
         if cursor is None:
@@ -525,19 +529,24 @@ class Store:
                     raise search.bad_cursor(
                         f"the {name} given with it are not its own (leave them out: a cursor carries its search)"
                     )
-        return await self._page(resource_type, at, signer)
+        return await self._page(resource_type, at, signer, elements)
 
-    async def _page(self, resource_type: str, at: cursors.Cursor, signer: cursors.Signer) -> dict[str, Any]:
+    async def _page(
+        self, resource_type: str, at: cursors.Cursor, signer: cursors.Signer, elements: Iterable[str] | None
+    ) -> dict[str, Any]:
         query = self._scoped(resource_type, await self._filter(resource_type, at.params))
         order = search.compile_sort(resource_type, at.sort)
         coll, n = self.db[resource_type], at.count
+        projection = _only(elements, *(field for field, _ in order))  # the sort keys place the page's cursors
         total = await coll.count_documents(query)
         if n == 0:
             return _page_of([], total, 0, n, {})
         if at.position is None and at.backward:  # `last`: the page an offset walk would end on
             take = total - (total - 1) // n * n if total else 0
             found = (
-                [d async for d in coll.find(query, sort=search.reversed_sort(order), limit=take, batch_size=take + 1)]
+                await coll.find(
+                    query, projection, sort=search.reversed_sort(order), limit=take, batch_size=take + 1
+                ).to_list()
                 if take
                 else []
             )
@@ -549,12 +558,13 @@ class Store:
                 if at.position is not None
                 else query
             )
-            found = [
-                d
-                async for d in coll.find(
-                    paged, sort=search.reversed_sort(order) if at.backward else order, limit=n + 1, batch_size=n + 2
-                )
-            ]
+            found = await coll.find(
+                paged,
+                projection,
+                sort=search.reversed_sort(order) if at.backward else order,
+                limit=n + 1,
+                batch_size=n + 2,
+            ).to_list()
             more, found = len(found) > n, found[:n]
             if at.backward:
                 docs, offset = found[::-1], max(at.offset - len(found), 0) if more else 0
@@ -573,8 +583,12 @@ class Store:
         params: dict[str, str],
         sort: str | None,
         count: int,
+        elements: Iterable[str] | None = None,
     ) -> dict[str, list[Resource]]:
         """Per target, the first `count` resources (in `sort` order) whose reference parameter `code` points at it: one command.
+
+        With `elements`, one target's find reads only those (and `id`); the aggregate of several reads whole
+        resources (projecting there would be one more stage copying every document on SecantusDB).
 
         At most targets x count documents come back. One target is a `find` with a limit. Several are
         one aggregate: the first `$match` is answered from the tenant + reference index; each resource
@@ -596,7 +610,8 @@ class Store:
         order = search.compile_sort(resource_type, sort)
         coll = self.db[resource_type]
         if len(targets) == 1:
-            docs = [_hide(d) async for d in coll.find(match, sort=order, limit=count, batch_size=count + 1)]
+            found = coll.find(match, _only(elements), sort=order, limit=count, batch_size=count + 1)
+            docs = [_hide(d) async for d in found]
             return {targets[0]: docs} if docs else {}
         top = {"n": count, "sortBy": {f"doc.{field}": direction for field, direction in order}, "output": "$doc"}
         pipeline: list[dict[str, Any]] = [
@@ -693,11 +708,13 @@ class Store:
         return settlements.open_items([row async for row in cursor])
 
     @_guarded
-    async def history(self, resource_type: str, id: str) -> list[Resource]:
-        """Every version, newest first; a deleted resource's starts with its deletion (`values.deletion`)."""
+    async def history(self, resource_type: str, id: str, elements: Iterable[str] | None = None) -> list[Resource]:
+        """Every version, newest first; a deleted resource's starts with its deletion (`values.deletion`). With
+        `elements`, only those (and `id`) of each version."""
+        kept = ("resource",) if elements is None else [f"resource.{e}" for e in ("id", *elements)]
         cursor = self.db[f"{resource_type}_history"].find(
             self._scoped(resource_type, {"id": id}),
-            {"_id": 0, "id": 0, "v": 0, TENANT: 0, "_search": 0},
+            {"_id": 0, "deleted": 1, **dict.fromkeys(kept, 1)},
             sort=[("v", DESCENDING)],
         )
         entries = [d async for d in cursor]
