@@ -25,7 +25,7 @@ from graphql import (
     parse,
     print_type,
 )
-from pymongo import AsyncMongoClient
+from pymongo import AsyncMongoClient, monitoring
 
 from app.fhir.values import Resource
 from app.store import search
@@ -159,6 +159,44 @@ def bson_ready(value: Any) -> Any:
     return Decimal128(value) if isinstance(value, Decimal) else value
 
 
+# What a command carries for the session, the cluster and the driver, not for the read itself.
+_DRIVER_KEYS = frozenset({"lsid", "$db", "$clusterTime", "$readPreference", "txnNumber", "readConcern"})
+_READS = ("find", "aggregate", "getMore")
+
+
+class Recorder(monitoring.CommandListener):
+    """The read commands one database is sent while armed, in rounds: a command started while another was in
+    flight joins that one's round (FinGate sends a level's per-type finds together)."""
+
+    def __init__(self) -> None:
+        self.db: str | None = None
+        self.rounds: list[list[dict[str, Any]]] = []
+        self._in_flight = 0
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.database_name != self.db or event.command_name not in _READS:
+            return
+        command = {k: v for k, v in event.command.items() if k not in _DRIVER_KEYS}
+        if self._in_flight == 0 or not self.rounds:
+            self.rounds.append([])
+        self.rounds[-1].append(command)
+        self._in_flight += 1
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        self._ended(event.database_name, event.command_name)
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        self._ended(event.database_name, event.command_name)
+
+    def _ended(self, db: str, name: str) -> None:
+        if db == self.db and name in _READS:
+            self._in_flight -= 1
+
+
+RECORDER = Recorder()
+monitoring.register(RECORDER)  # clients made after this import report to it
+
+
 class RawMongo:
     """Baseline (a): PyMongo with default codecs fetching the documents each query needs, no GraphQL.
 
@@ -176,6 +214,21 @@ class RawMongo:
 
     async def close(self) -> None:
         await self.client.close()
+
+    async def replay(self, rounds: list[list[dict[str, Any]]]) -> list[Resource]:
+        """FinGate's recorded reads, sent as PyMongo's plain `command` with default codecs: the same commands
+        (filters, projections, sorts, limits, batch sizes), each round's together, and the documents they return."""
+
+        async def send(command: dict[str, Any]) -> list[Resource]:
+            if "getMore" in command:
+                raise RuntimeError("FinGate's read needed a getMore: its batch size no longer holds the reply")
+            return list((await self.db.command(command))["cursor"]["firstBatch"])
+
+        out: list[Resource] = []
+        for commands in rounds:
+            for docs in await asyncio.gather(*(send(c) for c in commands)):
+                out += docs
+        return out
 
     async def _settled(self, reconciliations: list[Resource]) -> list[Resource]:
         wanted: dict[str, set[Any]] = {"Claim": set(), "ClaimResponse": set()}
@@ -204,9 +257,6 @@ class RawMongo:
         query = search.compile_filter("PaymentReconciliation", {"payment-issuer": payer})
         listed = [d async for d in self.db["PaymentReconciliation"].find(query, limit=count)]
         return listed + await self._settled(listed)
-
-    async def w3(self, id: str) -> Resource | None:
-        return await self.db["Claim"].find_one({"_id": self.keys["Claim", id]}, {"id": 1, "status": 1})
 
     async def w4(self, claim: Resource) -> None:
         """The write the mutation needs: the resource and its first history version, in one transaction."""

@@ -36,6 +36,19 @@ async def test_every_workload_answers(env: workloads.Env, compiled: bool) -> Non
         assert data, w.name
 
 
+async def test_baseline_a_sends_the_reads_fingate_sends(env: workloads.Env) -> None:
+    """Baseline (a) is the issue's "same documents with the same commands": FinGate's recorded reads, replayed."""
+    for w in await workloads.workloads(env):
+        if w.name not in workloads.COMPILED:
+            continue
+        before = (env.store.commands.count, env.store.commands.documents)
+        await workloads.execute(env, w.query, w.variables, compiled=True)
+        commands, documents = (env.store.commands.count - before[0], env.store.commands.documents - before[1])
+        rounds = await workloads.sent(env, w.query)
+        assert sum(len(r) for r in rounds) == commands, w.name
+        assert len(await w.raw()) == documents > 0, w.name
+
+
 async def test_w5_cost_split_has_validation_and_invariants_lines(mongo_uri: str) -> None:
     from bench import loading
 
