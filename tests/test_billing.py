@@ -489,6 +489,52 @@ async def test_view_lists_count_in_the_query_cost(store: Store) -> None:
         assert ok(await gql(enough, worklist)) == {"PatientList": []}
 
 
+async def _stored(store: Store, resources: list[dict[str, Any]]) -> None:
+    """Validated, then stored in one transaction without the rules' reads (many rows quickly)."""
+    meta = {"versionId": "1", "lastUpdated": now_instant()}
+    async with store.transaction() as session:
+        for r in resources:
+            await store.insert(r["resourceType"], {**validation.validate(r["resourceType"], r), "meta": meta}, session)
+
+
+CUT_QUERY = """query($all: Boolean!) {
+  Claim(id: "many") { billing { paid { value } shown: payments { date } ...more } }
+  Patient(id: "owes") { billing(asOf: "2026-03-31") { outstanding { value } items { age } } }
+  Organization(id: "quiet") { billing(asOf: "2026-03-31") { outstanding { value } } }
+}
+fragment more on ClaimBilling { again: payments @skip(if: $all) { date } }"""
+
+
+@pytest.mark.parametrize("compiled", [True, False])
+async def test_view_lists_cut_to_their_first_rows_say_so(store: Store, compiled: bool) -> None:
+    """A view lists its first PAYMENTS_SHOWN payments and ITEMS_SHOWN open items (the sums count them all); a cut
+    list is noted in `extensions.truncated` under each key the operation selects it by, on both paths."""
+    n = PAYMENTS_SHOWN + 3
+    payments = [payment(f"p{i}", "2026-02-01", usd("1.00"), ("Claim/many", usd("1.00"))) for i in range(n)]
+    owed = [{**claim(f"o{i}", usd("5.00")), "patient": {"reference": "Patient/owes"}} for i in range(ITEMS_SHOWN + 1)]
+    parties = [
+        {"resourceType": "Patient", "id": "owes"},
+        {"resourceType": "Organization", "id": "quiet", "name": "Quiet"},
+    ]
+    await _stored(store, [claim("many", usd("500.00")), *payments, *owed, *parties])
+    async with client_for(store, settings=Settings(compiled=compiled)) as client:
+        engine = client.fingate_app.state.compiled_engine  # type: ignore[attr-defined]
+        answer = await gql(client, CUT_QUERY, {"all": False})
+        assert (engine is not None and engine.stats["compiled"] == 1 and not engine.stats["fallback"]) is compiled
+        view = answer["data"]["Claim"]["billing"]
+        assert view["paid"] == [{"value": f"{n}.00"}]  # the sums count every payment
+        assert len(view["shown"]) == len(view["again"]) == PAYMENTS_SHOWN
+        assert answer["extensions"]["truncated"] == [
+            {"path": ["Claim", "billing", "again"], "returned": PAYMENTS_SHOWN, "total": n},
+            {"path": ["Claim", "billing", "shown"], "returned": PAYMENTS_SHOWN, "total": n},
+            {"path": ["Patient", "billing", "items"], "returned": ITEMS_SHOWN, "total": ITEMS_SHOWN + 1},
+        ]
+        skipped = await gql(client, CUT_QUERY, {"all": True})  # `again` skipped: not noted
+        assert [t["path"][-1] for t in skipped["extensions"]["truncated"]] == ["shown", "items"]
+        whole = await gql(client, '{ Claim(id: "many") { billing { paid { value } } } }')
+        assert "extensions" not in whole  # the list is not selected: nothing is cut in the answer
+
+
 # ---- property: the views equal a plain-Python recomputation over random data -------------------------------
 
 ADJUDICATION = "http://terminology.hl7.org/CodeSystem/adjudication"

@@ -216,7 +216,9 @@ async def _reconciliation_with(store: Store, n: int) -> str:
 
 
 @pytest.mark.parametrize("n", [10, 50, 200])
-async def test_commands_are_bounded_by_levels_and_types_not_items(demo: httpx.AsyncClient, demo_store: Store, n: int) -> None:
+async def test_commands_are_bounded_by_levels_and_types_not_items(
+    demo: httpx.AsyncClient, demo_store: Store, n: int
+) -> None:
     store = demo_store
     pid = await _reconciliation_with(store, n)
     before = store.commands.count

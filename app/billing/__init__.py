@@ -2,11 +2,12 @@
 
 from app.billing.aging import AGING, ITEMS_SHOWN, PARTY_TYPES, UNDATED, party_view
 from app.billing.sums import Amounts, add, limit, listed, money, payable, subtract
-from app.billing.views import NO_LEDGER, NO_SETTLEMENT, PAYMENTS_SHOWN, VIEW_TYPES, paid, view
+from app.billing.views import CUT, NO_LEDGER, NO_SETTLEMENT, PAYMENTS_SHOWN, VIEW_TYPES, paid, view
 from app.store.settlements import AccountLedger, Settlement
 
 __all__ = [
     "AGING",
+    "CUT",
     "ITEMS_SHOWN",
     "NO_LEDGER",
     "NO_SETTLEMENT",

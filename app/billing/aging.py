@@ -7,6 +7,7 @@ from datetime import date
 from typing import Any
 
 from app.billing.sums import Amounts, add, listed, money, payable, subtract
+from app.billing.views import shown
 from app.store.settlements import OpenItem
 
 PARTY_TYPES = ("Organization", "Patient")  # the types with an outstanding-and-aging view
@@ -63,13 +64,13 @@ def party_view(items: Iterable[OpenItem], as_of: date) -> dict[str, Any]:
     out["outstanding"] = listed(add(*(a for amounts in buckets.values() for a in amounts)))
     for name, amounts in buckets.items():
         out[name] = listed(add(*amounts))
-    out["items"] = [
+    rows = [
         {
             "item": {"reference": item.reference},
             "billedOn": item.billed_on,
             "age": bucket,
             "outstanding": listed(amount),
         }
-        for item, bucket, amount in sorted(owing, key=_oldest_first)[:ITEMS_SHOWN]
+        for item, bucket, amount in sorted(owing, key=_oldest_first)
     ]
-    return out
+    return shown(out, "items", rows, ITEMS_SHOWN)

@@ -12,6 +12,8 @@ from app.store.settlements import AccountLedger, Payment, Settlement
 # the types with a `billing` view
 VIEW_TYPES = ("Account", "Claim", "ExplanationOfBenefit", "Invoice", "PaymentReconciliation")
 PAYMENTS_SHOWN = 100  # a view lists at most this many payments (its sums count them all)
+# A view's lists cut to their first rows: {list: (rows shown, rows in all)}, under a key no GraphQL field reads.
+CUT = "_cut"
 NO_SETTLEMENT = Settlement()
 NO_LEDGER = AccountLedger()
 
@@ -20,48 +22,48 @@ def paid(settlement: Settlement) -> Amounts:
     return add(*(p.amounts for p in settlement.payments))
 
 
+def shown(view: dict[str, Any], key: str, rows: list[Any], most: int) -> dict[str, Any]:
+    """`view` with `rows` as its list `key`, its first `most`: when there are more, the cut is recorded (`CUT`)."""
+    view[key] = rows[:most]
+    if len(rows) > most:
+        view.setdefault(CUT, {})[key] = (most, len(rows))
+    return view
+
+
 def _payments(payments: Iterable[Payment]) -> list[dict[str, Any]]:
     return [
-        {
-            "payment": {"reference": f"PaymentReconciliation/{p.id}"},
-            "date": p.date,
-            "amount": listed(p.amounts),
-        }
-        for p in list(payments)[:PAYMENTS_SHOWN]
+        {"payment": {"reference": f"PaymentReconciliation/{p.id}"}, "date": p.date, "amount": listed(p.amounts)}
+        for p in payments
     ]
 
 
 def claim_view(claim: Mapping[str, Any], settlement: Settlement) -> dict[str, Any]:
     billed, got = money(claim.get("total")), paid(settlement)
-    return {
+    out = {
         "billed": listed(billed),
         "adjudicated": listed(settlement.benefit),
         "paid": listed(got),
         "outstanding": listed(subtract(billed, got)),
-        "payments": _payments(settlement.payments),
     }
+    return shown(out, "payments", _payments(settlement.payments), PAYMENTS_SHOWN)
 
 
 def invoice_view(invoice: Mapping[str, Any], settlement: Settlement) -> dict[str, Any]:
     got = paid(settlement)
-    return {
+    out = {
         "gross": listed(money(invoice.get("totalGross"))),
         "net": listed(money(invoice.get("totalNet"))),
         "paid": listed(got),
         "balance": listed(subtract(payable(invoice), got)),
-        "payments": _payments(settlement.payments),
     }
+    return shown(out, "payments", _payments(settlement.payments), PAYMENTS_SHOWN)
 
 
 def account_view(ledger: AccountLedger) -> dict[str, Any]:
     invoiced = add(*(payable({"totalGross": gross, "totalNet": net}) for gross, net in ledger.invoices))
     got = add(*(p.amounts for p in ledger.payments))
-    return {
-        "invoiced": listed(invoiced),
-        "paid": listed(got),
-        "balance": listed(subtract(invoiced, got)),
-        "payments": _payments(ledger.payments),
-    }
+    out = {"invoiced": listed(invoiced), "paid": listed(got), "balance": listed(subtract(invoiced, got))}
+    return shown(out, "payments", _payments(ledger.payments), PAYMENTS_SHOWN)
 
 
 def allocated(reconciliation: Mapping[str, Any]) -> Amounts:

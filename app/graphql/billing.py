@@ -24,7 +24,8 @@ _PAID = (
     "(a negative allocation is a refund)."
 )
 _PAYMENTS = (
-    f"Those payments, by date then id: at most {PAYMENTS_SHOWN} (the sums count them all); each with the sum "
+    f"Those payments, by date then id: at most {PAYMENTS_SHOWN} (the sums count them all; a cut list is noted in "
+    "the response's extensions.truncated with its total); each with the sum "
     "of its allocations to this resource."
 )
 # Per type: (field, description, a list of payments rather than of amounts).
@@ -174,7 +175,8 @@ def billing_types(reference: type) -> dict[str, Any]:
         "items",
         StrawberryList(item),
         f"The open items whose outstanding amount is not zero, oldest first (undated last): a worklist, at most "
-        f"{ITEMS_SHOWN} (the sums count them all).",
+        f"{ITEMS_SHOWN} (the sums count them all; a cut list is noted in the response's extensions.truncated with its "
+        "total).",
     )
     out = {}
     as_of = field("asOf", str, "The date the ages are counted to (YYYY-MM-DD).")

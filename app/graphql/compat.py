@@ -13,6 +13,7 @@ import strawberry
 from graphql import DocumentNode, GraphQLDirective, GraphQLError, GraphQLNamedType, GraphQLSchema, ValidationRule
 from strawberry.schema.schema import validate_document as _validate_document
 from strawberry.types.field import StrawberryField
+from strawberry.types.nodes import Selection, convert_selections
 from strawberry.types.union import StrawberryUnion
 
 
@@ -88,3 +89,8 @@ class ResolvedUnion(StrawberryUnion):
 def convert_input_with(cls: type, from_input: Callable[[type, Any, Any], Any]) -> None:
     """Strawberry's internal `from_input` hook of an input type: what a resolver receives for its values."""
     cls.__strawberry_definition__.from_input = from_input  # type: ignore[attr-defined]
+
+
+def selected_fields(raw_info: Any) -> list[Selection]:
+    """Strawberry's `Info.selected_fields`, from a raw resolve info (graphql-core's, or the compiled engine's)."""
+    return convert_selections(raw_info, raw_info.field_nodes)

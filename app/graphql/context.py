@@ -361,7 +361,7 @@ class Context:
         await self._subscription(id)
         deliveries, n = Deliveries(self.tenant), check_count(count)
         if n == 0:
-            self._note(path, 0, await deliveries.attempt_count(self.principal.tenant, id))
+            self.note(path, 0, await deliveries.attempt_count(self.principal.tenant, id))
             return []
         found = self._first(path, await deliveries.attempts(self.principal.tenant, id, n + 1), n)
         return [{**a, "when": instant(a["when"])} for a in found]
@@ -407,7 +407,7 @@ class Context:
         items = await self._open_items.load(f"{resource.get('resourceType')}/{resource.get('id')}")
         return billing.party_view(items, as_of)
 
-    def _note(self, path: Any, returned: int, total: int | None) -> None:
+    def note(self, path: Any, returned: int, total: int | None) -> None:
         """Record a list that stopped before all its matches (or answered `_count: 0`) for `extensions.truncated`."""
         self.truncated.append(
             (path, {"returned": returned, **({"more": True} if total == _MORE else {"total": total})})
@@ -416,7 +416,7 @@ class Context:
     def _first(self, path: Any, found: list[Any], n: int) -> list[Any]:
         """The first `n` of `found` (read as n + 1); when there were more, noted as cut."""
         if len(found) > n:
-            self._note(path, n, _MORE)
+            self.note(path, n, _MORE)
         return found[:n]
 
     async def search(
@@ -433,7 +433,7 @@ class Context:
         self._allow(resource_type, READ)
         n, skip = check_count(count, paging=PAGE_A_SEARCH), check_offset(offset)
         if n == 0:
-            self._note(path, 0, await self.store.count(resource_type, params))
+            self.note(path, 0, await self.store.count(resource_type, params))
             return []
         found = await self.store.search(
             resource_type, params, n + 1, skip, sort, elements=self._elements(resource_type)
@@ -475,7 +475,7 @@ class Context:
         frozen = tuple(sorted((code, v if isinstance(v, str) else tuple(v)) for code, v in params.items()))
         found, total = await self._reverse.load((resource_type, param, frozen, sort, offset, count, target))
         if total is not None:
-            self._note(path, len(found), total)
+            self.note(path, len(found), total)
         return found
 
     async def reverse_connection(
@@ -556,7 +556,7 @@ class Context:
         n, skip = check_count(count, paging="use _offset"), check_offset(offset)
         events = self.tenant.received_events()
         if n == 0:
-            self._note(path, 0, await events.count(outcome, event_type, event_id))
+            self.note(path, 0, await events.count(outcome, event_type, event_id))
             return []
         records = await events.page(n + 1, skip, outcome, event_type, event_id)
         records = self._first(path, records, n)
@@ -577,7 +577,7 @@ class Context:
             )
         n = check_count(count, paging="narrow it by type and id")
         if n == 0:
-            self._note(path, 0, await self.store.audit_count(resource_type, id))
+            self.note(path, 0, await self.store.audit_count(resource_type, id))
             return []
         records = await self.store.audit_log(n + 1, resource_type, id)
         records = self._first(path, records, n)

@@ -13,10 +13,12 @@ from app.fhir.model import SERVED, SERVED_RESOURCES
 from app.fhir.references import relative_reference
 from app.fhir.values import Resource
 from app.graphql.bundles import entries as bundle_entries
+from app.graphql.compat import selected_fields
 from app.graphql.naming import JSON_NAMES, UNSERVED_RESOURCE
+from app.graphql.truncation import note_view_lists
 
 Resolver = Callable[..., Any]
-BatchResolver = Callable[[Any, list[Any]], Awaitable[list[Any]]]
+BatchResolver = Callable[[Any, list[Any], list[Any]], Awaitable[list[Any]]]
 
 
 def search_params(arg_codes: Mapping[str, str], args: Mapping[str, Any]) -> dict[str, Any]:
@@ -153,7 +155,7 @@ def reference_resource() -> Resolver:
     return resolve
 
 
-async def reference_resources(context: Any, roots: list[Resource]) -> list[Resource | None]:
+async def reference_resources(context: Any, roots: list[Resource], infos: list[Any]) -> list[Resource | None]:
     """`Reference.resource` of every root of a level at once (`Context.resolve_many`: one store read)."""
     return [_served(found) for found in await context.resolve_many(roots)]
 
@@ -162,7 +164,9 @@ def billing_view() -> Resolver:
     """`billing` on Claim, Invoice and PaymentReconciliation: FinGate's computed view (app.billing)."""
 
     async def resolve(root: Resource, info: Any) -> dict[str, Any]:
-        return await info.context.billing(root)  # type: ignore[no-any-return]
+        view: dict[str, Any] = await info.context.billing(root)
+        note_view_lists(info.context, info.path, info.selected_fields, view)
+        return view
 
     return resolve
 
@@ -178,14 +182,19 @@ def party_view() -> Resolver:
                 day = date.fromisoformat(asOf)
             except ValueError:
                 raise errors.bad_input(f"asOf must be a date, YYYY-MM-DD; got {asOf!r}", expression="asOf") from None
-        return await info.context.party_billing(root, day)  # type: ignore[no-any-return]
+        view: dict[str, Any] = await info.context.party_billing(root, day)
+        note_view_lists(info.context, info.path, info.selected_fields, view)
+        return view
 
     return resolve
 
 
-async def billing_views(context: Any, roots: list[Resource]) -> list[dict[str, Any]]:
+async def billing_views(context: Any, roots: list[Resource], infos: list[Any]) -> list[dict[str, Any]]:
     """`billing` of every root of a level at once (`Context.billing_many`: one store command)."""
-    return await context.billing_many(roots)  # type: ignore[no-any-return]
+    views: list[dict[str, Any]] = await context.billing_many(roots)
+    for view, info in zip(views, infos, strict=True):
+        note_view_lists(context, info.path, selected_fields(info), view)
+    return views
 
 
 BATCH_FORMS: Mapping[tuple[str, str], BatchResolver] = MappingProxyType(
@@ -194,9 +203,9 @@ BATCH_FORMS: Mapping[tuple[str, str], BatchResolver] = MappingProxyType(
         **{(t, "billing"): billing_views for t in VIEW_TYPES},
     }
 )
-"""Fields (type, name) whose resolver has a batch form `(context, roots) -> results`: the compiled engine, given
-this table by `create_app`, calls it once per level with every root of the level, where the resolver itself
-would run once per root."""
+"""Fields (type, name) whose resolver has a batch form `(context, roots, infos) -> results`: the compiled engine,
+given this table by `create_app`, calls it once per level with every root of the level (and each one's resolve
+info: its path and field nodes), where the resolver itself would run once per root."""
 
 
 def resolve_data_field(root: Any, python: str) -> Any:

@@ -18,20 +18,25 @@ class _ResolveInfo:
     read more are not compiled.
     """
 
-    __slots__ = ("context", "root_value", "operation", "variable_values", "schema", "path")
+    __slots__ = ("context", "root_value", "operation", "variable_values", "schema", "fragments", "path", "field_nodes")
 
-    def __init__(self, executor: Any, context: Any, root_value: Any, path: Any = None) -> None:
+    def __init__(self, executor: Any, context: Any, root_value: Any) -> None:
         self.context = context
         self.root_value = root_value
         self.operation = executor.operation
         self.variable_values = executor.variable_values
         self.schema = executor.schema
-        self.path = path
+        # As graphql-core's resolve info has them: the definitions (the executor holds them with their signatures).
+        self.fragments = {name: f.definition for name, f in executor.fragments.items()}
+        self.path: Any = None
+        self.field_nodes: list[Any] = []
 
-    def at(self, path: Any) -> _ResolveInfo:
+    def at(self, path: Any, field: ResolverField) -> _ResolveInfo:
+        """This info for `field` at `path` (a view's lists note their cut by them: app.graphql.truncation)."""
         info = _ResolveInfo.__new__(_ResolveInfo)
         info.context, info.root_value, info.operation = self.context, self.root_value, self.operation
-        info.variable_values, info.schema, info.path = self.variable_values, self.schema, path
+        info.variable_values, info.schema, info.fragments = self.variable_values, self.schema, self.fragments
+        info.path, info.field_nodes = path, [d.node for d in field.details]
         return info
 
 
@@ -131,13 +136,15 @@ async def _levels(queue: list[Item], info: _ResolveInfo, places: _Places, execut
                 kwargs = arguments.get(field.index)
                 if kwargs is None:
                     kwargs = arguments[field.index] = _arguments(field, executor)
-                result = field.resolve(item[2], info.at(_Path(places, item[1], field.key)), **kwargs)
+                result = field.resolve(item[2], info.at(_Path(places, item[1], field.key), field), **kwargs)
                 if isawaitable(result):
                     awaiting.append((item, result))
                 else:
                     done.append((item, result))
             for batch, items in batched.items():
-                awaiting.append((items, batch(context, [source for _, _, source in items])))
+                sources = [source for _, _, source in items]
+                infos = [info.at(_Path(places, target, f.key), f) for f, target, _ in items]
+                awaiting.append((items, batch(context, sources, infos)))
         except Exception:
             _close(awaiting)
             raise Fallback from None
