@@ -192,7 +192,8 @@ async def test_dead_letter_after_the_configured_failures_and_delivery_stops(stor
         status = ok(
             await gql(
                 client,
-                f'{{ SubscriptionStatus(id: "{sub["id"]}") {{ state lastError eventsSinceSubscriptionStart }} }}',
+                f'{{ SubscriptionStatus(id: "{sub["id"]}") {{ state lastError eventsSinceSubscriptionStart }} '
+                f'Subscription(id: "{sub["id"]}") {{ status meta {{ versionId }} }} }}',
             )
         )
     assert status["SubscriptionStatus"] == {
@@ -200,7 +201,10 @@ async def test_dead_letter_after_the_configured_failures_and_delivery_stops(stor
         "lastError": "HTTP 500",
         "eventsSinceSubscriptionStart": 0,
     }
-    # Fixing the Subscription (a new version, here its endpoint) resumes delivery from the notification that died.
+    # R5: the server could not notify, so the Subscription's status is `error` (a version the dispatcher wrote).
+    assert status["Subscription"] == {"status": "error", "meta": {"versionId": "2"}}
+    assert await d.run_once() == 0  # an `error` Subscription is not served
+    # Fixing the Subscription (a new version: its endpoint, `status` active) resumes delivery where it died.
     good = Receiver()
     async with serving_app(good.app) as address:
         fixed = {**subscription(f"http://{address}/hook")}

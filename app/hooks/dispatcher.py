@@ -14,13 +14,14 @@ from typing import Any
 
 import httpx
 
-from app import outbound
+from app import errors, outbound
 from app.events import in_rounds
 from app.fhir.values import Resource
 from app.hooks import notification
 from app.hooks.topics import TOPICS
 from app.store import HISTORY_PATH, Store
 from app.store.deliveries import ACTIVE, DEAD_LETTER, Deliveries
+from app.writes import Writer
 
 log = logging.getLogger("fingate.hooks")
 
@@ -90,9 +91,7 @@ class Dispatcher:
         topic = TOPICS.get(subscription.get("topic") or "")
         id = subscription["id"]
         if topic is None:
-            await self.deliveries.fail(
-                tenant, id, self.owner, f"unknown topic {subscription.get('topic')!r}", _version(subscription)
-            )
+            await self._dead(store, tenant, subscription, f"unknown topic {subscription.get('topic')!r}")
             return 0
         position, number, delivered = state["position"], state["eventsSinceSubscriptionStart"], 0
         for event in await store.events_after(position, BATCH, frozenset({topic.resource_type})):
@@ -169,8 +168,20 @@ class Dispatcher:
             if attempt < self.retry.attempts:
                 await self.sleep(self.retry.delay(attempt, self.draw()))
         log.warning("Subscription/%s (tenant %s): event %s dead-lettered: %s", id, tenant, event["position"], error)
-        await self.deliveries.fail(tenant, id, self.owner, error, _version(subscription))
+        await self._dead(store, tenant, subscription, error)
         return False
+
+    async def _dead(self, store: Store, tenant: str, subscription: Resource, error: str) -> None:
+        """Delivery stops: the Subscription's `status` becomes `error` (R5: the server could not notify), and it
+        stays dead-lettered until the client writes it again (a fixed endpoint, `status` back to `active`)."""
+        id, version = subscription["id"], _version(subscription)
+        failed = {k: v for k, v in subscription.items() if k != "meta"} | {"status": "error"}
+        try:
+            written = await Writer(store, actor="rest-hook dispatcher").update("Subscription", id, failed, version)
+            version = _version(written)
+        except errors.FinGateError as exc:  # written meanwhile: its new version revives delivery anyway
+            log.warning("Subscription/%s (tenant %s): status not set to error: %s", id, tenant, exc.message)
+        await self.deliveries.fail(tenant, id, self.owner, error, version)
 
 
 def _version(subscription: Resource) -> str:
