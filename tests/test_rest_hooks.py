@@ -10,6 +10,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -212,6 +213,90 @@ async def test_dead_letter_after_the_configured_failures_and_delivery_stops(stor
         await until(lambda: len(good.verified) == 2, d)
     numbers = [b["entry"][0]["resource"]["eventsSinceSubscriptionStart"] for _, b in good.verified]
     assert numbers == ["1", "2"]
+
+
+async def test_a_requested_subscription_is_activated_by_a_handshake(
+    store: Store, receiver: tuple[Receiver, str]
+) -> None:
+    """R5: a `requested` rest-hook gets a handshake; accepted, the dispatcher writes it `active` and delivers the
+    events since it was created, numbered from 1."""
+    r, endpoint = receiver
+    writer = Writer(store)
+    sub = await writer.create("Subscription", {**subscription(endpoint), "status": "requested"})
+    await _activate_claims(writer, 1)
+    await until(lambda: len(r.verified) == 2, dispatcher(store))
+    kinds = [(b["entry"][0]["resource"]["type"], b["entry"][0]["resource"]["status"]) for _, b in r.verified]
+    assert kinds == [("handshake", "requested"), ("event-notification", "active")]
+    assert r.verified[0][0] == f"{sub['id']}-handshake-1" and len(r.verified[0][1]["entry"]) == 1
+    assert r.verified[1][1]["entry"][0]["resource"]["eventsSinceSubscriptionStart"] == "1"
+    async with client_for(store) as client:
+        found = ok(
+            await gql(
+                client,
+                f'{{ Subscription(id: "{sub["id"]}") {{ status meta {{ versionId }} }} '
+                f'SubscriptionDeliveries(id: "{sub["id"]}") {{ type attempt outcome }} }}',
+            )
+        )
+    assert found["Subscription"] == {"status": "active", "meta": {"versionId": "2"}}
+    assert [(a["type"], a["outcome"]) for a in reversed(found["SubscriptionDeliveries"])] == [
+        ("handshake", "delivered"),
+        ("event-notification", "delivered"),
+    ]
+
+
+async def test_a_refused_handshake_leaves_the_subscription_in_error(store: Store) -> None:
+    r = Receiver(fail=1000)
+    async with serving_app(r.app) as address:
+        writer = Writer(store)
+        sub = await writer.create("Subscription", {**subscription(f"http://{address}/hook"), "status": "requested"})
+        await _activate_claims(writer, 1)
+        d = dispatcher(store, attempts=2)
+        await d.run_once()
+        assert await d.run_once() == 0
+    assert r.calls == 2  # the handshake's two attempts; no event was sent
+    current = await store.get("Subscription", sub["id"])
+    assert current is not None and current["status"] == "error"
+    state = await d.deliveries.state(store.tenant, sub["id"])
+    assert state is not None and state["state"] == "dead-letter" and state["lastError"] == "handshake: HTTP 500"
+
+
+class Clock:
+    """The dispatcher's clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.at = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+async def test_heartbeats_after_the_period_with_nothing_sent(store: Store, receiver: tuple[Receiver, str]) -> None:
+    r, endpoint = receiver
+    writer = Writer(store)
+    sub = await writer.create("Subscription", {**subscription(endpoint), "heartbeatPeriod": 60})
+    clock = Clock()
+    d = Dispatcher(store, SECRET, LOOPBACK, Retry(), lease_seconds=600, sleep=Sleeper(), draw=lambda: 0.5, now=clock)
+    await d.run_once()
+    assert r.verified == []  # nothing sent yet, but the period has not passed since it started
+    clock.at += timedelta(seconds=61)
+    await d.run_once()
+    ((msg_id, beat),) = r.verified
+    status = beat["entry"][0]["resource"]
+    assert (status["type"], status["eventsSinceSubscriptionStart"]) == ("heartbeat", "0")
+    assert msg_id.startswith(f"{sub['id']}-heartbeat-")
+    await d.run_once()
+    assert len(r.verified) == 1  # sent a moment ago: the next one is due a period later
+    await _activate_claims(writer, 1)
+    clock.at += timedelta(seconds=61)
+    await until(lambda: len(r.verified) == 2, d)  # a round that delivers an event sends no heartbeat
+    assert r.verified[1][1]["entry"][0]["resource"]["type"] == "event-notification"
+    clock.at += timedelta(seconds=30)
+    await d.run_once()
+    assert len(r.verified) == 2  # the event counts as something sent
+    clock.at += timedelta(seconds=31)
+    await d.run_once()
+    assert [b["entry"][0]["resource"]["type"] for _, b in r.verified][2:] == ["heartbeat"]
+    assert r.verified[2][1]["entry"][0]["resource"]["eventsSinceSubscriptionStart"] == "1"
 
 
 async def test_two_dispatchers_on_one_database_deliver_each_event_once(

@@ -9,6 +9,7 @@ import strawberry
 from strawberry.types.base import StrawberryOptional
 
 from app.graphql.resolvers import search_params
+from app.hooks.notification import EVENT
 
 AFTER = (
     "after",
@@ -84,6 +85,10 @@ def created(args: Mapping[str, Any], params: dict[str, Any]) -> Keep:
 )
 class RestHookAttempt:
     when: str = strawberry.field(description="When, a FHIR instant (UTC).")
+    type: str = strawberry.field(
+        description="What was sent (R5 SubscriptionStatus.type): `event-notification`, `handshake` (activating a "
+        "`requested` Subscription) or `heartbeat` (after `heartbeatPeriod` seconds with nothing sent)."
+    )
     position: str = strawberry.field(description="The event's outbox position.")
     eventNumber: int = strawberry.field(description="The notification's `eventNumber` for this Subscription.")
     webhookId: str = strawberry.field(
@@ -142,7 +147,8 @@ def attempts_field() -> Any:
         root: None, info: strawberry.Info, id: strawberry.ID, _count: int | None = None
     ) -> list[RestHookAttempt]:
         found = await info.context.hook_attempts(str(id), _count, info.path)
-        return [{**a, "position": str(a["position"])} for a in found]  # type: ignore[misc]
+        # Attempts recorded before handshakes and heartbeats existed were all event notifications.
+        return [{"type": EVENT, **a, "position": str(a["position"])} for a in found]  # type: ignore[misc]
 
     return strawberry.field(
         resolver=resolve,

@@ -1,5 +1,6 @@
 """The rest-hook dispatcher: each active rest-hook Subscription's matching events, POSTed in order, signed,
-retried with exponential backoff and jitter, dead-lettered after too many failures; every attempt recorded."""
+retried with exponential backoff and jitter, dead-lettered after too many failures; every attempt recorded.
+A `requested` Subscription is activated by a handshake; one with a `heartbeatPeriod` gets heartbeats when idle."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -26,6 +27,10 @@ from app.writes import Writer
 log = logging.getLogger("fingate.hooks")
 
 BATCH = 100  # events read at a time per Subscription
+
+
+class _LeaseLost(Exception):
+    """Another dispatcher took this Subscription over: it goes on from where this one stopped."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,7 @@ class Dispatcher:
         owner: str | None = None,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
         draw: Callable[[], float] = random.random,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.store = store
         self.deliveries = Deliveries(store)
@@ -66,28 +72,43 @@ class Dispatcher:
         self.owner = owner or uuid.uuid4().hex
         self.sleep = sleep
         self.draw = draw
+        self.now = now
 
     async def run(self, poll: float = 1.0) -> None:
         """Deliver until cancelled: after each round, wait for a commit in this process or `poll` seconds."""
         await in_rounds(self.store, self.run_once, "rest-hook dispatch", poll)
 
     async def run_once(self) -> int:
-        """One round over every active rest-hook Subscription; how many notifications were delivered."""
+        """One round over every active (or requested) rest-hook Subscription; how many notifications were delivered."""
         delivered = 0
         for tenant, subscription in await self.deliveries.rest_hooks():
-            state = await self.deliveries.lease(tenant, subscription["id"], self.owner, self.lease_seconds)
+            id = subscription["id"]
+            state = await self.deliveries.lease(tenant, id, self.owner, self.lease_seconds, now=self.now())
             if state is not None and state["state"] == DEAD_LETTER and _changed_since(subscription, state):
-                state = await self.deliveries.revive(tenant, subscription["id"], self.owner)
+                state = await self.deliveries.revive(tenant, id, self.owner)
             if state is None or state["state"] != ACTIVE:
                 continue
             try:
-                delivered += await self._drain(tenant, subscription, state)
+                delivered += await self._serve(tenant, subscription, state)
+            except _LeaseLost:
+                pass
             finally:
-                await self.deliveries.release(tenant, subscription["id"], self.owner)
+                await self.deliveries.release(tenant, id, self.owner)
         return delivered
 
-    async def _drain(self, tenant: str, subscription: Resource, state: dict[str, Any]) -> int:
+    async def _serve(self, tenant: str, subscription: Resource, state: dict[str, Any]) -> int:
         store = self.store.for_tenant(tenant)
+        if subscription.get("status") == "requested":
+            activated = await self._handshake(store, tenant, subscription, state)
+            if activated is None:
+                return 0
+            subscription = activated
+        delivered = await self._drain(store, tenant, subscription, state)
+        if not delivered:
+            await self._heartbeat(store, tenant, subscription, state)
+        return delivered
+
+    async def _drain(self, store: Store, tenant: str, subscription: Resource, state: dict[str, Any]) -> int:
         topic = TOPICS.get(subscription.get("topic") or "")
         id = subscription["id"]
         if topic is None:
@@ -97,7 +118,7 @@ class Dispatcher:
         for event in await store.events_after(position, BATCH, frozenset({topic.resource_type})):
             if not topic.matches(event) or not await self._filtered_in(store, subscription, event):
                 if not await self.deliveries.advance(tenant, id, self.owner, event["position"], False):
-                    return delivered
+                    raise _LeaseLost
                 continue
             if not await self._deliver(store, tenant, subscription, topic.url, event, number + 1):
                 return delivered
@@ -119,23 +140,87 @@ class Dispatcher:
     async def _deliver(
         self, store: Store, tenant: str, subscription: Resource, topic: str, event: Resource, number: int
     ) -> bool:
-        """POST one notification until it is accepted (2xx) or the attempts run out (dead letter)."""
+        """One event's notification, delivered (True), or dead-lettered after its last attempt (False)."""
         id = subscription["id"]
         resource = None
         if subscription.get("content") == "full-resource":
             key = f"{event['id']}{HISTORY_PATH}{event['versionId']}"
             found = await store.get_by_type({event["resourceType"]: [key]})
             resource = found.get((event["resourceType"], key))
+        bundle = notification.bundle(subscription, topic, event, number, resource)
         msg_id = notification.message_id(id, event["position"])
-        data = notification.body(notification.bundle(subscription, topic, event, number, resource))
+        error = await self._send(tenant, subscription, msg_id, bundle, event["position"], number)
+        if error is None:
+            if not await self.deliveries.advance(tenant, id, self.owner, event["position"], True):
+                raise _LeaseLost
+            return True
+        log.warning("Subscription/%s (tenant %s): event %s dead-lettered: %s", id, tenant, event["position"], error)
+        await self._dead(store, tenant, subscription, error)
+        return False
+
+    async def _handshake(
+        self, store: Store, tenant: str, subscription: Resource, state: dict[str, Any]
+    ) -> Resource | None:
+        """A `requested` Subscription: a handshake, then a new version with `status: active` (the Subscription to
+        deliver for); None when the endpoint never accepted it (then `error`, dead-lettered) or it changed meanwhile."""
+        id, version = subscription["id"], _version(subscription)
+        msg_id, number = f"{id}-handshake-{version}", state["eventsSinceSubscriptionStart"]
+        bundle = notification.control(subscription, notification.HANDSHAKE, number, self.now(), msg_id)
+        error = await self._send(
+            tenant, subscription, msg_id, bundle, state["position"], number, notification.HANDSHAKE
+        )
+        if error is not None:
+            await self._dead(store, tenant, subscription, f"handshake: {error}")
+            return None
+        active = {k: v for k, v in subscription.items() if k != "meta"} | {"status": "active"}
+        try:
+            return await Writer(store, actor="rest-hook dispatcher").update("Subscription", id, active, version)
+        except errors.FinGateError as exc:  # written meanwhile: the next round serves its new version
+            log.warning("Subscription/%s (tenant %s): not activated: %s", id, tenant, exc.message)
+            return None
+
+    async def _heartbeat(self, store: Store, tenant: str, subscription: Resource, state: dict[str, Any]) -> None:
+        """A heartbeat when nothing was sent for the Subscription's `heartbeatPeriod` seconds (R5), dead-lettering
+        it when the endpoint no longer answers."""
+        period = subscription.get("heartbeatPeriod")
+        if not isinstance(period, int) or period <= 0:
+            return
+        now, id = self.now(), subscription["id"]
+        last = state.get("lastSent") or state.get("started")
+        if last is not None and now - _aware(last) < timedelta(seconds=period):
+            return
+        msg_id, number = f"{id}-heartbeat-{int(now.timestamp())}", state["eventsSinceSubscriptionStart"]
+        bundle = notification.control(subscription, notification.HEARTBEAT, number, now, msg_id)
+        error = await self._send(
+            tenant, subscription, msg_id, bundle, state["position"], number, notification.HEARTBEAT
+        )
+        if error is not None:
+            await self._dead(store, tenant, subscription, f"heartbeat: {error}")
+
+    async def _send(
+        self,
+        tenant: str,
+        subscription: Resource,
+        msg_id: str,
+        bundle: dict[str, Any],
+        position: int,
+        number: int,
+        kind: str = notification.EVENT,
+    ) -> str | None:
+        """POST `bundle` until the endpoint accepts it (2xx: None) or the attempts run out (the last error, also
+        at once for a target the network guard refuses); each attempt is recorded. _LeaseLost when another
+        dispatcher took the Subscription over meanwhile."""
+        id = subscription["id"]
+        data = notification.body(bundle)
         error = ""
         for attempt in range(1, self.retry.attempts + 1):
             if await self.deliveries.lease(tenant, id, self.owner, self.lease_seconds) is None:
-                return False  # another dispatcher took over: it delivers from where this one stopped
+                raise _LeaseLost
             headers = notification.signed_headers(self.secret, msg_id, datetime.now(UTC), data)
             record: dict[str, Any] = {
                 "subscription": id,
-                "position": event["position"],
+                "type": kind,
+                "position": position,
                 "eventNumber": number,
                 "webhookId": msg_id,
                 "attempt": attempt,
@@ -146,30 +231,22 @@ class Dispatcher:
             except outbound.Refused as exc:
                 error = f"refused: {exc}"
                 await self.deliveries.record(tenant, {**record, "outcome": "refused", "error": error})
-                break  # the target itself is not allowed: retrying cannot help
+                return error  # the target itself is not allowed: retrying cannot help
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 await self.deliveries.record(tenant, {**record, "outcome": "failed", "error": error})
             else:
                 ok = 200 <= answer.status < 300
                 error = "" if ok else f"HTTP {answer.status}"
-                await self.deliveries.record(
-                    tenant,
-                    {
-                        **record,
-                        "outcome": "delivered" if ok else "failed",
-                        "status": answer.status,
-                        "error": error or None,
-                    },
-                )
+                outcome = {"outcome": "delivered" if ok else "failed", "status": answer.status, "error": error or None}
+                await self.deliveries.record(tenant, {**record, **outcome})
                 if ok:
-                    return await self.deliveries.advance(tenant, id, self.owner, event["position"], True)
+                    await self.deliveries.sent(tenant, id, self.owner, self.now())
+                    return None
             await self.deliveries.fail(tenant, id, self.owner, error, None)
             if attempt < self.retry.attempts:
                 await self.sleep(self.retry.delay(attempt, self.draw()))
-        log.warning("Subscription/%s (tenant %s): event %s dead-lettered: %s", id, tenant, event["position"], error)
-        await self._dead(store, tenant, subscription, error)
-        return False
+        return error
 
     async def _dead(self, store: Store, tenant: str, subscription: Resource, error: str) -> None:
         """Delivery stops: the Subscription's `status` becomes `error` (R5: the server could not notify), and it
@@ -182,6 +259,10 @@ class Dispatcher:
         except errors.FinGateError as exc:  # written meanwhile: its new version revives delivery anyway
             log.warning("Subscription/%s (tenant %s): status not set to error: %s", id, tenant, exc.message)
         await self.deliveries.fail(tenant, id, self.owner, error, version)
+
+
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 def _version(subscription: Resource) -> str:

@@ -12,6 +12,9 @@ from standardwebhooks import Webhook
 from app.fhir.decimals import plain_text
 from app.fhir.values import Resource, instant
 
+# SubscriptionStatus.type of what the dispatcher sends (R5 `subscription-notification-type`)
+EVENT, HANDSHAKE, HEARTBEAT = "event-notification", "handshake", "heartbeat"
+
 
 def bundle(
     subscription: Resource, topic: str, event: Resource, number: int, resource: Resource | None
@@ -43,6 +46,26 @@ def bundle(
         "type": "subscription-notification",
         "timestamp": instant(event["when"]),
         "entry": [{"fullUrl": f"urn:uuid:status-{subscription['id']}-{number}", "resource": status}, *entries],
+    }
+
+
+def control(subscription: Resource, kind: str, number: int, when: datetime, msg_id: str) -> dict[str, Any]:
+    """A handshake (to a `requested` Subscription) or a heartbeat: a notification Bundle holding only the
+    SubscriptionStatus, with the events delivered so far."""
+    status = {
+        "resourceType": "SubscriptionStatus",
+        "status": "requested" if kind == HANDSHAKE else "active",
+        "type": kind,
+        "eventsSinceSubscriptionStart": str(number),
+        "subscription": {"reference": f"Subscription/{subscription['id']}"},
+        "topic": subscription.get("topic"),
+    }
+    return {
+        "resourceType": "Bundle",
+        "id": msg_id,
+        "type": "subscription-notification",
+        "timestamp": instant(when),
+        "entry": [{"fullUrl": f"urn:uuid:{kind}-{msg_id}", "resource": status}],
     }
 
 

@@ -26,8 +26,8 @@ class Deliveries:
         self.db = store.db
 
     async def rest_hooks(self) -> list[tuple[str, dict[str, Any]]]:
-        """Every tenant's active rest-hook Subscriptions: (tenant, resource)."""
-        query = {"status": "active", "channelType.code": "rest-hook"}
+        """Every tenant's active and requested (awaiting their handshake) rest-hook Subscriptions: (tenant, resource)."""
+        query = {"status": {"$in": ["active", "requested"]}, "channelType.code": "rest-hook"}
         cursor = self.db["Subscription"].find(query, {"_id": 0, "_search": 0})
         return [(doc.pop(TENANT), doc) async for doc in cursor]
 
@@ -36,11 +36,12 @@ class Deliveries:
         return await outbox.tenants(self.db)
 
     async def lease(
-        self, tenant: str, id: str, owner: str, seconds: float, start: int | None = None
+        self, tenant: str, id: str, owner: str, seconds: float, start: int | None = None, now: datetime | None = None
     ) -> dict[str, Any] | None:
         """Take or renew the lease on a Subscription's state (made on first use, starting at `start`, else at the
-        event that created the Subscription, else at the tenant's last event); None while another holds it."""
-        now = datetime.now(UTC)
+        event that created the Subscription, else at the tenant's last event); None while another holds it. `now`:
+        the caller's clock (the state's `started`, and the lease's start)."""
+        now = now or datetime.now(UTC)
         key = f"{tenant}/{id}"
         if start is None:
             start = await outbox.created_at(self.db, tenant, "Subscription", id)
@@ -58,6 +59,7 @@ class Deliveries:
                         "eventsSinceSubscriptionStart": 0,
                         "state": ACTIVE,
                         "lastError": None,
+                        "started": now,  # heartbeats count from here until something is sent
                     },
                 },
                 upsert=True,
@@ -81,6 +83,10 @@ class Deliveries:
             },
         )
         return result.matched_count == 1
+
+    async def sent(self, tenant: str, id: str, owner: str, when: datetime) -> None:
+        """An endpoint accepted a notification, a handshake or a heartbeat at `when` (heartbeats count from it)."""
+        await self.db[STATE].update_one({"_id": f"{tenant}/{id}", "owner": owner}, {"$set": {"lastSent": when}})
 
     async def fail(self, tenant: str, id: str, owner: str, error: str, dead: str | None) -> None:
         """Record a failure; `dead`: the Subscription's version when its notification ran out of attempts."""
