@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from app.explorer import ready_queries
@@ -34,3 +36,10 @@ async def test_ready_queries_stored_are_not_written_again(store: Store, tmp_path
     refused = await persist(store, gschema, [*files, bad])
     assert [path for path, _ in refused] == [bad]  # still validated, and refused
     assert store.commands.count - before == 1  # one read: nothing written
+
+
+def test_the_ready_path_does_not_import_the_pdf_engine() -> None:
+    """fpdf2 (with fontTools and numpy, about 0.3 s of imports) waits for the first document."""
+    code = "import sys, app.cli, app.http\nprint(sorted(m for m in ('fpdf', 'fontTools', 'numpy') if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
