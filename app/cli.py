@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
+import contextlib
 import gc
 import logging
 import os
@@ -12,6 +13,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,13 +53,11 @@ async def wait_ready(store: Any, timeout: float = READY_TIMEOUT) -> None:  # noq
         await asyncio.sleep(0.2)
 
 
-async def load_demo_if_empty(store: Any) -> None:
+async def load_demo(store: Any) -> None:
     from app.demo import load_demo
     from app.load import stderr_progress
     from app.writes import Writer
 
-    if not await store.is_empty():
-        return
     log.info("empty database: loading the R5 examples and the demo data")
     report = await load_demo(Writer(store), stderr_progress("loading demo data"))
     log.info("demo data: %d loaded, %d rejected", report.loaded, len(report.rejected))
@@ -65,29 +65,88 @@ async def load_demo_if_empty(store: Any) -> None:
         log.warning("demo data rejected %s: %s", source, reason)
 
 
+class SchemaBuild:
+    """The GraphQL schema, built in a thread once `start` is called; `future` holds it (or the build's error).
+
+    `fingate serve` starts it once the ready path is done (or beside a demo load, which takes longer): built
+    beside that path, the two shared one interpreter lock and both took about twice as long."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self.build = build
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.made = time.perf_counter()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Start the build, once; later calls do nothing. From here on the future cannot be cancelled: a waiter
+        that gives up (a request cancelled by its client, the server stopping) leaves it to the others."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fingate-schema", daemon=True)
+            if self.future.set_running_or_notify_cancel():
+                self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            with _collection_paused():
+                schema = self.build()
+        except BaseException as exc:
+            self.future.set_exception(exc)
+            return
+        log.info("schema built in %.2f s", time.perf_counter() - self.made)  # since `fingate serve` began
+        self.future.set_result(schema)
+
+
+@contextlib.contextmanager
+def _collection_paused() -> Iterator[None]:
+    """No cyclic garbage collection in the block. Start-up makes objects that live as long as the process (the
+    schema: some 250,000): collecting while they are made only walks them again and again (about a third of
+    the schema's build); they are frozen once built (`gc.freeze`), out of later collections' way."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _build_schema() -> Any:
+    from app.graphql.build import build_schema
+
+    return build_schema()
+
+
+def _import_app() -> None:
+    """The modules the ready path needs, imported while the embedded database starts (about 0.5 s)."""
+    with _collection_paused():
+        import uvicorn  # noqa: F401
+
+        import app.graphql.compat
+        import app.http
+        import app.store  # noqa: F401
+
+
+async def ready_path(store: Any, settings: Settings, schema: SchemaBuild) -> None:
+    """What `fingate serve` does before it answers /readyz: the database answers, its indexes and the built-in
+    SubscriptionTopics are there (and the demo data, into an empty database). The schema's build starts at the
+    end (or beside the demo load); /readyz does not wait for it, a GraphQL request does."""
+    await wait_ready(store)
+    await store.ensure_indexes()
+    if settings.load_demo and await store.is_empty():
+        schema.start()  # the demo load takes longer than the build: build beside it
+        await load_demo(store)
+    await _topics(store)
+    schema.start()
+
+
 def serve(settings: Settings) -> None:
     from app.auth import check_startup
 
     check_startup(settings)  # no auth only on loopback or with FINGATE_AUTH=off
-    started = time.perf_counter()
-    # The schema (imports and build, about 1 s) is made in a thread while the database starts and the app gets
-    # ready: a child process started from this (main) thread, which its parent-death signal watches. /readyz
-    # answers as soon as the database does; a GraphQL request waits for the schema (app.http._Deferred).
-    building: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-    def build() -> None:
-        try:
-            from app.graphql.build import build_schema
-
-            schema = build_schema()
-        except BaseException as exc:
-            building.set_exception(exc)
-            return
-        log.info("schema built in %.2f s", time.perf_counter() - started)
-        building.set_result(schema)
-
-    threading.Thread(target=build, name="fingate-schema", daemon=True).start()
-    with database(settings.mongodb_uri, settings.data_dir) as (uri, embedded):
+    schema = SchemaBuild(_build_schema)
+    # The embedded database is a child process started from this (main) thread, which its parent-death signal
+    # watches; the app's imports run while it starts.
+    with database(settings.mongodb_uri, settings.data_dir, meanwhile=_import_app) as (uri, embedded):
         import uvicorn
 
         from app.graphql.compat import graphql_schema
@@ -99,30 +158,26 @@ def serve(settings: Settings) -> None:
 
         async def when_built() -> None:
             try:
-                schema = await asyncio.wrap_future(building)
+                built = await asyncio.wrap_future(schema.future)
             except Exception:
                 log.critical("the GraphQL schema could not be built; stopping", exc_info=True)
                 os.kill(os.getpid(), signal.SIGTERM)
                 return
-            await persist_ready_queries(store, graphql_schema(schema))
+            await persist_ready_queries(store, graphql_schema(built))
             # The schema and the app live as long as the process: out of the collector's reach, a full
             # collection (every few heavy requests) walks only what requests made, not some 250,000 objects.
             gc.collect()
             gc.freeze()
 
         async def startup(store: Store) -> None:
-            await wait_ready(store)
-            await store.ensure_indexes()
-            if settings.load_demo:
-                await load_demo_if_empty(store)
-            await _topics(store)
+            await ready_path(store, settings, schema)
             task = asyncio.get_running_loop().create_task(when_built())
             background.add(task)
             task.add_done_callback(background.discard)
             on = "MONGODB_URI" if embedded is None else f"{embedded.engine.label} in {embedded.data_dir}"
             log.info("ready: GraphiQL at http://%s:%d/graphql (database: %s)", settings.host, settings.port, on)
 
-        app = create_app(store, building, on_startup=startup, settings=settings, embedded=embedded)
+        app = create_app(store, schema.future, on_startup=startup, settings=settings, embedded=embedded)
         uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level, access_log=False)
 
 

@@ -17,7 +17,7 @@ import sys
 import sysconfig
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,8 +211,11 @@ class EmbeddedMongo:
         proc = self.process
         return proc is not None and proc.poll() is None and not self.gave_up
 
-    def start(self, timeout: float = START_TIMEOUT) -> str:
-        """Start the server, wait until it accepts connections, then supervise it; returns its URI."""
+    def start(self, timeout: float = START_TIMEOUT, meanwhile: Callable[[], object] | None = None) -> str:
+        """Start the server, wait until it accepts connections, then supervise it; returns its URI.
+
+        `meanwhile` runs once the server is launched, before the wait: work that overlaps its start (the server
+        is forked before it, while this process has no other thread that could hold a lock the child needs)."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if (self.root / "WiredTiger").exists():
             log.warning(
@@ -224,7 +227,7 @@ class EmbeddedMongo:
             )
         self.port = _free_port()
         self._stopping.clear()
-        self._launch(timeout)
+        self._launch(timeout, meanwhile)
         self._supervisor = threading.Thread(target=self._supervise, name="fingate-embedded-supervisor", daemon=True)
         self._supervisor.start()
         return self.uri
@@ -234,7 +237,7 @@ class EmbeddedMongo:
         record = {"pid": os.getpid(), "uri": self.uri, "engine": self.engine.label}
         (self.data_dir / RUNNING_NAME).write_text(json.dumps(record))
 
-    def _launch(self, timeout: float) -> None:
+    def _launch(self, timeout: float, meanwhile: Callable[[], object] | None = None) -> None:
         config = self.data_dir / CONFIG_NAME
         config.write_text(_toml(CONFIG))
         cmd = self.engine.argv(config, self.port, self.data_dir)
@@ -259,6 +262,13 @@ class EmbeddedMongo:
             self.port,
             self.data_dir,
         )
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except BaseException:
+                self.process = None
+                _end(process)
+                raise
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._stopping.is_set():
@@ -267,7 +277,7 @@ class EmbeddedMongo:
                 raise EmbeddedError(self._failure(f"exited with code {process.returncode}"))
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
                 return
-            time.sleep(0.05)
+            time.sleep(0.01)  # a refused connection costs microseconds; the start it waits for, about 0.2 s
         _end(process)
         raise EmbeddedError(self._failure(f"did not accept connections within {timeout:.0f} s"))
 
@@ -393,12 +403,17 @@ def running_instance(data_dir: Path | str, engine: Engine | None = None) -> Runn
 
 
 @contextlib.contextmanager
-def database(mongodb_uri: str | None, data_dir: Path | str) -> Iterator[tuple[str, EmbeddedMongo | None]]:
+def database(
+    mongodb_uri: str | None, data_dir: Path | str, meanwhile: Callable[[], object] | None = None
+) -> Iterator[tuple[str, EmbeddedMongo | None]]:
     """The URI to serve on and the embedded database behind it: the configured MongoDB (None), or an
-    embedded one alive and supervised for the block, recorded as this process's (`announce`).
+    embedded one alive and supervised for the block, recorded as this process's (`announce`). `meanwhile`
+    runs while the embedded database starts (at once with a configured MongoDB).
 
     EmbeddedError when another FinGate already serves the same storage: one server per data directory."""
     if mongodb_uri:
+        if meanwhile is not None:
+            meanwhile()
         yield mongodb_uri, None
         return
     engine = choose_engine()
@@ -407,10 +422,14 @@ def database(mongodb_uri: str | None, data_dir: Path | str) -> Iterator[tuple[st
             f"another FinGate (pid {other.pid}) is serving {Path(data_dir).resolve()} with {other.engine} at"
             f" {other.uri}: stop it first, or serve another --data-dir"
         )
-    with EmbeddedMongo(data_dir, engine) as db:
+    db = EmbeddedMongo(data_dir, engine)
+    db.start(meanwhile=meanwhile)
+    try:
         log.info("embedded database: %s, storage %s", engine.label, db.data_dir)
         db.announce()
         yield db.uri, db
+    finally:
+        db.stop()
 
 
 @contextlib.contextmanager

@@ -108,6 +108,33 @@ def test_serve_failing_at_start_up_leaves_no_database(tmp_path: Path) -> None:
     assert "address already in use" in (tmp_path / "serve.log").read_text().lower()
 
 
+def test_work_meanwhile_runs_while_the_database_starts(tmp_path: Path) -> None:
+    """`fingate serve` imports the app while the database starts: the child is forked first, with no other thread
+    in this process that could hold a lock the child needs between fork and exec."""
+    seen: list[bool] = []
+    db = EmbeddedMongo(tmp_path)
+
+    def meanwhile() -> None:
+        seen.append(db.process is not None and db.process.poll() is None)
+
+    db.start(meanwhile=meanwhile)
+    try:
+        assert seen == [True]  # once, with the child launched
+    finally:
+        db.stop()
+    assert secantus_pids(tmp_path) == []
+
+
+def test_work_meanwhile_that_fails_leaves_no_database(tmp_path: Path) -> None:
+    def meanwhile() -> None:
+        raise ImportError("a module that cannot be imported")
+
+    with pytest.raises(ImportError, match="cannot be imported"):
+        with embedded.database(None, tmp_path, meanwhile=meanwhile):
+            pytest.fail("the block ran")
+    assert secantus_pids(tmp_path) == []
+
+
 def test_no_discovered_secantus_config_applies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # A per-user secantusd.toml that SecantusDB would refuse (or one turning sync_on_commit off)
     # must not reach FinGate's database: it runs on the config file FinGate writes.
