@@ -354,9 +354,9 @@ class Store:
         the status of what a write references (8,000 Claims of 3 KB: 0.8 s instead of 4.9 s). With
         `projections`, per type, the elements a query selects (None for a type: all); versions are whole.
 
-        Per-type finds, not one command: on `secantusd-rs` a `$documents` + `$lookup`-per-type aggregate
-        took 4-6x the server time of the finds at every size (`bench/README.md`), and PyMongo decodes an
-        aggregate's reply twice; the finds' number is the number of types, whatever the number of ids.
+        Per-type finds, not one command: on `secantusd-rs` a `$documents` + `$lookup`-per-type aggregate took
+        4-6x the server time of the finds at every size (README, "A level is one find per type"), and PyMongo
+        decodes an aggregate's reply twice; the finds' number is the number of types, whatever the number of ids.
         """
         wanted: dict[tuple[str, bool], list[str]] = {}
         for t, ids in ids_by_type.items():
