@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -13,7 +13,8 @@ from typing import Any
 from app import bundles, errors
 from app.bundles import RANK
 from app.fhir.values import Resource
-from app.rules.balances import PAYMENT
+from app.rules.balances import PAYMENT, contributions
+from app.store.settlements import Payment, Settlement
 from app.writes import Writer, new_id
 
 _RANK = RANK
@@ -113,12 +114,20 @@ def read_items(paths: Iterable[Path | str]) -> tuple[list[Item], list[tuple[str,
 class _ChunkReads:
     """A bulk chunk's rule reads: its entries accepted so far (`pending`), then what the chunk references (read
     at once before its checks, `prefetch`), then the store; any other read or attribute is the wrapped rule
-    reads' own (`reads`, bound to the chunk's transaction). A chunk costs a few reads, not one per resource."""
+    reads' own (`reads`, bound to the chunk's transaction). A chunk costs a few reads, not one per resource.
+
+    The balance rules' reads too: the totals of what the chunk's payments pay, and what is paid on them, are
+    read once for the chunk (`prefetch`); what a payment is then told is paid on a target is that, plus the
+    chunk's payments accepted before it (in `pending`), exactly what it would find committed had the payments
+    before it each committed on their own."""
 
     def __init__(self, reads: Any, pending: dict[tuple[str, str], Resource]) -> None:
         self.reads = reads
         self.pending = pending
         self.known: dict[tuple[str, str], Resource | None] = {}
+        self.known_amounts: dict[tuple[str, str], Resource | None] = {}
+        self.paid: dict[str, Settlement] = {}  # committed, of the targets in `paid_read`
+        self.paid_read: frozenset[str] = frozenset()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.reads, name)
@@ -130,8 +139,27 @@ class _ChunkReads:
                 wanted.setdefault(rtype, []).append(id)
         found = await self.reads.get_many(wanted) if wanted else {}
         self.known = {(t, id): found.get((t, id)) for t, ids in wanted.items() for id in ids}
+        targets = list(
+            dict.fromkeys(ref for r in resources if r.get("resourceType") == PAYMENT for ref in contributions(r)[0])
+        )
+        if targets:
+            by_type = _by_type(targets)
+            amounts = await self.reads.amounts(by_type)
+            self.known_amounts = {(t, id): amounts.get((t, id)) for t, ids in by_type.items() for id in ids}
+            self.paid, self.paid_read = await self.reads.settlements(targets), frozenset(targets)
 
     async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
+        return await self._cached(ids_by_type, self.known, self.reads.get_many)
+
+    async def amounts(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
+        return await self._cached(ids_by_type, self.known_amounts, self.reads.amounts)
+
+    async def _cached(
+        self,
+        ids_by_type: Mapping[str, list[str]],
+        known: dict[tuple[str, str], Resource | None],
+        read: Callable[[dict[str, list[str]]], Awaitable[dict[tuple[str, str], Resource]]],
+    ) -> dict[tuple[str, str], Resource]:
         out: dict[tuple[str, str], Resource] = {}
         unknown: dict[str, list[str]] = {}
         for t, ids in ids_by_type.items():
@@ -139,12 +167,36 @@ class _ChunkReads:
                 key = (t, id)
                 if key in self.pending:
                     out[key] = self.pending[key]
-                elif key in self.known:
-                    if (doc := self.known[key]) is not None:
+                elif key in known:
+                    if (doc := known[key]) is not None:
                         out[key] = doc
                 else:
                     unknown.setdefault(t, []).append(id)
-        return {**(await self.reads.get_many(unknown) if unknown else {}), **out}
+        return {**(await read(unknown) if unknown else {}), **out}
+
+    async def settlements(self, targets: list[str]) -> dict[str, Settlement]:
+        unread = [t for t in targets if t not in self.paid_read]
+        committed = {**self.paid, **(await self.reads.settlements(unread) if unread else {})}
+        chunk: dict[str, list[Payment]] = {}
+        for (rtype, id), resource in self.pending.items():
+            if rtype == PAYMENT:
+                date = resource.get("date")
+                for ref, amounts in contributions(resource)[0].items():
+                    chunk.setdefault(ref, []).append(Payment(id, date if isinstance(date, str) else None, amounts))
+        out = {}
+        for ref in dict.fromkeys(targets):
+            stored = committed.get(ref, Settlement())
+            if stored.payments or stored.benefit or ref in chunk:
+                out[ref] = Settlement([*stored.payments, *chunk.get(ref, ())], dict(stored.benefit))
+        return out
+
+
+def _by_type(refs: Iterable[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for ref in refs:
+        rtype, id = ref.split("/", 1)
+        out.setdefault(rtype, []).append(id)
+    return out
 
 
 def _references(node: Any) -> Iterator[tuple[str, str]]:
@@ -168,10 +220,10 @@ CHUNK = 250  # resources per transaction on the bulk path
 
 async def _load_chunk(writer: Writer, items: list[Item], report: LoadReport) -> None:
     """Single resources (not transaction Bundles), in load order: an existence check for all (one read), then
-    each run of new resources in one transaction (`_create_run`), and what must go one by one through `put`
-    between runs: a resource already stored (an update, unchanged), the same id again, and a payment (the
-    balance rules add up the payments committed to a Claim or Invoice: two in one run would each be checked
-    without the other). Each resource is still checked and reported on its own."""
+    each run of new resources in one transaction (`_create_run`; payments too: the balance rules see the run's
+    earlier payments, see `_ChunkReads`), and what must go one by one through `put` between runs: a resource
+    already stored (an update, unchanged) and the same id again. Each resource is still checked and reported
+    on its own."""
     ids: dict[str, list[str]] = {}
     for item in items:
         resource = item.resources[0]
@@ -183,7 +235,7 @@ async def _load_chunk(writer: Writer, items: list[Item], report: LoadReport) -> 
     for item in items:
         resource = item.resources[0]
         key = (str(resource.get("resourceType")), str(resource.get("id")))
-        if key in existing or key in seen or key[0] == PAYMENT:
+        if key in existing or key in seen:
             await _create_run(writer, run, report)  # first what comes before it: it may reference those
             run = []
             await _one_by_one(writer, item, report)
