@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from app import bundles, errors
+from app import bundles, errors, rules
 from app.bundles import RANK
 from app.fhir.values import Resource
 from app.rules.balances import PAYMENT, contributions
@@ -128,23 +128,23 @@ class _ChunkReads:
         self.known_amounts: dict[tuple[str, str], Resource | None] = {}
         self.paid: dict[str, Settlement] = {}  # committed, of the targets in `paid_read`
         self.paid_read: frozenset[str] = frozenset()
+        self.paying: dict[tuple[str, str], list[tuple[str, Payment]]] = {}  # each pending payment's, worked out once
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.reads, name)
 
-    async def prefetch(self, resources: list[Resource]) -> None:
-        wanted: dict[str, list[str]] = {}
-        for resource in resources:
-            for rtype, id in _references(resource):
-                wanted.setdefault(rtype, []).append(id)
-        found = await self.reads.get_many(wanted) if wanted else {}
+    async def prefetch(self, entries: list[tuple[str, Resource]]) -> None:
+        """What the rules will read for the chunk's entries, at once: the resources their reference rules name, and
+        their payments' targets (totals, what is paid on them). The chunk's own entries are left out: they are
+        new (not stored), and by the time an entry referencing one is checked, it is in `pending` if accepted."""
+        own = {(t, r.get("id")) for t, r in entries}
+        wanted = _by_key(k for t, r in entries for k in rules.references_read(t, r, None) if k not in own)
+        found = await _in_finds(self.reads.get_many, wanted)
         self.known = {(t, id): found.get((t, id)) for t, ids in wanted.items() for id in ids}
-        targets = list(
-            dict.fromkeys(ref for r in resources if r.get("resourceType") == PAYMENT for ref in contributions(r)[0])
-        )
+        targets = list(dict.fromkeys(ref for t, r in entries if t == PAYMENT for ref in contributions(r)[0]))
         if targets:
-            by_type = _by_type(targets)
-            amounts = await self.reads.amounts(by_type)
+            by_type = _by_key(tuple(ref.split("/", 1)) for ref in targets)  # type: ignore[misc]
+            amounts = await _in_finds(self.reads.amounts, by_type)
             self.known_amounts = {(t, id): amounts.get((t, id)) for t, ids in by_type.items() for id in ids}
             self.paid, self.paid_read = await self.reads.settlements(targets), frozenset(targets)
 
@@ -178,11 +178,16 @@ class _ChunkReads:
         unread = [t for t in targets if t not in self.paid_read]
         committed = {**self.paid, **(await self.reads.settlements(unread) if unread else {})}
         chunk: dict[str, list[Payment]] = {}
-        for (rtype, id), resource in self.pending.items():
-            if rtype == PAYMENT:
-                date = resource.get("date")
-                for ref, amounts in contributions(resource)[0].items():
-                    chunk.setdefault(ref, []).append(Payment(id, date if isinstance(date, str) else None, amounts))
+        for key, resource in self.pending.items():
+            if key[0] == PAYMENT:
+                if key not in self.paying:
+                    date = resource.get("date")
+                    self.paying[key] = [
+                        (ref, Payment(key[1], date if isinstance(date, str) else None, amounts))
+                        for ref, amounts in contributions(resource)[0].items()
+                    ]
+                for ref, paid in self.paying[key]:
+                    chunk.setdefault(ref, []).append(paid)
         out = {}
         for ref in dict.fromkeys(targets):
             stored = committed.get(ref, Settlement())
@@ -191,28 +196,28 @@ class _ChunkReads:
         return out
 
 
-def _by_type(refs: Iterable[str]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for ref in refs:
-        rtype, id = ref.split("/", 1)
-        out.setdefault(rtype, []).append(id)
+FIND_IDS = 100  # ids per read: the store answers up to 100 ids of one type with a plain find
+
+
+async def _in_finds(
+    read: Callable[[dict[str, list[str]]], Awaitable[dict[tuple[str, str], Resource]]],
+    ids_by_type: Mapping[str, list[str]],
+) -> dict[tuple[str, str], Resource]:
+    """`read` of many ids as reads of up to FIND_IDS ids of one type: on secantusd-rs, 250 Claims by id are 40 ms
+    as one read of several (an aggregate joining each id), 3 ms as three plain finds."""
+    out: dict[tuple[str, str], Resource] = {}
+    for rtype, ids in ids_by_type.items():
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), FIND_IDS):
+            out.update(await read({rtype: unique[start : start + FIND_IDS]}))
     return out
 
 
-def _references(node: Any) -> Iterator[tuple[str, str]]:
-    """Every literal `Type/id` reference to a served type inside `node`."""
-    if isinstance(node, dict):
-        ref = node.get("reference")
-        if isinstance(ref, str) and ref.count("/") == 1:
-            rtype, id = ref.split("/")
-            if rtype in _RANK and id:
-                yield rtype, id
-        for value in node.values():
-            if isinstance(value, dict | list):
-                yield from _references(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _references(value)
+def _by_key(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for rtype, id in keys:
+        out.setdefault(rtype, []).append(id)
+    return out
 
 
 CHUNK = 250  # resources per transaction on the bulk path
@@ -229,7 +234,7 @@ async def _load_chunk(writer: Writer, items: list[Item], report: LoadReport) -> 
         resource = item.resources[0]
         if isinstance(resource.get("id"), str) and isinstance(resource.get("resourceType"), str):
             ids.setdefault(resource["resourceType"], []).append(resource["id"])
-    existing = await writer.store.get_by_type(ids, fields=("id",)) if ids else {}
+    existing = await _in_finds(lambda some: writer.store.get_by_type(some, fields=("id",)), ids)
     run: list[Item] = []
     seen: set[tuple[str, str]] = set()
     for item in items:
@@ -252,9 +257,9 @@ async def _create_run(writer: Writer, run: list[Item], report: LoadReport) -> No
         return
     entries = [(str(item.resources[0].get("resourceType")), item.resources[0]) for item in run]
 
-    async def reads(session: Any, pending: dict[tuple[str, str], Resource]) -> _ChunkReads:
+    async def reads(session: Any, pending: dict[tuple[str, str], Resource], valid: list[tuple[str, Resource]]) -> Any:
         chunk = _ChunkReads(writer.reads.within(session), pending)
-        await chunk.prefetch([r for _, r in entries])
+        await chunk.prefetch(valid)
         return chunk
 
     try:

@@ -243,11 +243,12 @@ class Writer:
     async def create_many(
         self,
         entries: list[tuple[str, Resource]],
-        reads: Callable[[Any, dict[tuple[str, str], Resource]], Awaitable[Any]],
+        reads: Callable[[Any, dict[tuple[str, str], Resource], list[tuple[str, Resource]]], Awaitable[Any]],
     ) -> list[Resource | errors.FinGateError]:
         """`create(..., keep_id=True)` of each (type, resource), committed together in ONE transaction (a load's
-        chunk). Each is validated and checked by the same rules, in order: `reads(tx, pending)` gives the rules'
-        reads, which must also see `pending`, the entries accepted before. One refused is returned as its error
+        chunk). Each is validated and checked by the same rules, in order: `reads(tx, pending, valid)` gives the
+        rules' reads, which must also see `pending`, the entries accepted before (`valid`: the entries that passed
+        validation, whose rule reads it may make at once). One refused is returned as its error
         and left out; the others are stored with their history and audit records, a command per collection.
         An error of the transaction itself (a taken id, a conflict, an outage) is raised: nothing was stored."""
         out: list[Resource | errors.FinGateError] = []
@@ -266,7 +267,8 @@ class Writer:
             return out
         pending: dict[tuple[str, str], Resource] = {}
         async with self.store.transaction({"operation": "create", "resources": str(len(out))}) as tx:
-            rule_reads = await reads(tx, pending)
+            valid = [(t, r) for (t, _), r in zip(entries, out, strict=True) if not isinstance(r, errors.FinGateError)]
+            rule_reads = await reads(tx, pending, valid)
             kept = []
             for n, ((resource_type, _), result) in enumerate(list(zip(entries, out, strict=True))):
                 if isinstance(result, errors.FinGateError):
