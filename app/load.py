@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -223,39 +224,48 @@ def _by_key(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
 CHUNK = 250  # resources per transaction on the bulk path
 
 
-async def _load_chunk(writer: Writer, items: list[Item], report: LoadReport) -> None:
+async def _load_chunk(
+    writer: Writer,
+    items: list[Item],
+    report: LoadReport,
+    prepared: list[Resource | errors.FinGateError] | None = None,
+) -> None:
     """Single resources (not transaction Bundles), in load order: an existence check for all (one read), then
     each run of new resources in one transaction (`_create_run`; payments too: the balance rules see the run's
     earlier payments, see `_ChunkReads`), and what must go one by one through `put` between runs: a resource
     already stored (an update, unchanged) and the same id again. Each resource is still checked and reported
-    on its own."""
+    on its own. `prepared`: `Writer.prepare` of the items, if done already (a new resource's checks)."""
     ids: dict[str, list[str]] = {}
     for item in items:
         resource = item.resources[0]
         if isinstance(resource.get("id"), str) and isinstance(resource.get("resourceType"), str):
             ids.setdefault(resource["resourceType"], []).append(resource["id"])
     existing = await _in_finds(lambda some: writer.store.get_by_type(some, fields=("id",)), ids)
+    checked = dict(zip(map(id, items), prepared, strict=True)) if prepared is not None else {}
     run: list[Item] = []
     seen: set[tuple[str, str]] = set()
     for item in items:
         resource = item.resources[0]
         key = (str(resource.get("resourceType")), str(resource.get("id")))
         if key in existing or key in seen:
-            await _create_run(writer, run, report)  # first what comes before it: it may reference those
+            await _create_run(writer, run, report, checked)  # first what comes before it: it may reference those
             run = []
             await _one_by_one(writer, item, report)
         else:
             run.append(item)
         seen.add(key)
-    await _create_run(writer, run, report)
+    await _create_run(writer, run, report, checked)
 
 
-async def _create_run(writer: Writer, run: list[Item], report: LoadReport) -> None:
+async def _create_run(
+    writer: Writer, run: list[Item], report: LoadReport, checked: dict[int, Resource | errors.FinGateError]
+) -> None:
     """New resources through `create_many`, one transaction, the run's references read at once; when the
     transaction itself fails (an id taken meanwhile, a conflict), the run is loaded one by one."""
     if not run:
         return
     entries = [(str(item.resources[0].get("resourceType")), item.resources[0]) for item in run]
+    prepared = [checked[id(item)] for item in run] if checked else None
 
     async def reads(session: Any, pending: dict[tuple[str, str], Resource], valid: list[tuple[str, Resource]]) -> Any:
         chunk = _ChunkReads(writer.reads.within(session), pending)
@@ -263,7 +273,7 @@ async def _create_run(writer: Writer, run: list[Item], report: LoadReport) -> No
         return chunk
 
     try:
-        results = await writer.create_many(entries, reads)
+        results = await writer.create_many(entries, reads, prepared)
     except errors.FinGateError:
         for item in run:
             await _one_by_one(writer, item, report)
@@ -313,29 +323,40 @@ async def load(
     from_files, unreadable = read_items(paths)
     items = sorted([*from_files, *items], key=lambda item: item.rank)
     report = LoadReport(rejected=list(unreadable))
-    done = 0
-    chunk: list[Item] = []
-
-    async def flush() -> None:
-        nonlocal done, chunk
-        if chunk:
-            await _load_chunk(writer, chunk, report)
-            done, chunk = done + len(chunk), []
-            if progress is not None:
-                progress(done, len(items))
-
+    steps: list[Item | list[Item]] = []  # a transaction Bundle, or a chunk of up to CHUNK single resources
     for item in items:
         if item.transaction:
-            await flush()
-            await _one_by_one(writer, item, report)
-            done += 1
+            steps.append(item)
+        elif steps and isinstance(steps[-1], list) and len(steps[-1]) < CHUNK:
+            steps[-1].append(item)
+        else:
+            steps.append([item])
+    done = 0
+    # A chunk's new resources are checked (`Writer.prepare`: no reads) in a thread while the chunk before it is
+    # written, so the database's time and the checks' overlap; rules that read come in order, in the transaction.
+    preparing: dict[int, asyncio.Future[list[Resource | errors.FinGateError]]] = {}
+
+    def prepare(n: int) -> None:
+        step = steps[n] if n < len(steps) else None
+        if isinstance(step, list) and n not in preparing:
+            entries = [(str(item.resources[0].get("resourceType")), item.resources[0]) for item in step]
+            preparing[n] = asyncio.ensure_future(asyncio.to_thread(writer.prepare, entries))
+
+    try:
+        for n, step in enumerate(steps):
+            if isinstance(step, Item):
+                await _one_by_one(writer, step, report)
+            else:
+                prepare(n)
+                prepared = await preparing.pop(n)
+                prepare(n + 1)
+                await _load_chunk(writer, step, report, prepared)
+            done += 1 if isinstance(step, Item) else len(step)
             if progress is not None:
                 progress(done, len(items))
-        else:
-            chunk.append(item)
-            if len(chunk) == CHUNK:
-                await flush()
-    await flush()
+    finally:
+        for pending in preparing.values():  # a load that stopped (an outage) leaves no thread's result unawaited
+            pending.cancel()
     return report
 
 
