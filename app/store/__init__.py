@@ -208,6 +208,7 @@ def _all(*clauses: dict[str, Any] | None) -> dict[str, Any]:
 # aggregate's time); beyond, the aggregate: SecantusDB matches `$in` in time ids x ids (2,000 ids
 # took 2 s, the aggregate 0.1 s), while its `$lookup` reads the `_id` index once per row.
 _FIND_IDS = 100
+INSERT_BATCH = 50  # documents per insert of `insert_many`: the next batch's are made while one is written
 
 
 class Store:
@@ -784,18 +785,8 @@ class Store:
         self, session: AsyncClientSession, resource_type: str, resource: Resource, values: dict[str, Any]
     ) -> None:
         """A version's entry keeps the `_search` `values` of the compartment, so `history` filters as reads do."""
-        version = resource["meta"]["versionId"]
-        await self.db[f"{resource_type}_history"].insert_one(
-            {
-                "_id": self._history_id(resource["id"], version),
-                TENANT: self.tenant,
-                "id": resource["id"],
-                "v": int(version),
-                "_search": search.compartment_values(resource_type, values),
-                "resource": resource,
-            },
-            session=session,
-        )
+        entry = self._history_entry(resource_type, resource, values)
+        await self.db[f"{resource_type}_history"].insert_one(entry, session=session)
 
     def _stored(self, resource_type: str, resource: Resource) -> Resource:
         """The document to store; FORBIDDEN when this view's compartment would not hold it."""
@@ -863,30 +854,52 @@ class Store:
 
     @_guarded
     async def insert_many(self, resources: list[tuple[str, Resource]], session: AsyncClientSession) -> None:
-        """Store version 1 of each (type, resource) in `session`'s transaction: one `insert` per collection for
-        the resources and one for their history (a load's chunk); CONFLICT if an id is taken (nothing is kept)."""
-        docs: dict[str, list[Resource]] = {}
-        history: dict[str, list[Resource]] = {}
+        """Store version 1 of each (type, resource) in `session`'s transaction: a few `insert`s per collection for
+        the resources, one for their history (a load's chunk); CONFLICT if an id is taken (nothing is kept).
+
+        The documents of each batch (their `_search` values, the most of this call's own time) are made while
+        the batch before it is in the database, so the two overlap; one command is in flight at a time."""
+        groups: dict[str, list[Resource]] = {}
         for resource_type, resource in resources:
-            doc = self._stored(resource_type, resource)
-            docs.setdefault(resource_type, []).append(doc)
-            history.setdefault(f"{resource_type}_history", []).append(
-                {
-                    "_id": self._history_id(resource["id"], resource["meta"]["versionId"]),
-                    TENANT: self.tenant,
-                    "id": resource["id"],
-                    "v": int(resource["meta"]["versionId"]),
-                    "_search": search.compartment_values(resource_type, doc["_search"]),
-                    "resource": resource,
-                }
-            )
+            groups.setdefault(resource_type, []).append(resource)
+        batches = [
+            (t, group[n : n + INSERT_BATCH]) for t, group in groups.items() for n in range(0, len(group), INSERT_BATCH)
+        ]
+        history: dict[str, list[Resource]] = {}
+        in_flight: asyncio.Future[Any] | None = None
         try:
-            for collection, batch in (*docs.items(), *history.items()):
-                await self.db[collection].insert_many(batch, ordered=True, session=session)
+            for resource_type, batch in batches:
+                docs = [self._stored(resource_type, resource) for resource in batch]
+                history.setdefault(f"{resource_type}_history", []).extend(
+                    self._history_entry(resource_type, resource, doc["_search"])
+                    for resource, doc in zip(batch, docs, strict=True)
+                )
+                if in_flight is not None:
+                    await in_flight
+                insert = self.db[resource_type].insert_many(docs, ordered=True, session=session)
+                in_flight = asyncio.ensure_future(insert)
+            if in_flight is not None:
+                await in_flight
+            for collection, entries in history.items():
+                await self.db[collection].insert_many(entries, ordered=True, session=session)
         except pymongo.errors.BulkWriteError as exc:
             if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", ())):
                 raise errors.FinGateError(errors.CONFLICT, "a resource of this batch already exists") from exc
             raise
+        finally:
+            if in_flight is not None and not in_flight.done():  # a document refused (FORBIDDEN) mid-way
+                with contextlib.suppress(Exception):
+                    await in_flight
+
+    def _history_entry(self, resource_type: str, resource: Resource, values: dict[str, Any]) -> Resource:
+        return {
+            "_id": self._history_id(resource["id"], resource["meta"]["versionId"]),
+            TENANT: self.tenant,
+            "id": resource["id"],
+            "v": int(resource["meta"]["versionId"]),
+            "_search": search.compartment_values(resource_type, values),
+            "resource": resource,
+        }
 
     @_guarded
     async def audit_many(self, records: list[Resource], session: AsyncClientSession) -> None:
