@@ -224,29 +224,41 @@ def _by_key(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
 CHUNK = 250  # resources per transaction on the bulk path
 
 
-async def _load_chunk(
-    writer: Writer,
-    items: list[Item],
-    report: LoadReport,
-    prepared: list[Resource | errors.FinGateError] | None = None,
-) -> None:
-    """Single resources (not transaction Bundles), in load order: an existence check for all (one read), then
-    each run of new resources in one transaction (`_create_run`; payments too: the balance rules see the run's
-    earlier payments, see `_ChunkReads`), and what must go one by one through `put` between runs: a resource
-    already stored (an update, unchanged) and the same id again. Each resource is still checked and reported
-    on its own. `prepared`: `Writer.prepare` of the items, if done already (a new resource's checks)."""
+def _key(item: Item) -> tuple[str, str]:
+    resource = item.resources[0]
+    return str(resource.get("resourceType")), str(resource.get("id"))
+
+
+async def _existing(writer: Writer, items: list[Item]) -> set[tuple[str, str]]:
+    """Which of the single resources `items` are stored already (by type and id)."""
     ids: dict[str, list[str]] = {}
     for item in items:
         resource = item.resources[0]
         if isinstance(resource.get("id"), str) and isinstance(resource.get("resourceType"), str):
             ids.setdefault(resource["resourceType"], []).append(resource["id"])
-    existing = await _in_finds(lambda some: writer.store.get_by_type(some, fields=("id",)), ids)
+    return set(await _in_finds(lambda some: writer.store.get_by_type(some, fields=("id",)), ids))
+
+
+async def _load_chunk(
+    writer: Writer,
+    items: list[Item],
+    report: LoadReport,
+    prepared: list[Resource | errors.FinGateError] | None = None,
+    existing: set[tuple[str, str]] | None = None,
+) -> None:
+    """Single resources (not transaction Bundles), in load order: an existence check for all (`existing`, if
+    the caller read it already), then each run of new resources in one transaction (`_create_run`; payments
+    too: the balance rules see the run's earlier payments, see `_ChunkReads`), and what must go one by one
+    through `put` between runs: a resource already stored (an update, unchanged) and the same id again. Each
+    resource is still checked and reported on its own. `prepared`: `Writer.prepare` of the items, if done
+    already (a new resource's checks)."""
+    if existing is None:
+        existing = await _existing(writer, items)
     checked = dict(zip(map(id, items), prepared, strict=True)) if prepared is not None else {}
     run: list[Item] = []
     seen: set[tuple[str, str]] = set()
     for item in items:
-        resource = item.resources[0]
-        key = (str(resource.get("resourceType")), str(resource.get("id")))
+        key = _key(item)
         if key in existing or key in seen:
             await _create_run(writer, run, report, checked)  # first what comes before it: it may reference those
             run = []
@@ -318,6 +330,15 @@ async def _prepare(writer: Writer, entries: list[tuple[str, Resource]]) -> list[
     return out
 
 
+def _also(
+    found: asyncio.Future[set[tuple[str, str]]], keys: set[tuple[str, str]]
+) -> asyncio.Future[set[tuple[str, str]]]:
+    async def union() -> set[tuple[str, str]]:
+        return await found | keys
+
+    return asyncio.ensure_future(union())
+
+
 async def load(
     writer: Writer,
     paths: Iterable[Path | str],
@@ -344,7 +365,10 @@ async def load(
     # task checks one resource at a time and lets the loop take the write's database replies in between, so the
     # checks fill the time spent waiting on the database (a thread would hold the GIL for 5 ms at a time against
     # each reply). The rules that read come in order, in the chunk's transaction.
+    # Which of the next chunk exist is read then too (outside any transaction, as it always was): what the chunk
+    # being written stores meanwhile is added to it, so a resource in both chunks still goes through `put`.
     preparing: dict[int, asyncio.Future[list[Resource | errors.FinGateError]]] = {}
+    looking: dict[int, asyncio.Future[set[tuple[str, str]]]] = {}
 
     def prepare(n: int) -> None:
         step = steps[n] if n < len(steps) else None
@@ -359,13 +383,19 @@ async def load(
             else:
                 prepare(n)
                 prepared = await preparing.pop(n)
+                existing = await looking.pop(n) if n in looking else await _existing(writer, step)
                 prepare(n + 1)
-                await _load_chunk(writer, step, report, prepared)
+                after = steps[n + 1] if n + 1 < len(steps) else None
+                if isinstance(after, list):
+                    looking[n + 1] = asyncio.ensure_future(_existing(writer, after))
+                await _load_chunk(writer, step, report, prepared, existing)
+                if n + 1 in looking:
+                    looking[n + 1] = _also(looking[n + 1], {_key(item) for item in step})
             done += 1 if isinstance(step, Item) else len(step)
             if progress is not None:
                 progress(done, len(items))
     finally:
-        for pending in preparing.values():  # a load that stopped (an outage) leaves no check running
+        for pending in [*preparing.values(), *looking.values()]:  # a load that stopped (an outage) leaves none
             pending.cancel()
     return report
 

@@ -264,3 +264,20 @@ async def test_bulk_payments_share_the_chunk_and_add_up_with_the_committed_ones(
     paid = await store.settlements(["Claim/bulk-owed"], responses=False)
     assert sorted(p.id for p in paid["Claim/bulk-owed"].payments) == ["bulk-a", "bulk-b", "bulk-paid-before"]
     assert commands <= 15, commands  # one by one, each payment was a transaction of about 9 commands
+
+
+async def test_a_resource_in_two_chunks_is_created_then_updated(store: Store, tmp_path: Path) -> None:
+    # Which of a chunk exist is read while the chunk before it is written: what that chunk stores counts as
+    # existing too, so the second copy is an update (through `put`), not an insert that fails the whole chunk.
+    from app import load as loading
+
+    patients = [{**PATIENT, "id": f"twice-{n}"} for n in range(loading.CHUNK + 30)]
+    again = {**PATIENT, "id": "twice-0", "gender": "female"}  # the second chunk's first, then 30 new ones
+    entries = [*patients[: loading.CHUNK], again, *patients[loading.CHUNK :]]
+    path = write(tmp_path / "b.json", bundle("batch", [("", p) for p in entries]))
+    before = store.commands.count
+    report = await load(Writer(store), [path])
+    commands = store.commands.count - before
+    assert (report.created, report.updated, report.rejected) == (len(patients), 1, [])
+    assert (await store.get("Patient", "twice-0"))["gender"] == "female"  # type: ignore[index]
+    assert commands < 40, commands  # the second chunk was not loaded again one by one
