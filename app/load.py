@@ -395,7 +395,8 @@ async def load(
             if progress is not None:
                 progress(done, len(items))
     finally:
-        for pending in [*preparing.values(), *looking.values()]:  # a load that stopped (an outage) leaves none
+        running: list[asyncio.Future[Any]] = [*preparing.values(), *looking.values()]
+        for pending in running:  # a load that stopped (an outage) leaves none running
             pending.cancel()
     return report
 
