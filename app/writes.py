@@ -240,16 +240,11 @@ class Writer:
             raise multiple_matches(resource_type, criteria)
         return found[0] if found else None
 
-    async def create_many(
-        self,
-        entries: list[tuple[str, Resource]],
-        reads: Callable[[Any, dict[tuple[str, str], Resource]], Awaitable[Any]],
-    ) -> list[Resource | errors.FinGateError]:
-        """`create(..., keep_id=True)` of each (type, resource), committed together in ONE transaction (a load's
-        chunk). Each is validated and checked by the same rules, in order: `reads(tx, pending)` gives the rules'
-        reads, which must also see `pending`, the entries accepted before. One refused is returned as its error
-        and left out; the others are stored with their history and audit records, a command per collection.
-        An error of the transaction itself (a taken id, a conflict, an outage) is raised: nothing was stored."""
+    @staticmethod
+    def prepare(entries: list[tuple[str, Resource]]) -> list[Resource | errors.FinGateError]:
+        """What `create_many` checks of each (type, resource) before its transaction, in order: validation, the
+        status a new resource may start in, the document's own amounts; each as the resource to store (a copy) or
+        its error. It reads nothing, so it may run anywhere, any time before (a load's next chunk, in a thread)."""
         out: list[Resource | errors.FinGateError] = []
         for resource_type, resource in entries:
             try:
@@ -259,6 +254,27 @@ class Writer:
             except errors.FinGateError as exc:
                 out.append(exc)
                 continue
+            out.append(checked)
+        return out
+
+    async def create_many(
+        self,
+        entries: list[tuple[str, Resource]],
+        reads: Callable[[Any, dict[tuple[str, str], Resource], list[tuple[str, Resource]]], Awaitable[Any]],
+        prepared: list[Resource | errors.FinGateError] | None = None,
+    ) -> list[Resource | errors.FinGateError]:
+        """`create(..., keep_id=True)` of each (type, resource), committed together in ONE transaction (a load's
+        chunk). Each is validated and checked by the same rules, in order: `reads(tx, pending, valid)` gives the
+        rules' reads, which must also see `pending`, the entries accepted before (`valid`: the entries that passed
+        validation, whose rule reads it may make at once). One refused is returned as its error
+        and left out; the others are stored with their history and audit records, a command per collection.
+        An error of the transaction itself (a taken id, a conflict, an outage) is raised: nothing was stored.
+        `prepared`: `prepare(entries)`, when the caller has it already (worked out while another chunk was written)."""
+        out: list[Resource | errors.FinGateError] = []
+        for checked in self.prepare(entries) if prepared is None else prepared:
+            if isinstance(checked, errors.FinGateError):
+                out.append(checked)
+                continue
             if not checked.get("id"):
                 checked["id"] = new_id()
             out.append(_with_meta(checked, 1))
@@ -266,7 +282,8 @@ class Writer:
             return out
         pending: dict[tuple[str, str], Resource] = {}
         async with self.store.transaction({"operation": "create", "resources": str(len(out))}) as tx:
-            rule_reads = await reads(tx, pending)
+            valid = [(t, r) for (t, _), r in zip(entries, out, strict=True) if not isinstance(r, errors.FinGateError)]
+            rule_reads = await reads(tx, pending, valid)
             kept = []
             for n, ((resource_type, _), result) in enumerate(list(zip(entries, out, strict=True))):
                 if isinstance(result, errors.FinGateError):

@@ -11,12 +11,14 @@ from typing import Any
 import httpx
 import pytest
 from fhirpathpy.engine.invocations import invocation_registry
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from app.demo import demo_resources, example_items
 from app.errors import BAD_USER_INPUT, FinGateError
 from app.invariants import invariant_issues
-from app.invariants.catalog import NATIVE, SKIPPED, describe, evaluated, served_constraints
-from app.invariants.fhirpath import FUNCTIONS, compiled
+from app.invariants.catalog import NATIVE, SHORTCUTS, SKIPPED, describe, evaluated, served_constraints
+from app.invariants.fhirpath import FUNCTIONS, compiled, holds
 from app.store import Store
 from app.validation import validate
 from tests.harness import client_for, gql
@@ -202,3 +204,102 @@ def test_a_constraint_the_library_cannot_evaluate_refuses_the_write_as_internal(
         validate("Claim", claim(billablePeriod={"start": "2026-11-01"}))
     assert info.value.code == "INTERNAL"
     assert "Claim.billablePeriod: invariant per-1 could not be evaluated (ValueError)" in info.value.message
+
+
+# ---- shortcuts: a constraint decided by what a node has is not evaluated there, and is never decided otherwise
+
+# The expressions each shortcut was reasoned from: a new R5 definition must be looked at again before it is trusted.
+SHORTCUT_EXPRESSIONS = {
+    "ref-1": "reference.exists()  implies (reference.startsWith('#').not() or (reference.substring(1).trace('url') in"
+    " %rootResource.contained.id.trace('ids')) or (reference='#' and %rootResource!=%resource))",
+    "ref-2": "reference.exists() or identifier.exists() or display.exists() or extension.exists()",
+    "qty-3": "code.empty() or system.exists()",
+    "dom-2": "contained.contained.empty()",
+    "dom-3": "contained.where((('#'+id in (%resource.descendants().reference | %resource.descendants().ofType(canonical)"
+    " | %resource.descendants().ofType(uri) | %resource.descendants().ofType(url))) or descendants().where(reference"
+    " = '#').exists() or descendants().where(ofType(canonical) = '#').exists() or descendants().where(ofType(canonical)"
+    " = '#').exists()).not()).trace('unmatched', id).empty()",
+    "dom-4": "contained.meta.versionId.empty() and contained.meta.lastUpdated.empty()",
+    "dom-5": "contained.meta.security.empty()",
+}
+_SHORTCUT_TYPES = {"ref-1": "Reference", "ref-2": "Reference", "qty-3": "Quantity"}  # dom-*: a resource
+_TEXTS = st.sampled_from(["", "#", "#p1", "#other", "Patient/p1", "http://x.org/a", "mg"])
+_VALUES = st.one_of(
+    st.none(),
+    _TEXTS,
+    st.just({}),
+    st.builds(lambda t: {"id": t}, _TEXTS),
+    st.lists(st.one_of(st.none(), _TEXTS, st.just({}), st.just({"url": "http://x.org/e"})), max_size=2),
+)
+_CONTAINED = st.lists(
+    st.fixed_dictionaries(
+        {"resourceType": st.just("Patient"), "id": st.sampled_from(["p1", "p2"])},
+        optional={"meta": st.sampled_from([{}, {"versionId": "1"}, {"security": [{"code": "R"}]}])},
+    ),
+    max_size=2,
+)
+
+
+def _node(key: str) -> st.SearchStrategy[dict[str, Any]]:
+    names = {
+        "ref-1": ["reference", "identifier", "display"],
+        "ref-2": ["reference", "identifier", "display", "extension"],
+        "qty-3": ["code", "system", "unit"],
+    }.get(key, ["status", "text"])
+    keys = [k for n in names for k in (n, "_" + n)]
+    node = st.dictionaries(st.sampled_from([*keys, "id"]), _VALUES, max_size=4)
+    if key.startswith("dom-"):
+        return st.builds(lambda n, c: {**n, "contained": c} if c else n, node, st.one_of(st.none(), _CONTAINED))
+    return node
+
+
+def test_shortcuts_are_for_evaluated_constraints_whose_expression_was_reasoned_about():
+    assert set(SHORTCUTS) <= set(evaluated())
+    for key in SHORTCUTS:
+        assert served_constraints()[key].expression == SHORTCUT_EXPRESSIONS[key], key
+
+
+@pytest.mark.parametrize("key", sorted(SHORTCUTS))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_a_shortcut_only_skips_what_fhirpath_finds_holds(key, data):
+    node = data.draw(_node(key))
+    root = {"resourceType": "Claim", "contained": [{"resourceType": "Patient", "id": "p1"}]}
+    if key.startswith("dom-"):
+        node, root = {"resourceType": "Claim", **node}, {"resourceType": "Claim", **node}
+    if not SHORTCUTS[key].holds(node):
+        return
+    expression = served_constraints()[key].expression
+    try:
+        verdict = holds(expression, node, _SHORTCUT_TYPES.get(key, "Claim"), root, root)
+    except Exception:  # a node fhirpathpy cannot evaluate (never one the walk lets through): no verdict to match
+        return
+    assert verdict, f"{key} shortcut skipped {node}, which FHIRPath refuses"
+
+
+@pytest.mark.parametrize("key", sorted(SHORTCUTS))
+def test_a_shortcut_skips_the_common_node(key):
+    common = {
+        "ref-1": {"reference": "Patient/p1"},
+        "ref-2": {"display": "a payer"},
+        "qty-3": {"value": 1},
+    }.get(key, {"resourceType": "Claim", "status": "active"})
+    assert SHORTCUTS[key].holds(common)
+    undecided = {"ref-1": {"reference": "#p1"}, "ref-2": {"id": "r"}, "qty-3": {"code": "mg"}}.get(
+        key, {"resourceType": "Claim", "contained": [{"resourceType": "Patient", "id": "p1"}]}
+    )
+    assert not SHORTCUTS[key].holds(undecided)
+
+
+def test_the_examples_and_demo_find_the_same_with_and_without_shortcuts(monkeypatch):
+    resources = [item.resources[0] for item in example_items()] + list(demo_resources())
+    broken = {  # one node of each kind the shortcuts do not decide, refused: the evaluation still runs there
+        "resourceType": "Claim",
+        "contained": [{"resourceType": "Patient", "id": "p9", "meta": {"versionId": "1"}}],
+        "patient": {"reference": "#nowhere"},
+        "provider": {"id": "only"},
+    }
+    with_shortcuts = [invariant_issues(r["resourceType"], r) for r in [*resources, broken]]
+    monkeypatch.setattr("app.invariants.check.SHORTCUTS", {})
+    assert [invariant_issues(r["resourceType"], r) for r in [*resources, broken]] == with_shortcuts
+    assert {i["details"]["coding"][0]["code"] for i in with_shortcuts[-1]} >= {"dom-3", "dom-4", "ref-1", "ref-2"}

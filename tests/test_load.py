@@ -220,7 +220,7 @@ async def test_a_chunk_whose_transaction_fails_is_loaded_one_by_one(store: Store
 
 async def test_bulk_payments_to_one_claim_are_added_up(store: Store, tmp_path: Path) -> None:
     # Two payments of 60.00 to a 100.00 Claim in one batch: each fits alone, not both. The balance rules add up
-    # committed payments, so payments load one by one: the second is refused, as it would be as a mutation.
+    # the committed payments and the chunk's earlier ones: the second is refused, as it would be as a mutation.
     from tests.test_billing import claim, payment, usd
 
     entries = [
@@ -232,3 +232,52 @@ async def test_bulk_payments_to_one_claim_are_added_up(store: Store, tmp_path: P
     assert report.created == 2 and len(report.rejected) == 1, report
     assert "paid-within-total" in report.rejected[0][1] or "STATUS_RULE" in report.rejected[0][1]
     assert await store.db["PaymentReconciliation"].count_documents({}) == 1
+
+
+async def test_bulk_payments_share_the_chunk_and_add_up_with_the_committed_ones(store: Store, tmp_path: Path) -> None:
+    # 30.00 of a 100.00 Claim is paid already. A batch pays 40.00 (70.00), a draft of 50.00 (pays nothing yet),
+    # 40.00 (110.00: refused) and 30.00 (100.00): each checked against what is committed plus the chunk's earlier
+    # payments, as one by one; and in the chunk's one transaction, a few commands, not a transaction per payment.
+    from tests.test_billing import claim, payment, usd
+
+    writer = Writer(store)
+    await writer.create("Claim", claim("bulk-owed", usd("100.00")), keep_id=True)
+    await writer.create(
+        "PaymentReconciliation",
+        payment("bulk-paid-before", "2026-01-05", usd("30.00"), ("Claim/bulk-owed", usd("30.00"))),
+        keep_id=True,
+    )
+    to_claim = ("Claim/bulk-owed",)
+    entries = [
+        payment("bulk-a", "2026-02-01", usd("40.00"), (*to_claim, usd("40.00"))),
+        payment("bulk-draft", "2026-02-02", usd("50.00"), (*to_claim, usd("50.00")), status="draft"),
+        payment("bulk-over", "2026-02-03", usd("40.00"), (*to_claim, usd("40.00"))),
+        payment("bulk-b", "2026-02-04", usd("30.00"), (*to_claim, usd("30.00"))),
+    ]
+    path = write(tmp_path / "b.json", bundle("batch", [("", e) for e in entries]))
+    before = store.commands.count
+    report = await load(writer, [path])
+    commands = store.commands.count - before
+    assert report.created == 3, report
+    assert [source for source, _ in report.rejected] == [f"{path}#entry[2]"]
+    assert "would bring Claim/bulk-owed to 110.00 USD paid" in report.rejected[0][1]
+    paid = await store.settlements(["Claim/bulk-owed"], responses=False)
+    assert sorted(p.id for p in paid["Claim/bulk-owed"].payments) == ["bulk-a", "bulk-b", "bulk-paid-before"]
+    assert commands <= 15, commands  # one by one, each payment was a transaction of about 9 commands
+
+
+async def test_a_resource_in_two_chunks_is_created_then_updated(store: Store, tmp_path: Path) -> None:
+    # Which of a chunk exist is read while the chunk before it is written: what that chunk stores counts as
+    # existing too, so the second copy is an update (through `put`), not an insert that fails the whole chunk.
+    from app import load as loading
+
+    patients = [{**PATIENT, "id": f"twice-{n}"} for n in range(loading.CHUNK + 30)]
+    again = {**PATIENT, "id": "twice-0", "gender": "female"}  # the second chunk's first, then 30 new ones
+    entries = [*patients[: loading.CHUNK], again, *patients[loading.CHUNK :]]
+    path = write(tmp_path / "b.json", bundle("batch", [("", p) for p in entries]))
+    before = store.commands.count
+    report = await load(Writer(store), [path])
+    commands = store.commands.count - before
+    assert (report.created, report.updated, report.rejected) == (len(patients), 1, [])
+    assert (await store.get("Patient", "twice-0"))["gender"] == "female"  # type: ignore[index]
+    assert commands < 40, commands  # the second chunk was not loaded again one by one

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from app.errors import STATUS_RULE, FinGateError
 from app.http import loads
 from app.settings import Settings
-from app.store import Store, decimal_from_bid
+from app.store import Store, decimal_from_bid, decimal_to_bid
 from app.writes import Writer, unchanged
 from tests.harness import client_for, error_codes, gql, json_with_decimals, ok
 
@@ -116,6 +116,32 @@ def test_the_fast_decimal128_decoder_keeps_every_digit(number: Decimal) -> None:
         return
     assert _same(decimal_from_bid(value), value.to_decimal())
     assert str(decimal_from_bid(value)) == str(value.to_decimal())
+
+
+@given(
+    st.decimals(allow_nan=True, allow_infinity=True)
+    | st.decimals(places=2, min_value=-(10**9), max_value=10**9)
+    | st.sampled_from(
+        [
+            Decimal("-0.00"),
+            Decimal("0E-6176"),
+            Decimal("9" * 34),
+            Decimal("9" * 35),
+            Decimal("1E-6177"),
+            Decimal("-1E-6176"),
+        ]
+    )
+    | st.sampled_from([Decimal("1E+6111"), Decimal("1E+6112"), Decimal("12E+6110"), Decimal("0E+6112")])
+)
+@settings(max_examples=3000, deadline=None)
+def test_the_fast_decimal128_encoder_is_pymongos(number: Decimal) -> None:
+    try:
+        expected = Decimal128(number)
+    except Exception as exc:  # what PyMongo refuses, the fast path refuses alike (it hands those to PyMongo)
+        with pytest.raises(type(exc)):
+            decimal_to_bid(number)
+        return
+    assert decimal_to_bid(number).bid == expected.bid
 
 
 async def test_money_keeps_its_digits_through_create_update_history(client: httpx.AsyncClient, store: Store) -> None:

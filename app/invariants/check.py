@@ -9,7 +9,7 @@ from typing import Any
 
 from app.errors import INTERNAL, FinGateError, outcome_issue
 from app.fhir.model import PRIMITIVE_SCALARS, SERVED, Constraint, spec
-from app.invariants.catalog import NATIVE, SKIPPED
+from app.invariants.catalog import NATIVE, SHORTCUTS, SKIPPED
 from app.invariants.fhirpath import holds
 
 log = logging.getLogger("fingate.invariants")
@@ -88,6 +88,8 @@ class _Walk:
             if problem is None:
                 return
             message = f"{where}: {c.key}: {c.human} ({problem})"
+        elif (shortcut := SHORTCUTS.get(c.key)) is not None and type(value) is dict and shortcut.holds(value):
+            return
         elif self.holds(c, value, path, where, resource):
             return
         else:

@@ -13,6 +13,7 @@ from app.rules.engine import (
     check_references,
     check_update,
     lifecycle,
+    references_read,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "check_update",
     "describe_rules",
     "lifecycle",
+    "references_read",
 ]

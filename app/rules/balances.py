@@ -52,7 +52,7 @@ def _over(got: Amounts, cap: Amounts) -> bool:
     return any(value > cap.get(currency, Decimal(0)) for currency, value in got.items())
 
 
-def _contributions(payment: Mapping[str, Any] | None) -> tuple[dict[str, Amounts], dict[str, str]]:
+def contributions(payment: Mapping[str, Any] | None) -> tuple[dict[str, Amounts], dict[str, str]]:
     """What an active PaymentReconciliation pays each settled target (`Type/id`), and where (the first allocation)."""
     paying: dict[str, Amounts] = {}
     where: dict[str, str] = {}
@@ -76,8 +76,8 @@ async def _payment_written(new: dict, old: dict | None, reads: BalanceReads, fin
     """`final`: `reads` show the state after the write (and after every other write of its transaction), so what
     they say is paid already holds it; a target counts as balanced if it was before the transaction
     (`reads.statuses_before`), since a transaction may pay an Invoice and balance it at once."""
-    before, _ = _contributions(old)
-    after, where = _contributions(new)
+    before, _ = contributions(old)
+    after, where = contributions(new)
     changed = [t for t in dict.fromkeys([*after, *before]) if not _same(after.get(t, {}), before.get(t, {}))]
     if not changed:
         return []

@@ -269,10 +269,22 @@ def _pair_error(pair: _Pair, answer: dict | None) -> FinGateError | None:
     return _refuse(rule.rule, message, expr, None, ())
 
 
-async def _check_reference_rules(resource_type: str, new: dict, old: dict | None, reads: Reads) -> list[FinGateError]:
-    """Every reference and answer rule of the type, with one batched read of all the resources they name."""
+def _rule_targets(resource_type: str, new: dict, old: dict | None) -> tuple[list[_Wanted], list[_Pair]]:
     wanted = [w for r in REFERENCE_RULES if r.resource_type == resource_type for w in _wanted(r, new, old)]
     pairs = [p for r in ANSWER_RULES if r.resource_type == resource_type for p in _pairs(r, new, old)]
+    return wanted, pairs
+
+
+def references_read(resource_type: str, new: dict, old: dict | None) -> list[tuple[str, str]]:
+    """The (type, id) of every resource the reference and answer rules read for this write (`Reads.get_many`):
+    what a bulk load reads at once for its whole chunk."""
+    wanted, pairs = _rule_targets(resource_type, new, old)
+    return [*((w[3], w[4]) for w in wanted), *(p[2] for p in pairs)]
+
+
+async def _check_reference_rules(resource_type: str, new: dict, old: dict | None, reads: Reads) -> list[FinGateError]:
+    """Every reference and answer rule of the type, with one batched read of all the resources they name."""
+    wanted, pairs = _rule_targets(resource_type, new, old)
     if not wanted and not pairs:
         return []
     ids_by_type: dict[str, list[str]] = {}

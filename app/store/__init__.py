@@ -20,7 +20,7 @@ from typing import Any, ParamSpec, TypeVar
 import pymongo
 from bson.codec_options import CodecOptions, TypeDecoder, TypeEncoder, TypeRegistry
 from bson.decimal128 import Decimal128
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne, monitoring
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, monitoring
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, OperationFailure, PyMongoError
@@ -44,6 +44,7 @@ HOOK_ATTEMPTS = "hook_attempts"  # one record per rest-hook delivery attempt (ap
 HISTORY_PATH = "/_history/"  # an id holding it asks `get_by_type` for that version (FHIR's vread path)
 DEFAULT_PAGE = 20  # a Connection's page size when neither `_count` nor a cursor gives one
 COMMIT_RETRY_SECONDS = 10.0  # how long an unconfirmed commit is retried outside a request's deadline
+INSERT_BATCH = 50  # documents per insert of `insert_many`: the next batch's are made while one is written
 _WRITE_CONFLICT = 112
 _NO_SUCH_TRANSACTION = 251  # at commit: the server has no record of it (restarted, or the driver's own retry)
 
@@ -110,7 +111,7 @@ class _DecimalCodec(TypeEncoder, TypeDecoder):  # type: ignore[misc]
     bson_type = Decimal128
 
     def transform_python(self, value: Decimal) -> Decimal128:
-        return Decimal128(plain(value))  # stored as shown: `1E+2` is kept as `100`
+        return decimal_to_bid(plain(value))  # stored as shown: `1E+2` is kept as `100`
 
     def transform_bson(self, value: Decimal128) -> Decimal:
         return decimal_from_bid(value)
@@ -119,6 +120,23 @@ class _DecimalCodec(TypeEncoder, TypeDecoder):  # type: ignore[misc]
 _BID = struct.Struct("<QQ")  # Decimal128.bid: the low 64 bits, then the high 64 bits
 _SPECIAL = 0x6000000000000000  # combination bits 11: infinity, NaN, or a non-canonical significand
 _MAX_COEFFICIENT = 10**34 - 1
+_EXPONENT_BIAS, _MIN_EXPONENT, _MAX_EXPONENT = 6176, -6176, 6111
+
+
+def decimal_to_bid(value: Decimal) -> Decimal128:
+    """`Decimal128(value)`, ten times faster (a bulk load encodes a dozen amounts per resource, twice).
+
+    A finite value of at most 34 digits whose exponent Decimal128 holds is `sign coefficient E exponent`, packed
+    as its BID bits; any other (NaN, an infinity, more digits, an exponent out of range) is left to PyMongo.
+    """
+    sign, digits, exponent = value.as_tuple()
+    if type(exponent) is not int or len(digits) > 34 or not _MIN_EXPONENT <= exponent <= _MAX_EXPONENT:
+        return Decimal128(value)
+    coefficient = 0
+    for digit in digits:
+        coefficient = coefficient * 10 + digit
+    high = (sign << 63) | ((exponent + _EXPONENT_BIAS) << 49) | (coefficient >> 64)
+    return Decimal128.from_bid(_BID.pack(coefficient & 0xFFFFFFFFFFFFFFFF, high))
 
 
 def decimal_from_bid(value: Decimal128) -> Decimal:
@@ -459,14 +477,13 @@ class Store:
     async def guard(self, keys: Iterable[tuple[str, str]], session: AsyncClientSession) -> None:
         """Write each (type, id) in `session`'s transaction without changing its FHIR JSON: a rule read made
         a write, so a concurrent transaction writing one of them (a status change, a delete) conflicts with
-        this one and exactly one of the two commits. One command per type."""
+        this one and exactly one of the two commits. One command per type: an `$in` update (on secantusd-rs
+        100 guards take 12 ms so, 18 ms as a statement per id)."""
         by_type: dict[str, list[str]] = {}
         for rtype, id in keys:
             by_type.setdefault(rtype, []).append(self._key(id))
         for rtype, ids in by_type.items():
-            # One statement per id (an `_id` point write): SecantusDB matches a long `$in` in time ids x ids.
-            bump = [UpdateOne({"_id": id}, {"$inc": {GUARD: 1}}) for id in ids]
-            await self.db[rtype].bulk_write(bump, ordered=False, session=session)
+            await self.db[rtype].update_many({"_id": {"$in": ids}}, {"$inc": {GUARD: 1}}, session=session)
 
     def use_cursor_keys(self, keys: list[str]) -> None:
         """Sign Connection cursors with `keys`, newest first (FINGATE_CURSOR_KEYS); without, the database's key."""
@@ -739,18 +756,8 @@ class Store:
         self, session: AsyncClientSession, resource_type: str, resource: Resource, values: dict[str, Any]
     ) -> None:
         """A version's entry keeps the `_search` `values` of the compartment, so `history` filters as reads do."""
-        version = resource["meta"]["versionId"]
-        await self.db[f"{resource_type}_history"].insert_one(
-            {
-                "_id": self._history_id(resource["id"], version),
-                TENANT: self.tenant,
-                "id": resource["id"],
-                "v": int(version),
-                "_search": search.compartment_values(resource_type, values),
-                "resource": resource,
-            },
-            session=session,
-        )
+        entry = self._history_entry(resource_type, resource, values)
+        await self.db[f"{resource_type}_history"].insert_one(entry, session=session)
 
     def _stored(self, resource_type: str, resource: Resource) -> Resource:
         """The document to store; FORBIDDEN when this view's compartment would not hold it."""
@@ -818,30 +825,52 @@ class Store:
 
     @_guarded
     async def insert_many(self, resources: list[tuple[str, Resource]], session: AsyncClientSession) -> None:
-        """Store version 1 of each (type, resource) in `session`'s transaction: one `insert` per collection for
-        the resources and one for their history (a load's chunk); CONFLICT if an id is taken (nothing is kept)."""
-        docs: dict[str, list[Resource]] = {}
-        history: dict[str, list[Resource]] = {}
+        """Store version 1 of each (type, resource) in `session`'s transaction: a few `insert`s per collection for
+        the resources, one for their history (a load's chunk); CONFLICT if an id is taken (nothing is kept).
+
+        The documents of each batch (their `_search` values, the most of this call's own time) are made while
+        the batch before it is in the database, so the two overlap; one command is in flight at a time."""
+        groups: dict[str, list[Resource]] = {}
         for resource_type, resource in resources:
-            doc = self._stored(resource_type, resource)
-            docs.setdefault(resource_type, []).append(doc)
-            history.setdefault(f"{resource_type}_history", []).append(
-                {
-                    "_id": self._history_id(resource["id"], resource["meta"]["versionId"]),
-                    TENANT: self.tenant,
-                    "id": resource["id"],
-                    "v": int(resource["meta"]["versionId"]),
-                    "_search": search.compartment_values(resource_type, doc["_search"]),
-                    "resource": resource,
-                }
-            )
+            groups.setdefault(resource_type, []).append(resource)
+        batches = [
+            (t, group[n : n + INSERT_BATCH]) for t, group in groups.items() for n in range(0, len(group), INSERT_BATCH)
+        ]
+        history: dict[str, list[Resource]] = {}
+        in_flight: asyncio.Future[Any] | None = None
         try:
-            for collection, batch in (*docs.items(), *history.items()):
-                await self.db[collection].insert_many(batch, ordered=True, session=session)
+            for resource_type, batch in batches:
+                docs = [self._stored(resource_type, resource) for resource in batch]
+                history.setdefault(f"{resource_type}_history", []).extend(
+                    self._history_entry(resource_type, resource, doc["_search"])
+                    for resource, doc in zip(batch, docs, strict=True)
+                )
+                if in_flight is not None:
+                    await in_flight
+                insert = self.db[resource_type].insert_many(docs, ordered=True, session=session)
+                in_flight = asyncio.ensure_future(insert)
+            if in_flight is not None:
+                await in_flight
+            for collection, entries in history.items():
+                await self.db[collection].insert_many(entries, ordered=True, session=session)
         except pymongo.errors.BulkWriteError as exc:
             if any(e.get("code") == 11000 for e in exc.details.get("writeErrors", ())):
                 raise errors.FinGateError(errors.CONFLICT, "a resource of this batch already exists") from exc
             raise
+        finally:
+            if in_flight is not None and not in_flight.done():  # a document refused (FORBIDDEN) mid-way
+                with contextlib.suppress(Exception):
+                    await in_flight
+
+    def _history_entry(self, resource_type: str, resource: Resource, values: dict[str, Any]) -> Resource:
+        return {
+            "_id": self._history_id(resource["id"], resource["meta"]["versionId"]),
+            TENANT: self.tenant,
+            "id": resource["id"],
+            "v": int(resource["meta"]["versionId"]),
+            "_search": search.compartment_values(resource_type, values),
+            "resource": resource,
+        }
 
     @_guarded
     async def audit_many(self, records: list[Resource], session: AsyncClientSession) -> None:
