@@ -133,7 +133,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
     w5 = w["W5"]
     out.append(
         _single(
-            f"W5 load of {w5['resources']} resources, validated ({w5['commands_per_resource']:.1f} commands each)",
+            f"W5 load of {w5['resources']} resources, validated ({w5['commands_per_resource']:.2f} commands each)",
             f"{w5['per_second']:.0f} resources/s",
         )
     )
