@@ -8,6 +8,8 @@ import base64
 import json
 import os
 import signal
+import socket
+import ssl
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 from standardwebhooks import Webhook
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -352,6 +355,58 @@ async def test_the_builtin_topics_are_served_as_subscription_topics(store: Store
 async def test_the_network_guard_refuses(url: str, policy: outbound.Policy) -> None:
     with pytest.raises(outbound.Refused):
         await outbound.post(url, b"{}", {}, policy)
+
+
+class _TLSHook:
+    """An https endpoint on 127.0.0.1 with a certificate for `NAME` from a test CA: records each request's Host
+    header and the TLS server name (SNI) it was asked for, answers 204."""
+
+    NAME = "hooks.fingate.test"
+
+    def __init__(self) -> None:
+        self.ca = trustme.CA()
+        self.seen: list[tuple[str | None, str]] = []  # (SNI, Host)
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.ca.issue_cert(self.NAME).configure_cert(self.context)
+        self.sni: str | None = None
+        self.context.sni_callback = lambda sock, name, ctx: setattr(self, "sni", name)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        lines = [line.split(": ", 1) for line in head.split("\r\n")[1:] if ": " in line]
+        headers = {name.lower(): value for name, value in lines}
+        await reader.readexactly(int(headers.get("content-length", "0")))
+        self.seen.append((self.sni, headers.get("host", "")))
+        writer.write(b"HTTP/1.1 204 No Content\r\nconnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+
+async def test_https_goes_to_the_address_checked_whatever_dns_answers_next(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding: the name resolves to an allowed address when checked, then to a refused one. The POST goes
+    to the address checked (one lookup), with the name in the Host header and as TLS's SNI, and the certificate
+    is checked against the name."""
+    hook = _TLSHook()
+    server = await asyncio.start_server(hook.handle, "127.0.0.1", 0, ssl=hook.context)
+    port = server.sockets[0].getsockname()[1]
+    answers = iter(["127.0.0.1", "10.255.255.1", "10.255.255.1"])  # the second answer would be refused
+    lookups: list[str] = []
+
+    async def getaddrinfo(host: str, *args: Any, **kwargs: Any) -> list[Any]:
+        lookups.append(host)
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (next(answers), port))]
+
+    monkeypatch.setattr(asyncio.get_running_loop(), "getaddrinfo", getaddrinfo)
+    client_tls = ssl.create_default_context()
+    hook.ca.configure_trust(client_tls)
+    policy = outbound.Policy(allow_loopback=True, verify=client_tls, timeout=5)
+    async with server:
+        answer = await outbound.post(f"https://{hook.NAME}:{port}/hook", b"{}", {}, policy)
+    assert answer.status == 204
+    assert lookups == [hook.NAME]  # resolved once, by the guard
+    assert hook.seen == [(hook.NAME, f"{hook.NAME}:{port}")]
+    with pytest.raises(outbound.Refused, match="10.255.255.1"):  # the next POST checks the new answer
+        await outbound.post(f"https://{hook.NAME}:{port}/hook", b"{}", {}, policy)
 
 
 async def test_the_guard_allows_private_targets_only_when_told() -> None:

@@ -7,7 +7,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -34,6 +34,7 @@ class Policy:
     allow_private: bool = False
     timeout: float = 10.0
     max_response_bytes: int = 65_536
+    verify: Any = True  # TLS verification as httpx takes it: the default CAs, or an SSLContext (a private CA)
 
 
 class Refused(Exception):
@@ -58,8 +59,8 @@ def _address_allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, policy: 
 
 
 async def resolve(url: str, policy: Policy) -> tuple[str, str]:
-    """The URL checked against `policy`, and the address it will connect to (resolved once, then pinned for
-    plain http; https keeps the host name for TLS, so a DNS change between check and connect is its risk)."""
+    """The URL checked against `policy`, and the address to connect to: every address its host resolves to is
+    checked, and a request through `Guarded` connects to the first of them (pinned)."""
     parts = urlsplit(url)
     host = parts.hostname
     if parts.scheme not in ("https", "http") or not host:
@@ -82,22 +83,35 @@ async def resolve(url: str, policy: Policy) -> tuple[str, str]:
     return url, str(addresses[0])
 
 
+class Guarded(httpx.AsyncBaseTransport):
+    """An httpx transport that checks each request's URL against `policy` (`resolve`) and connects to the address
+    it checked, the URL's host kept for the Host header, TLS's SNI and the certificate check: a DNS answer that
+    changes between the check and the connect (DNS rebinding) cannot move the request to a refused address."""
+
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+        self.inner = httpx.AsyncHTTPTransport(verify=policy.verify, trust_env=False)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        _, address = await resolve(str(request.url), self.policy)
+        host = request.url.host  # the Host header was made from it already
+        request.url = request.url.copy_with(host=address)
+        if request.url.scheme == "https":
+            request.extensions = {**request.extensions, "sni_hostname": host}
+        return await self.inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
 async def post(url: str, body: bytes, headers: dict[str, str], policy: Policy) -> Answer:
     """POST `body` to `url` within the policy: Refused before connecting, else the answer (its body cut at the
     cap); a network failure or timeout raises httpx.HTTPError."""
-    checked, address = await resolve(url, policy)
-    parts = urlsplit(checked)
-    target = checked
-    extra: dict[str, Any] = {}
-    if parts.scheme == "http":  # pinned: connect to the address checked, name the host in the Host header
-        pinned = f"[{address}]" if ":" in address else address
-        target = urlunsplit(parts._replace(netloc=f"{pinned}:{parts.port or 80}"))
-        extra["headers"] = {**headers, "host": parts.netloc}
-    async with httpx.AsyncClient(timeout=policy.timeout, follow_redirects=False, trust_env=False) as client:
-        async with client.stream("POST", target, content=body, headers=extra.get("headers", headers)) as response:
-            data = bytearray()
-            async for chunk in response.aiter_bytes():
-                data += chunk[: policy.max_response_bytes - len(data)]
-                if len(data) >= policy.max_response_bytes:
-                    break
-            return Answer(response.status_code, bytes(data), dict(response.headers))
+    client = httpx.AsyncClient(transport=Guarded(policy), timeout=policy.timeout, follow_redirects=False)
+    async with client, client.stream("POST", url, content=body, headers=headers) as response:
+        data = bytearray()
+        async for chunk in response.aiter_bytes():
+            data += chunk[: policy.max_response_bytes - len(data)]
+            if len(data) >= policy.max_response_bytes:
+                break
+        return Answer(response.status_code, bytes(data), dict(response.headers))

@@ -123,7 +123,10 @@ class PayerClient:
         self.policy = policy
         self.attempts = attempts
         self.sleep = sleep
-        self.http = httpx.AsyncClient(timeout=timeout, follow_redirects=False, trust_env=False, transport=transport)
+        # Each request is checked again and sent to the address checked (app.outbound.Guarded: no DNS rebinding).
+        self.http = httpx.AsyncClient(
+            timeout=timeout, follow_redirects=False, trust_env=False, transport=transport or outbound.Guarded(policy)
+        )
         self.requests = 0  # sent, retries included
 
     async def close(self) -> None:
@@ -174,7 +177,10 @@ class PayerClient:
         ):
             with attempt:
                 self.requests += 1
-                response = await self.http.request(method, url, **kwargs)
+                try:
+                    response = await self.http.request(method, url, **kwargs)
+                except outbound.Refused as exc:  # the host now resolves elsewhere than when it was checked
+                    raise PayerError(f"{method} {url}: {exc}") from None
                 if response.status_code == 429 or response.status_code >= 500:
                     log.info("payer answered %d to %s %s: trying again", response.status_code, method, url)
                     raise _Again(f"{response.status_code}", retry_after(response.headers.get("Retry-After")))
