@@ -350,6 +350,12 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         principal = await self.principal(request)
         data = self.parse_json(await request.body())
         request_id = request.scope.get("fingate.request_id", "-")
+        if isinstance(data, dict) and data.get("query") is None:
+            # A persisted query sent by its hash alone: its stored text tells whether it is a mutation, and is what
+            # the key is held to (a retry sending the text instead is the same request).
+            text = await self.persisted_queries.stored_text(data.get("extensions"))
+            if text is not None:
+                data = {**data, "query": text}
 
         def refuse(status: int, code: str, message: str, headers: dict[str, str] | None) -> Response:
             ERRORS.labels(code).inc()

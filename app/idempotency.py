@@ -31,7 +31,7 @@ _POLL_SECONDS = (0.02, 0.5)  # a waiting retry reads the record this often: doub
 def is_mutation(data: Any) -> bool:
     """Whether a GraphQL request body runs a mutation (the operation `operationName` picks, or the only one)."""
     if not isinstance(data, dict) or not isinstance(data.get("query"), str):
-        return False  # a persisted query's hash alone: see the README (the header applies to sent texts)
+        return False  # a persisted query's hash alone: the HTTP layer puts its stored text in first
     try:
         document = parse(data["query"])
     except GraphQLError:

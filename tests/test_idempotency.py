@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -71,6 +72,23 @@ async def test_the_same_key_with_another_request_is_refused(client: httpx.AsyncC
         error = response.json()["errors"][0]
         assert error["extensions"]["code"] == "IDEMPOTENCY_KEY_REUSED"
     assert await store.db["Patient"].count_documents({}) == 1
+
+
+async def test_a_persisted_mutation_sent_by_its_hash_alone_is_held_to_its_key(
+    client: httpx.AsyncClient, store: Store
+) -> None:
+    """A mobile client's retry of a persisted mutation by hash: one effect, the first answer replayed, and the same
+    request as the text with its hash."""
+    digest = hashlib.sha256(CREATE.encode()).hexdigest()
+    hashed = {"extensions": {"persistedQuery": {"version": 1, "sha256Hash": digest}}}
+    unknown = await post(client, hashed, "apq")  # not stored yet: the protocol's answer, and the key stays free
+    assert unknown.json()["errors"][0]["extensions"]["code"] == "PERSISTED_QUERY_NOT_FOUND"
+    first = await post(client, {"query": CREATE, **hashed}, "apq")  # the resend with the text stores it
+    again = await post(client, hashed, "apq")
+    assert "errors" not in first.json() and again.content == first.content and again.headers[REPLAYED] == "true"
+    other = await post(client, hashed, "apq-2")  # a new key: a new Patient
+    assert other.content != first.content and REPLAYED not in other.headers
+    assert await store.db["Patient"].count_documents({}) == 2
 
 
 async def test_queries_ignore_the_header(client: httpx.AsyncClient, store: Store) -> None:

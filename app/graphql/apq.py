@@ -77,6 +77,15 @@ class PersistedQueries:
             await self._register(digest, query, runs_as)
         return query
 
+    async def stored_text(self, extensions: dict[str, Any] | None) -> str | None:
+        """The stored text a request sent by its hash alone stands for; None without a well-formed hash, or for a
+        hash not stored (the request itself then gets the protocol's answer)."""
+        try:
+            wanted = _wanted_hash(extensions if isinstance(extensions, dict) else None)
+        except errors.FinGateError:
+            return None
+        return None if wanted is None else await self._lookup(wanted)
+
     async def _stored_or_not_found(self, wanted: str) -> str:
         query = await self._lookup(wanted)
         if query is None:
