@@ -315,6 +315,7 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
         self.overpayment_allowed = settings.overpayment_allowed
         self.idempotency = Idempotency(IdempotencyKeys(store, settings.idempotency_ttl), settings.idempotency_wait)
         self.projection = settings.projection  # read only what a query selects (app.graphql.projection)
+        self.webhook_secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":  # graphql-transport-ws: subscriptions (and operations) over one socket
@@ -427,6 +428,7 @@ class FinGateGraphQL(QuietView, GraphQL[Context | None, None]):
             client_request_id=scope.get("fingate.client_request_id"),
             allow_overpayment=self.overpayment_allowed(principal.tenant),
             project=self.projection,
+            webhook_secret=self.webhook_secret,
         )
 
     async def parse_http_body(self, request: Any) -> Any:

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import trustme
 from standardwebhooks import Webhook
+from standardwebhooks.webhooks import WebhookVerificationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -27,7 +28,7 @@ from starlette.routing import Route
 
 from app import outbound
 from app.hooks.dispatcher import Dispatcher, Retry
-from app.hooks.notification import body
+from app.hooks.notification import body, subscription_secret
 from app.hooks.topics import TOPICS, ensure_topics
 from app.settings import Settings
 from app.store import Store
@@ -42,6 +43,13 @@ ROOT = str(Path(__file__).resolve().parents[1])  # this checkout's `app`, for `f
 ACTIVATED = TOPICS["http://fingate.dev/fhir/SubscriptionTopic/claim-activated"]
 
 
+def verified(data: bytes, headers: dict[str, str], tenant: str = "default") -> Any:
+    """The notification's payload, its signature checked with its Subscription's own secret (raises when bad)."""
+    status = json.loads(data)["entry"][0]["resource"]
+    own = subscription_secret(SECRET, tenant, status["subscription"]["reference"].removeprefix("Subscription/"))
+    return Webhook(own).verify(data, headers)
+
+
 class Receiver:
     """A webhook endpoint that verifies every signature with the library's verifier; fails its first `fail` calls."""
 
@@ -54,7 +62,7 @@ class Receiver:
 
     async def hook(self, request: Request) -> Response:
         data = await request.body()
-        payload = Webhook(SECRET).verify(data, dict(request.headers))  # raises on a bad signature
+        payload = verified(data, dict(request.headers))
         self.calls += 1
         self.changed.set()
         if self.calls <= self.fail:
@@ -300,6 +308,44 @@ async def test_heartbeats_after_the_period_with_nothing_sent(store: Store, recei
     await d.run_once()
     assert [b["entry"][0]["resource"]["type"] for _, b in r.verified][2:] == ["heartbeat"]
     assert r.verified[2][1]["entry"][0]["resource"]["eventsSinceSubscriptionStart"] == "1"
+
+
+async def test_each_subscription_signs_with_its_own_secret(store: Store) -> None:
+    """No receiver can sign for another: each Subscription's secret is derived from the server's, per tenant and
+    Subscription; the server's own secret verifies nothing. `SubscriptionSecret` hands a Subscription's out to
+    whoever may update it, in its tenant only."""
+    from tests.tokens import authed_client, post, token
+
+    raw: list[tuple[bytes, dict[str, str]]] = []
+
+    async def keep(request: Request) -> Response:  # records each call as sent, verifying nothing
+        raw.append((await request.body(), dict(request.headers)))
+        return Response(status_code=204)
+
+    async with serving_app(Starlette(routes=[Route("/hook", keep, methods=["POST"])])) as address:
+        endpoint = f"http://{address}/hook"
+        acme = await Writer(store.for_tenant("acme")).create("Subscription", subscription(endpoint))
+        other = await Writer(store.for_tenant("umbrella")).create("Subscription", subscription(endpoint))
+        await _activate_claims(Writer(store.for_tenant("acme")), 1)
+        await _activate_claims(Writer(store.for_tenant("umbrella")), 1)
+        await until(lambda: len(raw) == 2, dispatcher(store))
+    secrets = {t: subscription_secret(SECRET, t, s["id"]) for t, s in (("acme", acme), ("umbrella", other))}
+    assert len(set(secrets.values())) == 2
+    for data, headers in raw:
+        tenant = "acme" if acme["id"] in headers["webhook-id"] else "umbrella"
+        Webhook(secrets[tenant]).verify(data, headers)
+        for wrong in (SECRET, secrets["umbrella" if tenant == "acme" else "acme"]):
+            with pytest.raises(WebhookVerificationError):
+                Webhook(wrong).verify(data, headers)
+    query = f'{{ SubscriptionSecret(id: "{acme["id"]}") }}'
+    async with authed_client(store, webhook_secret=SECRET) as client:
+        assert (await post(client, query, token(tenant="acme"))).json()["data"]["SubscriptionSecret"] == secrets["acme"]
+        refused = (await post(client, query, token(tenant="acme", scope="user/Subscription.rs"))).json()
+        assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+        elsewhere = (await post(client, query, token(tenant="umbrella"))).json()
+        assert elsewhere["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    async with authed_client(store) as client:  # no FINGATE_WEBHOOK_SECRET: nothing is sent, nothing to give
+        assert (await post(client, query, token(tenant="acme"))).json()["data"]["SubscriptionSecret"] is None
 
 
 async def test_two_dispatchers_on_one_database_deliver_each_event_once(
@@ -559,7 +605,7 @@ class HoldingReceiver(Receiver):
 
     async def hook(self, request: Request) -> Response:
         data = await request.body()
-        Webhook(SECRET).verify(data, dict(request.headers))  # raises on a bad signature
+        verified(data, dict(request.headers))
         self.seen.append((request.headers["webhook-id"], json.loads(data, parse_float=Decimal)))
         if self.holding.is_set():
             return await super().hook(request)

@@ -255,7 +255,7 @@ def test_the_readme_live_updates_examples_are_valid_operations() -> None:
     from tests.harness import schema
 
     blocks = _blocks(LIVE)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     for block in blocks:
         assert validate(graphql_schema(schema()), parse(block)) == [], block
 

@@ -152,6 +152,7 @@ class _Builder:
             ("ChangesPosition", None, subscriptions.position_field()),
             ("SubscriptionStatus", None, subscriptions.status_field()),
             ("SubscriptionDeliveries", None, subscriptions.attempts_field()),
+            ("SubscriptionSecret", None, subscriptions.secret_field()),
         ]
         _define(query, [*fields, self._audit_field(), self._payment_events_field(), payers.query_field(), *hooks])
         mutation = _empty("Mutation")

@@ -17,6 +17,7 @@ from app.fhir.values import Resource, instant
 from app.graphql.bundles import outcome as bundle_outcome
 from app.graphql.limits import DEFAULT_COUNT, MAX_COUNT
 from app.graphql.projection import ALWAYS
+from app.hooks import notification
 from app.payments import OUTCOMES
 from app.store import HISTORY_PATH, Store
 from app.store.deliveries import Deliveries
@@ -112,8 +113,10 @@ class Context:
         client_request_id: str | None = None,
         allow_overpayment: bool = False,
         project: bool = True,
+        webhook_secret: str | None = None,
     ) -> None:
         self.principal = principal
+        self.webhook_secret = webhook_secret  # FINGATE_WEBHOOK_SECRET: each Subscription's is derived from it
         # Read only what the operation selects (app.graphql.projection sets `selected` before it runs);
         # None: whole resources (a mutation, or `project` off: FINGATE_PROJECTION=false).
         self.project = project
@@ -365,6 +368,15 @@ class Context:
             return []
         found = self._first(path, await deliveries.attempts(self.principal.tenant, id, n + 1), n)
         return [{**a, "when": instant(a["when"])} for a in found]
+
+    async def hook_secret(self, id: str) -> str | None:
+        """The secret a rest-hook Subscription's notifications are signed with (for its receiver): the caller must be
+        allowed to update the Subscription; None when this server sends no rest-hooks."""
+        self._allow("Subscription", UPDATE)
+        await self._subscription(id)
+        if self.webhook_secret is None:
+            return None
+        return notification.subscription_secret(self.webhook_secret, self.principal.tenant, id)
 
     async def _subscription(self, id: str) -> None:
         if await self.read("Subscription", id) is None:

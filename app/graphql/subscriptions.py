@@ -142,6 +142,21 @@ def status_field() -> Any:
     )
 
 
+def secret_field() -> Any:
+    async def resolve(root: None, info: strawberry.Info, id: strawberry.ID) -> str | None:
+        return await info.context.hook_secret(str(id))  # type: ignore[no-any-return]
+
+    return strawberry.field(
+        resolver=resolve,
+        name="SubscriptionSecret",
+        description=(
+            "The Standard Webhooks secret (`whsec_…`) this rest-hook Subscription's notifications are signed with, "
+            "its own (no other Subscription's or tenant's receiver can verify or sign with it): give it to the "
+            "receiver. Needs the right to update the Subscription; null when this server sends no rest-hooks."
+        ),
+    )
+
+
 def attempts_field() -> Any:
     async def resolve(
         root: None, info: strawberry.Info, id: strawberry.ID, _count: int | None = None

@@ -216,7 +216,8 @@ class Dispatcher:
         for attempt in range(1, self.retry.attempts + 1):
             if await self.deliveries.lease(tenant, id, self.owner, self.lease_seconds) is None:
                 raise _LeaseLost
-            headers = notification.signed_headers(self.secret, msg_id, datetime.now(UTC), data)
+            secret = notification.subscription_secret(self.secret, tenant, id)
+            headers = notification.signed_headers(secret, msg_id, datetime.now(UTC), data)
             record: dict[str, Any] = {
                 "subscription": id,
                 "type": kind,

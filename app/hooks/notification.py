@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import json
 from datetime import datetime
 from decimal import Decimal
@@ -83,6 +86,18 @@ def body(notification: Any) -> str:
     if isinstance(notification, Decimal):
         return plain_text(notification)
     return json.dumps(notification, ensure_ascii=False)
+
+
+_PREFIX = "whsec_"  # Standard Webhooks' secret format: the prefix, then the key in base64
+
+
+def subscription_secret(server_secret: str, tenant: str, subscription: str) -> str:
+    """The secret one Subscription's notifications are signed with: derived from the server's (HMAC-SHA256 of the
+    tenant and the Subscription's id), so each receiver holds its own and none can sign for another tenant's or
+    another Subscription's receiver. Nothing is stored: the server's secret and the two names give it again."""
+    key = base64.b64decode(server_secret.removeprefix(_PREFIX))
+    derived = hmac.new(key, f"fingate rest-hook {tenant}/{subscription}".encode(), hashlib.sha256).digest()
+    return _PREFIX + base64.b64encode(derived).decode()
 
 
 def signed_headers(secret: str, msg_id: str, when: datetime, data: str) -> dict[str, str]:
