@@ -274,6 +274,44 @@ async def test_types_outside_any_compartment_are_forbidden_and_user_scopes_win(
     assert ok(await ask(clients, "{ ClaimConnection { count } }", both)) == everyone
 
 
+VIEW = "{ currency value }"
+OWN_BILLS = f"""{{
+  InvoiceList(_count: 100, _sort: "_id") {{ id billing {{ paid {VIEW} balance {VIEW} payments {{ date amount {VIEW} }} }} }}
+  ClaimList(_count: 200, _sort: "_id") {{ id billing {{ paid {VIEW} outstanding {VIEW} }} }}
+  AccountList(_count: 100, _sort: "_id") {{ id billing {{ paid {VIEW} balance {VIEW} }} }}
+}}"""
+
+
+@pytest.mark.parametrize("patient", PATIENTS)
+async def test_a_patient_sees_what_was_paid_on_their_own_bills(
+    clients: dict[bool, httpx.AsyncClient], demo_store: Store, patient: str
+) -> None:
+    """PaymentReconciliation is in no compartment, so a `patient/` scope reads none; the billing views of the
+    patient's own Invoices, Claims and Accounts, and of the patient, still count them: the same amounts a staff
+    token sees. The payments themselves stay unreadable."""
+    own = ok(await ask(clients, OWN_BILLS, as_patient(demo_store, patient)))
+    everyone = ok(await ask(clients, OWN_BILLS, as_user(demo_store)))
+    for listed in own:
+        staff = {r["id"]: r for r in everyone[listed]}
+        assert all(r == staff[r["id"]] for r in own[listed]), listed
+    if patient == "demo-patient-1":
+        assert any(i["billing"]["payments"] for i in own["InvoiceList"])  # not vacuous
+    party = f'{{ Patient(id: "{patient}") {{ billing(asOf: "2026-12-31") {{ outstanding {VIEW} items {{ age }} }} }} }}'
+    mine, staff_view = (
+        await ask(clients, party, as_patient(demo_store, patient)),
+        await ask(clients, party, as_user(demo_store)),
+    )
+    assert mine == staff_view  # the same view, or the same NOT_FOUND for a patient not stored (pat2, 1)
+    followed = (
+        "{ InvoiceList { billing { payments { payment { resource { ... on PaymentReconciliation { id } } } } } } }"
+    )
+    answer = await ask(clients, followed, as_patient(demo_store, "demo-patient-1"))
+    assert set(error_codes(answer)) == {"FORBIDDEN"}  # the payment itself is not the patient's to read
+    staff_without_payments = as_user(demo_store, "user/Invoice.rs")  # a `user/` scope still needs the payments'
+    refused = await ask(clients, "{ InvoiceList { billing { paid { value } } } }", staff_without_payments)
+    assert set(error_codes(refused)) == {"FORBIDDEN"}
+
+
 def test_scopes_and_the_token_patient() -> None:
     assert parse_scopes("patient/Claim.rs") == (frozenset(), False)
     assert parse_scopes("patient/Claim.rs", "p1") == (frozenset({("Claim", READ)}), False)

@@ -25,7 +25,8 @@ from app.writes import Writer
 
 _CONTAINED = "__contained__"  # never a GraphQL field name, so it cannot leak into a response
 _INSIDE = "__inside__"  # marks a contained resource: nothing outside its container can point at it
-# What a type's billing view reads besides the resource itself (the caller must be allowed to read it).
+# What a type's billing view reads besides the resource itself (the caller must be allowed to read it, see
+# `_allow_view`).
 _VIEW_READS = {
     "Account": ("Invoice", "PaymentReconciliation"),
     "Claim": ("PaymentReconciliation", "ClaimResponse"),
@@ -33,6 +34,7 @@ _VIEW_READS = {
 }
 
 
+PAYMENT = "PaymentReconciliation"
 PAGE_A_SEARCH = "page with _offset or a Connection's _cursor"
 PAGE_A_REVERSE = "page with _offset, or with this resource's XConnection(_reference: ...) and its _cursor"
 
@@ -285,6 +287,15 @@ class Context:
 
     # -- what resolvers call (see app/graphql/build.py) --------------------------------
 
+    def _allow_view(self, viewed: str, needed: str) -> None:
+        """A billing view of a `viewed` resource reads `needed` too: the caller must be allowed to read it, but
+        for payments in a patient's view of their own resources. PaymentReconciliation is in no compartment, so
+        a `patient/` scope never reads one; what was paid on the patient's own Claims and Invoices is theirs to
+        see (as R5's Account.balance would be): the sums and the list of payments to them, not the payments."""
+        if needed == PAYMENT and viewed in self.principal.compartment_types(READ):
+            return
+        self._allow(needed, READ)
+
     def _allow(self, resource_type: str, action: str) -> None:
         if not self.principal.can(resource_type, action):
             raise errors.forbidden(resource_type, action)
@@ -389,8 +400,9 @@ class Context:
     async def billing_many(self, resources: list[Resource]) -> list[dict[str, Any]]:
         """`billing` of each resource, in one await: what the compiled path runs for a whole level."""
         types = [r.get("resourceType") for r in resources]
-        for needed in {n for t in types for n in _VIEW_READS.get(str(t), ())}:
-            self._allow(needed, READ)
+        for t in set(types):
+            for needed in _VIEW_READS.get(str(t), ()):
+                self._allow_view(str(t), needed)
         # Contained resources have nothing of their own: nothing outside their container can point at them.
         targets = [
             f"{t}/{r.get('id')}" if t in _VIEW_READS and not r.get(_INSIDE) else None
@@ -413,7 +425,7 @@ class Context:
     async def party_billing(self, resource: Resource, as_of: date) -> dict[str, Any]:
         """A Patient's or Organization's outstanding and aging view; the level's parties read together."""
         for needed in ("Claim", "Invoice", "PaymentReconciliation"):
-            self._allow(needed, READ)
+            self._allow_view(str(resource.get("resourceType")), needed)
         if resource.get(_INSIDE):
             return billing.party_view([], as_of)
         items = await self._open_items.load(f"{resource.get('resourceType')}/{resource.get('id')}")
