@@ -386,7 +386,7 @@ async def test_an_invoice_without_gross_is_settled_at_its_net(store: Store) -> N
     await writer.update("Invoice", "n", {**invoice("n", None, "40.00"), "status": "balanced"})
 
 
-# ---- one command per level, on both execution paths --------------------------------------------------------
+# ---- one command per type and level, on both execution paths --------------------------------------------------------
 
 
 async def _claims_paid_twice(store: Store, n: int) -> str:

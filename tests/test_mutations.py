@@ -434,7 +434,7 @@ async def test_rule_reads_of_a_write_do_not_grow_with_its_allocations(store: Sto
         after_seed = store.commands.count
         await writer.update("PaymentReconciliation", created["id"], edited)
         used[n] = [after_create - before, store.commands.count - after_seed]
-    # Claims and ClaimResponses (two types) are read in one command, whatever the number of allocations.
+    # Claims and ClaimResponses (two types) are read in one find each, whatever the number of allocations.
     assert used[10] == used[200], used
 
 

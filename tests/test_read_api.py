@@ -275,7 +275,7 @@ async def test_reverse_lists_are_cut_to_count_in_the_database(store: Store) -> N
         batched = "{ ClaimList { id " + REVERSE.format(count=2, sort="-created") + " } }"
         data, commands, documents = await run(batched)
         assert _payments_of(data) == {"a": ["pab", "pa5"], "b": ["pab", "pb2"], "c": []}
-        # One command per level, and no more than targets x (_count + 1) documents cross the wire for the lists:
+        # One command per level (one type each here), and no more than targets x (_count + 1) documents cross the wire:
         # the one past `_count` tells that more exist (`extensions.truncated`).
         assert (commands, documents) == (2, 3 + 3 + 3)
 

@@ -178,7 +178,7 @@ class Context:
         return [found[key] for key in keys]
 
     async def _fetch(self, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Resource | None]:
-        """Reads, in one command, those of `keys` not read yet in this request (absent ones are kept as None);
+        """Reads, in one find per type (sent together), those of `keys` not read yet in this request (absent ones kept as None);
         the cache that now holds them all."""
         found = self._found
         by_type: dict[str, list[str]] = defaultdict(list)

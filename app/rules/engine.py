@@ -35,7 +35,7 @@ class Reads(Protocol):
     """What the cross-resource checks may read: every referenced resource of a write in one batch."""
 
     async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], dict]:
-        """`{(type, id): resource}` of those found, each with at least its `status` (one store command)."""
+        """`{(type, id): resource}` of those found, each with at least its `status` (one store find per type)."""
         ...
 
     async def search(self, resource_type: str, params: dict[str, str]) -> list[dict]: ...
