@@ -17,7 +17,7 @@ from app import errors, outbound
 from app.events import in_rounds
 from app.fhir.decimals import plain_text
 from app.fhir.values import Resource, now_instant
-from app.hooks.dispatcher import Retry
+from app.hooks.dispatcher import Failed, Retry
 from app.hooks.topics import TOPICS
 from app.store import Store
 from app.store.deliveries import ACTIVE, Deliveries
@@ -199,24 +199,28 @@ class Clearinghouse:
         """The clearinghouse's JSON answer (retried with backoff on failures), or None and why not."""
         data = json.dumps(payload, separators=(",", ":")).encode()
         headers = {"content-type": "application/json", "idempotency-key": sid}
-        error = ""
-        for attempt in range(1, self.retry.attempts + 1):
+        try:
+            async for attempt in self.retry.attempting(self.sleep, self.draw):
+                with attempt:
+                    return await self._attempt(data, headers)
+        except Failed as exc:  # the attempts ran out
+            return None, str(exc)
+        except outbound.Refused as exc:
+            return None, f"refused: {exc}"
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _attempt(self, data: bytes, headers: dict[str, str]) -> tuple[dict[str, Any] | None, str]:
+        """One POST: the answer, or why there is none; `Failed` when it may be tried again (no answer, a 5xx)."""
+        try:
+            answer = await outbound.post(self.url, data, headers, self.policy)
+        except httpx.HTTPError as exc:
+            raise Failed(f"{type(exc).__name__}: {exc}") from None
+        if 200 <= answer.status < 300:
             try:
-                answer = await outbound.post(self.url, data, headers, self.policy)
-            except outbound.Refused as exc:
-                return None, f"refused: {exc}"
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-            else:
-                if 200 <= answer.status < 300:
-                    try:
-                        parsed = json.loads(answer.body)
-                    except ValueError:
-                        return None, "the clearinghouse answered with something other than JSON"
-                    return (parsed, "") if isinstance(parsed, dict) else (None, "not a JSON object")
-                if 400 <= answer.status < 500:  # the submission itself was refused: retrying cannot help
-                    return None, f"HTTP {answer.status}: {answer.body[:200].decode(errors='replace')}"
-                error = f"HTTP {answer.status}"
-            if attempt < self.retry.attempts:
-                await self.sleep(self.retry.delay(attempt, self.draw()))
-        return None, error
+                parsed = json.loads(answer.body)
+            except ValueError:
+                return None, "the clearinghouse answered with something other than JSON"
+            return (parsed, "") if isinstance(parsed, dict) else (None, "not a JSON object")
+        if 400 <= answer.status < 500:  # the submission itself was refused: retrying cannot help
+            return None, f"HTTP {answer.status}: {answer.body[:200].decode(errors='replace')}"
+        raise Failed(f"HTTP {answer.status}")

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt
 
 from app import errors, outbound
 from app.events import in_rounds
@@ -33,6 +34,10 @@ class _LeaseLost(Exception):
     """Another dispatcher took this Subscription over: it goes on from where this one stopped."""
 
 
+class Failed(Exception):
+    """One attempt that failed and may be tried again (after the backoff); its message says why."""
+
+
 @dataclass(frozen=True)
 class Retry:
     """Attempts per notification, and the backoff between them: `base * 2**(n-1)`, at most `most`, each
@@ -45,6 +50,17 @@ class Retry:
     def delay(self, failed: int, draw: float) -> float:
         full = min(self.most, self.base * 2 ** (failed - 1))
         return full / 2 + full / 2 * draw
+
+    def attempting(self, sleep: Callable[[float], Awaitable[Any]], draw: Callable[[], float]) -> AsyncRetrying:
+        """tenacity's loop over these attempts: an attempt raising `Failed` is tried again after its backoff (the
+        last one's `Failed` is raised); anything else ends it at once."""
+        return AsyncRetrying(
+            stop=stop_after_attempt(self.attempts),
+            wait=lambda state: self.delay(state.attempt_number, draw()),
+            retry=retry_if_exception_type(Failed),
+            sleep=sleep,
+            reraise=True,
+        )
 
 
 class Dispatcher:
@@ -212,42 +228,53 @@ class Dispatcher:
         dispatcher took the Subscription over meanwhile."""
         id = subscription["id"]
         data = notification.body(bundle)
-        error = ""
-        for attempt in range(1, self.retry.attempts + 1):
-            if await self.deliveries.lease(tenant, id, self.owner, self.lease_seconds) is None:
-                raise _LeaseLost
-            secret = notification.subscription_secret(self.secret, tenant, id)
-            headers = notification.signed_headers(secret, msg_id, datetime.now(UTC), data)
-            record: dict[str, Any] = {
-                "subscription": id,
-                "type": kind,
-                "position": position,
-                "eventNumber": number,
-                "webhookId": msg_id,
-                "attempt": attempt,
-                "endpoint": subscription.get("endpoint"),
-            }
-            try:
-                answer = await outbound.post(subscription.get("endpoint") or "", data.encode(), headers, self.policy)
-            except outbound.Refused as exc:
-                error = f"refused: {exc}"
-                await self.deliveries.record(tenant, {**record, "outcome": "refused", "error": error})
-                return error  # the target itself is not allowed: retrying cannot help
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                await self.deliveries.record(tenant, {**record, "outcome": "failed", "error": error})
-            else:
-                ok = 200 <= answer.status < 300
-                error = "" if ok else f"HTTP {answer.status}"
-                outcome = {"outcome": "delivered" if ok else "failed", "status": answer.status, "error": error or None}
-                await self.deliveries.record(tenant, {**record, **outcome})
-                if ok:
-                    await self.deliveries.sent(tenant, id, self.owner, self.now())
+        record: dict[str, Any] = {
+            "subscription": id,
+            "type": kind,
+            "position": position,
+            "eventNumber": number,
+            "webhookId": msg_id,
+            "endpoint": subscription.get("endpoint"),
+        }
+        try:
+            async for attempt in self.retry.attempting(self.sleep, self.draw):
+                with attempt:
+                    tried = {**record, "attempt": attempt.retry_state.attempt_number}
+                    await self._attempt(tenant, subscription, msg_id, data, tried)
                     return None
-            await self.deliveries.fail(tenant, id, self.owner, error, None)
-            if attempt < self.retry.attempts:
-                await self.sleep(self.retry.delay(attempt, self.draw()))
-        return error
+        except Failed as exc:
+            return str(exc)
+        except outbound.Refused as exc:  # the target itself is not allowed: retrying cannot help
+            return f"refused: {exc}"
+        raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
+
+    async def _attempt(
+        self, tenant: str, subscription: Resource, msg_id: str, data: str, record: dict[str, Any]
+    ) -> None:
+        """One POST, recorded: None when accepted; `Failed` (tried again) or `Refused` (not) when not."""
+        id = subscription["id"]
+        if await self.deliveries.lease(tenant, id, self.owner, self.lease_seconds) is None:
+            raise _LeaseLost
+        secret = notification.subscription_secret(self.secret, tenant, id)
+        headers = notification.signed_headers(secret, msg_id, datetime.now(UTC), data)
+        try:
+            answer = await outbound.post(subscription.get("endpoint") or "", data.encode(), headers, self.policy)
+        except outbound.Refused as exc:
+            await self.deliveries.record(tenant, {**record, "outcome": "refused", "error": f"refused: {exc}"})
+            raise
+        except httpx.HTTPError as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            await self.deliveries.record(tenant, {**record, "outcome": "failed", "error": error})
+        else:
+            ok = 200 <= answer.status < 300
+            error = "" if ok else f"HTTP {answer.status}"
+            outcome = {"outcome": "delivered" if ok else "failed", "status": answer.status, "error": error or None}
+            await self.deliveries.record(tenant, {**record, **outcome})
+            if ok:
+                await self.deliveries.sent(tenant, id, self.owner, self.now())
+                return
+        await self.deliveries.fail(tenant, id, self.owner, error, None)
+        raise Failed(error)
 
     async def _dead(self, store: Store, tenant: str, subscription: Resource, error: str) -> None:
         """Delivery stops: the Subscription's `status` becomes `error` (R5: the server could not notify), and it
