@@ -71,7 +71,8 @@ async def measure(uri: str, sizes: workloads.Sizes, tmp: Path) -> dict[str, Any]
     results["W3"]["throughput_compiled"] = http_compiled["throughput"]
     results["W5"] = await loading.w5(uri, sizes.w5)
     results["W6"] = await payers.w6(uri, sizes.w6)
-    return {"workloads": results, "server": {**http["server"], "compiled": http_compiled["server"]}}
+    recorded = {w.name: w.reads for w in items if w.reads}
+    return {"workloads": results, "server": {**http["server"], "compiled": http_compiled["server"]}, "reads": recorded}
 
 
 def ready_embedded(data_dir: Path, tmp: Path) -> float:
@@ -98,9 +99,10 @@ def run(sizes: workloads.Sizes, out: Path, do_profile: bool) -> dict[str, Any] |
                 print(f"wrote {PROFILE}")
                 return None
             results = asyncio.run(measure(uri, sizes, tmp))
+        recorded = results.pop("reads")
         if data_dir is not None:
             results["server"]["ready_embedded_seconds"] = ready_embedded(data_dir, tmp)
-            results["engines"] = engines.compare(sizes)
+            results["engines"] = engines.compare(sizes, recorded)
     results = {"machine": report.machine(), "mode": sizes.label, "w5_resources": sizes.w5, **results}
     results["targets"] = report.verdicts(results)
     report.write(results, out)

@@ -4,7 +4,8 @@ Starts every SecantusDB server that can run here (the Rust server and the Python
 wheel; `--py-path DIR` adds the Python server of a SecantusDB installed with `pip install --target DIR`,
 e.g. another version), loads W1/W2's fixture into each, then times in turns, on each engine:
 
-- W1 and W2's reads as raw PyMongo sends them (baseline (a): `find` by `_id` with `$in`, per type);
+- W1 and W2's reads as raw PyMongo sends them: under `make bench`, FinGate's own reads recorded on the main run
+  (baseline (a)); alone, `find` by `_id` with `$in` per type, of whole documents;
 - FinGate's reference level as `Store.get_by_type` reads it (one `find` by `_id` per type, sent together) and
   as the one-command `$documents` + `$lookup` aggregate it used to send, with whole documents and with W2's
   projection, as dicts and as `RawBSONDocument`.
@@ -79,8 +80,11 @@ async def _levels(store: Store, fixture: data.Fixture) -> tuple[dict[str, list[s
     return out[0], out[1]
 
 
+Recorded = dict[str, list[list[dict[str, Any]]]]  # workload -> FinGate's reads, as `bench.workloads.sent` records them
+
+
 def _calls(
-    store: Store, raw: baseline.RawMongo, fixture: data.Fixture, levels: Any
+    store: Store, raw: baseline.RawMongo, fixture: data.Fixture, levels: Any, recorded: Recorded | None = None
 ) -> dict[str, Callable[[], Awaitable[Any]]]:
     w1_id, payer = fixture.w1_ids[data.W1_SIZE], fixture.w2_payers[data.W2_SIZE]
     w1_level, w2_level = levels
@@ -106,9 +110,18 @@ def _calls(
         ]
         return await (await store.db.aggregate([{"$documents": rows}, *lookups], batchSize=len(rows) + 1)).to_list()
 
+    async def replayed(rounds: list[list[dict[str, Any]]]) -> list[Any]:
+        found = await raw.replay(rounds)
+        if not found:
+            raise RuntimeError("FinGate's recorded reads found nothing here: not the fixture they were recorded on")
+        return found
+
+    # With FinGate's recorded reads (`make bench`), the reads it sends; alone, raw finds of whole documents.
     return {
-        "W1 raw PyMongo (a)": lambda: raw.w1(w1_id),
-        "W2 raw PyMongo (a)": lambda: raw.w2(payer, data.W2_COUNT),
+        "W1 raw PyMongo (a)": (lambda: replayed(recorded["W1"])) if recorded else (lambda: raw.w1(w1_id)),
+        "W2 raw PyMongo (a)": (
+            (lambda: replayed(recorded["W2"])) if recorded else (lambda: raw.w2(payer, data.W2_COUNT))
+        ),
         "W1 level: aggregate": lambda: aggregate(w1_level),
         "W1 level: finds per type": lambda: store.get_by_type(w1_level),
         "W2 level: aggregate": lambda: aggregate(w2_level),
@@ -123,7 +136,10 @@ READS = ("W1 raw PyMongo (a)", "W2 raw PyMongo (a)")  # what `make bench` compar
 
 
 async def measure(
-    found: list[tuple[Engine, str]], sizes: workloads.Sizes, only: tuple[str, ...] = ()
+    found: list[tuple[Engine, str]],
+    sizes: workloads.Sizes,
+    only: tuple[str, ...] = (),
+    recorded: Recorded | None = None,
 ) -> dict[str, dict[str, Any]]:
     calls: dict[str, Callable[[], Awaitable[Any]]] = {}
     opened = []
@@ -133,7 +149,7 @@ async def measure(
         levels = await _levels(store, fixture)
         calls |= {
             f"{engine.label} | {name}": call
-            for name, call in _calls(store, raw, fixture, levels).items()
+            for name, call in _calls(store, raw, fixture, levels, recorded).items()
             if not only or name in only
         }
     try:
@@ -148,11 +164,12 @@ async def measure(
     return out
 
 
-def compare(sizes: workloads.Sizes) -> dict[str, Any]:
-    """`make bench`'s engine comparison: W1's and W2's reads on every engine that runs here, in turns."""
+def compare(sizes: workloads.Sizes, recorded: Recorded | None = None) -> dict[str, Any]:
+    """`make bench`'s engine comparison: W1's and W2's reads (FinGate's, as recorded) on every engine that runs
+    here, in turns, on the same fixture."""
     found = engines([])
     with tempfile.TemporaryDirectory(prefix="fingate-engines-") as tmp, running(found, Path(tmp)) as started:
-        reads = asyncio.run(measure(started, sizes, READS))
+        reads = asyncio.run(measure(started, sizes, READS, recorded))
     return {"engines": [e.label for e in found], "reads": reads}
 
 

@@ -82,6 +82,7 @@ class Workload:
     variables: dict[str, Any] | None = None
     found: dict[tuple[str, str], Resource] = field(default_factory=dict)
     listed: list[Resource] = field(default_factory=list)
+    reads: list[list[dict[str, Any]]] = field(default_factory=list)  # FinGate's recorded reads, baseline (a)'s
 
 
 async def setup(uri: str, sizes: Sizes) -> Env:
@@ -173,11 +174,11 @@ async def workloads(env: Env) -> list[Workload]:
     w1, w2, w3 = queries.w1(w1_id, env.w1_selection), queries.w2(payer, data.W2_COUNT), queries.w3(fx.w3_claim)
     reads = {name: await sent(env, query) for name, query in (("W1", w1), ("W2", w2), ("W3", w3))}
     return [
-        Workload("W1", w1, lambda: env.raw.replay(reads["W1"]), sizes.repeats, found=w1_found),
+        Workload("W1", w1, lambda: env.raw.replay(reads["W1"]), sizes.repeats, found=w1_found, reads=reads["W1"]),
         Workload("W2", w2, lambda: env.raw.replay(reads["W2"]), sizes.repeats,
-                 found=await _prefetch(env.store, listed), listed=listed),
+                 found=await _prefetch(env.store, listed), listed=listed, reads=reads["W2"]),
         Workload("W3", w3, lambda: env.raw.replay(reads["W3"]), sizes.fast_repeats,
-                 found={("Claim", fx.w3_claim): claim} if claim else {}),
+                 found={("Claim", fx.w3_claim): claim} if claim else {}, reads=reads["W3"]),
         Workload("W4", queries.W4, lambda: env.raw.w4(raw_claim), sizes.repeats, variables={"res": new_claim}),
     ]  # fmt: skip
 
