@@ -402,7 +402,13 @@ class Store:
         if session is not None or len(reads) < 2:
             found = [await r for r in reads]
         else:
-            found = await asyncio.gather(*reads)
+            tasks = [asyncio.ensure_future(r) for r in reads]
+            try:
+                found = await asyncio.gather(*tasks)
+            except BaseException:  # one failed (or the request was cancelled): the others stop too
+                for task in tasks:
+                    task.cancel()
+                raise
         return {key: resource for part in found for key, resource in part}
 
     @_guarded
