@@ -163,6 +163,64 @@ async def test_a_follower_sees_every_event_once_in_order_and_wakes_on_commits(st
     assert resumed == [3, 4]
 
 
+async def test_many_followers_share_one_read_per_commit(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twenty followers of one tenant: each commit costs one outbox read (and one sequencing) for all of them, not
+    one each; every follower still gets every event once, in order, its own types only."""
+    writer = Writer(store)
+    reads: list[int] = []
+    real = Store.events_after
+
+    async def counted(self: Store, position: int, limit: int, types: frozenset[str] | None = None) -> Any:
+        reads.append(position)
+        return await real(self, position, limit, types)
+
+    monkeypatch.setattr(Store, "events_after", counted)
+    start = await store.last_position()
+    seen: dict[int, list[int]] = {n: [] for n in range(20)}
+    done = asyncio.Event()
+
+    async def consume(n: int) -> None:
+        async for event in follow(store, start, frozenset({"Patient"}) if n % 2 else None, poll=3600):
+            seen[n].append(event["position"])
+            if all(len(s) == (3 if k % 2 else 4) for k, s in seen.items()):
+                done.set()
+
+    tasks = [asyncio.create_task(consume(n)) for n in range(20)]
+    try:
+        patient = await writer.create("Patient", dict(PATIENT))
+        await writer.create("Claim", claim(patient["id"]))
+        for _ in range(2):
+            await writer.create("Patient", dict(PATIENT))
+        await asyncio.wait_for(done.wait(), WAIT)
+    finally:
+        for task in tasks:
+            task.cancel()
+    everything = [start + 1, start + 2, start + 3, start + 4]
+    assert all(s == (everything if n % 2 == 0 else [p for p in everything if p != start + 2]) for n, s in seen.items())
+    assert len(reads) <= 5, reads  # one as the feed starts, then at most one per commit (close ones share one)
+
+
+async def test_a_follower_from_before_the_feeds_recent_events_reads_them_itself(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app import events
+
+    monkeypatch.setattr(events._Feed, "RECENT", 2)  # the feed keeps two: the rest come from the outbox
+    writer = Writer(store)
+    start = await store.last_position()
+    patient = await writer.create("Patient", dict(PATIENT))
+    for _ in range(3):
+        await writer.create("Claim", claim(patient["id"]))
+    live = follow(store, -1, poll=3600)  # the feed starts, caught up
+    first = asyncio.ensure_future(anext(live))
+    for _ in range(3):
+        await writer.create("Patient", dict(PATIENT))
+    await asyncio.wait_for(first, WAIT)
+    resumed = [e["position"] async for e in _take(follow(store, start, frozenset({"Patient"}), batch=2), 4)]
+    assert resumed == [start + 1, start + 5, start + 6, start + 7]  # past the Claims, then the feed's recent ones
+    await live.aclose()
+
+
 async def _take(events: Any, n: int) -> Any:
     async for event in events:
         yield event
