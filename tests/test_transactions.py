@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from decimal import Decimal
@@ -207,6 +208,41 @@ async def test_the_rules_see_the_final_state_not_each_step(client: httpx.AsyncCl
     activated = [*draft_only, entry("PATCH", c, [{"op": "replace", "path": "/status", "value": "active"}])]
     result = ok(await run(client, TRANSACTION, activated))["transaction"]
     assert [r["outcome"] for r in result] == ["created", "created", "updated"]
+
+
+async def test_conditional_update_creates_then_updates_the_one_match(client: httpx.AsyncClient, store: Store) -> None:
+    """PUT `Type?criteria`: no match creates (the resource's id, or a new one), one match is updated (its id kept,
+    a fullUrl naming it for the other entries), several are PRECONDITION_FAILED; nothing is stored on failure."""
+    mrn = {"identifier": [{"system": "http://x", "value": "cu1"}]}
+    url = "Patient?identifier=http://x|cu1"
+    made = ok(await run(client, TRANSACTION, [entry("PUT", url, {**PATIENT, **mrn})]))["transaction"][0]
+    assert (made["outcome"], made["status"], made["versionId"]) == ("created", "201 Created", "1")
+    p = "urn:uuid:00000000-0000-4000-8000-0000000000cc"
+    renamed = {**PATIENT, **mrn, "name": [{"family": "Okafor"}]}
+    entries = [entry("PUT", url, renamed, p), entry("POST", "Claim", claim(p))]
+    updated, claimed = ok(await run(client, TRANSACTION, entries))["transaction"]
+    assert (updated["outcome"], updated["id"], updated["versionId"]) == ("updated", made["id"], "2")
+    read = await gql(client, "query($id: ID!) { Claim(id: $id) { patient { reference } } }", {"id": claimed["id"]})
+    assert ok(read)["Claim"]["patient"]["reference"] == f"Patient/{made['id']}"
+    wrong = await run(client, TRANSACTION, [entry("PUT", url, {**renamed, "id": "someone-else"})])
+    assert error_codes(wrong) == ["BAD_USER_INPUT"] and wrong["errors"][0]["extensions"]["entry"] == 0
+    ok(await run(client, TRANSACTION, [entry("POST", "Patient", {**PATIENT, **mrn})]))  # a second match
+    before = await store.db["Patient"].count_documents({})
+    several = await run(client, TRANSACTION, [entry("POST", "Claim", claim(p)), entry("PUT", url, renamed, p)])
+    assert error_codes(several) == ["PRECONDITION_FAILED"] and several["errors"][0]["extensions"]["entry"] == 1
+    assert await store.db["Patient"].count_documents({}) == before and await store.db["Claim"].count_documents({}) == 1
+
+
+async def test_racing_conditional_updates_create_one_resource(client: httpx.AsyncClient, store: Store) -> None:
+    """Ten batches putting the same `Type?criteria` at once: one creates, the others update what it made."""
+    body = {**PATIENT, "identifier": [{"system": "http://x", "value": "race"}]}
+    answers = await asyncio.gather(
+        *(run(client, BATCH, [entry("PUT", "Patient?identifier=http://x|race", body)]) for _ in range(10))
+    )
+    outcomes = [ok(a)["batch"][0] for a in answers]
+    assert sorted(o["outcome"] for o in outcomes).count("created") == 1, outcomes
+    assert len({o["id"] for o in outcomes}) == 1
+    assert await store.db["Patient"].count_documents({"identifier.value": "race"}) == 1
 
 
 async def test_delete_and_conditional_create_in_a_transaction(client: httpx.AsyncClient) -> None:

@@ -117,8 +117,13 @@ class _Planned:
     entry: Entry
     resource_type: str
     id: str | None = None  # PUT, PATCH, DELETE: the target; POST: the id it will get
-    matched: Resource | None = None  # a conditional create's existing match
+    matched: Resource | None = None  # a conditional create's (or update's) existing match
     resource: Any = None
+    criteria: str | None = None  # a conditional create's `ifNoneExist`, or a conditional update's `Type?criteria`
+
+    @property
+    def conditional(self) -> bool:
+        return self.criteria is not None
 
 
 @dataclass
@@ -193,7 +198,8 @@ def _target(url: str, ids: dict[str, str]) -> tuple[str, str]:
         raise _bad(f"request.url {url!r} is the fullUrl of no entry of this Bundle", "request.url")
     if len(parts) != 2 or not parts[1] or "?" in url:
         raise _bad(
-            f"request.url must be Type/id here (conditional updates and deletes are not served), got {url!r}",
+            f"request.url must be Type/id here (conditional deletes are not served; a PUT may take Type?criteria),"
+            f" got {url!r}",
             "request.url",
         )
     return parts[0], parts[1]
@@ -212,8 +218,13 @@ def _planned(index: int, entry: Entry) -> _Planned:
         raise _bad(f"request.method must be POST, PUT, PATCH or DELETE, got {entry.method!r}", "request.method")
     entry.method = method
     url = entry.url.strip().strip("/")
+    criteria = entry.if_none_exist
     if method == POST:
         resource_type = url.split("?", 1)[0]
+    elif method == PUT and "?" in url and not url.startswith(URN):  # a conditional update: Type?criteria
+        resource_type, criteria = url.split("?", 1)
+        if "/" in resource_type or not criteria:
+            raise _bad(f"a conditional update's request.url is Type?criteria, got {entry.url!r}", "request.url")
     else:
         resource_type = url.split("/", 1)[0] if not url.startswith(URN) else ""
     resource = entry.resource
@@ -231,17 +242,31 @@ def _planned(index: int, entry: Entry) -> _Planned:
         raise _bad("ifNoneExist belongs to a POST (conditional create)", "request.ifNoneExist")
     if resource_type and resource_type not in SERVED:
         raise _bad(f"{resource_type!r} is not a resource type FinGate serves", "request.url")
-    return _Planned(index, entry, resource_type, resource=resource)
+    return _Planned(index, entry, resource_type, resource=resource, criteria=criteria)
+
+
+def _conditional_update_id(p: _Planned) -> str:
+    """A conditional update's target: its match (the resource may name no other id), else a new resource, with the
+    resource's id if it gives one (FHIR's update-as-create)."""
+    given = p.resource.get("id") if isinstance(p.resource, dict) else None
+    if p.matched is not None:
+        if given not in (None, p.matched["id"]):
+            raise _at(
+                p.index,
+                _bad(f"resource.id {given!r} is not the id of what {p.entry.url!r} matches", "resource.id"),
+            )
+        return str(p.matched["id"])
+    return str(given) if given else new_id()
 
 
 def _ids(planned: Sequence[_Planned]) -> dict[str, str]:
     """fullUrl (`urn:uuid:`) -> `Type/id` of every entry that names its resource, POSTs getting their ids now."""
     ids: dict[str, str] = {}
     for p in planned:
-        if p.entry.method == POST and p.matched is None:
-            p.id = new_id()
-        elif p.entry.method == POST and p.matched is not None:
-            p.id = p.matched["id"]
+        if p.entry.method == POST:
+            p.id = new_id() if p.matched is None else p.matched["id"]
+        elif p.entry.method == PUT and p.conditional:
+            p.id = _conditional_update_id(p)
         elif p.entry.method == PUT and isinstance(p.resource, dict) and p.resource.get("id"):
             p.id = str(p.resource["id"])
         full_url = p.entry.full_url
@@ -305,7 +330,7 @@ async def _apply(
 ) -> None:
     entry = p.entry
     method = entry.method
-    if method != POST:
+    if method != POST and not p.conditional:
         p.resource_type, p.id = _target(entry.url.strip().strip("/"), ids)
         if p.resource_type not in SERVED:
             raise _bad(f"{p.resource_type!r} is not a resource type FinGate serves", "request.url")
@@ -320,9 +345,8 @@ async def _apply(
     if method == POST and p.matched is not None:
         action, stored = "matched", p.matched
     elif method == POST:
-        if entry.if_none_exist is not None:
-            _, canonical = search_criteria(p.resource_type, entry.if_none_exist)
-            await writer.store.claim_criteria(p.resource_type, canonical, tx)
+        if p.conditional:
+            await _claim(writer, p, tx)
         resource = {**resource, "id": p.id}
         stored = await writer.create(p.resource_type, resource, keep_id=True, session=tx, part=rules.DEFERRED)
         action = "created"
@@ -331,6 +355,8 @@ async def _apply(
             raise _bad(f"resource.id {resource.get('id')!r} does not match request.url {entry.url!r}", "resource.id")
         if touched[key].before is None and touched[key].after is None:
             writer_for(p.resource_type, "create")
+            if p.conditional:  # a conditional update that creates: as a conditional create, once however raced
+                await _claim(writer, p, tx)
         action, stored = await writer.put(
             p.resource_type, {**resource, "id": p.id}, version, session=tx, part=rules.DEFERRED
         )
@@ -349,6 +375,14 @@ async def _apply(
     )
 
 
+async def _claim(writer: Writer, p: _Planned, tx: Any) -> None:
+    """The criteria document of a conditional write that creates (app.store `claim_criteria`): of two racing
+    ones, one commits and the other starts again and finds the winner's resource."""
+    assert p.criteria is not None
+    _, canonical = search_criteria(p.resource_type, p.criteria)
+    await writer.store.claim_criteria(p.resource_type, canonical, tx)
+
+
 async def batch(store: Store, writer_for: WriterFor, entries: Sequence[Entry]) -> list[Outcome]:
     """Each entry on its own, in the order given, as a transaction of one entry (the same checks); a failure is
     that entry's outcome. A conditional create that loses a race starts again, as `TCreate`'s does."""
@@ -359,7 +393,7 @@ async def batch(store: Store, writer_for: WriterFor, entries: Sequence[Entry]) -
             planned.append(_plan(i, e))
         except errors.FinGateError as exc:
             outcomes[i] = Outcome(i, e.full_url, error=exc)  # already the entry's (`_plan`)
-    ids = _ids([p for p in planned if p.entry.if_none_exist is None])
+    ids = _ids([p for p in planned if not p.conditional])
     for p in planned:
         try:
             outcomes[p.index] = await _alone(store, p, ids, writer_for)
@@ -374,10 +408,11 @@ async def batch(store: Store, writer_for: WriterFor, entries: Sequence[Entry]) -
 
 
 async def _decide(p: _Planned, writer_for: WriterFor, tx: Any) -> None:
-    """A conditional create's match, read in `tx`: it decides whether the entry creates."""
-    if p.entry.method == POST and p.entry.if_none_exist is not None:
+    """A conditional create's or update's match, read in `tx`: it decides whether the entry creates (none) or
+    what it updates (one); several are PRECONDITION_FAILED."""
+    if p.criteria is not None:
         try:
-            p.matched = await writer_for(p.resource_type, "read").find_match(p.resource_type, p.entry.if_none_exist, tx)
+            p.matched = await writer_for(p.resource_type, "read").find_match(p.resource_type, p.criteria, tx)
         except errors.FinGateError as exc:
             raise _at(p.index, exc) from None
 
@@ -387,8 +422,8 @@ async def _alone(store: Store, p: _Planned, ids: dict[str, str], writer_for: Wri
         outcomes: dict[int, Outcome] = {}
         async with store.transaction() as tx:
             await _decide(p, writer_for, tx)
-            if p.entry.if_none_exist is not None:
-                p.id = p.matched["id"] if p.matched is not None else new_id()
+            if p.conditional:
+                p.id = _conditional_update_id(p) if p.entry.method == PUT else (p.matched or {}).get("id") or new_id()
             touched: dict[tuple[str, str], _Touched] = {}
             try:
                 await _apply(p, ids, writer_for, tx, outcomes, touched)
@@ -397,9 +432,9 @@ async def _alone(store: Store, p: _Planned, ids: dict[str, str], writer_for: Wri
             await _check_final(touched, tx)
         return outcomes[p.index]
 
-    if p.entry.if_none_exist is None:
+    if not p.conditional:
         return await attempt()
-    async for retrying in racing():  # a conditional create that lost a race starts again, as TCreate does
+    async for retrying in racing():  # a conditional write that lost a race starts again, as TCreate does
         with retrying:
             outcome = await attempt()
     return outcome
