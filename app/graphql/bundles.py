@@ -22,7 +22,8 @@ class BundleEntryRequestInput:
     method: str = strawberry.field(description="POST (create), PUT (update, or create with that id), PATCH, DELETE.")
     url: str = strawberry.field(
         description="POST: the type (`Claim`); PUT, PATCH, DELETE: `Type/id`, where the id may be another entry's "
-        "`urn:uuid:` fullUrl (`Claim/urn:uuid:...`, or the fullUrl alone)."
+        "`urn:uuid:` fullUrl (`Claim/urn:uuid:...`, or the fullUrl alone); a PUT may also be `Type?criteria`, a "
+        "conditional update (the one match updated, none: created, several: PRECONDITION_FAILED)."
     )
     ifMatch: str | None = strawberry.field(  # noqa: N815 - FHIR's name
         default=None, description='The expected meta.versionId (`1` or `W/"1"`): a CONFLICT when it differs.'
