@@ -188,12 +188,7 @@ class Dispatcher:
         if error is not None:
             await self._dead(store, tenant, subscription, f"handshake: {error}")
             return None
-        active = {k: v for k, v in subscription.items() if k != "meta"} | {"status": "active"}
-        try:
-            return await Writer(store, actor="rest-hook dispatcher").update("Subscription", id, active, version)
-        except errors.FinGateError as exc:  # written meanwhile: the next round serves its new version
-            log.warning("Subscription/%s (tenant %s): not activated: %s", id, tenant, exc.message)
-            return None
+        return await _set_status(store, tenant, subscription, "active")  # None: written meanwhile, served next round
 
     async def _heartbeat(self, store: Store, tenant: str, subscription: Resource, state: dict[str, Any]) -> None:
         """A heartbeat when nothing was sent for the Subscription's `heartbeatPeriod` seconds (R5), dead-lettering
@@ -203,7 +198,7 @@ class Dispatcher:
             return
         now, id = self.now(), subscription["id"]
         last = state.get("lastSent") or state.get("started")
-        if last is not None and now - _aware(last) < timedelta(seconds=period):
+        if last is not None and now - last < timedelta(seconds=period):
             return
         msg_id, number = f"{id}-heartbeat-{int(now.timestamp())}", state["eventsSinceSubscriptionStart"]
         bundle = notification.control(subscription, notification.HEARTBEAT, number, now, msg_id)
@@ -279,18 +274,23 @@ class Dispatcher:
     async def _dead(self, store: Store, tenant: str, subscription: Resource, error: str) -> None:
         """Delivery stops: the Subscription's `status` becomes `error` (R5: the server could not notify), and it
         stays dead-lettered until the client writes it again (a fixed endpoint, `status` back to `active`)."""
-        id, version = subscription["id"], _version(subscription)
-        failed = {k: v for k, v in subscription.items() if k != "meta"} | {"status": "error"}
-        try:
-            written = await Writer(store, actor="rest-hook dispatcher").update("Subscription", id, failed, version)
-            version = _version(written)
-        except errors.FinGateError as exc:  # written meanwhile: its new version revives delivery anyway
-            log.warning("Subscription/%s (tenant %s): status not set to error: %s", id, tenant, exc.message)
-        await self.deliveries.fail(tenant, id, self.owner, error, version)
+        written = await _set_status(store, tenant, subscription, "error")  # None: written meanwhile, which revives it
+        version = _version(written or subscription)
+        await self.deliveries.fail(tenant, subscription["id"], self.owner, error, version)
 
 
-def _aware(when: datetime) -> datetime:
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
+async def _set_status(store: Store, tenant: str, subscription: Resource, status: str) -> Resource | None:
+    """The Subscription's next version, with `status`, written by the dispatcher if it is still the version read;
+    None (logged) when the client wrote it meanwhile."""
+    id = subscription["id"]
+    changed = {k: v for k, v in subscription.items() if k != "meta"} | {"status": status}
+    try:
+        return await Writer(store, actor="rest-hook dispatcher").update(
+            "Subscription", id, changed, _version(subscription)
+        )
+    except errors.FinGateError as exc:
+        log.warning("Subscription/%s (tenant %s): status not set to %s: %s", id, tenant, status, exc.message)
+        return None
 
 
 def _version(subscription: Resource) -> str:

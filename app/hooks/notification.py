@@ -34,15 +34,7 @@ def bundle(
         if content == "full-resource" and resource is not None:
             entry["resource"] = resource
         entries.append(entry)
-    status = {
-        "resourceType": "SubscriptionStatus",
-        "status": "active",
-        "type": "event-notification",
-        "eventsSinceSubscriptionStart": str(number),
-        "notificationEvent": [notification_event],
-        "subscription": {"reference": f"Subscription/{subscription['id']}"},
-        "topic": topic,
-    }
+    status = {**_status(subscription, topic, EVENT, number), "notificationEvent": [notification_event]}
     return {
         "resourceType": "Bundle",
         "id": message_id(subscription["id"], event["position"]),
@@ -55,20 +47,25 @@ def bundle(
 def control(subscription: Resource, kind: str, number: int, when: datetime, msg_id: str) -> dict[str, Any]:
     """A handshake (to a `requested` Subscription) or a heartbeat: a notification Bundle holding only the
     SubscriptionStatus, with the events delivered so far."""
-    status = {
-        "resourceType": "SubscriptionStatus",
-        "status": "requested" if kind == HANDSHAKE else "active",
-        "type": kind,
-        "eventsSinceSubscriptionStart": str(number),
-        "subscription": {"reference": f"Subscription/{subscription['id']}"},
-        "topic": subscription.get("topic"),
-    }
+    status = _status(subscription, subscription.get("topic"), kind, number)
     return {
         "resourceType": "Bundle",
         "id": msg_id,
         "type": "subscription-notification",
         "timestamp": instant(when),
         "entry": [{"fullUrl": f"urn:uuid:{kind}-{msg_id}", "resource": status}],
+    }
+
+
+def _status(subscription: Resource, topic: Any, kind: str, number: int) -> dict[str, Any]:
+    """The SubscriptionStatus every notification Bundle starts with (a handshake's Subscription is `requested`)."""
+    return {
+        "resourceType": "SubscriptionStatus",
+        "status": "requested" if kind == HANDSHAKE else "active",
+        "type": kind,
+        "eventsSinceSubscriptionStart": str(number),
+        "subscription": {"reference": f"Subscription/{subscription['id']}"},
+        "topic": topic,
     }
 
 
