@@ -245,9 +245,11 @@ def _planned(index: int, entry: Entry) -> _Planned:
     return _Planned(index, entry, resource_type, resource=resource, criteria=criteria)
 
 
-def _conditional_update_id(p: _Planned) -> str:
-    """A conditional update's target: its match (the resource may name no other id), else a new resource, with the
-    resource's id if it gives one (FHIR's update-as-create)."""
+def _created_or_matched_id(p: _Planned) -> str:
+    """A POST's id (its conditional match's, else a new one), or a conditional update's target: its match (the
+    resource may name no other id), else a new resource, with the resource's id if it gives one."""
+    if p.entry.method == POST:
+        return str(p.matched["id"]) if p.matched is not None else new_id()
     given = p.resource.get("id") if isinstance(p.resource, dict) else None
     if p.matched is not None:
         if given not in (None, p.matched["id"]):
@@ -263,10 +265,8 @@ def _ids(planned: Sequence[_Planned]) -> dict[str, str]:
     """fullUrl (`urn:uuid:`) -> `Type/id` of every entry that names its resource, POSTs getting their ids now."""
     ids: dict[str, str] = {}
     for p in planned:
-        if p.entry.method == POST:
-            p.id = new_id() if p.matched is None else p.matched["id"]
-        elif p.entry.method == PUT and p.conditional:
-            p.id = _conditional_update_id(p)
+        if p.entry.method == POST or (p.entry.method == PUT and p.conditional):
+            p.id = _created_or_matched_id(p)
         elif p.entry.method == PUT and isinstance(p.resource, dict) and p.resource.get("id"):
             p.id = str(p.resource["id"])
         full_url = p.entry.full_url
@@ -423,7 +423,7 @@ async def _alone(store: Store, p: _Planned, ids: dict[str, str], writer_for: Wri
         async with store.transaction() as tx:
             await _decide(p, writer_for, tx)
             if p.conditional:
-                p.id = _conditional_update_id(p) if p.entry.method == PUT else (p.matched or {}).get("id") or new_id()
+                p.id = _created_or_matched_id(p)
             touched: dict[tuple[str, str], _Touched] = {}
             try:
                 await _apply(p, ids, writer_for, tx, outcomes, touched)
