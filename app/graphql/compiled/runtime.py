@@ -14,11 +14,12 @@ from app.graphql.compiled.compiler import Fallback, Plan, ResolverField
 class _ResolveInfo:
     """The part of graphql-core's GraphQLResolveInfo that Strawberry's resolver wrapper passes on.
 
-    FinGate's resolvers read only `info.context`; fields whose extensions or permissions might
-    read more are not compiled.
+    FinGate's resolvers read `info.context` and `info.path`, and a billing view its field's selection
+    (`field_nodes`, `fragments`: made only when asked for, as one is made per root of every batched level);
+    fields whose extensions or permissions might read more are not compiled.
     """
 
-    __slots__ = ("context", "root_value", "operation", "variable_values", "schema", "fragments", "path", "field_nodes")
+    __slots__ = ("context", "root_value", "operation", "variable_values", "schema", "path", "_fragments", "_field")
 
     def __init__(self, executor: Any, context: Any, root_value: Any) -> None:
         self.context = context
@@ -26,17 +27,25 @@ class _ResolveInfo:
         self.operation = executor.operation
         self.variable_values = executor.variable_values
         self.schema = executor.schema
-        # As graphql-core's resolve info has them: the definitions (the executor holds them with their signatures).
-        self.fragments = {name: f.definition for name, f in executor.fragments.items()}
+        self._fragments = executor.fragments
         self.path: Any = None
-        self.field_nodes: list[Any] = []
+        self._field: ResolverField | None = None
+
+    @property
+    def fragments(self) -> dict[str, Any]:
+        """As graphql-core's resolve info has them: the definitions (the executor holds them with their signatures)."""
+        return {name: f.definition for name, f in self._fragments.items()}
+
+    @property
+    def field_nodes(self) -> list[Any]:
+        return [] if self._field is None else [d.node for d in self._field.details]
 
     def at(self, path: Any, field: ResolverField) -> _ResolveInfo:
         """This info for `field` at `path` (a view's lists note their cut by them: app.graphql.truncation)."""
         info = _ResolveInfo.__new__(_ResolveInfo)
         info.context, info.root_value, info.operation = self.context, self.root_value, self.operation
-        info.variable_values, info.schema, info.fragments = self.variable_values, self.schema, self.fragments
-        info.path, info.field_nodes = path, [d.node for d in field.details]
+        info.variable_values, info.schema, info._fragments = self.variable_values, self.schema, self._fragments
+        info.path, info._field = path, field
         return info
 
 
