@@ -214,11 +214,12 @@ def _key(item: Item) -> tuple[str, str]:
 
 async def _existing(writer: Writer, items: list[Item]) -> set[tuple[str, str]]:
     """Which of the single resources `items` are stored already (by type and id)."""
-    ids: dict[str, list[str]] = {}
-    for item in items:
-        resource = item.resources[0]
-        if isinstance(resource.get("id"), str) and isinstance(resource.get("resourceType"), str):
-            ids.setdefault(resource["resourceType"], []).append(resource["id"])
+    named = (item.resources[0] for item in items)
+    ids = _by_key(
+        (r["resourceType"], r["id"])
+        for r in named
+        if isinstance(r.get("id"), str) and isinstance(r.get("resourceType"), str)
+    )
     return set(await writer.store.get_by_type(ids, fields=("id",))) if ids else set()
 
 
