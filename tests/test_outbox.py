@@ -211,7 +211,9 @@ async def test_a_follower_from_before_the_feeds_recent_events_reads_them_itself(
     patient = await writer.create("Patient", dict(PATIENT))
     for _ in range(3):
         await writer.create("Claim", claim(patient["id"]))
-    live = follow(store, -1, poll=3600)  # the feed starts, caught up
+    # The feed starts caught up, at a position given (from now, -1, would race the writes below: a late start would
+    # begin after them and wait for more, as the CI run that timed out here did).
+    live = follow(store, start + 4, poll=3600)
     first = asyncio.ensure_future(anext(live))
     for _ in range(3):
         await writer.create("Patient", dict(PATIENT))
