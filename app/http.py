@@ -615,6 +615,7 @@ class JSONCORSMiddleware(CORSMiddleware):
 
 # /readyz answers within this, whatever the database does.
 READY_TIMEOUT = 1.0
+GZIP = {"minimum_size": 1024, "compresslevel": 6}  # answers of 1 KB and more are compressed, if the client accepts it
 
 
 async def database_ready(store: Store, embedded: EmbeddedMongo | None) -> bool:
@@ -966,5 +967,5 @@ def create_app(
             allow_headers=["authorization", "content-type", "x-request-id"],
         )
     app.add_middleware(RequestMiddleware)  # type: ignore[arg-type]
-    app.add_middleware(GZipMiddleware, minimum_size=1024, compresslevel=6)  # type: ignore[arg-type]
+    app.add_middleware(GZipMiddleware, **GZIP)  # type: ignore[arg-type]
     return app

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from app.embedded import EmbeddedMongo
-from bench import engines, loading, payers, report, server, workloads
+from bench import engines, floor, loading, payers, report, server, workloads
 
 PROFILE = Path(__file__).with_name("profile-w1.txt")
 
@@ -39,11 +39,29 @@ async def _over_http(
         out: dict[str, Any] = {
             w.name: await server.latency(served.url, server.body(w.query, w.variables), w.repeats) for w in items
         }
+        if compiled:  # the same answers from a bare route: what serving them costs with no GraphQL, no database
+            for w in items:
+                if w.name in FLOORS:
+                    body = await server.answer(served.url, server.body(w.query, w.variables))
+                    out[f"{w.name} floor"] = await _floor(body, w.repeats, log)
         w3, sizes = next(w for w in items if w.name == "W3"), env.sizes
         rps = await server.throughput(served.url, server.body(w3.query), sizes.throughput_requests, sizes.concurrency)
         out["throughput"] = {"rps": rps, "requests": sizes.throughput_requests, "concurrency": sizes.concurrency}
         out["server"] = {"ready_seconds": served.ready_seconds, "peak_rss_mb": server.peak_rss_mb(served.process.pid)}
         return out
+    finally:
+        server.stop(served)
+
+
+FLOORS = ("W1", "W2")  # the workloads measured against their HTTP floor (`bench.floor`)
+
+
+async def _floor(body: bytes, repeats: int, log: Path) -> Any:
+    path = log.with_suffix(".floor.json")
+    path.write_bytes(body)
+    served = server.start({floor.BODY: str(path)}, log.with_suffix(".floor.log"), floor=True)
+    try:
+        return await server.latency(served.url, server.body("{ floor }"), repeats)
     finally:
         server.stop(served)
 
@@ -67,6 +85,8 @@ async def measure(uri: str, sizes: workloads.Sizes, tmp: Path) -> dict[str, Any]
         results[w.name]["http"] = http[w.name]
         if w.name in http_compiled:
             results[w.name]["http_compiled"] = http_compiled[w.name]
+        if f"{w.name} floor" in http_compiled:
+            results[w.name]["http_floor"] = http_compiled[f"{w.name} floor"]
     results["W3"]["throughput"] = http["throughput"]
     results["W3"]["throughput_compiled"] = http_compiled["throughput"]
     results["W5"] = await loading.w5(uri, sizes.w5)

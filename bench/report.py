@@ -81,6 +81,10 @@ def _workload_rows(name: str, w: dict[str, Any]) -> list[list[str]]:
     rows += [
         [f"{name} {label}", _ms(w[k], "median_ms"), _ms(w[k], "p90_ms"), "", "", "", "", ""] for k, label in _BASELINES
     ]
+    if floor := w.get("http_floor"):  # no GraphQL, no database: what any server pays to send this answer
+        label = f"{name} HTTP floor: FinGate's answer from a bare route (`bench.floor`)"
+        rows.append([label, _ms(floor, "median_ms"), _ms(floor, "p90_ms"), _ratio(floor["median_ms"], floors["a"]),
+                     "", "", "", ""])  # fmt: skip
     return rows
 
 

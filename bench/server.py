@@ -35,15 +35,21 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start(settings: dict[str, str], log: Path, args: tuple[str, ...] = ()) -> Server:
-    """`python -m app.cli serve` with `settings` as environment; returns once /readyz answers 200."""
+def start(settings: dict[str, str], log: Path, args: tuple[str, ...] = (), floor: bool = False) -> Server:
+    """`python -m app.cli serve` with `settings` as environment (with `floor`, `bench.floor`'s bare route under
+    uvicorn's defaults, as `fingate serve` uses them); returns once /readyz answers 200."""
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI" and not k.startswith("FINGATE_")}
     env |= {"FINGATE_PORT": str(port), "FINGATE_LOAD_DEMO": "false", **settings}
+    command = (
+        ["uvicorn", "--factory", "bench.floor:app", "--port", str(port), "--no-access-log", "--log-level", "warning"]
+        if floor
+        else ["app.cli", "serve"]
+    )
     started = time.perf_counter()
     with open(log, "ab") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", *args], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
+            [sys.executable, "-m", *command, *args], env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
         )
     url = f"http://127.0.0.1:{port}"
     while time.perf_counter() - started < READY_TIMEOUT:
@@ -80,10 +86,17 @@ def body(query: str, variables: dict[str, Any] | None = None) -> bytes:
     return orjson.dumps({"query": query, "variables": variables or {}}, default=str)
 
 
-async def _post(client: httpx.AsyncClient, payload: bytes) -> None:
+async def _post(client: httpx.AsyncClient, payload: bytes) -> bytes:
     response = await client.post("/graphql", content=payload, headers=_JSON)
     if response.status_code != 200 or b'"errors"' in response.content:
         raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
+    return response.content
+
+
+async def answer(url: str, payload: bytes) -> bytes:
+    """The answer's body, as the server sends it before compression."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        return await _post(client, payload)
 
 
 async def latency(url: str, payload: bytes, n: int) -> Stats:

@@ -69,3 +69,18 @@ async def test_w6_imports_every_copy_from_the_fake_payer_then_changes_nothing(mo
     w6 = await payers.w6(mongo_uri, 3)
     assert (w6["resources"], w6["pages"]) == (1 + 3 * 6, 1 + 1 + 1)  # the Patient, 12 Coverages, 6 EOBs; pages of 20
     assert w6["per_second"] > 0 and w6["reimport_per_second"] > 0
+
+
+async def test_the_http_floor_serves_the_answer_as_fingate_does() -> None:
+    """`bench.floor` sends the very bytes it is given, compressed by FinGate's gzip settings when accepted."""
+    import httpx
+
+    from bench import floor
+
+    body = b'{"data": {"PaymentReconciliation": ' + b'{"id": "x"}, ' * 200 + b"null}}"
+    transport = httpx.ASGITransport(app=floor.create_app(body))
+    async with httpx.AsyncClient(transport=transport, base_url="http://floor") as client:
+        plain = await client.post("/graphql", content=b"{}", headers={"accept-encoding": "identity"})
+        packed = await client.post("/graphql", content=b"{}", headers={"accept-encoding": "gzip"})
+    assert plain.content == body and "content-encoding" not in plain.headers
+    assert packed.headers["content-encoding"] == "gzip" and packed.content == body  # httpx inflates it
