@@ -5,7 +5,8 @@ from __future__ import annotations
 import http.server
 import logging
 import threading
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +24,22 @@ from tests.tokens import SECRET, authed_client, ec_key, jwks, post, rsa_key, tok
 
 # -- who gets a 401 ---------------------------------------------------------------------------------
 
-UNAUTHENTICATED: dict[str, Any] = {
-    "no header": None,
-    "not a bearer": "Basic YWxpY2U6c2VjcmV0",
-    "garbage": "Bearer not.a.jwt",
-    "expired": "Bearer " + token(lifetime=-120),
-    "not yet valid": "Bearer " + token(nbf=2_000_000_000),
-    "signed with another secret": "Bearer " + token(key="another-secret-" + "x" * 40),
-    "alg none": "Bearer " + unsigned(),
-    "RS256 without a JWKS": "Bearer " + token(key=rsa_key("stranger"), alg="RS256"),
-    "no tenant claim": "Bearer " + token(tenant=None),
-    "a tenant with a slash": "Bearer " + token(tenant="acme/evil"),
-    "no exp": "Bearer "
-    + jwt.encode({"sub": "alice", "tenant": "acme", "scope": "user/*.rs"}, SECRET, algorithm="HS256"),
+# Each made when its test runs, not when the module is collected: a token of the default 5-minute lifetime made at
+# collection had expired by the time a long run reached it, and was refused for that instead of its own fault.
+UNAUTHENTICATED: dict[str, Callable[[], str | None]] = {
+    "no header": lambda: None,
+    "not a bearer": lambda: "Basic YWxpY2U6c2VjcmV0",
+    "garbage": lambda: "Bearer not.a.jwt",
+    "expired": lambda: "Bearer " + token(lifetime=-120),
+    "not yet valid": lambda: "Bearer " + token(nbf=int(time.time()) + 3600, lifetime=7200),  # not a fixed date
+    "signed with another secret": lambda: "Bearer " + token(key="another-secret-" + "x" * 40),
+    "alg none": lambda: "Bearer " + unsigned(),
+    "RS256 without a JWKS": lambda: "Bearer " + token(key=rsa_key("stranger"), alg="RS256"),
+    "no tenant claim": lambda: "Bearer " + token(tenant=None),
+    "a tenant with a slash": lambda: "Bearer " + token(tenant="acme/evil"),
+    "no exp": lambda: (
+        "Bearer " + jwt.encode({"sub": "alice", "tenant": "acme", "scope": "user/*.rs"}, SECRET, algorithm="HS256")
+    ),
 }
 
 
@@ -55,7 +59,7 @@ def _assert_401(response: httpx.Response) -> None:
 
 @pytest.mark.parametrize("case", UNAUTHENTICATED)
 async def test_no_valid_token_is_401(client: httpx.AsyncClient, case: str) -> None:
-    header = UNAUTHENTICATED[case]
+    header = UNAUTHENTICATED[case]()
     headers = {"content-type": "application/json", **({"authorization": header} if header else {})}
     _assert_401(await client.post("/graphql", content=b'{"query": "{ ClaimList { id } }"}', headers=headers))
 

@@ -200,9 +200,9 @@ ACCEPTS = st.sampled_from(
         "text/plain",
     ]
 )
-AUTHORIZATIONS = st.sampled_from(
-    [None, "", "Bearer", "Bearer ", "bearer x.y.z", "Basic YWxpY2U6c2VjcmV0", "Bearer " + token(key="w" * 40)]
-)
+# Made at collection: valid for a day, so a long run still sends a token refused for its key alone.
+WRONG_KEY = "Bearer " + token(key="w" * 40, lifetime=24 * 3600)
+AUTHORIZATIONS = st.sampled_from([None, "", "Bearer", "Bearer ", "bearer x.y.z", "Basic YWxpY2U6c2VjcmV0", WRONG_KEY])
 
 
 @st.composite

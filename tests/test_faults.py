@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import signal
 import subprocess
@@ -362,7 +363,12 @@ async def test_healthz_is_503_once_a_streak_of_crashes_spends_the_restart_budget
 ) -> None:
     f = faulty
     f.db.restart_delays = (0.0, 0.0)  # two restarts per streak of crashes
-    monkeypatch.setattr("app.embedded.STABLE_SECONDS", 3.0)
+
+    def up(long_enough: bool) -> None:
+        """Whether the next crash counts as after a stable run. The supervisor compares the uptime with
+        STABLE_SECONDS when the process dies: set here instead of slept out (3.5 s against 3.0), so neither a slow
+        restart nor a slow machine moves a crash from one streak to another."""
+        monkeypatch.setattr("app.embedded.STABLE_SECONDS", 0.0 if long_enough else math.inf)
 
     async def kill_then_wait_for_restart(restarts: int) -> None:
         process = f.db.process
@@ -374,10 +380,11 @@ async def test_healthz_is_503_once_a_streak_of_crashes_spends_the_restart_budget
 
         await eventually(relaunched, f"restart {restarts}")
 
+    up(long_enough=True)  # each crash starts a new streak
     for restarts in (1, 2):
-        await asyncio.sleep(3.5)  # up longer than STABLE_SECONDS: each crash starts a new streak
         await kill_then_wait_for_restart(restarts)
-    await kill_then_wait_for_restart(3)  # a streak of crashes, each well within STABLE_SECONDS of its start
+    up(long_enough=False)  # a streak of crashes, each within STABLE_SECONDS of its start
+    await kill_then_wait_for_restart(3)
     assert not f.db.gave_up
     process = f.db.process
     assert process is not None

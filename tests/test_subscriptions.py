@@ -159,7 +159,7 @@ async def test_payments_created_by_issuer(live: str) -> None:
 
 @pytest.mark.parametrize(
     "payload",
-    [{}, {"Authorization": "Bearer not.a.jwt"}, {"token": token(key="another-secret-" + "x" * 40)}],
+    [{}, {"Authorization": "Bearer not.a.jwt"}, {"token": token(key="another-secret-" + "x" * 40, lifetime=DAY)}],
     ids=["no token", "garbage", "wrong key"],
 )
 async def test_no_valid_token_no_connection(live: str, payload: dict[str, Any]) -> None:
