@@ -12,6 +12,10 @@ import pytest
 from app.embedded import EmbeddedMongo
 from app.store import Store
 
+# The product's request timeout (10 s) bounds speed: on a slow machine a heavy test request could meet it and
+# fail for that. Test apps get a bound no healthy request meets; the tests of the timeout set their own.
+os.environ.setdefault("FINGATE_REQUEST_TIMEOUT", "120")
+
 
 @pytest.fixture(scope="session")
 def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
