@@ -17,6 +17,7 @@ from app.embedded import EmbeddedMongo
 from bench import engines, floor, loading, payers, report, server, workloads
 
 PROFILE = Path(__file__).with_name("profile-w1.txt")
+FLOORS = ("W1", "W2")  # the workloads measured against their HTTP floor (`bench.floor`)
 
 
 @contextlib.contextmanager
@@ -51,9 +52,6 @@ async def _over_http(
         return out
     finally:
         server.stop(served)
-
-
-FLOORS = ("W1", "W2")  # the workloads measured against their HTTP floor (`bench.floor`)
 
 
 async def _floor(body: bytes, repeats: int, log: Path) -> Any:
