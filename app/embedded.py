@@ -30,6 +30,7 @@ STOP_TIMEOUT = 10.0
 # (and staying up for STABLE_SECONDS), the supervisor gives up and /healthz turns 503.
 RESTART_DELAYS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
 STABLE_SECONDS = 30.0
+PORT_ATTEMPTS = 3  # starts on a fresh free port when the last one was taken before the server bound it
 CONFIG_NAME = "fingate-secantusd.toml"
 RUNNING_NAME = "fingate-running.json"  # the serving FinGate's pid and database URI, while it runs
 RS = "secantusd-rs"
@@ -172,6 +173,16 @@ def _toml(config: dict[str, dict[str, bool]]) -> str:
     return "# Written by FinGate at every start of its embedded database; edits are overwritten.\n" + "\n".join(tables)
 
 
+def _port_taken(log_path: Path, since: int) -> bool:
+    """Whether the server's log, from offset `since`, says its port was in use (both servers' words)."""
+    try:
+        with open(log_path, "rb") as log:
+            log.seek(since)
+            return b"address already in use" in log.read().lower()
+    except OSError:
+        return False
+
+
 def _tail(path: Path, lines: int = 20) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -225,9 +236,19 @@ class EmbeddedMongo:
                 self.engine.label,
                 self.data_dir,
             )
-        self.port = _free_port()
         self._stopping.clear()
-        self._launch(timeout, meanwhile)
+        for attempt in range(1, PORT_ATTEMPTS + 1):
+            # A free port may be taken between our check and the server's bind (a connection's local port,
+            # another server): that start fails at once, saying so, and the next free port is tried.
+            self.port = _free_port()
+            logged = self.log_path.stat().st_size if self.log_path.exists() else 0
+            try:
+                self._launch(timeout, meanwhile if attempt == 1 else None)
+                break
+            except EmbeddedError:
+                if attempt == PORT_ATTEMPTS or not _port_taken(self.log_path, logged):
+                    raise
+                log.warning("port %d was taken before the embedded database bound it; trying another", self.port)
         self._supervisor = threading.Thread(target=self._supervise, name="fingate-embedded-supervisor", daemon=True)
         self._supervisor.start()
         return self.uri

@@ -71,6 +71,25 @@ def test_another_failure_reports_the_log(tmp_path: Path) -> None:
     assert "Last lines of" in str(failure.value) and "no storage for you" in str(failure.value)
 
 
+def test_a_port_taken_before_the_server_binds_it_is_left_for_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The free port found is taken before the server binds it (here by a socket bound to it, not listening:
+    the server's bind fails and probes are refused, as with a connection's local port): the start goes on at the
+    next free port."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        first = taken.getsockname()[1]
+        ports = iter([first])
+        monkeypatch.setattr(embedded, "_free_port", lambda: next(ports, None) or free_port())
+        with EmbeddedMongo(tmp_path) as db:
+            assert db.port != first
+            with socket.create_connection(("127.0.0.1", db.port), timeout=5):
+                pass
+    assert f"port {first} was taken before the embedded database bound it" in caplog.text
+    assert secantus_pids(tmp_path) == []
+
+
 def _serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
     environment = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
     environment.update(FINGATE_DATA_DIR=str(tmp_path), FINGATE_PORT=str(port), FINGATE_LOAD_DEMO="false")
