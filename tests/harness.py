@@ -140,6 +140,32 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def serve(
+    command: list[str], env: dict[str, str], log: Path, timeout: float, **popen: Any
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`command` (a `fingate serve`) on a free port, given as FINGATE_PORT, until /readyz answers: the process and
+    its port. A free port found beforehand may be taken before the server binds it (a connection's local port):
+    when the server stops saying so, it is started again on another, up to three times."""
+    for attempt in range(1, 4):
+        port = free_port()
+        logged = log.stat().st_size if log.exists() else 0
+        with open(log, "ab") as out:
+            server = subprocess.Popen(
+                command, env={**env, "FINGATE_PORT": str(port)}, stdout=out, stderr=subprocess.STDOUT, **popen
+            )
+        try:
+            wait_ready(port, server, log, timeout)
+            return server, port
+        except AssertionError:
+            taken = server.poll() is not None and b"address already in use" in log.read_bytes()[logged:].lower()
+            if server.poll() is None:
+                server.kill()
+                server.wait()
+            if not taken or attempt == 3:
+                raise
+    raise AssertionError("unreachable")
+
+
 def wait_ready(port: int, server: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
     """Until `fingate serve` answers /readyz; fails with its log if it exits or takes too long."""
     deadline = time.monotonic() + timeout

@@ -15,7 +15,7 @@ import pytest
 from app import embedded
 from app.embedded import EmbeddedError, EmbeddedMongo
 from app.store import Store
-from tests.harness import free_port, wait_ready
+from tests.harness import free_port, serve
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="tests the embedded database")
 
@@ -99,12 +99,17 @@ def _serve(tmp_path: Path, port: int) -> subprocess.Popen[bytes]:
         )
 
 
+def _serving(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """`fingate serve` on `tmp_path`, ready: the process and its port."""
+    environment = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
+    environment.update(FINGATE_DATA_DIR=str(tmp_path), FINGATE_LOAD_DEMO="false")
+    return serve([sys.executable, "-m", "app.cli", "serve"], environment, tmp_path / "serve.log", timeout=60)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_serve_stops_the_database_on_signals(tmp_path: Path, signum: int) -> None:
-    port = free_port()
-    proc = _serve(tmp_path, port)
+    proc, _ = _serving(tmp_path)
     try:
-        wait_ready(port, proc, tmp_path / "serve.log", timeout=60)
         assert len(secantus_pids(tmp_path)) == 1
         proc.send_signal(signum)
         proc.wait(30)
@@ -112,6 +117,27 @@ def test_serve_stops_the_database_on_signals(tmp_path: Path, signum: int) -> Non
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert secantus_pids(tmp_path) == []
+
+
+def test_the_harness_serves_again_on_another_port_when_its_free_port_was_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tests' `serve`: a port found free, then taken before uvicorn binds it, costs a restart, not the test."""
+    from tests import harness
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        first = taken.getsockname()[1]
+        ports = iter([first])
+        monkeypatch.setattr(harness, "free_port", lambda: next(ports, None) or free_port())
+        proc, port = _serving(tmp_path)
+        try:
+            assert port != first and "address already in use" in (tmp_path / "serve.log").read_text().lower()
+        finally:
+            proc.terminate()
+            proc.wait(30)
     assert secantus_pids(tmp_path) == []
 
 
@@ -207,10 +233,8 @@ async def test_readyz_names_the_engine(tmp_path: Path) -> None:
 
 def test_load_while_serving_goes_through_the_running_database(tmp_path: Path) -> None:
     # The storage is locked by the serving FinGate's database: `fingate load` finds it and loads through it.
-    port = free_port()
-    proc = _serve(tmp_path, port)
+    proc, port = _serving(tmp_path)
     try:
-        wait_ready(port, proc, tmp_path / "serve.log", timeout=60)
         patient = tmp_path / "patient.json"
         patient.write_text('{"resourceType": "Patient", "id": "while-serving", "gender": "female"}')
         environment = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}

@@ -11,7 +11,6 @@ import contextlib
 import math
 import os
 import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -28,7 +27,7 @@ from app.embedded import EmbeddedMongo
 from app.http import loads
 from app.settings import Settings
 from app.store import Store
-from tests.harness import client_for, free_port, json_with_decimals, wait_ready
+from tests.harness import client_for, json_with_decimals, serve, wait_ready
 from tests.test_embedded import secantus_pids
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="kills the embedded database")
@@ -327,16 +326,11 @@ async def test_a_commit_cut_off_is_unknown_outcome_never_conflict_or_failure(
 def test_a_restarted_database_still_never_outlives_fingate(tmp_path: Path) -> None:
     """The restarted child is started by the supervisor thread, which lives as long as FinGate:
     kill -9 of `fingate serve` still takes it down (PR_SET_PDEATHSIG)."""
-    port = free_port()
     environment = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
-    environment.update(FINGATE_DATA_DIR=str(tmp_path), FINGATE_PORT=str(port), FINGATE_LOAD_DEMO="false")
+    environment.update(FINGATE_DATA_DIR=str(tmp_path), FINGATE_LOAD_DEMO="false")
     log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve"], env=environment, stdout=out, stderr=subprocess.STDOUT
-        )
+    server, port = serve([sys.executable, "-m", "app.cli", "serve"], environment, log, timeout=GENEROUS)
     try:
-        wait_ready(port, server, log, timeout=GENEROUS)
         (first,) = secantus_pids(tmp_path)
         os.kill(first, signal.SIGKILL)
         deadline = time.monotonic() + GENEROUS

@@ -17,7 +17,7 @@ from PIL import Image
 from playwright.async_api import Page, async_playwright, expect
 
 from app.explorer import ready_queries
-from tests.harness import free_port, wait_ready
+from tests.harness import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = Path(os.environ.get("FINGATE_ARTIFACTS", ROOT / "artifacts"))
@@ -49,7 +49,6 @@ def _stop(server: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def fingate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
     env.update(
         FINGATE_DATA_DIR=str(tmp_path_factory.mktemp("fingate-data")),
@@ -58,19 +57,13 @@ def fingate(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     fingate_bin = Path(sys.executable).with_name("fingate")
     log_path = tmp_path_factory.getbasetemp() / "fingate-serve.log"
-    log = log_path.open("wb")
-    server = subprocess.Popen(
-        [str(fingate_bin), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
+    command = [str(fingate_bin), "serve", "--host", "127.0.0.1"]
+    server, port = serve(command, env, log_path, timeout=START_TIMEOUT, start_new_session=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     try:
-        wait_ready(port, server, log_path, timeout=START_TIMEOUT)
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
         _stop(server)
-        log.close()
 
 
 @pytest.fixture
