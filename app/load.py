@@ -13,6 +13,7 @@ from typing import Any
 
 from app import bundles, errors, rules
 from app.bundles import RANK
+from app.fhir.references import by_type
 from app.fhir.values import Resource
 from app.rules.balances import PAYMENT, contributions
 from app.store.settlements import Payment, Settlement
@@ -139,14 +140,14 @@ class _ChunkReads:
         their payments' targets (totals, what is paid on them). The chunk's own entries are left out: they are
         new (not stored), and by the time an entry referencing one is checked, it is in `pending` if accepted."""
         own = {(t, r.get("id")) for t, r in entries}
-        wanted = _by_key(k for t, r in entries for k in rules.references_read(t, r, None) if k not in own)
+        wanted = by_type(k for t, r in entries for k in rules.references_read(t, r, None) if k not in own)
         found = await self.reads.get_many(wanted) if wanted else {}
         self.known = {(t, id): found.get((t, id)) for t, ids in wanted.items() for id in ids}
         targets = list(dict.fromkeys(ref for t, r in entries if t == PAYMENT for ref in contributions(r)[0]))
         if targets:
-            by_type = _by_key(tuple(ref.split("/", 1)) for ref in targets)  # type: ignore[misc]
-            amounts = await self.reads.amounts(by_type)
-            self.known_amounts = {(t, id): amounts.get((t, id)) for t, ids in by_type.items() for id in ids}
+            named = by_type((rtype, id) for rtype, id in (ref.split("/", 1) for ref in targets))
+            amounts = await self.reads.amounts(named)
+            self.known_amounts = {(t, id): amounts.get((t, id)) for t, ids in named.items() for id in ids}
             self.paid, self.paid_read = await self.reads.settlements(targets), frozenset(targets)
 
     async def get_many(self, ids_by_type: Mapping[str, list[str]]) -> dict[tuple[str, str], Resource]:
@@ -197,13 +198,6 @@ class _ChunkReads:
         return out
 
 
-def _by_key(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for rtype, id in keys:
-        out.setdefault(rtype, []).append(id)
-    return out
-
-
 CHUNK = 250  # resources per transaction on the bulk path
 
 
@@ -215,7 +209,7 @@ def _key(item: Item) -> tuple[str, str]:
 async def _existing(writer: Writer, items: list[Item]) -> set[tuple[str, str]]:
     """Which of the single resources `items` are stored already (by type and id)."""
     named = (item.resources[0] for item in items)
-    ids = _by_key(
+    ids = by_type(
         (r["resourceType"], r["id"])
         for r in named
         if isinstance(r.get("id"), str) and isinstance(r.get("resourceType"), str)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
@@ -58,3 +59,11 @@ def local_reference(reference: Any) -> tuple[str, str] | None:
         return None
     parsed = relative_reference(text)
     return parsed if parsed is not None and parsed[0] in SERVED else None
+
+
+def by_type(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(type, id) keys as {type: [ids]}, in their order: the shape every batched read takes."""
+    out: dict[str, list[str]] = {}
+    for rtype, id in keys:
+        out.setdefault(rtype, []).append(id)
+    return out

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from app.billing import Amounts, add, limit, money, paid, payable, subtract
 from app.errors import STATUS_RULE, FinGateError, outcome_issue
-from app.fhir.references import local_reference
+from app.fhir.references import by_type, local_reference
 from app.rules.tables import BALANCE_RULES, BalanceRule
 from app.store.settlements import COUNTED_STATUS, Settlement
 
@@ -81,11 +81,7 @@ async def _payment_written(new: dict, old: dict | None, reads: BalanceReads, fin
     changed = [t for t in dict.fromkeys([*after, *before]) if not _same(after.get(t, {}), before.get(t, {}))]
     if not changed:
         return []
-    ids_by_type: dict[str, list[str]] = {}
-    for ref in changed:
-        rtype, id = ref.split("/", 1)
-        ids_by_type.setdefault(rtype, []).append(id)
-    targets = await reads.amounts(ids_by_type)
+    targets = await reads.amounts(by_type((rtype, id) for rtype, id in (ref.split("/", 1) for ref in changed)))
     stored = await reads.settlements(changed)
     errors = []
     for ref in changed:

@@ -10,7 +10,7 @@ from app import outbound
 from app.billing import Amounts, add
 from app.errors import BAD_USER_INPUT, STATUS_RULE, FinGateError, outcome_issue
 from app.fhir.model import spec
-from app.fhir.references import local_reference
+from app.fhir.references import by_type, local_reference
 from app.rules.balances import check_balances
 from app.rules.tables import (
     AMOUNT_RULES,
@@ -275,11 +275,14 @@ def _rule_targets(resource_type: str, new: dict, old: dict | None) -> tuple[list
     return wanted, pairs
 
 
+def _read_keys(wanted: list[_Wanted], pairs: list[_Pair]) -> list[tuple[str, str]]:
+    return [*((w[3], w[4]) for w in wanted), *(p[2] for p in pairs)]
+
+
 def references_read(resource_type: str, new: dict, old: dict | None) -> list[tuple[str, str]]:
     """The (type, id) of every resource the reference and answer rules read for this write (`Reads.get_many`):
     what a bulk load reads at once for its whole chunk."""
-    wanted, pairs = _rule_targets(resource_type, new, old)
-    return [*((w[3], w[4]) for w in wanted), *(p[2] for p in pairs)]
+    return _read_keys(*_rule_targets(resource_type, new, old))
 
 
 async def _check_reference_rules(resource_type: str, new: dict, old: dict | None, reads: Reads) -> list[FinGateError]:
@@ -287,10 +290,7 @@ async def _check_reference_rules(resource_type: str, new: dict, old: dict | None
     wanted, pairs = _rule_targets(resource_type, new, old)
     if not wanted and not pairs:
         return []
-    ids_by_type: dict[str, list[str]] = {}
-    for rtype, id in [*((w[3], w[4]) for w in wanted), *(p[2] for p in pairs)]:
-        ids_by_type.setdefault(rtype, []).append(id)
-    found = await reads.get_many(ids_by_type)
+    found = await reads.get_many(by_type(_read_keys(wanted, pairs)))
     errors = [
         *(_reference_error(w, found.get((w[3], w[4]))) for w in wanted),
         *(_pair_error(p, found.get(p[2])) for p in pairs),
