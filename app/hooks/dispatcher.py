@@ -179,14 +179,8 @@ class Dispatcher:
     ) -> Resource | None:
         """A `requested` Subscription: a handshake, then a new version with `status: active` (the Subscription to
         deliver for); None when the endpoint never accepted it (then `error`, dead-lettered) or it changed meanwhile."""
-        id, version = subscription["id"], _version(subscription)
-        msg_id, number = f"{id}-handshake-{version}", state["eventsSinceSubscriptionStart"]
-        bundle = notification.control(subscription, notification.HANDSHAKE, number, self.now(), msg_id)
-        error = await self._send(
-            tenant, subscription, msg_id, bundle, state["position"], number, notification.HANDSHAKE
-        )
-        if error is not None:
-            await self._dead(store, tenant, subscription, f"handshake: {error}")
+        msg_id = f"{subscription['id']}-handshake-{_version(subscription)}"
+        if not await self._control(store, tenant, subscription, state, notification.HANDSHAKE, msg_id, self.now()):
             return None
         return await _set_status(store, tenant, subscription, "active")  # None: written meanwhile, served next round
 
@@ -196,17 +190,31 @@ class Dispatcher:
         period = subscription.get("heartbeatPeriod")
         if not isinstance(period, int) or period <= 0:
             return
-        now, id = self.now(), subscription["id"]
+        now = self.now()
         last = state.get("lastSent") or state.get("started")
         if last is not None and now - last < timedelta(seconds=period):
             return
-        msg_id, number = f"{id}-heartbeat-{int(now.timestamp())}", state["eventsSinceSubscriptionStart"]
-        bundle = notification.control(subscription, notification.HEARTBEAT, number, now, msg_id)
-        error = await self._send(
-            tenant, subscription, msg_id, bundle, state["position"], number, notification.HEARTBEAT
-        )
+        msg_id = f"{subscription['id']}-heartbeat-{int(now.timestamp())}"
+        await self._control(store, tenant, subscription, state, notification.HEARTBEAT, msg_id, now)
+
+    async def _control(
+        self,
+        store: Store,
+        tenant: str,
+        subscription: Resource,
+        state: dict[str, Any],
+        kind: str,
+        msg_id: str,
+        when: datetime,
+    ) -> bool:
+        """A handshake or a heartbeat (`kind`) sent: True once the endpoint accepted it; False when it did not, and
+        the Subscription is dead-lettered with why."""
+        number = state["eventsSinceSubscriptionStart"]
+        bundle = notification.control(subscription, kind, number, when, msg_id)
+        error = await self._send(tenant, subscription, msg_id, bundle, state["position"], number, kind)
         if error is not None:
-            await self._dead(store, tenant, subscription, f"heartbeat: {error}")
+            await self._dead(store, tenant, subscription, f"{kind}: {error}")
+        return error is None
 
     async def _send(
         self,
