@@ -173,8 +173,9 @@ def _toml(config: dict[str, dict[str, bool]]) -> str:
     return "# Written by FinGate at every start of its embedded database; edits are overwritten.\n" + "\n".join(tables)
 
 
-def _port_taken(log_path: Path, since: int) -> bool:
-    """Whether the server's log, from offset `since`, says its port was in use (both servers' words)."""
+def port_taken(log_path: Path, since: int) -> bool:
+    """Whether a server's log, from offset `since`, says its port was in use (both SecantusDB servers' words, and
+    uvicorn's)."""
     try:
         with open(log_path, "rb") as log:
             log.seek(since)
@@ -246,7 +247,7 @@ class EmbeddedMongo:
                 self._launch(timeout, meanwhile if attempt == 1 else None)
                 break
             except EmbeddedError:
-                if attempt == PORT_ATTEMPTS or not _port_taken(self.log_path, logged):
+                if attempt == PORT_ATTEMPTS or not port_taken(self.log_path, logged):
                     raise
                 log.warning("port %d was taken before the embedded database bound it; trying another", self.port)
         self._supervisor = threading.Thread(target=self._supervise, name="fingate-embedded-supervisor", daemon=True)

@@ -244,7 +244,7 @@ class Writer:
     def prepare(entries: list[tuple[str, Resource]]) -> list[Resource | errors.FinGateError]:
         """What `create_many` checks of each (type, resource) before its transaction, in order: validation, the
         status a new resource may start in, the document's own amounts; each as the resource to store (a copy) or
-        its error. It reads nothing, so it may run anywhere, any time before (a load's next chunk, in a thread)."""
+        its error. It reads nothing, so it may run any time before (a load checks its next chunk while one is written)."""
         out: list[Resource | errors.FinGateError] = []
         for resource_type, resource in entries:
             try:

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from app.embedded import port_taken
 from app.fhir.decimals import plain_text
 from app.fhir.model import SERVED_RESOURCES
 from app.http import create_app, loads
@@ -157,7 +158,7 @@ def serve(
             wait_ready(port, server, log, timeout)
             return server, port
         except AssertionError:
-            taken = server.poll() is not None and b"address already in use" in log.read_bytes()[logged:].lower()
+            taken = server.poll() is not None and port_taken(log, logged)
             if server.poll() is None:
                 server.kill()
                 server.wait()
