@@ -206,6 +206,11 @@ def _key(item: Item) -> tuple[str, str]:
     return str(resource.get("resourceType")), str(resource.get("id"))
 
 
+def _entries(items: list[Item]) -> list[tuple[str, Resource]]:
+    """Single resources as `Writer.prepare` and `create_many` take them: (type, resource)."""
+    return [(str(item.resources[0].get("resourceType")), item.resources[0]) for item in items]
+
+
 async def _existing(writer: Writer, items: list[Item]) -> set[tuple[str, str]]:
     """Which of the single resources `items` are stored already (by type and id)."""
     named = (item.resources[0] for item in items)
@@ -254,7 +259,7 @@ async def _create_run(
     transaction itself fails (an id taken meanwhile, a conflict), the run is loaded one by one."""
     if not run:
         return
-    entries = [(str(item.resources[0].get("resourceType")), item.resources[0]) for item in run]
+    entries = _entries(run)
     prepared = [checked[id(item)] for item in run] if checked else None
 
     async def reads(session: Any, pending: dict[tuple[str, str], Resource], valid: list[tuple[str, Resource]]) -> Any:
@@ -351,8 +356,7 @@ async def load(
     def prepare(n: int) -> None:
         step = steps[n] if n < len(steps) else None
         if isinstance(step, list) and n not in preparing:
-            entries = [(str(item.resources[0].get("resourceType")), item.resources[0]) for item in step]
-            preparing[n] = asyncio.ensure_future(_prepare(writer, entries))
+            preparing[n] = asyncio.ensure_future(_prepare(writer, _entries(step)))
 
     try:
         for n, step in enumerate(steps):
